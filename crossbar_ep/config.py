@@ -1,0 +1,291 @@
+"""Experiment configuration: YAML -> typed, frozen :class:`Config`, validated with key paths.
+
+Load with :func:`load_config` (a file plus optional ``--set key=value`` overrides).  Every
+key, its default and its unit are listed in ``docs/config.md``, which is generated from
+this module by ``python -m crossbar_ep.docs`` and checked by the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .schema import (Where, build_section, key, p_bool, p_choice, p_float, p_int, p_list,
+                     p_optional, p_scalar_or_list, p_str, section, to_plain)
+
+DATASETS = ("mnist", "fashion-mnist", "synthetic")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, or synthetic (generated, "
+                       "for tests and demos).", p_choice(*DATASETS))
+    dir: str | None = key(None, "Data directory searched first (holding mnist/ or "
+                          "fashion-mnist/, or the IDX files themselves). Relative paths are "
+                          "taken from the experiment file's folder.", p_optional(p_str()))
+    download: bool = key(True, "Download missing MNIST / Fashion-MNIST files into the per-user "
+                         "cache (checksums verified).", p_bool())
+    train_subset: int | None = key(None, "Use only the first N training samples (after the "
+                                   "validation split).", p_optional(p_int(lo=1)))
+    test_subset: int | None = key(None, "Use only the first N test samples.",
+                                  p_optional(p_int(lo=1)))
+    validation: int = key(0, "Training samples held out (seeded draw) as a validation set; "
+                          "0 for none.", p_int(lo=0), "samples")
+    synthetic_features: int = key(64, "Synthetic set: input dimension.", p_int(lo=1))
+    synthetic_classes: int = key(10, "Synthetic set: number of classes.", p_int(lo=2))
+    synthetic_train: int = key(2000, "Synthetic set: training samples.", p_int(lo=1), "samples")
+    synthetic_test: int = key(500, "Synthetic set: test samples.", p_int(lo=1), "samples")
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    SHORTHAND = "kind"
+    kind: str = key("none", "Residual topology: none; every-3 (long-range bidirectional links "
+                    "1<->4, 4<->7, ...); pairs (the explicit list in `pairs`); agt (arbitrary "
+                    "graph topology: each ordered pair of non-adjacent hidden layers linked "
+                    "with probability p).", p_choice("none", "every-3", "pairs", "agt"))
+    pairs: tuple = key((), "For kind=pairs: forward links [from, to] between hidden layers "
+                       "(1-based, from < to, non-adjacent); each gets a feedback partner.",
+                       p_list(p_list(p_int(lo=1))))
+    p: float = key(0.2, "For kind=agt: link probability per ordered pair.",
+                   p_float(lo=0.0, hi=1.0))
+    seed: int = key(0, "For kind=agt: seed of the random graph.", p_int(lo=0))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple = key((512, 512, 512), "Widths of the hidden layers (the recurrent core).",
+                        p_list(p_int(lo=1), min_len=1), "units")
+    activation: str = key("tanh", "Neuron nonlinearity rho: tanh, or hard_sigmoid = "
+                          "clip(x, 0, 1).", p_choice("tanh", "hard_sigmoid"))
+    beta_i: Any = key(0.01, "Feedback regulation: gain of every feedback path into hidden "
+                      "layer i; one value, or one per hidden layer.",
+                      p_scalar_or_list(p_float(lo=0.0)))
+    alpha: float = key(1.0, "Forward scale of hidden-to-hidden weights (not W_0, W_f, or "
+                       "residual links).", p_float(lo=0.0, lo_open=True))
+    feedback: str = key("symmetric", "Feedback matrices: symmetric (B_i = W_i^T, tied) or "
+                        "random (Glorot-uniform, fixed).", p_choice("symmetric", "random"))
+    residual: ResidualConfig = section(ResidualConfig, "Residual / AGT skip links.")
+    bias: bool = key(False, "Learn a bias per hidden and output unit.", p_bool())
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    algorithm: str = key("ep", "ep (Equilibrium Propagation on the FRE-RNN) or bp "
+                         "(backpropagation through the equivalent feed-forward net).",
+                         p_choice("ep", "bp"))
+    epochs: int = key(50, "Training epochs.", p_int(lo=1))
+    batch_size: int = key(500, "Minibatch size (reshuffled every epoch).", p_int(lo=1),
+                          "samples")
+    optimizer: str = key("adam", "adam or sgd.", p_choice("adam", "sgd"))
+    lr: Any = key(1.0e-3, "Learning rate; one value, or one per weight matrix "
+                  "(W_0 .. W_{L-1}, W_f: L+1 values; a residual link uses the value of the "
+                  "matrix entering the same layer).", p_scalar_or_list(p_float(lo=0.0)))
+    momentum: float = key(0.0, "SGD momentum.", p_float(lo=0.0, hi=1.0))
+    adam_beta1: float = key(0.9, "Adam first-moment decay.", p_float(lo=0.0, hi=1.0))
+    adam_beta2: float = key(0.999, "Adam second-moment decay.", p_float(lo=0.0, hi=1.0))
+    adam_eps: float = key(1.0e-8, "Adam epsilon.", p_float(lo=0.0, lo_open=True))
+    T: int = key(18, "Free-phase length (steps of the discrete map; units of tau for ODE "
+                 "settling). Must be >= the number of hidden layers.", p_int(lo=1), "steps")
+    K: int = key(10, "Nudged-phase length.", p_int(lo=1), "steps")
+    beta_f: float = key(0.1, "Nudge strength on the top hidden layer.",
+                        p_float(lo=0.0, lo_open=True))
+    nudge_error: str = key("recomputed", "Output error during the nudged phase: recomputed "
+                           "every step (paper, Algorithm 1) or frozen at the free-phase value "
+                           "(authors' layered code).", p_choice("recomputed", "frozen"))
+    update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide by beta_f * "
+                           "beta_i^hops so the update tends to the BP gradient).",
+                           p_choice("raw", "normalised"))
+    dtype: str = key("float32", "Floating-point type of states and weights.",
+                     p_choice("float32", "float64"))
+    seed: int = key(0, "Seed of the run's random generator (init, shuffling).", p_int(lo=0))
+    eval_batch_size: int = key(1000, "Batch size for test/validation inference.", p_int(lo=1),
+                               "samples")
+
+
+@dataclass(frozen=True)
+class SettlingConfig:
+    mode: str = key("discrete", "discrete (the paper's synchronous map) or ode (Euler steps "
+                    "of tau ds/dt = -s + rho(h) with step dt_over_tau).",
+                    p_choice("discrete", "ode"))
+    dt_over_tau: float = key(1.0, "ODE step in units of the neuron time constant; 1 equals "
+                             "the discrete map. Phases last T and K tau.",
+                             p_float(lo=0.0, hi=1.0, lo_open=True), "tau")
+    early_stop: bool = key(False, "Stop a phase early once the largest state change per "
+                           "tau falls below `tolerance`.", p_bool())
+    tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau.",
+                           p_float(lo=0.0, lo_open=True), "state units")
+    max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
+                                "beyond T, K).", p_optional(p_int(lo=1)), "steps")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = key("experiment", "Experiment name (used in the run directory name).", p_str())
+    description: str = key("", "Free text.", p_str())
+    data: DataConfig = section(DataConfig, "Data set and splits.")
+    model: ModelConfig = section(ModelConfig, "FRE-RNN architecture.")
+    training: TrainingConfig = section(TrainingConfig, "Learning algorithm and optimiser.")
+    settling: SettlingConfig = section(SettlingConfig, "How each phase is integrated.")
+    source: str = "<memory>"  # file the config came from (not a YAML key)
+
+    @property
+    def n_hidden(self) -> int:
+        return len(self.model.hidden)
+
+    def beta_per_layer(self) -> tuple:
+        """beta_i for hidden layers 1..L (tuple of L floats)."""
+        b = self.model.beta_i
+        return tuple(b) if isinstance(b, tuple) else (b,) * self.n_hidden
+
+    def lr_per_matrix(self) -> tuple:
+        """Learning rate of W_0 .. W_{L-1}, W_f (tuple of L+1 floats)."""
+        lr = self.training.lr
+        return tuple(lr) if isinstance(lr, tuple) else (lr,) * (self.n_hidden + 1)
+
+    def residual_pairs(self) -> tuple:
+        """Forward skip links (from, to), 1-based hidden layers, from the residual kind."""
+        r, L = self.model.residual, self.n_hidden
+        if r.kind == "every-3":
+            return tuple((j, j + 3) for j in range(1, L - 2, 3))
+        if r.kind == "pairs":
+            return tuple(tuple(p) for p in r.pairs)
+        return ()
+
+    def to_dict(self) -> dict:
+        return to_plain(self)
+
+
+def _check_cross_fields(cfg: Config) -> None:
+    w = Where(cfg.source, "")
+    L = cfg.n_hidden
+    if cfg.training.T < L:
+        raise w.child("training").child("T").fail(
+            f"must be >= the number of hidden layers ({L}) so the input reaches the top "
+            f"layer; got {cfg.training.T}")
+    if isinstance(cfg.model.beta_i, tuple) and len(cfg.model.beta_i) != L:
+        raise w.child("model").child("beta_i").fail(
+            f"has {len(cfg.model.beta_i)} values but model.hidden has {L} layers; give one "
+            f"value or {L}")
+    if isinstance(cfg.training.lr, tuple) and len(cfg.training.lr) != L + 1:
+        raise w.child("training").child("lr").fail(
+            f"has {len(cfg.training.lr)} values; give one value or {L + 1} "
+            f"(W_0 .. W_{L - 1}, W_f)")
+    r = cfg.model.residual
+    rw = w.child("model").child("residual")
+    if r.kind == "pairs":
+        if not r.pairs:
+            raise rw.child("pairs").fail("kind is 'pairs' but the list is empty")
+        seen = set()
+        for i, pair in enumerate(r.pairs):
+            pw = rw.child("pairs").child(i)
+            if len(pair) != 2:
+                raise pw.fail(f"expected [from, to], got {list(pair)}")
+            a, b = pair
+            if not (1 <= a <= L and 1 <= b <= L):
+                raise pw.fail(f"layers must lie in 1..{L} (hidden layers), got {list(pair)}")
+            if a >= b:
+                raise pw.fail(f"from must be < to (feedback partners are added "
+                              f"automatically), got {list(pair)}")
+            if b - a < 2:
+                raise pw.fail(f"layers {a} and {b} are adjacent and already linked")
+            if (a, b) in seen:
+                raise pw.fail(f"duplicate link {list(pair)}")
+            seen.add((a, b))
+    elif r.pairs:
+        raise rw.child("pairs").fail(f"only used with kind: pairs (kind is '{r.kind}')")
+    if r.kind == "every-3" and L < 4:
+        raise rw.child("kind").fail(f"every-3 needs at least 4 hidden layers, model has {L}")
+    if r.kind == "agt" and cfg.model.feedback != "random":
+        raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
+    if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
+        raise w.child("settling").child("dt_over_tau").fail(
+            "only used with settling.mode: ode (the discrete map has dt = tau)")
+    if cfg.settling.max_steps is not None and cfg.settling.max_steps < L:
+        raise w.child("settling").child("max_steps").fail(
+            f"must be >= the number of hidden layers ({L})")
+    if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
+        raise w.child("training").child("update_norm").fail(
+            "normalised updates divide by beta_i, so every model.beta_i must be > 0")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.epochs=2`` -> (['training', 'epochs'], 2); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set training.epochs=2")
+    k, v = text.split("=", 1)
+    path = [p for p in k.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(v) if v.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text}: value is not valid YAML ({exc})") from None
+    return path, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with every ``key.path=value`` override set."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None or isinstance(nxt, str):
+                # a shorthand scalar (residual: every-3) becomes a mapping
+                nxt = {} if nxt is None else {"kind": nxt}
+                node[part] = nxt
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text}: '{part}' is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: Any, source: str = "<memory>") -> Config:
+    """Validate a plain mapping (as read from YAML) into a :class:`Config`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping of sections "
+                          f"(data, model, training, settling), got {type(raw).__name__}")
+    cfg = build_section(Config, raw, Where(source, ""))
+    cfg = replace(cfg, source=source)
+    _check_cross_fields(cfg)
+    return cfg
+
+
+def read_yaml(path: str) -> Any:
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_config(path: str, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate an experiment file."""
+    raw = read_yaml(path)
+    if overrides:
+        if not isinstance(raw, dict):
+            raw = {}
+        raw = apply_overrides(raw, overrides)
+    cfg = config_from_dict(raw, source=path)
+    d = cfg.data
+    if d.dir is not None and not os.path.isabs(d.dir):
+        base = os.path.dirname(os.path.abspath(path))
+        cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(base, d.dir))))
+    return cfg
+
+
+def dump_config(cfg: Config, path: str) -> None:
+    """Write the fully resolved config (every key, defaults filled in) as YAML."""
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)

@@ -1,0 +1,157 @@
+"""Equilibrium Propagation on the FRE-RNN, and the backpropagation twin of the same net.
+
+Both learners expose ``train_batch(x, y) -> BatchStats`` and ``predict(x) -> p`` over the
+same :class:`~crossbar_ep.network.Network`, so EP and BP runs share data, init and seed.
+Updates follow the ascent convention (they point downhill on the cross-entropy loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dynamics import PhaseResult, Settler, activation_derivative, softmax
+from .network import Network
+from .optim import Optimizer
+
+
+@dataclass
+class BatchStats:
+    loss_sum: float      # summed cross-entropy of the free-phase prediction
+    correct: int         # correctly classified samples (free phase)
+    residual: float      # max |ds| per tau at the last free-phase step (EP; 0 for BP)
+    steps: int           # free-phase steps used (EP; 0 for BP)
+
+
+def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:
+    out = np.zeros((y.shape[0], n), dtype)
+    out[np.arange(y.shape[0]), y] = 1.0
+    return out
+
+
+def cross_entropy_sum(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.maximum(p[np.arange(y.shape[0]), y], 1e-12)).sum())
+
+
+class EPLearner:
+    """Two-phase EP with local updates ``dW = mean((sb_k - s0_k) outer s0_j)``.
+
+    ``normalised=True`` divides each update by ``beta_f * prod(beta)`` along the feedback
+    path from the nudge to the layer it enters (the BP-gradient scale).
+    """
+
+    def __init__(self, net: Network, settler: Settler, optimizer: Optimizer,
+                 normalised: bool = False):
+        self.net, self.settler, self.opt = net, settler, optimizer
+        self.normalised = normalised
+        self._grads = {name: np.empty_like(a) for name, a in net.trainable()}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.settler.free(x).p
+
+    def updates(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:
+        """EP update directions (already divided by the batch size and, if normalised, by
+        the feedback gain) and the free-phase result."""
+        net, B = self.net, x.shape[0]
+        free = self.settler.free(x)
+        nudged = self.settler.nudged(free, y1h)
+        L = net.L
+        delta = {k: nudged.s[k] - free.s[k] for k in range(1, L + 1)}
+        delta[L + 1] = y1h - free.p
+        s0 = free.s
+        out = {}
+        for p in net.projections:
+            g = self._grads[p.name]
+            np.matmul(delta[p.dst].T, s0[p.src], out=g)
+            g *= self._scale(p.name, B)
+            out[p.name] = g
+        for k in net.b:
+            g = self._grads[f"b{k}"]
+            np.sum(delta[k], axis=0, out=g)
+            g *= self._scale(f"b{k}", B)
+            out[f"b{k}"] = g
+        return out, free
+
+    def _scale(self, name: str, B: int) -> float:
+        norm = self.net.norm[name] if self.normalised else 1.0
+        return 1.0 / (B * norm)
+
+    def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
+        net = self.net
+        y1h = one_hot(y, net.sizes[-1], net.dtype)
+        grads, free = self.updates(x, y1h)
+        self.opt.begin()
+        for name, g in grads.items():
+            self.opt.step(name, g)
+        self.settler.refresh()
+        return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
+                          free.residual, free.steps)
+
+
+class BPLearner:
+    """Backpropagation through the feed-forward net the FRE-RNN tends to as beta_i -> 0:
+    ``s_k = rho(alpha W_{k-1} s_{k-1} + sum of residual links + b_k)``, softmax readout."""
+
+    def __init__(self, net: Network, optimizer: Optimizer | None):
+        self.net, self.opt = net, optimizer
+
+    def forward(self, x: np.ndarray) -> tuple[list, list, np.ndarray]:
+        """States s[0..L], pre-activations h[1..L] (h[0] is None), probabilities p."""
+        net, L = self.net, self.net.L
+        s, h = [x], [None]
+        for k in range(1, L + 1):
+            a = np.zeros((x.shape[0], net.sizes[k]), net.dtype)
+            for p in net.incoming(k):
+                a += p.scale * (s[p.src] @ net.W[p.name].T)
+            if k in net.b:
+                a += net.b[k]
+            h.append(a)
+            s.append(np.tanh(a) if net.activation == "tanh" else np.clip(a, 0.0, 1.0))
+        z = s[L] @ net.W["Wf"].T
+        if L + 1 in net.b:
+            z += net.b[L + 1]
+        return s, h, softmax(z)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)[2]
+
+    def gradients(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, np.ndarray]:
+        """Minus the gradient of the mean cross-entropy w.r.t. every trained parameter."""
+        net, L, B = self.net, self.net.L, x.shape[0]
+        s, h, p = self.forward(x)
+        delta = {L + 1: (y1h - p) / B}     # -dLoss/d(pre-activation), per layer
+        grads = {}
+        for k in range(L + 1, 0, -1):
+            if k <= L:
+                delta[k] = delta[k] * activation_derivative(s[k], h[k], net.activation)
+            for pr in net.incoming(k):
+                grads[pr.name] = pr.scale * (delta[k].T @ s[pr.src])
+                if pr.src >= 1:
+                    back = pr.scale * (delta[k] @ net.W[pr.name])
+                    delta[pr.src] = delta[pr.src] + back if pr.src in delta else back
+            if k in net.b:
+                grads[f"b{k}"] = delta[k].sum(axis=0)
+        return grads, p
+
+    def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
+        net = self.net
+        y1h = one_hot(y, net.sizes[-1], net.dtype)
+        grads, p = self.gradients(x, y1h)
+        self.opt.begin()
+        for name, g in grads.items():
+            self.opt.step(name, np.ascontiguousarray(g, dtype=net.dtype))
+        return BatchStats(cross_entropy_sum(p, y), int((p.argmax(1) == y).sum()), 0.0, 0)
+
+
+def make_learner(cfg, net: Network, optimizer: Optimizer | None):
+    """The EP or BP learner a config's ``training.algorithm`` selects."""
+    t, s = cfg.training, cfg.settling
+    if t.algorithm == "bp":
+        return BPLearner(net, optimizer)
+    settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
+                      s.max_steps, t.nudge_error)
+    return EPLearner(net, settler, optimizer, normalised=t.update_norm == "normalised")
+
+
+__all__ = ["BatchStats", "EPLearner", "BPLearner", "make_learner", "one_hot", "softmax"]

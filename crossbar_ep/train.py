@@ -1,0 +1,260 @@
+"""The training loop: run directory, per-epoch metrics, atomic checkpoints, resume.
+
+A run directory holds ``config.yaml`` (fully resolved), ``metrics.csv`` and
+``metrics.json`` (one row per epoch), ``checkpoint.npz`` (written atomically after every
+epoch: weights, optimiser state, random-generator state, history) and ``summary.txt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .config import Config, config_from_dict, dump_config, read_yaml
+from .data import Dataset, load_dataset
+from .ep import cross_entropy_sum, make_learner
+from .errors import CheckpointError
+from .network import Network, build_network
+from .optim import make_optimizer
+
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc",
+               "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps")
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass
+class Run:
+    """Everything one training run holds in memory."""
+
+    cfg: Config
+    data: Dataset
+    net: Network
+    learner: object
+    rng: np.random.Generator
+    out_dir: str
+    history: list = field(default_factory=list)
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+
+def setup(cfg: Config, out_dir: str, data: Dataset | None = None) -> Run:
+    """Load data, build and initialise the network from ``training.seed``."""
+    dtype = np.dtype(cfg.training.dtype)
+    if data is None:
+        data = load_dataset(cfg.data, dtype, seed=cfg.training.seed)
+    rng = np.random.default_rng(cfg.training.seed)
+    net = build_network(cfg, data.n_features, data.n_classes, rng)
+    opt = make_optimizer(cfg.training, net.trainable(), net.lr)
+    learner = make_learner(cfg, net, opt)
+    return Run(cfg, data, net, learner, rng, out_dir)
+
+
+def default_run_dir(cfg: Config, root: str = "runs") -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(root, f"{cfg.name}-{stamp}")
+    path, i = base, 1
+    while os.path.exists(path):
+        i += 1
+        path = f"{base}-{i}"
+    return path
+
+
+# ---------------------------------------------------------------------- files
+def _atomic_write(path: str, write) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_text(path: str, text: str) -> None:
+    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def save_checkpoint(run: Run) -> None:
+    net, opt = run.net, run.learner.opt
+    arrays = {f"W:{k}": v for k, v in net.W.items()}
+    arrays.update({f"b:{k}": v for k, v in net.b.items()})
+    arrays.update({f"fixed:{k}": v for k, v in net.fixed.items()})
+    arrays.update({f"opt:{k}": v for k, v in opt.state_arrays().items()})
+    meta = {"epochs_done": run.epochs_done, "opt_t": opt.t,
+            "rng_state": run.rng.bit_generator.state, "history": run.history,
+            "format": 1}
+    arrays["meta"] = np.array(json.dumps(meta))
+    _atomic_write(os.path.join(run.out_dir, CHECKPOINT), lambda fh: np.savez(fh, **arrays))
+
+
+def load_checkpoint(run: Run) -> None:
+    path = os.path.join(run.out_dir, CHECKPOINT)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint; the run stopped before its first "
+                              f"epoch ended: start it again without --resume") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    net, opt = run.net, run.learner.opt
+    targets = {**{f"W:{k}": v for k, v in net.W.items()},
+               **{f"b:{k}": v for k, v in net.b.items()},
+               **{f"fixed:{k}": v for k, v in net.fixed.items()}}
+    missing = sorted(set(targets) - set(arrays))
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; it does not "
+                              f"match the run's config.yaml")
+    for k, dst in targets.items():
+        if arrays[k].shape != dst.shape:
+            raise CheckpointError(f"{path}: {k} has shape {arrays[k].shape}, the config "
+                                  f"needs {dst.shape}")
+        np.copyto(dst, arrays[k])
+    opt.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt:")},
+                          meta["opt_t"])
+    run.rng.bit_generator.state = meta["rng_state"]
+    run.history = meta["history"]
+    if hasattr(run.learner, "settler"):
+        run.learner.settler.refresh()
+
+
+def write_metrics(run: Run) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_KEYS, extrasaction="ignore")
+    w.writeheader()
+    for row in run.history:
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_KEYS})
+    _atomic_text(os.path.join(run.out_dir, "metrics.csv"), buf.getvalue())
+    _atomic_text(os.path.join(run.out_dir, "metrics.json"), json.dumps(run.history, indent=1))
+
+
+# ---------------------------------------------------------------------- loop
+def evaluate(learner, x: np.ndarray, y: np.ndarray, batch: int) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the free-phase prediction."""
+    loss, correct = 0.0, 0
+    for i in range(0, x.shape[0], batch):
+        p = learner.predict(x[i:i + batch])
+        loss += cross_entropy_sum(p, y[i:i + batch])
+        correct += int((p.argmax(1) == y[i:i + batch]).sum())
+    n = max(1, x.shape[0])
+    return loss / n, correct / n
+
+
+def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
+    cfg, data = run.cfg, run.data
+    n, bs = data.x_train.shape[0], cfg.training.batch_size
+    perm = run.rng.permutation(n)
+    n_batches = (n + bs - 1) // bs
+    bar = _bar(n_batches, f"epoch {epoch}/{cfg.training.epochs}", progress)
+    loss = correct = seen = 0
+    resid, steps = [], []
+    t0 = time.perf_counter()
+    for i in range(n_batches):
+        idx = perm[i * bs:(i + 1) * bs]
+        st = run.learner.train_batch(data.x_train[idx], data.y_train[idx])
+        loss += st.loss_sum
+        correct += st.correct
+        seen += idx.size
+        resid.append(st.residual)
+        steps.append(st.steps)
+        if not np.isfinite(st.loss_sum):
+            raise FloatingPointError(f"loss became {st.loss_sum} at epoch {epoch}, batch "
+                                     f"{i}: lower the learning rate or beta values")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
+                            refresh=False)
+    train_time = time.perf_counter() - t0
+    test_loss, test_acc = evaluate(run.learner, data.x_test, data.y_test,
+                                   cfg.training.eval_batch_size)
+    val_acc = None
+    if data.x_val is not None:
+        val_acc = evaluate(run.learner, data.x_val, data.y_val, cfg.training.eval_batch_size)[1]
+    row = {"epoch": epoch, "train_loss": loss / seen, "train_acc": correct / seen,
+           "test_loss": test_loss, "test_acc": test_acc, "val_acc": val_acc,
+           "epoch_time_s": time.perf_counter() - t0, "samples_per_s": seen / train_time,
+           "settle_residual": float(np.mean(resid)), "settle_steps": float(np.mean(steps))}
+    if bar is not None:
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{100 * row['train_acc']:.2f}%",
+                        test=f"{100 * test_acc:.2f}%")
+        bar.close()
+    return row
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=True, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
+    """Train from ``run.epochs_done`` to ``cfg.training.epochs``, checkpointing each epoch."""
+    for epoch in range(run.epochs_done + 1, run.cfg.training.epochs + 1):
+        row = train_epoch(run, epoch, progress)
+        run.history.append(row)
+        save_checkpoint(run)
+        write_metrics(run)
+        if on_epoch is not None:
+            on_epoch(row)
+    s = summary(run)
+    _atomic_text(os.path.join(run.out_dir, "summary.txt"), s["line"] + "\n")
+    return s
+
+
+def summary(run: Run) -> dict:
+    h = run.history
+    if not h:
+        return {"line": f"{run.cfg.name}: no epoch completed"}
+    best = max(h, key=lambda r: r["test_acc"])
+    total = sum(r["epoch_time_s"] for r in h)
+    line = (f"{run.cfg.name} [{run.cfg.training.algorithm}]: best test {100 * best['test_acc']:.2f}% "
+            f"(epoch {best['epoch']}), final test {100 * h[-1]['test_acc']:.2f}%, final train "
+            f"{100 * h[-1]['train_acc']:.2f}%, {len(h)} epochs in {total / 60:.1f} min; "
+            f"run dir {run.out_dir}")
+    return {"line": line, "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+            "final_test_acc": h[-1]["test_acc"], "epochs": len(h), "time_s": total}
+
+
+def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None) -> Run:
+    """A fresh run directory with the resolved config written into it."""
+    out_dir = out_dir or default_run_dir(cfg)
+    if os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+        raise CheckpointError(f"{out_dir}: already holds a run; use --resume {out_dir} to "
+                              f"continue it, or choose another --out")
+    os.makedirs(out_dir, exist_ok=True)
+    run = setup(cfg, out_dir, data)
+    dump_config(cfg, os.path.join(out_dir, "config.yaml"))
+    return run
+
+
+def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None) -> Run:
+    """Reopen a run directory at its last checkpoint (optionally extending ``epochs``)."""
+    cfg_path = os.path.join(out_dir, "config.yaml")
+    if not os.path.isfile(cfg_path):
+        raise CheckpointError(f"{out_dir}: not a run directory (no config.yaml)")
+    cfg = config_from_dict(read_yaml(cfg_path), source=cfg_path)
+    if epochs is not None:
+        cfg = replace(cfg, training=replace(cfg.training, epochs=epochs))
+        dump_config(cfg, cfg_path)
+    run = setup(cfg, out_dir, data)
+    load_checkpoint(run)
+    return run

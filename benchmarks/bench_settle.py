@@ -1,0 +1,108 @@
+"""Speed of EP training on the ideal backend, as a fraction of the machine's GEMM peak.
+
+Runs the Table 1 3HL setting (784-512-512-512-10, batch 500, T/K 18/10, Adam) for a few
+hundred training batches and prints samples/s and
+
+    ratio = (time NumPy's float32 GEMM needs for the same products) / (time we took)
+
+where the GEMM time is measured in this same run, shape by shape, on exactly the matrix
+shapes the training step multiplies.  1.0 would mean every cycle went into useful GEMM
+FLOPs; the element-wise work, copies and Python overhead are what the ratio charges us for.
+
+    python benchmarks/bench_settle.py [--batches 200] [--config experiments/mnist_3hl.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from crossbar_ep.config import load_config  # noqa: E402
+from crossbar_ep.ep import make_learner  # noqa: E402
+from crossbar_ep.network import build_network  # noqa: E402
+from crossbar_ep.optim import make_optimizer  # noqa: E402
+
+
+def step_gemms(net, settler, B: int) -> Counter:
+    """Multiset of GEMM shapes (m, k, n) one EP training step performs: useful work only."""
+    g: Counter = Counter()
+    L = net.L
+    g[(B, net.sizes[0], net.sizes[1])] += 1                       # drive W_0 x
+    for phase_len, nudged in ((settler.T, False), (settler.K, True)):
+        steps = settler._n_steps(phase_len)
+        for k in settler.layers:
+            w = (settler.width_nudged if nudged else settler.width_free)[k]
+            if w:
+                g[(B, w, net.sizes[k])] += steps
+        n_read = steps if (nudged and settler.nudge_error == "recomputed") else 0
+        g[(B, net.sizes[L], net.sizes[L + 1])] += 1 + n_read       # readouts
+    for p in net.projections:                                      # local updates
+        g[(net.sizes[p.dst], B, net.sizes[p.src])] += 1
+    return g
+
+
+def gemm_seconds(shapes: Counter, dtype, repeats: int = 20) -> float:
+    """Time NumPy's GEMM needs for the given multiset of shapes (best of a few rounds)."""
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for (m, k, n), count in shapes.items():
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        out = np.empty((m, n), dtype)
+        np.matmul(a, b, out=out)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(repeats):
+                np.matmul(a, b, out=out)
+            best = min(best, (time.perf_counter() - t) / repeats)
+        total += best * count
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=os.path.join(os.path.dirname(HERE), "experiments",
+                                                     "mnist_3hl.yaml"))
+    ap.add_argument("--batches", type=int, default=200)
+    args = ap.parse_args()
+
+    cfg = load_config(args.config)
+    B, dtype = cfg.training.batch_size, np.dtype(cfg.training.dtype)
+    rng = np.random.default_rng(0)
+    net = build_network(cfg, 784, 10, rng)
+    learner = make_learner(cfg, net, make_optimizer(cfg.training, net.trainable(), net.lr))
+    x = rng.random((B * 8, 784)).astype(dtype)   # MNIST-shaped inputs in [0, 1]
+    y = rng.integers(0, 10, B * 8)
+
+    for i in range(3):                             # warm-up: JIT compile, buffers
+        learner.train_batch(x[:B], y[:B])
+    t0 = time.perf_counter()
+    for i in range(args.batches):
+        j = (i % 8) * B
+        learner.train_batch(x[j:j + B], y[j:j + B])
+    took = time.perf_counter() - t0
+
+    shapes = step_gemms(net, learner.settler, B)
+    flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
+    ideal = gemm_seconds(shapes, dtype) * args.batches
+    print(f"config: {args.config} ({'-'.join(map(str, net.sizes))}, batch {B}, "
+          f"T/K {cfg.training.T}/{cfg.training.K}, {dtype})")
+    print(f"batches: {args.batches}, wall {took:.2f} s, {args.batches * B / took:.0f} samples/s")
+    print(f"useful GEMM work: {flops / 1e9:.2f} GFLOP per batch, "
+          f"{flops * args.batches / took / 1e9:.1f} GFLOP/s achieved")
+    print(f"NumPy GEMM on the same shapes: {flops * args.batches / ideal / 1e9:.1f} GFLOP/s")
+    print(f"fraction of GEMM peak: {ideal / took:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -135,6 +135,15 @@ def load_checkpoint(run: Run) -> None:
         run.learner.settler.refresh()
 
 
+def write_curves(run: Run) -> None:
+    """``curves.png``: loss and accuracy versus epoch (rewritten after every epoch)."""
+    from .plots import plot_curves
+
+    title = f"{run.cfg.name} ({run.cfg.training.algorithm})"
+    _atomic_write(os.path.join(run.out_dir, "curves.png"),
+                  lambda fh: plot_curves(run.history, fh, title))
+
+
 def write_metrics(run: Run) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_KEYS, extrasaction="ignore")
@@ -213,6 +222,7 @@ def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
         run.history.append(row)
         save_checkpoint(run)
         write_metrics(run)
+        write_curves(run)
         if on_epoch is not None:
             on_epoch(row)
     s = summary(run)

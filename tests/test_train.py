@@ -118,6 +118,7 @@ def test_cli_run_writes_run_directory(tmp_path, capsys):
         assert k in js[-1]
     assert js[-1]["settle_steps"] == 6.0
     assert (out / "summary.txt").read_text().startswith("tiny [ep]")
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["run", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
     assert len(json.load(open(out / "metrics.json"))) == 3
     assert main(["run", str(exp), "--resume", str(out)]) == 2

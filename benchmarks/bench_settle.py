@@ -5,8 +5,8 @@ hundred training batches and prints samples/s and
 
     ratio = (time NumPy's float32 GEMM needs for the same products) / (time we took)
 
-where the GEMM time is measured in this same run, shape by shape, on exactly the matrix
-shapes the training step multiplies.  1.0 would mean every cycle went into useful GEMM
+where the GEMM time is measured in this same run, interleaved with the training batches, on
+exactly the matrix shapes (and counts) one training step multiplies.  1.0 would mean every cycle went into useful GEMM
 FLOPs; the element-wise work, copies and Python overhead are what the ratio charges us for.
 
     python benchmarks/bench_settle.py [--batches 200] [--config experiments/mnist_3hl.yaml]
@@ -49,23 +49,25 @@ def step_gemms(net, settler, B: int) -> Counter:
     return g
 
 
-def gemm_seconds(shapes: Counter, dtype, repeats: int = 20) -> float:
-    """Time NumPy's GEMM needs for the given multiset of shapes (best of a few rounds)."""
-    rng = np.random.default_rng(0)
-    total = 0.0
-    for (m, k, n), count in shapes.items():
-        a = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((k, n)).astype(dtype)
-        out = np.empty((m, n), dtype)
-        np.matmul(a, b, out=out)
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            for _ in range(repeats):
+class GemmReference:
+    """NumPy GEMM on one training step's multiset of shapes, with operands made once."""
+
+    def __init__(self, shapes: Counter, dtype):
+        rng = np.random.default_rng(0)
+        self.ops = []
+        for (m, k, n), count in shapes.items():
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            self.ops.append((a, b, np.empty((m, n), dtype), count))
+
+    def seconds_per_step(self) -> float:
+        """Wall time of all of one step's products, each shape repeated as often as the step
+        needs it."""
+        t = time.perf_counter()
+        for a, b, out, count in self.ops:
+            for _ in range(count):
                 np.matmul(a, b, out=out)
-            best = min(best, (time.perf_counter() - t) / repeats)
-        total += best * count
-    return total
+        return time.perf_counter() - t
 
 
 def main() -> int:
@@ -83,17 +85,26 @@ def main() -> int:
     x = rng.random((B * 8, 784)).astype(dtype)   # MNIST-shaped inputs in [0, 1]
     y = rng.integers(0, 10, B * 8)
 
-    for i in range(3):                             # warm-up: JIT compile, buffers
-        learner.train_batch(x[:B], y[:B])
-    t0 = time.perf_counter()
-    for i in range(args.batches):
-        j = (i % 8) * B
-        learner.train_batch(x[j:j + B], y[j:j + B])
-    took = time.perf_counter() - t0
-
     shapes = step_gemms(net, learner.settler, B)
     flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
-    ideal = gemm_seconds(shapes, dtype) * args.batches
+    ref = GemmReference(shapes, dtype)
+    for i in range(3):                             # warm-up: JIT compile, buffers, BLAS
+        learner.train_batch(x[:B], y[:B])
+        ref.seconds_per_step()
+    # Interleave training and reference GEMMs so both see the same machine conditions.
+    rounds = max(1, min(args.batches, 10))
+    took = ideal = 0.0
+    done = 0
+    for r in range(rounds):
+        n = args.batches // rounds + (1 if r < args.batches % rounds else 0)
+        t0 = time.perf_counter()
+        for i in range(n):
+            j = ((done + i) % 8) * B
+            learner.train_batch(x[j:j + B], y[j:j + B])
+        took += time.perf_counter() - t0
+        done += n
+        ideal += ref.seconds_per_step() * n
+
     print(f"config: {args.config} ({'-'.join(map(str, net.sizes))}, batch {B}, "
           f"T/K {cfg.training.T}/{cfg.training.K}, {dtype})")
     print(f"batches: {args.batches}, wall {took:.2f} s, {args.batches * B / took:.0f} samples/s")

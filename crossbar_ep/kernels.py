@@ -12,7 +12,6 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
 
 _JIT = dict(fastmath=True, cache=True)
 
@@ -34,9 +33,7 @@ def max_abs_diff_ref(a, b) -> float:
 
 
 @numba.njit(**_JIT)
-def ode_step(s: np.ndarray, f: np.ndarray, r: float) -> float:
-    """In place ``s += r * (f - s)`` (Euler step of tau ds/dt = -s + f with r = dt/tau);
-    returns max |f - s| before the step, i.e. max |ds/dt| * tau."""
+def _ode_kernel(s, f, r):
     fs, ff = s.ravel(), f.ravel()
     m = 0.0
     for i in range(fs.size):
@@ -47,31 +44,44 @@ def ode_step(s: np.ndarray, f: np.ndarray, r: float) -> float:
     return m
 
 
+def ode_step(s: np.ndarray, f: np.ndarray, r: float) -> float:
+    """In place ``s += r * (f - s)`` (Euler step of tau ds/dt = -s + f with r = dt/tau);
+    returns max |f - s| before the step, i.e. max |ds/dt| * tau."""
+    return float(_ode_kernel(s, f, s.dtype.type(r)))
+
+
 def ode_step_ref(s, f, r) -> float:
     d = f - s
     s += r * d
     return float(np.max(np.abs(d))) if d.size else 0.0
 
 
-@numba.njit(parallel=True, **_JIT)
+@numba.njit(**_JIT)
+def _adam_kernel(w, g, m, v, gscale, lr_t, b1, c1, b2, c2, eps_t):
+    fw, fg, fm, fv = w.ravel(), g.ravel(), m.ravel(), v.ravel()
+    for i in range(fw.size):
+        gi = fg[i] * gscale
+        mi = b1 * fm[i] + c1 * gi
+        vi = b2 * fv[i] + c2 * gi * gi
+        fm[i] = mi
+        fv[i] = vi
+        fw[i] += lr_t * mi / (math.sqrt(vi) + eps_t)
+
+
 def adam_step(w, g, m, v, gscale, lr_t, b1, b2, eps_t):
-    """Fused Adam ascent step on flat views: g is the update direction times ``gscale``.
+    """Fused Adam ascent step, in place on C-contiguous arrays of one dtype; g is the update
+    direction times ``gscale``:
 
     m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  w += lr_t * m / (sqrt(v) + eps_t)
+
     where lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) and eps_t = eps sqrt(1 - b2^t) give exactly
-    PyTorch's bias-corrected update.
+    the bias-corrected update of Kingma & Ba (and PyTorch).  Serial on purpose: Numba's
+    thread pool fights OpenBLAS's spinning threads right after a GEMM, which cost 5x here;
+    the scalars are cast to the array dtype so float32 loops stay in float32 SIMD.
     """
-    fw, fg, fm, fv = w.ravel(), g.ravel(), m.ravel(), v.ravel()
-    n = fw.size
-    chunk = 4096
-    for c in prange((n + chunk - 1) // chunk):
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            gi = fg[i] * gscale
-            mi = b1 * fm[i] + (1.0 - b1) * gi
-            vi = b2 * fv[i] + (1.0 - b2) * gi * gi
-            fm[i] = mi
-            fv[i] = vi
-            fw[i] += lr_t * mi / (math.sqrt(vi) + eps_t)
+    c = w.dtype.type
+    _adam_kernel(w, g, m, v, c(gscale), c(lr_t), c(b1), c(1.0 - b1), c(b2), c(1.0 - b2),
+                 c(eps_t))
 
 
 def adam_step_ref(w, g, m, v, gscale, lr_t, b1, b2, eps_t):
@@ -83,17 +93,19 @@ def adam_step_ref(w, g, m, v, gscale, lr_t, b1, b2, eps_t):
     w += lr_t * m / (np.sqrt(v) + eps_t)
 
 
-@numba.njit(parallel=True, **_JIT)
-def sgd_step(w, g, buf, gscale, lr, mu):
-    """SGD ascent with momentum: buf = mu buf + g'; w += lr buf (mu = 0: plain SGD)."""
+@numba.njit(**_JIT)
+def _sgd_kernel(w, g, buf, gscale, lr, mu):
     fw, fg, fb = w.ravel(), g.ravel(), buf.ravel()
-    n = fw.size
-    chunk = 4096
-    for c in prange((n + chunk - 1) // chunk):
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            bi = mu * fb[i] + fg[i] * gscale
-            fb[i] = bi
-            fw[i] += lr * bi
+    for i in range(fw.size):
+        bi = mu * fb[i] + fg[i] * gscale
+        fb[i] = bi
+        fw[i] += lr * bi
+
+
+def sgd_step(w, g, buf, gscale, lr, mu):
+    """SGD ascent with momentum, in place: buf = mu buf + g'; w += lr buf (mu = 0: plain)."""
+    c = w.dtype.type
+    _sgd_kernel(w, g, buf, c(gscale), c(lr), c(mu))
 
 
 def sgd_step_ref(w, g, buf, gscale, lr, mu):

@@ -33,7 +33,35 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("experiment")
     val.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE")
+    dev = sub.add_parser("device", help="inspect device cards")
+    dsub = dev.add_subparsers(dest="device_command", required=True)
+    info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
+    info.add_argument("card")
+    plot = dsub.add_parser("plot", help="plot the pulse response (SET then RESET train)")
+    plot.add_argument("card")
+    plot.add_argument("--out", help="PNG file (default: <card name>_pulse_response.png)")
+    plot.add_argument("--devices", type=int, default=5, help="devices drawn with variation")
+    plot.add_argument("--pulses", type=int, help="pulses per direction (default 1.2 x states)")
+    plot.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def _cmd_device(args) -> int:
+    import os
+
+    from .device_card import describe, load_card
+    card = load_card(args.card)
+    if args.device_command == "info":
+        print(describe(card))
+        return 0
+    if card.model == "ideal":
+        raise CrossbarEPError(f"{args.card}: the ideal device takes exact updates and has no "
+                              f"pulse response to plot")
+    from .plots import plot_pulse_response
+    out = args.out or os.path.splitext(os.path.basename(args.card))[0] + "_pulse_response.png"
+    plot_pulse_response(card, out, args.devices, args.pulses, args.seed)
+    print(f"wrote {out}")
+    return 0
 
 
 def _cmd_validate(args) -> int:
@@ -79,7 +107,7 @@ def _cmd_run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "validate": _cmd_validate}
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from . import yamlio
 from .errors import ConfigError
 from .schema import (Where, build_section, key, p_bool, p_choice, p_float, p_int, p_list,
                      p_optional, p_scalar_or_list, p_str, section, to_plain)
@@ -222,7 +223,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"--set {text}: empty key")
     try:
-        value = yaml.safe_load(v) if v.strip() else None
+        value = yamlio.load(v) if v.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text}: value is not valid YAML ({exc})") from None
     return path, value
@@ -265,7 +266,7 @@ def read_yaml(path: str) -> Any:
         raise ConfigError(f"{path}: no such experiment file")
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh) or {}
+            return yamlio.load(fh) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 

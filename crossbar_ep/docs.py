@@ -1,7 +1,8 @@
-"""Generate ``docs/config.md`` (the config reference) from the schema.
+"""Generate ``docs/config.md`` (config reference) and ``docs/devices.md`` (device-card
+reference) from the schemas.
 
-    python -m crossbar_ep.docs            # rewrite docs/config.md
-    python -m crossbar_ep.docs --check    # exit 1 if it is out of date
+    python -m crossbar_ep.docs            # rewrite both
+    python -m crossbar_ep.docs --check    # exit 1 if either is out of date
 """
 
 from __future__ import annotations
@@ -50,19 +51,82 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
+DEVICE_HEADER = """# Device-card reference
+
+Generated from `crossbar_ep/device_card.py` by `python -m crossbar_ep.docs`; do not edit by hand.
+
+A device card (`device_models/*.yaml`) describes one resistive device type.  Units: conductances
+in siemens, resistances in ohm, times in seconds; model parameters are in normalised state units
+`w` on [w_min, w_max], mapped linearly to conductance:
+`G = G_min + (w - w_min) / (w_max - w_min) * (G_max - G_min)`.  Parameter names follow IBM
+aihwkit, so published fits port one to one.  `crossbar-ep device info CARD` prints a card with
+units, number of states and citation; `crossbar-ep device plot CARD` draws its pulse response.
+
+A card is rejected, with the file and key named, when the model is unknown, a required value is
+missing, a value is negative where it cannot be, G_min >= G_max, w_min >= w_max, or a parameter
+is given that the model does not use.
+
+Common to the step models: each device draws, once, `dw_up = dw_min (1 + b + dw_min_dtod xi)`,
+`dw_down = dw_min (1 - b + dw_min_dtod xi)` with `b = up_down + up_down_dtod xi'`, and its own
+bounds `w_max (1 + w_max_dtod xi)`, `w_min (1 + w_min_dtod xi)`.  Every pulse's step is scaled
+by `(1 + dw_min_std xi)` (fresh xi per pulse), then the state is clipped to the device's bounds.
+Number of states: `(w_max - w_min) / dw_min` (`p_max` for soft_bounds_pmax).
+
+| model | state change per pulse (d = +1 SET, -1 RESET) |
+|---|---|
+| ideal | exact float updates, no bounds, noise or pulses |
+| constant_step | `d dw^d` |
+| linear_step | `d dw^d (1 - abs(gamma_d) w / w_bound_d)`: `w_bound` = w_max up, w_min down |
+| soft_bounds | linear_step with gamma = 1 (step vanishes at each bound) |
+| soft_bounds_pmax | `w(p) = B (1 - exp(-p / A)) + w_min`, `B = (w_max - w_min) / (1 - exp(-p_max / A))`, A = A_d p_max; depression mirrored from w_max; additive noise `c2c_sigma (w_max - w_min) xi` |
+| exp_step | `z = 2 a w / (w_max - w_min) + b`, `y = 1 - A_d exp(d gamma_d z)`, step `d max(y, 0) dw^d` |
+| pow_step | `omega = (w_max - w) / (w_max - w_min)`; up `dw^+ omega^gamma+`, down `dw^- (1 - omega)^gamma-`, `gamma^d = pow_gamma (1 + d pow_up_down)` |
+| piecewise | `d dw^d s(w)`, s linearly interpolated from nodes spread evenly over [w_min, w_max] |
+"""
+
+
+def render_devices() -> str:
+    from .device_card import DRIFT_KEYS, FAULT_KEYS, PARAMS, PROG_KEYS, REQUIRED, TOP
+    out = [DEVICE_HEADER, "\n## Top-level keys\n", "| key | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in TOP.items()]
+    for title, keys in (("faults", FAULT_KEYS), ("drift", DRIFT_KEYS),
+                        ("programming_noise", PROG_KEYS)):
+        out += [f"\n### `{title}`\n", "| key | meaning |", "|---|---|"]
+        out += [f"| `{k}` | {v} |" for k, v in keys.items()]
+    for model, spec in PARAMS.items():
+        out.append(f"\n## `params` of model `{model}`\n")
+        if not spec:
+            out.append("No parameters.")
+            continue
+        out += ["| key | default | unit | meaning |", "|---|---|---|---|"]
+        for k, (default, unit, doc, _kind) in spec.items():
+            d = "required" if default is REQUIRED else f"`{default:g}`"
+            out.append(f"| `{k}` | {d} | {unit} | {doc} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "docs", "config.md")
-    text = render()
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+    pages = {"config.md": render(), "devices.md": render_devices()}
+    stale = []
+    for name, text in pages.items():
+        path = os.path.join(docs, name)
+        if "--check" in sys.argv:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    if fh.read() != text:
+                        stale.append(name)
+            except FileNotFoundError:
+                stale.append(name)
+        else:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale: {', '.join(stale)}: run python -m crossbar_ep.docs")
+        return 1
     if "--check" in sys.argv:
-        with open(path, encoding="utf-8") as fh:
-            ok = fh.read() == text
-        print("docs/config.md is up to date" if ok else
-              "docs/config.md is stale: run python -m crossbar_ep.docs")
-        return 0 if ok else 1
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    print(f"wrote {path}")
+        print("docs are up to date")
     return 0
 
 

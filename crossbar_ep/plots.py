@@ -39,3 +39,46 @@ def plot_curves(history: list, path, title: str = ""):
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_pulse_response(card, path, n_devices: int = 5, n_pulses: int | None = None,
+                        seed: int = 0):
+    """Conductance versus pulse number for a train of SET then RESET pulses, for several
+    devices drawn with the card's device-to-device variation.  Returns ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .devices import DeviceArray
+
+    if card.model == "ideal":
+        raise ValueError("the ideal device takes exact updates; it has no pulse response")
+    n = n_pulses or int(min(max(1.2 * card.n_states, 20), 20000))
+    rng = np.random.default_rng(seed)
+    arr = DeviceArray(card, (1, n_devices), rng)
+    arr.program(arr.wmin.copy())
+    traces = [arr.conductance()[0].copy()]
+    for sign in (+1, -1):
+        for _ in range(n):
+            arr.pulse(np.full((1, n_devices), sign))
+            traces.append(arr.conductance()[0].copy())
+    g = np.array(traces) * 1e6
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(g.shape[0])
+    for d in range(n_devices):
+        ax.plot(x, g[:, d], lw=1, label=f"device {d + 1}")
+    ax.axvline(n, color="gray", lw=0.8, ls="--")
+    ax.text(n * 0.5, ax.get_ylim()[1], "SET", ha="center", va="top", fontsize=9)
+    ax.text(n * 1.5, ax.get_ylim()[1], "RESET", ha="center", va="top", fontsize=9)
+    ax.set_xlabel("pulse number")
+    ax.set_ylabel("conductance (uS)")
+    ax.set_title(f"{card.name} ({card.model}, {card.n_states:.0f} states)\n{card.source}",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    if n_devices <= 8:
+        ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,321 @@
+"""Device cards: YAML files in ``device_models/`` describing one resistive device type.
+
+A card names the update model, the conductance range in siemens, the model's parameters in
+normalised weight units (aihwkit's names, so published fits port one to one), optional faults,
+drift and programming noise, and a ``source`` citation.  :func:`load_card` validates it and
+names the file and key in every error; ``docs/devices.md`` lists every parameter with its unit
+(generated from :data:`PARAMS` by ``python -m crossbar_ep.docs``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from . import yamlio
+from .errors import ConfigError
+from .schema import Where
+
+MODELS = ("ideal", "constant_step", "linear_step", "soft_bounds", "soft_bounds_pmax",
+          "exp_step", "pow_step", "piecewise")
+
+# name -> (default or REQUIRED, unit, meaning, kind); kind: 'any' real, 'nonneg', 'pos',
+# 'posint', 'list'.
+REQUIRED = object()
+_STEP = {
+    "dw_min": (REQUIRED, "w", "mean step of one pulse (the state granularity)", "pos"),
+    "w_min": (REQUIRED, "w", "lower bound of the device state", "any"),
+    "w_max": (REQUIRED, "w", "upper bound of the device state", "any"),
+    "up_down": (0.0, "-", "up/down asymmetry b: up steps scale by (1 + b), down by (1 - b)",
+                "any"),
+    "dw_min_dtod": (0.0, "-", "device-to-device spread (relative std) of dw_min", "nonneg"),
+    "up_down_dtod": (0.0, "-", "device-to-device std of up_down", "nonneg"),
+    "w_max_dtod": (0.0, "-", "device-to-device relative std of w_max", "nonneg"),
+    "w_min_dtod": (0.0, "-", "device-to-device relative std of w_min", "nonneg"),
+    "dw_min_std": (0.0, "-", "cycle-to-cycle relative std of each pulse's step", "nonneg"),
+    "write_noise_std": (0.0, "dw_min", "std of the write noise on the readable state, in "
+                        "units of dw_min, redrawn at every update", "nonneg"),
+}
+_PMAX = {
+    "p_max": (REQUIRED, "pulses", "pulses that sweep the full range (the number of states)",
+              "posint"),
+    "A_up": (REQUIRED, "p_max", "nonlinearity of potentiation, in units of p_max (sign sets "
+             "the curvature)", "nonzero"),
+    "A_down": (REQUIRED, "p_max", "nonlinearity of depression, in units of p_max", "nonzero"),
+    "w_min": (-1.0, "w", "lower bound of the device state", "any"),
+    "w_max": (1.0, "w", "upper bound of the device state", "any"),
+    "A_dtod": (0.0, "-", "device-to-device relative std of A_up and A_down", "nonneg"),
+    "w_max_dtod": (0.0, "-", "device-to-device relative std of w_max", "nonneg"),
+    "w_min_dtod": (0.0, "-", "device-to-device relative std of w_min", "nonneg"),
+    "c2c_sigma": (0.0, "w_max - w_min", "cycle-to-cycle std per pulse, absolute, as a "
+                  "fraction of the range (NeuroSim convention)", "nonneg"),
+}
+PARAMS = {
+    "ideal": {},
+    "constant_step": dict(_STEP),
+    "linear_step": {**_STEP,
+                    "gamma_up": (0.0, "-", "slope of the up step: step scales by "
+                                 "(1 - |gamma_up| w / w_max)", "any"),
+                    "gamma_down": (0.0, "-", "slope of the down step: step scales by "
+                                   "(1 - |gamma_down| w / w_min)", "any"),
+                    "gamma_up_dtod": (0.0, "-", "device-to-device std of gamma_up", "nonneg"),
+                    "gamma_down_dtod": (0.0, "-", "device-to-device std of gamma_down",
+                                        "nonneg")},
+    "soft_bounds": dict(_STEP),
+    "soft_bounds_pmax": dict(_PMAX),
+    "exp_step": {**_STEP,
+                 "a": (-0.5, "-", "z = 2 a w / (w_max - w_min) + b", "any"),
+                 "b": (-0.5, "-", "offset of z", "any"),
+                 "gamma_up": (5.0, "-", "exponent of the up step", "any"),
+                 "gamma_down": (5.0, "-", "exponent of the down step", "any"),
+                 "A_up": (REQUIRED, "-", "y = 1 - A_up exp(gamma_up z) for up pulses", "any"),
+                 "A_down": (REQUIRED, "-", "y = 1 - A_down exp(-gamma_down z) for down pulses",
+                            "any")},
+    "pow_step": {**_STEP,
+                 "pow_gamma": (1.0, "-", "exponent of the power-law step", "pos"),
+                 "pow_up_down": (0.0, "-", "asymmetry of the exponent", "any"),
+                 "pow_gamma_dtod": (0.0, "-", "device-to-device relative std of the exponent",
+                                    "nonneg")},
+    "piecewise": {**_STEP,
+                  "piecewise_up": (REQUIRED, "-", "step scale at nodes spread evenly over "
+                                   "[w_min, w_max] for up pulses", "list"),
+                  "piecewise_down": (REQUIRED, "-", "the same for down pulses", "list")},
+}
+TOP = {
+    "name": "device name",
+    "model": f"update model: {', '.join(MODELS)}",
+    "source": "citation of the published parameters (required)",
+    "g_min_S": "lowest conductance (S); or give r_on_ohm and on_off_ratio",
+    "g_max_S": "highest conductance (S)",
+    "r_on_ohm": "on-state resistance (ohm): g_max_S = 1 / r_on_ohm",
+    "on_off_ratio": "R_off / R_on: g_min_S = g_max_S / on_off_ratio",
+    "description": "free text",
+    "params": "model parameters (normalised state units w unless noted)",
+    "faults": "stuck-at faults: stuck_at_gmin_frac, stuck_at_gmax_frac (fractions of devices)",
+    "drift": "power-law drift: nu_mean, nu_std (-), t0_s (s); or nu_model: pcm_nandakumar",
+    "programming_noise": "noise when a target is written: model none | constant | "
+                         "pcm_nandakumar | reram_wan, std_S for constant",
+}
+FAULT_KEYS = {"stuck_at_gmin_frac": "fraction of devices stuck at G_min (SA0)",
+              "stuck_at_gmax_frac": "fraction of devices stuck at G_max (SA1)"}
+DRIFT_KEYS = {"nu_mean": "mean drift exponent nu (-)", "nu_std": "device spread of nu (-)",
+              "t0_s": "reference time t0 (s), default 20",
+              "nu_model": "pcm_nandakumar: nu from the conductance (Nandakumar et al. 2019)"}
+PROG_KEYS = {"model": "none | constant | pcm_nandakumar | reram_wan",
+             "std_S": "std (S) for model constant"}
+
+
+@dataclass(frozen=True)
+class DeviceCard:
+    """A validated device card.  Conductances in siemens; ``params`` in state units."""
+
+    name: str
+    model: str
+    source: str
+    g_min_S: float
+    g_max_S: float
+    params: dict
+    faults: dict = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)
+    programming_noise: dict = field(default_factory=dict)
+    path: str = "<memory>"
+    description: str = ""
+
+    @property
+    def w_min(self) -> float:
+        return self.params.get("w_min", -1.0)
+
+    @property
+    def w_max(self) -> float:
+        return self.params.get("w_max", 1.0)
+
+    @property
+    def n_states(self) -> float:
+        """Number of distinguishable states: (w_max - w_min) / dw_min, or p_max; inf if ideal."""
+        if self.model == "ideal":
+            return math.inf
+        if self.model == "soft_bounds_pmax":
+            return float(self.params["p_max"])
+        return (self.w_max - self.w_min) / self.params["dw_min"]
+
+    def w_to_g(self, w):
+        """Normalised state -> conductance (S), linear over [w_min, w_max]."""
+        return self.g_min_S + (w - self.w_min) / (self.w_max - self.w_min) * (
+            self.g_max_S - self.g_min_S)
+
+
+def _num(v: Any, w: Where, kind: str) -> Any:
+    if kind == "list":
+        if not isinstance(v, list) or len(v) < 2:
+            raise w.fail(f"expected a list of at least 2 numbers, got {v!r}")
+        return tuple(_num(x, w.child(i), "nonneg") for i, x in enumerate(v))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise w.fail(f"expected a number, got {v!r}")
+    if kind in ("nonneg", "pos", "posint") and v < 0:
+        raise w.fail(f"must not be negative, got {v}")
+    if kind in ("pos", "posint") and v == 0:
+        raise w.fail("must be > 0")
+    if kind == "nonzero" and v == 0:
+        raise w.fail("must not be 0")
+    if kind == "posint":
+        if float(v) != int(v):
+            raise w.fail(f"expected a whole number, got {v}")
+        return int(v)
+    return float(v)
+
+
+def _check_keys(raw: dict, allowed, w: Where, what: str) -> None:
+    for k in raw:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), list(allowed), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise w.child(str(k)).fail(f"{what}; {hint}(allowed: {', '.join(allowed)})")
+
+
+def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
+    """Validate a card mapping; errors name ``path`` and the key."""
+    top = Where(path, "")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a device card must be a mapping of keys, got "
+                          f"{type(raw).__name__}")
+    _check_keys(raw, TOP, top, "unknown key")
+    model = raw.get("model")
+    if model not in MODELS:
+        close = difflib.get_close_matches(str(model), MODELS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise top.child("model").fail(f"unknown model {model!r}; use one of "
+                                      f"{', '.join(MODELS)}{hint}")
+    for k in ("name", "source"):
+        if not isinstance(raw.get(k), str) or not raw.get(k).strip():
+            raise top.child(k).fail("missing: give a non-empty string"
+                                    + (" citing the published parameters" if k == "source"
+                                       else ""))
+    # conductance range
+    if "r_on_ohm" in raw or "on_off_ratio" in raw:
+        if "g_max_S" in raw or "g_min_S" in raw:
+            raise top.child("r_on_ohm").fail("give either g_min_S/g_max_S or "
+                                             "r_on_ohm/on_off_ratio, not both")
+        for k in ("r_on_ohm", "on_off_ratio"):
+            if k not in raw:
+                raise top.child(k).fail("missing (r_on_ohm and on_off_ratio go together)")
+        r_on = _num(raw["r_on_ohm"], top.child("r_on_ohm"), "pos")
+        ratio = _num(raw["on_off_ratio"], top.child("on_off_ratio"), "pos")
+        if ratio <= 1.0:
+            raise top.child("on_off_ratio").fail(f"must be > 1 (R_off > R_on), got {ratio}")
+        g_max, g_min = 1.0 / r_on, 1.0 / (r_on * ratio)
+    else:
+        for k in ("g_min_S", "g_max_S"):
+            if k not in raw:
+                raise top.child(k).fail("missing: give the conductance range in siemens "
+                                        "(or r_on_ohm and on_off_ratio)")
+        g_min = _num(raw["g_min_S"], top.child("g_min_S"), "nonneg")
+        g_max = _num(raw["g_max_S"], top.child("g_max_S"), "pos")
+        if g_min >= g_max:
+            raise top.child("g_min_S").fail(f"G_min ({g_min:g} S) must be below G_max "
+                                            f"({g_max:g} S)")
+    # model parameters
+    spec = PARAMS[model]
+    praw = raw.get("params") or {}
+    pw = top.child("params")
+    if not isinstance(praw, dict):
+        raise pw.fail("expected a mapping of parameters")
+    for k in praw:
+        if k not in spec:
+            close = difflib.get_close_matches(str(k), list(spec), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            used = ", ".join(spec) if spec else "none"
+            raise pw.child(str(k)).fail(f"not a parameter of model {model}; {hint}"
+                                        f"(it uses: {used})")
+    params = {}
+    for k, (default, _unit, _doc, kind) in spec.items():
+        if k in praw:
+            params[k] = _num(praw[k], pw.child(k), kind)
+        elif default is REQUIRED:
+            raise pw.child(k).fail(f"missing: model {model} needs it")
+        else:
+            params[k] = default
+    if spec and params["w_min"] >= params["w_max"]:
+        raise pw.child("w_min").fail(f"must be below w_max ({params['w_max']:g}), got "
+                                     f"{params['w_min']:g}")
+    # optional sections
+    faults = _section(raw, "faults", FAULT_KEYS, top)
+    for k, v in faults.items():
+        faults[k] = _num(v, top.child("faults").child(k), "nonneg")
+        if faults[k] > 1:
+            raise top.child("faults").child(k).fail(f"is a fraction in [0, 1], got {v}")
+    if sum(faults.values()) > 1:
+        raise top.child("faults").fail("stuck fractions add up to more than 1")
+    drift = _section(raw, "drift", DRIFT_KEYS, top)
+    for k, v in drift.items():
+        if k == "nu_model":
+            if v != "pcm_nandakumar":
+                raise top.child("drift").child(k).fail("only pcm_nandakumar is known")
+        else:
+            drift[k] = _num(v, top.child("drift").child(k), "pos" if k == "t0_s" else "nonneg")
+    prog = _section(raw, "programming_noise", PROG_KEYS, top)
+    if prog:
+        pm = prog.get("model", "none")
+        if pm not in ("none", "constant", "pcm_nandakumar", "reram_wan"):
+            raise top.child("programming_noise").child("model").fail(
+                f"unknown model {pm!r}; use none, constant, pcm_nandakumar or reram_wan")
+        if pm == "constant":
+            if "std_S" not in prog:
+                raise top.child("programming_noise").child("std_S").fail("missing for model "
+                                                                        "constant")
+            prog["std_S"] = _num(prog["std_S"], top.child("programming_noise").child("std_S"),
+                                 "nonneg")
+        elif "std_S" in prog:
+            raise top.child("programming_noise").child("std_S").fail(
+                f"only used with model constant (model is {pm})")
+    return DeviceCard(raw["name"], model, raw["source"], g_min, g_max, params, faults, drift,
+                      prog, path, raw.get("description", ""))
+
+
+def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
+    sec = raw.get(key) or {}
+    if not isinstance(sec, dict):
+        raise top.child(key).fail("expected a mapping")
+    _check_keys(sec, allowed, top.child(key), "unknown key")
+    return dict(sec)
+
+
+def load_card(path: str) -> DeviceCard:
+    """Read and validate a device card file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such device card (cards live in device_models/)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yamlio.load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return card_from_dict(raw, path)
+
+
+def describe(card: DeviceCard) -> str:
+    """Human-readable parameter listing with units, number of states and citation."""
+    spec = PARAMS[card.model]
+    lines = [f"{card.name}  ({card.path})", f"  model: {card.model}",
+             f"  source: {card.source}",
+             f"  conductance range: G_min = {card.g_min_S:.4g} S, G_max = {card.g_max_S:.4g} S "
+             f"(on/off {card.g_max_S / card.g_min_S if card.g_min_S > 0 else math.inf:.3g})",
+             f"  number of states: {card.n_states:.0f}" if math.isfinite(card.n_states)
+             else "  number of states: continuous (ideal)"]
+    if spec:
+        lines.append("  parameters:")
+        for k, (_d, unit, doc, _kind) in spec.items():
+            v = card.params[k]
+            vs = ", ".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
+            lines.append(f"    {k:<16} = {vs:<12} [{unit}]  {doc}")
+    for title, sec, docs in (("faults", card.faults, FAULT_KEYS),
+                             ("drift", card.drift, DRIFT_KEYS),
+                             ("programming noise", card.programming_noise, PROG_KEYS)):
+        if sec:
+            lines.append(f"  {title}:")
+            for k, v in sec.items():
+                lines.append(f"    {k:<16} = {v!s:<12} {docs[k]}")
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""A weight matrix stored in resistive crossbar tiles, read forward and transposed.
+
+Mapping (documented rule): a projection's weights W (n_out, n_in) are stored as normalised
+conductances ``u = (G - G_min) / (G_max - G_min)`` in [0, 1] with a per-layer scale ``S``
+(weight units per unit of u):
+
+- differential pairs: ``W = S (u+ - u-)``, programmed symmetrically ``u+- = 1/2 +- W / (2 S)``;
+- one device plus a reference column at mid conductance: ``W = S (2 u - 1)``.
+
+``S = weight_range_factor * max |W_init|``, so the initial weights use ``1 / factor`` of the
+range and training has headroom.  The matrix is split into tiles of ``tile_rows`` inputs by
+``tile_cols`` outputs.  A forward read drives the rows (inputs) and senses the columns; the
+transposed read drives the columns and senses the rows of the same tiles, giving W^T for the
+tied feedback path.  Each tile's partial output passes its own read noise and ADC before the
+partial sums are added digitally, as in tiled chips.  With ideal periphery the reads are exact
+products with the effective matrix ``W_eff`` and tiling changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .device_card import DeviceCard
+from .devices import DeviceArray
+
+
+@dataclass(frozen=True)
+class Periphery:
+    """Converters and read noise (all optional; ``None`` bits means ideal).
+
+    dac_bits: input DAC resolution (signed, 2^(bits-1) - 1 levels per sign).
+    input_range: inputs are clipped to [-input_range, input_range] (state units).
+    v_read_V: read voltage for full-scale input (V); enters currents and energy only.
+    adc_bits: output ADC resolution per tile (signed).
+    adc_range: fixed ADC full scale in output units (weight x state), or None to calibrate
+        ``adc_sigmas`` standard deviations of the tile output for full-range random inputs.
+    read_noise: std of the read noise, in output units per tile (mode 'output') or relative
+        to each device's conductance (mode 'device'); redrawn at every read.
+    """
+
+    dac_bits: int | None = None
+    input_range: float = 1.0
+    v_read_V: float = 0.2
+    adc_bits: int | None = None
+    adc_range: float | None = None
+    adc_sigmas: float = 4.0
+    read_noise: float = 0.0
+    read_noise_mode: str = "output"
+
+    @property
+    def ideal(self) -> bool:
+        return self.dac_bits is None and self.adc_bits is None and self.read_noise == 0.0
+
+
+def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None = None):
+    """Signed uniform quantiser: clip to [-full_scale, full_scale], round to
+    2^(bits-1) - 1 levels per sign.  ``full_scale`` may broadcast against x."""
+    if bits is None:
+        if out is None:
+            return x
+        np.copyto(out, x)
+        return out
+    levels = 2 ** (bits - 1) - 1
+    step = np.asarray(full_scale, dtype=x.dtype) / levels
+    y = np.clip(x, -step * levels, step * levels, out=out)
+    np.divide(y, step, out=y)
+    np.rint(y, out=y)
+    np.multiply(y, step, out=y)
+    return y
+
+
+def _blocks(n: int, size: int) -> list:
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+class CrossbarMatrix:
+    """One weight matrix on crossbar tiles: device state, effective weights and reads."""
+
+    def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
+                 periphery: Periphery = Periphery(), signed: str = "differential",
+                 tile_rows: int = 256, tile_cols: int = 256,
+                 weight_range_factor: float = 2.0, dtype=np.float32):
+        self.card, self.rng, self.per = card, rng, periphery
+        self.signed, self.dtype = signed, np.dtype(dtype)
+        self.n_out, self.n_in = W_init.shape
+        wmax = float(np.max(np.abs(W_init))) or 1.0
+        self.scale = weight_range_factor * wmax
+        shape = W_init.shape
+        self.pos = DeviceArray(card, shape, rng)
+        self.neg = DeviceArray(card, shape, rng) if signed == "differential" else None
+        self.row_tiles = _blocks(self.n_in, tile_rows)
+        self.col_tiles = _blocks(self.n_out, tile_cols)
+        self.program(W_init)
+
+    # ------------------------------------------------------------------ mapping
+    def _u_to_w(self, u):
+        return self.card.w_min + u * (self.card.w_max - self.card.w_min)
+
+    def _g_to_u(self, g):
+        return (g - self.card.g_min_S) / (self.card.g_max_S - self.card.g_min_S)
+
+    def program(self, W: np.ndarray) -> None:
+        """Write target weights through the device model (programming noise, clipping)."""
+        W = np.asarray(W, float)
+        if self.neg is not None:
+            self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
+            self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)))
+        else:
+            self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the effective weight matrix from the conductances (after writes,
+        drift or time steps) and the per-tile ADC ranges."""
+        u = self._g_to_u(self.pos.conductance())
+        if self.neg is not None:
+            W = self.scale * (u - self._g_to_u(self.neg.conductance()))
+        else:
+            W = self.scale * (2.0 * u - 1.0)
+        self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """ADC full scale per tile and direction: fixed, or ``adc_sigmas`` std of the tile
+        output for inputs uniform on the input range (std = range * rms column norm / sqrt 3)."""
+        p = self.per
+        if p.adc_bits is None:
+            self.fwd_range = self.bwd_range = None
+            return
+        W2 = self.W_eff.astype(float) ** 2
+        s = p.input_range / np.sqrt(3.0)
+        self.fwd_range, self.bwd_range = {}, {}
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                if p.adc_range is not None:
+                    f = b = p.adc_range
+                else:
+                    f = p.adc_sigmas * s * np.sqrt(W2[ct, rt].sum(axis=1).max())
+                    b = p.adc_sigmas * s * np.sqrt(W2[ct, rt].sum(axis=0).max())
+                self.fwd_range[(rt.start, ct.start)] = max(f, 1e-12)
+                self.bwd_range[(rt.start, ct.start)] = max(b, 1e-12)
+
+    # ------------------------------------------------------------------ reads
+    def _dac(self, x: np.ndarray) -> np.ndarray:
+        p = self.per
+        if p.dac_bits is None:
+            return x
+        return quantize(np.array(x, dtype=self.dtype), p.dac_bits, p.input_range)
+
+    def _noisy_matrix(self) -> np.ndarray:
+        p = self.per
+        if p.read_noise and p.read_noise_mode == "device":
+            # conductance noise proportional to G, redrawn per read, on both devices
+            gp = self.pos.conductance()
+            dg = gp * p.read_noise * self.rng.standard_normal(gp.shape)
+            if self.neg is not None:
+                gn = self.neg.conductance()
+                dg -= gn * p.read_noise * self.rng.standard_normal(gn.shape)
+                return self.W_eff + (self.scale * dg / (self.card.g_max_S - self.card.g_min_S)
+                                     ).astype(self.dtype)
+            return self.W_eff + (2 * self.scale * dg / (self.card.g_max_S - self.card.g_min_S)
+                                 ).astype(self.dtype)
+        return self.W_eff
+
+    def _sense(self, part: np.ndarray, full_scale) -> np.ndarray:
+        p = self.per
+        if p.read_noise and p.read_noise_mode == "output":
+            part += (p.read_noise * self.rng.standard_normal(part.shape)).astype(part.dtype)
+        if p.adc_bits is not None:
+            quantize(part, p.adc_bits, full_scale, out=part)
+        return part
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Rows driven by x (B, n_in), columns sensed: returns (B, n_out) ~ x @ W^T."""
+        W = self._noisy_matrix()
+        xq = self._dac(x)
+        if self.per.ideal or (self.per.adc_bits is None and self.per.read_noise_mode == "device"):
+            return xq @ W.T
+        out = np.zeros((x.shape[0], self.n_out), self.dtype)
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                part = xq[:, rt] @ W[ct, rt].T
+                out[:, ct] += self._sense(part, self.fwd_range and
+                                          self.fwd_range[(rt.start, ct.start)])
+        return out
+
+    def transposed(self, y: np.ndarray) -> np.ndarray:
+        """Columns driven by y (B, n_out), rows sensed: returns (B, n_in) ~ y @ W."""
+        W = self._noisy_matrix()
+        yq = self._dac(y)
+        if self.per.ideal or (self.per.adc_bits is None and self.per.read_noise_mode == "device"):
+            return yq @ W
+        out = np.zeros((y.shape[0], self.n_in), self.dtype)
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                part = yq[:, ct] @ W[ct, rt]
+                out[:, rt] += self._sense(part, self.bwd_range and
+                                          self.bwd_range[(rt.start, ct.start)])
+        return out
+
+    # ------------------------------------------------------------------ updates
+    def _device_change(self, dW: np.ndarray) -> np.ndarray:
+        """State change per device (w units) for a weight change dW: du = dW / (2 S) in both
+        mappings (a differential pair splits it, +du on G+ and -du on G-)."""
+        return np.asarray(dW, float) / (2 * self.scale) * (self.card.w_max - self.card.w_min)
+
+    def pulse_counts(self, dW: np.ndarray, max_pulses: int | None = None) -> np.ndarray:
+        """Deterministic scheme: signed pulse counts per device for a weight change dW,
+        ``n = stochastic_round(dW / (device step in weight units))``, capped at ``max_pulses``.
+        For a differential pair each device takes half the change, in opposite directions."""
+        x = self._device_change(dW) / self.card.params["dw_min"]
+        n = np.floor(x)
+        n += self.rng.random(x.shape) < (x - n)
+        if max_pulses is not None:
+            np.clip(n, -max_pulses, max_pulses, out=n)
+        return n.astype(np.int64)
+
+    def apply_update(self, dW: np.ndarray, max_pulses: int | None = None) -> int:
+        """Change the stored weights by ~dW (weight units, (n_out, n_in)); returns the number
+        of pulses fired (0 for the ideal device, which takes the exact change)."""
+        if self.card.model == "ideal":
+            dw_dev = self._device_change(dW)
+            self.pos.update_exact(dw_dev)
+            if self.neg is not None:
+                self.neg.update_exact(-dw_dev)
+            fired = 0
+        else:
+            n = self.pulse_counts(dW, max_pulses)
+            fired = self.pos.pulse(n)
+            if self.neg is not None:
+                fired += self.neg.pulse(-n)
+        self.refresh()
+        return fired
+
+    def at_bound_fraction(self) -> float:
+        f = self.pos.at_bound_fraction()
+        return f if self.neg is None else 0.5 * (f + self.neg.at_bound_fraction())

@@ -1,0 +1,112 @@
+"""Crossbar mapping, tiling, forward / transposed reads, periphery and pulse counts."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from crossbar_ep.crossbar import CrossbarMatrix, Periphery, quantize
+from crossbar_ep.device_card import load_card
+
+
+def cardfile(name):
+    return load_card(os.path.join(REPO, "device_models", name))
+
+
+@pytest.fixture
+def W():
+    return np.random.default_rng(0).uniform(-0.1, 0.1, (37, 53))
+
+
+@pytest.mark.parametrize("signed", ["differential", "reference"])
+def test_ideal_card_maps_exactly(W, signed):
+    cb = CrossbarMatrix(W, cardfile("ideal.yaml"), np.random.default_rng(1), signed=signed,
+                        tile_rows=16, tile_cols=8, dtype=np.float64)
+    np.testing.assert_allclose(cb.W_eff, W, atol=1e-14)
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 53))
+    y = np.random.default_rng(3).uniform(-1, 1, (5, 37))
+    np.testing.assert_allclose(cb.forward(x), x @ W.T, atol=1e-13)
+    np.testing.assert_allclose(cb.transposed(y), y @ W, atol=1e-13)
+    dW = np.random.default_rng(4).normal(0, 0.01, W.shape)
+    assert cb.apply_update(dW) == 0
+    np.testing.assert_allclose(cb.W_eff, W + dW, atol=1e-13)
+
+
+def test_transposed_read_is_transpose_of_forward(W):
+    cb = CrossbarMatrix(W, cardfile("reram_gong2018_exp.yaml"), np.random.default_rng(1),
+                        dtype=np.float64)
+    assert not np.allclose(cb.W_eff, W, atol=1e-3)      # real devices: programming differs
+    eye_in, eye_out = np.eye(53), np.eye(37)
+    M_fwd = cb.forward(eye_in).T                         # columns of the forward map
+    M_bwd = cb.transposed(eye_out)                       # rows of the transposed map
+    np.testing.assert_allclose(M_bwd, M_fwd, atol=1e-12)
+
+
+def test_tiling_matches_one_array_with_ideal_periphery(W):
+    card = cardfile("ecram_li_tang2018.yaml")
+    big = CrossbarMatrix(W, card, np.random.default_rng(5), tile_rows=1000, tile_cols=1000,
+                         dtype=np.float64)
+    small = CrossbarMatrix(W, card, np.random.default_rng(5), tile_rows=7, tile_cols=5,
+                           dtype=np.float64)
+    assert len(small.row_tiles) == 8 and len(small.col_tiles) == 8
+    x = np.random.default_rng(6).uniform(-1, 1, (4, 53))
+    np.testing.assert_allclose(small.forward(x), big.forward(x), atol=1e-12)
+    # tiled summation path (force it with a no-op ADC resolution) agrees too
+    fine = Periphery(adc_bits=48, adc_range=10.0)
+    tiled = CrossbarMatrix(W, card, np.random.default_rng(5), periphery=fine, tile_rows=7,
+                           tile_cols=5, dtype=np.float64)
+    np.testing.assert_allclose(tiled.forward(x), big.forward(x), atol=1e-9)
+
+
+def test_quantizer_levels_and_clipping():
+    x = np.linspace(-2, 2, 1001)
+    q = quantize(x.copy(), 3, 1.0)                       # 3 levels per sign
+    np.testing.assert_allclose(np.unique(q), [-1, -2 / 3, -1 / 3, 0, 1 / 3, 2 / 3, 1], atol=1e-12)
+    assert np.all(np.abs(q - np.clip(x, -1, 1)) <= 1 / 6 + 1e-12)
+
+
+def test_dac_adc_effects(W):
+    card = cardfile("ideal.yaml")
+    x = np.random.default_rng(7).uniform(-1.0, 1.0, (200, 53))
+    per = Periphery(dac_bits=7, adc_bits=9, input_range=1.0)
+    cb = CrossbarMatrix(W, card, np.random.default_rng(1), periphery=per, tile_rows=64,
+                        tile_cols=64, dtype=np.float64)
+    exact = x @ W.T
+    err = cb.forward(x) - exact
+    assert 0 < np.abs(err).max() < 0.03 * np.abs(exact).max()
+    # the DAC clips inputs beyond the input range
+    dac_only = CrossbarMatrix(W, card, np.random.default_rng(1),
+                              periphery=Periphery(dac_bits=12), dtype=np.float64)
+    big = 3.0 * x
+    np.testing.assert_allclose(dac_only.forward(big), np.clip(big, -1, 1) @ W.T, atol=5e-3)
+    # a fixed ADC range clips large outputs
+    tight = CrossbarMatrix(W, card, np.random.default_rng(1),
+                           periphery=Periphery(adc_bits=9, adc_range=0.05), dtype=np.float64)
+    assert np.abs(tight.forward(x)).max() <= 0.05 + 1e-12
+
+
+def test_read_noise_redrawn_each_read(W):
+    card = cardfile("ideal.yaml")
+    x = np.ones((1, 53))
+    for mode, std in (("output", 0.02), ("device", 0.05)):
+        cb = CrossbarMatrix(W, card, np.random.default_rng(1),
+                            periphery=Periphery(read_noise=std, read_noise_mode=mode),
+                            dtype=np.float64)
+        reads = np.array([cb.forward(x)[0] for _ in range(400)])
+        assert not np.allclose(reads[0], reads[1])
+        np.testing.assert_allclose(reads.mean(0), (x @ W.T)[0], atol=5 * reads.std(0).max() / 20)
+
+
+def test_deterministic_pulse_counts():
+    W = np.zeros((50, 40))
+    cb = CrossbarMatrix(W + 0.05, cardfile("rpu_gokmen2016.yaml"), np.random.default_rng(1))
+    step_w = cb.card.params["dw_min"] / (cb.card.w_max - cb.card.w_min) * 2 * cb.scale
+    dW = np.full(W.shape, 3.3 * step_w)                  # 3.3 device steps
+    n = np.array([cb.pulse_counts(dW) for _ in range(200)])
+    assert set(np.unique(n)) == {3, 4}
+    assert n.mean() == pytest.approx(3.3, abs=0.02)       # stochastic rounding is unbiased
+    assert np.all(cb.pulse_counts(dW * 100, max_pulses=5) == 5)
+    assert np.all(cb.pulse_counts(-dW * 100, max_pulses=5) == -5)
+    fired = cb.apply_update(np.full(W.shape, 2 * step_w), max_pulses=10)
+    assert fired == 2 * 2 * W.size                        # both devices of every pair

@@ -125,6 +125,69 @@ class SettlingConfig:
 
 
 @dataclass(frozen=True)
+class PeripheryConfig:
+    dac_bits: int | None = key(None, "Input DAC resolution, signed (2^(bits-1) - 1 levels per "
+                               "sign); null for an ideal DAC.", p_optional(p_int(lo=2, hi=24)),
+                               "bits")
+    input_range: float = key(1.0, "DAC full scale: inputs are clipped to +-input_range.",
+                             p_float(lo=0.0, lo_open=True), "state units")
+    v_read_V: float = key(0.2, "Read voltage at full-scale input.",
+                          p_float(lo=0.0, lo_open=True), "V")
+    adc_bits: int | None = key(None, "Output ADC resolution per tile, signed; null for ideal.",
+                               p_optional(p_int(lo=2, hi=24)), "bits")
+    adc_range: float | None = key(None, "Fixed ADC full scale in output units (weight x "
+                                  "state); null to calibrate it per tile.",
+                                  p_optional(p_float(lo=0.0, lo_open=True)), "weight x state")
+    adc_sigmas: float = key(4.0, "Calibration rule: full scale = this many standard "
+                            "deviations of the tile output for uniform full-range inputs.",
+                            p_float(lo=0.0, lo_open=True), "std")
+    read_noise: float = key(0.0, "Read noise std, redrawn at every read: in output units per "
+                            "tile (mode output) or relative to each conductance (mode device).",
+                            p_float(lo=0.0), "output units or G")
+    read_noise_mode: str = key("output", "output (additive on each tile output) or device "
+                               "(proportional to G on each device).",
+                               p_choice("output", "device"))
+
+
+@dataclass(frozen=True)
+class PulseUpdateConfig:
+    scheme: str = key("deterministic", "deterministic (pulse counts with stochastic rounding "
+                      "and a cap) or stochastic (pulse coincidence of bit streams of length bl).",
+                      p_choice("deterministic", "stochastic"))
+    lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
+                  "matrix like training.lr; null uses training.lr.",
+                  p_optional(p_scalar_or_list(p_float(lo=0.0))))
+    normalise: bool = key(False, "Divide the update by beta_f * beta_i^hops so deep layers "
+                          "still learn.", p_bool())
+    max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "
+                                 "update; null for no cap.", p_optional(p_int(lo=1)), "pulses")
+    bl: int = key(31, "Stochastic scheme: bit-stream length per sample.", p_int(lo=1), "slots")
+    update_management: bool = key(True, "Stochastic scheme: balance the row and column "
+                                  "probabilities by sqrt(max|delta| / max|x|).", p_bool())
+
+
+@dataclass(frozen=True)
+class CrossbarConfig:
+    enabled: bool = key(False, "Store weight matrices on resistive crossbar arrays.", p_bool())
+    device: str | None = key(None, "Device card (YAML). Relative paths: from the experiment "
+                             "file's folder, else from the working directory.",
+                             p_optional(p_str()))
+    layers: tuple = key(("all",), "Matrices on crossbars: all, or names W0 .. W{L-1}, Wf, "
+                        "Ra_b (residual links).", p_list(p_str(), min_len=1))
+    signed: str = key("differential", "Signed weights by differential pairs (G+ - G-) or one "
+                      "device plus a reference column at mid conductance.",
+                      p_choice("differential", "reference"))
+    tile_rows: int = key(256, "Rows (inputs) per physical array.", p_int(lo=1), "rows")
+    tile_cols: int = key(256, "Columns (outputs) per physical array.", p_int(lo=1), "columns")
+    weight_range_factor: float = key(2.0, "Per-layer weight-to-conductance scale: the full "
+                                     "conductance swing equals this factor times the largest "
+                                     "initial |W|.", p_float(lo=1.0))
+    seed: int = key(12345, "Seed of the devices' variation, faults and noise.", p_int(lo=0))
+    periphery: PeripheryConfig = section(PeripheryConfig, "DAC, ADC and read noise.")
+    update: PulseUpdateConfig = section(PulseUpdateConfig, "In-situ updates by pulses.")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = key("experiment", "Experiment name (used in the run directory name).", p_str())
     description: str = key("", "Free text.", p_str())
@@ -132,6 +195,7 @@ class Config:
     model: ModelConfig = section(ModelConfig, "FRE-RNN architecture.")
     training: TrainingConfig = section(TrainingConfig, "Learning algorithm and optimiser.")
     settling: SettlingConfig = section(SettlingConfig, "How each phase is integrated.")
+    crossbar: CrossbarConfig = section(CrossbarConfig, "Crossbar backend (off: ideal digital).")
     source: str = "<memory>"  # file the config came from (not a YAML key)
 
     @property
@@ -209,9 +273,43 @@ def _check_cross_fields(cfg: Config) -> None:
     if cfg.settling.max_steps is not None and cfg.settling.max_steps < L:
         raise w.child("settling").child("max_steps").fail(
             f"must be >= the number of hidden layers ({L})")
+    _check_crossbar(cfg, w)
     if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
         raise w.child("training").child("update_norm").fail(
             "normalised updates divide by beta_i, so every model.beta_i must be > 0")
+
+
+def _check_crossbar(cfg: Config, w: Where) -> None:
+    c = cfg.crossbar
+    cw = w.child("crossbar")
+    if not c.enabled:
+        return
+    if cfg.training.algorithm != "ep":
+        raise cw.child("enabled").fail("crossbar training is in situ EP: set training.algorithm"
+                                       ": ep (the BP twin runs on the ideal backend)")
+    if not c.device:
+        raise cw.child("device").fail("missing: name a device card, e.g. "
+                                      "device_models/ecram_li_tang2018.yaml")
+    L = cfg.n_hidden
+    known = {"W0", "Wf", *(f"W{k}" for k in range(1, L))}
+    known |= {f"R{a}_{b}" for a, b in cfg.residual_pairs()}
+    for i, name in enumerate(c.layers):
+        if name == "all":
+            if len(c.layers) > 1:
+                raise cw.child("layers").child(i).fail("'all' cannot be combined with names")
+            continue
+        if name not in known and not (cfg.model.residual.kind == "agt" and name.startswith("R")):
+            import difflib
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise cw.child("layers").child(i).fail(
+                f"no matrix {name!r} in this net (has {', '.join(sorted(known))}){hint}")
+    lr = c.update.lr
+    if isinstance(lr, tuple) and len(lr) != L + 1:
+        raise cw.child("update").child("lr").fail(
+            f"has {len(lr)} values; give one value or {L + 1} (W_0 .. W_{L - 1}, W_f)")
+    if c.update.normalise and min(cfg.beta_per_layer()) <= 0.0:
+        raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -279,10 +377,17 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
             raw = {}
         raw = apply_overrides(raw, overrides)
     cfg = config_from_dict(raw, source=path)
+    base = os.path.dirname(os.path.abspath(path))
     d = cfg.data
     if d.dir is not None and not os.path.isabs(d.dir):
-        base = os.path.dirname(os.path.abspath(path))
         cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(base, d.dir))))
+    dev = cfg.crossbar.device
+    if dev is not None and not os.path.isabs(dev):
+        # from the experiment's folder, the working directory, or the folder above experiments/
+        tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
+        here = next((os.path.abspath(t) for t in tries if os.path.exists(t)),
+                    os.path.abspath(tries[0]))
+        cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=here))
     return cfg
 
 

@@ -75,8 +75,12 @@ class Settler:
 
     def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
                  dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
-                 max_steps: int | None = None, nudge_error: str = "recomputed"):
+                 max_steps: int | None = None, nudge_error: str = "recomputed",
+                 crossbars: dict | None = None):
         self.net = net
+        # crossbar reads with non-ideal periphery; ideal ones are exact products with W_eff,
+        # which net.W mirrors, so they stay on the fast stacked path
+        self.xb = {n: cb for n, cb in (crossbars or {}).items() if not cb.per.ideal}
         self.L = net.L
         self.layers = list(range(1, self.L + 1))
         self.r = 1.0 if mode == "discrete" else float(dt_over_tau)
@@ -107,6 +111,15 @@ class Settler:
             for (kind, src, _, _), off in zip(self.blocks[k], self.offsets[k]):
                 if kind != "nudge":
                     self.slots[src].append((k, off))
+        fb_by_name = {f.name: f for f in net.feedbacks}
+        self.read_layers = set()
+        for k in self.layers:
+            for kind, _src, name, _g in self.blocks[k]:
+                tied = fb_by_name[name].tied if kind == "fb" else name
+                if kind == "nudge":
+                    tied = "Wf" if net.nudge_tied else None
+                if tied in self.xb:
+                    self.read_layers.add(k)
         self.M: dict = {}
         self._buffers: dict = {}
         self.refresh()
@@ -144,7 +157,7 @@ class Settler:
     # ------------------------------------------------------------------ helpers
     def readout(self, sL: np.ndarray) -> np.ndarray:
         """Softmax probabilities (B, n_out) of the top hidden state."""
-        z = sL @ self.net.W["Wf"].T
+        z = self.xb["Wf"].forward(sL) if "Wf" in self.xb else sL @ self.net.W["Wf"].T
         if self.net.L + 1 in self.net.b:
             z += self.net.b[self.net.L + 1]
         return softmax(z)
@@ -178,7 +191,9 @@ class Settler:
             for k in self.layers:
                 H = buf.H[k]
                 w = width[k]
-                if w > 0:
+                if k in self.read_layers:
+                    self._sum_reads(buf, k, nudged, H)
+                elif w > 0:
                     np.matmul(buf.X[k][:, :w], self.M[k][:w], out=H)
                     if k == 1:
                         H += buf.D
@@ -210,10 +225,38 @@ class Settler:
                 break
         return resid, used
 
+    def _sum_reads(self, buf: _Buffers, k: int, nudged: bool, H: np.ndarray) -> None:
+        """h_k as the sum of individual reads (crossbar periphery in the loop):
+        forward reads of the matrices entering k, transposed reads for tied feedback."""
+        net = self.net
+        H.fill(0.0)
+        for (kind, src, name, gain), off in zip(self.blocks[k], self.offsets[k]):
+            if kind == "fwd":
+                cb = self.xb.get(name)
+                part = cb.forward(buf.S[src]) if cb else buf.S[src] @ net.W[name].T
+            elif kind == "fb":
+                f = next(f for f in net.feedbacks if f.name == name)
+                cb = self.xb.get(f.tied) if f.tied else None
+                part = cb.transposed(buf.S[src]) if cb else buf.S[src] @ net.feedback_matrix(f)
+            else:
+                if not nudged:
+                    continue
+                E = buf.X[k][:, off:off + net.sizes[src]]
+                cb = self.xb.get("Wf") if net.nudge_tied else None
+                part = cb.transposed(E) if cb else E @ net.nudge_matrix()
+            H += gain * part
+        if k == 1:
+            H += buf.D
+        elif k in net.b:
+            H += net.b[k]
+
     # ------------------------------------------------------------------ phases
     def drive(self, buf: _Buffers, x: np.ndarray) -> None:
         """Input drive W_0 x (+ b_1) into layer 1, computed once per batch."""
-        np.matmul(x, self.net.W["W0"].T, out=buf.D)
+        if "W0" in self.xb:
+            np.copyto(buf.D, self.xb["W0"].forward(x))
+        else:
+            np.matmul(x, self.net.W["W0"].T, out=buf.D)
         if 1 in self.net.b:
             buf.D += self.net.b[1]
 

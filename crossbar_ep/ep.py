@@ -42,9 +42,10 @@ class EPLearner:
     """
 
     def __init__(self, net: Network, settler: Settler, optimizer: Optimizer,
-                 normalised: bool = False):
+                 normalised: bool = False, pulses=None):
         self.net, self.settler, self.opt = net, settler, optimizer
         self.normalised = normalised
+        self.pulses = pulses            # backend.PulseUpdater for crossbar projections
         self._grads = {name: np.empty_like(a) for name, a in net.trainable()}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -52,7 +53,8 @@ class EPLearner:
 
     def updates(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:
         """EP update directions (already divided by the batch size and, if normalised, by
-        the feedback gain) and the free-phase result."""
+        the feedback gain) and the free-phase result; the local signals of the last call
+        stay in ``self.local`` (name -> (pre-synaptic s0, post-synaptic delta, scale))."""
         net, B = self.net, x.shape[0]
         free = self.settler.free(x)
         nudged = self.settler.nudged(free, y1h)
@@ -61,11 +63,14 @@ class EPLearner:
         delta[L + 1] = y1h - free.p
         s0 = free.s
         out = {}
+        self.local = {}
         for p in net.projections:
             g = self._grads[p.name]
             np.matmul(delta[p.dst].T, s0[p.src], out=g)
-            g *= self._scale(p.name, B)
+            scale = self._scale(p.name, B)
+            g *= scale
             out[p.name] = g
+            self.local[p.name] = (s0[p.src], delta[p.dst], scale)
         for k in net.b:
             g = self._grads[f"b{k}"]
             np.sum(delta[k], axis=0, out=g)
@@ -74,7 +79,9 @@ class EPLearner:
         return out, free
 
     def _scale(self, name: str, B: int) -> float:
-        norm = self.net.norm[name] if self.normalised else 1.0
+        on_crossbar = self.pulses is not None and name in self.pulses.crossbars
+        normalised = self.pulses.u.normalise if on_crossbar else self.normalised
+        norm = self.net.norm[name] if normalised else 1.0
         return 1.0 / (B * norm)
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
@@ -83,7 +90,11 @@ class EPLearner:
         grads, free = self.updates(x, y1h)
         self.opt.begin()
         for name, g in grads.items():
-            self.opt.step(name, g)
+            if self.pulses is not None and name in self.pulses.crossbars:
+                xs, d, scale = self.local[name]
+                self.pulses.apply(name, g, xs, d, scale)
+            else:
+                self.opt.step(name, g)
         self.settler.refresh()
         return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
                           free.residual, free.steps)
@@ -149,9 +160,15 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     t, s = cfg.training, cfg.settling
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
+    crossbars, pulses = {}, None
+    if cfg.crossbar.enabled:
+        from .backend import PulseUpdater, build_crossbars
+        crossbars, rng = build_crossbars(cfg, net)
+        pulses = PulseUpdater(cfg, net, crossbars, rng)
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
-                      s.max_steps, t.nudge_error)
-    return EPLearner(net, settler, optimizer, normalised=t.update_norm == "normalised")
+                      s.max_steps, t.nudge_error, crossbars)
+    return EPLearner(net, settler, optimizer, normalised=t.update_norm == "normalised",
+                     pulses=pulses)
 
 
 __all__ = ["BatchStats", "EPLearner", "BPLearner", "make_learner", "one_hot", "softmax"]

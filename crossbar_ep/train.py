@@ -26,7 +26,8 @@ from .network import Network, build_network
 from .optim import make_optimizer
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc",
-               "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps")
+               "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps",
+               "pulses_total", "at_bound_mean")
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -99,6 +100,15 @@ def save_checkpoint(run: Run) -> None:
     meta = {"epochs_done": run.epochs_done, "opt_t": opt.t,
             "rng_state": run.rng.bit_generator.state, "history": run.history,
             "format": 1}
+    pulses = getattr(run.learner, "pulses", None)
+    if pulses is not None:
+        for name, cb in pulses.crossbars.items():
+            for side, dev in (("pos", cb.pos), ("neg", cb.neg)):
+                if dev is not None:
+                    arrays[f"xb:{name}:{side}:w"] = dev.w
+                    arrays[f"xb:{name}:{side}:write_noise"] = dev.write_noise
+                    arrays[f"xb:{name}:{side}:t_written"] = dev.t_written
+        meta["xb_rng_state"] = pulses.rng.bit_generator.state
     arrays["meta"] = np.array(json.dumps(meta))
     _atomic_write(os.path.join(run.out_dir, CHECKPOINT), lambda fh: np.savez(fh, **arrays))
 
@@ -131,6 +141,20 @@ def load_checkpoint(run: Run) -> None:
                           meta["opt_t"])
     run.rng.bit_generator.state = meta["rng_state"]
     run.history = meta["history"]
+    pulses = getattr(run.learner, "pulses", None)
+    if pulses is not None:
+        if "xb_rng_state" not in meta:
+            raise CheckpointError(f"{path}: checkpoint holds no crossbar state but the config "
+                                  f"enables the crossbar backend")
+        pulses.rng.bit_generator.state = meta["xb_rng_state"]
+        for name, cb in pulses.crossbars.items():
+            for side, dev in (("pos", cb.pos), ("neg", cb.neg)):
+                if dev is not None:
+                    np.copyto(dev.w, arrays[f"xb:{name}:{side}:w"])
+                    dev.write_noise = arrays[f"xb:{name}:{side}:write_noise"].copy()
+                    np.copyto(dev.t_written, arrays[f"xb:{name}:{side}:t_written"])
+            cb.refresh()
+            np.copyto(run.net.W[name], cb.W_eff)
     if hasattr(run.learner, "settler"):
         run.learner.settler.refresh()
 
@@ -196,10 +220,18 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     val_acc = None
     if data.x_val is not None:
         val_acc = evaluate(run.learner, data.x_val, data.y_val, cfg.training.eval_batch_size)[1]
+    xb = {}
+    pulses = getattr(run.learner, "pulses", None)
+    if pulses is not None:
+        xb = pulses.take_stats()
     row = {"epoch": epoch, "train_loss": loss / seen, "train_acc": correct / seen,
            "test_loss": test_loss, "test_acc": test_acc, "val_acc": val_acc,
            "epoch_time_s": time.perf_counter() - t0, "samples_per_s": seen / train_time,
            "settle_residual": float(np.mean(resid)), "settle_steps": float(np.mean(steps))}
+    if xb:
+        row["pulses_total"] = int(sum(v["pulses"] for v in xb.values()))
+        row["at_bound_mean"] = float(np.mean([v["at_bound"] for v in xb.values()]))
+        row["crossbar"] = xb
     if bar is not None:
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{100 * row['train_acc']:.2f}%",
                         test=f"{100 * test_acc:.2f}%")

@@ -1,0 +1,131 @@
+"""The crossbar backend: which projections live on crossbars, and their in-situ updates.
+
+:func:`build_crossbars` programs the initial (Glorot) weights of the chosen projections into
+:class:`~crossbar_ep.crossbar.CrossbarMatrix` objects through the device model and mirrors their
+effective weights into ``net.W``, so the settle engine's fast path sees exactly what the arrays
+hold.  Layers whose reads have non-ideal periphery are summed read by read instead
+(see :class:`~crossbar_ep.dynamics.Settler`).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .crossbar import CrossbarMatrix, Periphery
+from .device_card import load_card
+from .network import Network
+
+
+def selected(cfg, net: Network) -> list:
+    names = [p.name for p in net.projections]
+    layers = cfg.crossbar.layers
+    return names if "all" in layers else [n for n in names if n in layers]
+
+
+def periphery_of(cfg) -> Periphery:
+    p = cfg.crossbar.periphery
+    return Periphery(p.dac_bits, p.input_range, p.v_read_V, p.adc_bits, p.adc_range,
+                     p.adc_sigmas, p.read_noise, p.read_noise_mode)
+
+
+def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
+    """CrossbarMatrix per selected projection (programmed with net.W) and the devices' rng."""
+    c = cfg.crossbar
+    card = load_card(c.device)
+    rng = np.random.default_rng(c.seed)
+    per = periphery_of(cfg)
+    arrays = {}
+    for name in selected(cfg, net):
+        cb = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows, c.tile_cols,
+                            c.weight_range_factor, net.dtype)
+        np.copyto(net.W[name], cb.W_eff)
+        arrays[name] = cb
+    return arrays, rng
+
+
+def pulse_lrs(cfg, net: Network) -> dict:
+    """Pulse gain per projection: crossbar.update.lr (or training.lr), per matrix rule."""
+    lr = cfg.crossbar.update.lr
+    if lr is None:
+        return dict(net.lr)
+    L = net.L
+    per = tuple(lr) if isinstance(lr, tuple) else (lr,) * (L + 1)
+    return {p.name: per[p.dst - 1] if p.dst <= L else per[L] for p in net.projections}
+
+
+@numba.njit(parallel=True, cache=True)
+def _coincidence_counts(P, sx, Q, sd, bl, seed):
+    """Signed coincidence counts (n_out, n_in), summed over the batch: for every device and
+    sample one draw from Binomial(bl, p_j q_i) (exact: never a loop over the bl slots)."""
+    B, n_in = P.shape
+    n_out = Q.shape[1]
+    out = np.zeros((n_out, n_in), np.int64)
+    for i in prange(n_out):
+        np.random.seed(seed + i)
+        for b in range(B):
+            q = Q[b, i]
+            if q == 0.0:
+                continue
+            for j in range(n_in):
+                r = P[b, j] * q
+                if r > 0.0:
+                    out[i, j] += sx[b, j] * sd[b, i] * np.random.binomial(bl, r)
+    return out
+
+
+def coincidence_counts(cb: CrossbarMatrix, x: np.ndarray, delta: np.ndarray, lr: float,
+                       bl: int, management: bool, rng: np.random.Generator) -> np.ndarray:
+    """Stochastic pulse coincidence (Gokmen & Vlasov 2016) for the batch-mean update
+    lr * mean_b(delta_b outer x_b): rows fire with p = A|x|, columns with q = B|delta|,
+    A B = lr / (B_batch * bl * dw_min_in_weight_units); update management balances A and B by
+    sqrt(max|delta| / max|x|).  Expected signed count = lr * mean(delta x) / step."""
+    Bn = x.shape[0]
+    step_w = cb.card.params["dw_min"] * 2 * cb.scale / (cb.card.w_max - cb.card.w_min)
+    c = lr / (Bn * bl * step_w)
+    a = b = np.sqrt(c)
+    mx, md = float(np.abs(x).max()), float(np.abs(delta).max())
+    if management and mx > 0 and md > 0:
+        a, b = a * np.sqrt(md / mx), b * np.sqrt(mx / md)
+    P = np.minimum(a * np.abs(x), 1.0)
+    Q = np.minimum(b * np.abs(delta), 1.0)
+    return _coincidence_counts(P, np.sign(x).astype(np.int64), Q,
+                               np.sign(delta).astype(np.int64), bl,
+                               int(rng.integers(0, 2**31 - 1 - Q.shape[1])))
+
+
+class PulseUpdater:
+    """Turns each crossbar projection's local EP signals into pulses and records statistics."""
+
+    def __init__(self, cfg, net: Network, crossbars: dict, rng: np.random.Generator):
+        self.u = cfg.crossbar.update
+        self.crossbars, self.rng, self.net = crossbars, rng, net
+        self.lr = pulse_lrs(cfg, net)
+        self.stats: dict = {}
+
+    def apply(self, name: str, g: np.ndarray, x: np.ndarray, delta: np.ndarray,
+              scale: float) -> None:
+        """g: mean outer product already times ``scale`` (1/B and normalisation);
+        x (B, n_in) pre-synaptic free state, delta (B, n_out) post-synaptic sb - s0."""
+        cb = self.crossbars[name]
+        lr = self.lr[name]
+        if self.u.scheme == "stochastic" and cb.card.model != "ideal":
+            n = coincidence_counts(cb, x, delta, lr * scale * x.shape[0], self.u.bl,
+                                   self.u.update_management, self.rng)
+            fired = cb.pos.pulse(n)
+            if cb.neg is not None:
+                fired += cb.neg.pulse(-n)
+            cb.refresh()
+        else:
+            fired = cb.apply_update(lr * g, self.u.max_pulses)
+        np.copyto(self.net.W[name], cb.W_eff)
+        s = self.stats.setdefault(name, {"pulses": 0, "updates": 0})
+        s["pulses"] += fired
+        s["updates"] += 1
+        s["at_bound"] = cb.at_bound_fraction()
+
+    def take_stats(self) -> dict:
+        """Pulses per projection since the last call and the current at-bound fraction."""
+        out, self.stats = self.stats, {}
+        return out

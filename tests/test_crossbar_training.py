@@ -1,0 +1,118 @@
+"""In-situ EP training on the crossbar backend."""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import REPO, small_config
+from crossbar_ep import train
+from crossbar_ep.backend import coincidence_counts
+from crossbar_ep.crossbar import CrossbarMatrix
+from crossbar_ep.device_card import load_card
+
+IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")
+RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
+
+
+def sgd(**xb):
+    return small_config(model={"hidden": [24, 16, 12], "residual": "none"},
+                        training={"optimizer": "sgd", "lr": 0.05, "epochs": 2},
+                        crossbar=xb)
+
+
+def test_ideal_card_reproduces_digital_sgd(tmp_path):
+    digital = train.start(sgd(), str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    xbar = train.start(sgd(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5),
+                       str(tmp_path / "x"))
+    assert set(xbar.learner.pulses.crossbars) == {"W0", "W1", "W2", "Wf"}
+    train.fit(xbar, progress=False)
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-9)
+    assert [r["test_acc"] for r in xbar.history] == [r["test_acc"] for r in digital.history]
+
+
+def test_ideal_card_with_fine_periphery_tracks_digital(tmp_path):
+    """The read-by-read path (periphery in the loop) with a negligible ADC step agrees."""
+    digital = train.start(sgd(), str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    fine = {"adc_bits": 24, "adc_range": 20.0}
+    xbar = train.start(sgd(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5,
+                           periphery=fine), str(tmp_path / "x"))
+    assert xbar.learner.settler.read_layers == {1, 2, 3}
+    train.fit(xbar, progress=False)
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-4)
+
+
+def test_real_device_learns_and_records_pulses(tmp_path):
+    cfg = sgd(enabled=True, device=RPU, layers=["W1", "W2", "Wf"],
+              periphery={"dac_bits": 7, "adc_bits": 9, "read_noise": 0.01},
+              update={"lr": 0.2})
+    cfg = replace(cfg, training=replace(cfg.training, epochs=3))
+    run = train.start(cfg, str(tmp_path / "r"))
+    s = train.fit(run, progress=False)
+    assert s["best_test_acc"] > 0.6          # chance is 0.25; digital SGD: about 0.52
+    row = run.history[-1]
+    assert row["pulses_total"] > 0 and 0.0 <= row["at_bound_mean"] <= 1.0
+    assert set(row["crossbar"]) == {"W1", "W2", "Wf"}
+
+
+def test_crossbar_resume_equals_uninterrupted(tmp_path):
+    over = dict(enabled=True, device=RPU, periphery={"adc_bits": 8, "read_noise": 0.01})
+    cfg = small_config(training={"optimizer": "sgd", "lr": 0.05, "epochs": 2}, crossbar=over)
+    full = train.start(cfg, str(tmp_path / "full"))
+    train.fit(full, progress=False)
+    part = train.start(small_config(training={"optimizer": "sgd", "lr": 0.05, "epochs": 1},
+                                    crossbar=over), str(tmp_path / "part"))
+    train.fit(part, progress=False)
+    resumed = train.resume(str(tmp_path / "part"), epochs=2)
+    train.fit(resumed, progress=False)
+    for k in full.net.W:
+        np.testing.assert_array_equal(full.net.W[k], resumed.net.W[k])
+
+
+def test_stochastic_coincidence_mean_update():
+    """E[update] = lr * x * delta within sampling error, for one sample."""
+    card = load_card(RPU)
+    W = np.full((3, 4), 0.05)
+    cb = CrossbarMatrix(W, card, np.random.default_rng(0), dtype=np.float64)
+    x = np.array([[0.9, -0.5, 0.2, 0.0]])
+    delta = np.array([[0.3, -0.8, 0.05]])
+    lr = 0.002                                  # probabilities stay below 1 (no clipping)
+    step_w = card.params["dw_min"] * 2 * cb.scale / (card.w_max - card.w_min)
+    rng = np.random.default_rng(1)
+    trials = 4000
+    total = np.zeros((3, 4))
+    for _ in range(trials):
+        total += coincidence_counts(cb, x, delta, lr, 31, True, rng)
+    mean_update = total / trials * step_w
+    expected = lr * delta[0][:, None] * x[0][None, :]
+    # binomial sampling error of the mean count
+    err = np.sqrt(np.maximum(np.abs(expected) / step_w, 1e-9) / trials) * step_w
+    assert np.all(np.abs(mean_update - expected) <= 5 * err + 1e-12)
+    assert np.all(total[:, 3] == 0)                          # x = 0: no coincidences
+
+
+def test_stochastic_scheme_trains(tmp_path):
+    cfg = small_config(model={"hidden": [16]}, training={"optimizer": "sgd", "epochs": 2,
+                                                         "T": 4, "K": 4},
+                       crossbar={"enabled": True, "device": RPU,
+                                 "update": {"scheme": "stochastic", "lr": 0.1, "bl": 15}})
+    run = train.start(cfg, str(tmp_path / "s"))
+    s = train.fit(run, progress=False)
+    assert s["best_test_acc"] > 0.5 and run.history[-1]["pulses_total"] > 0
+
+
+def test_crossbar_config_errors():
+    from crossbar_ep.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"crossbar.device: missing"):
+        small_config(crossbar={"enabled": True})
+    with pytest.raises(ConfigError, match=r"crossbar.layers\[0\]: no matrix 'W7'"):
+        small_config(crossbar={"enabled": True, "device": IDEAL, "layers": ["W7"]})
+    with pytest.raises(ConfigError, match=r"crossbar.enabled: crossbar training is in situ EP"):
+        small_config(training={"algorithm": "bp"}, crossbar={"enabled": True, "device": IDEAL})
+    with pytest.raises(ConfigError, match=r"crossbar.periphery.adc_bits: must be >= 2"):
+        small_config(crossbar={"periphery": {"adc_bits": 1}})

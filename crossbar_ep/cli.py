@@ -33,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("experiment")
     val.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE")
+    cmp_ = sub.add_parser("compare", help="train on the ideal and the crossbar backend, "
+                          "side by side", description="Train the same net, data, init and "
+                          "seed on the ideal digital backend and on the crossbar backend; "
+                          "writes a table and a PNG (resumes interrupted runs in --out).")
+    cmp_.add_argument("experiment")
+    cmp_.add_argument("--out", help="output directory (default runs/<name>-compare-<time>)")
+    cmp_.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE")
+    cmp_.add_argument("--epochs", type=int)
+    cmp_.add_argument("--quiet", action="store_true")
+
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
     info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
@@ -44,6 +55,26 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--pulses", type=int, help="pulses per direction (default 1.2 x states)")
     plot.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def _cmd_compare(args) -> int:
+    from . import compare, train
+    from .config import load_config
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    cfg = load_config(args.experiment, overrides)
+    out = args.out or train.default_run_dir(cfg).replace(cfg.name, cfg.name + "-compare", 1)
+    try:
+        results = compare.run_pair(cfg, out, progress=not args.quiet,
+                                   log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished epochs are checkpointed: crossbar-ep compare "
+              f"{args.experiment} --out {out}", file=sys.stderr)
+        return 130
+    print(compare.table(results))
+    print(f"report: {out}/compare.md, {out}/compare.png")
+    return 0
 
 
 def _cmd_device(args) -> int:
@@ -107,7 +138,8 @@ def _cmd_run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device}
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
+                "compare": _cmd_compare}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

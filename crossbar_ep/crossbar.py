@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .device_card import DeviceCard
@@ -69,6 +70,21 @@ def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None
     np.rint(y, out=y)
     np.multiply(y, step, out=y)
     return y
+
+
+@numba.njit(cache=True, fastmath=True)
+def adc_accumulate(out, part, step, levels):
+    """out += ADC(part): clip to +-levels steps, round to the step (per tile output; out may be
+    a strided column block of the layer's output)."""
+    lim = step * levels
+    for b in range(part.shape[0]):
+        for j in range(part.shape[1]):
+            v = part[b, j]
+            if v > lim:
+                v = lim
+            elif v < -lim:
+                v = -lim
+            out[b, j] += np.rint(v / step) * step
 
 
 def _blocks(n: int, size: int) -> list:
@@ -121,6 +137,11 @@ class CrossbarMatrix:
             W = self.scale * (2.0 * u - 1.0)
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
         self._calibrate()
+        if not self.per.ideal:  # contiguous per-tile operands for the tiled reads
+            self._fwd_tiles = {(rt.start, ct.start): np.ascontiguousarray(self.W_eff[ct, rt].T)
+                               for rt in self.row_tiles for ct in self.col_tiles}
+            self._bwd_tiles = {(rt.start, ct.start): np.ascontiguousarray(self.W_eff[ct, rt])
+                               for rt in self.row_tiles for ct in self.col_tiles}
 
     def _calibrate(self) -> None:
         """ADC full scale per tile and direction: fixed, or ``adc_sigmas`` std of the tile
@@ -164,41 +185,57 @@ class CrossbarMatrix:
                                  ).astype(self.dtype)
         return self.W_eff
 
-    def _sense(self, part: np.ndarray, full_scale) -> np.ndarray:
+    def _sense_into(self, out_block: np.ndarray, part: np.ndarray, full_scale) -> None:
+        """Tile output -> read noise -> ADC -> added to the layer's partial sum."""
         p = self.per
         if p.read_noise and p.read_noise_mode == "output":
-            part += (p.read_noise * self.rng.standard_normal(part.shape)).astype(part.dtype)
+            noise = self.rng.standard_normal(part.shape, dtype=np.float32)
+            noise *= p.read_noise
+            part += noise
         if p.adc_bits is not None:
-            quantize(part, p.adc_bits, full_scale, out=part)
-        return part
+            levels = 2 ** (p.adc_bits - 1) - 1
+            adc_accumulate(out_block, part, part.dtype.type(full_scale / levels),
+                           part.dtype.type(levels))
+        else:
+            out_block += part
+
+    def _tiled(self, v: np.ndarray, transposed: bool) -> np.ndarray:
+        B = v.shape[0]
+        out = np.zeros((B, self.n_in if transposed else self.n_out), self.dtype)
+        device_noise = self.per.read_noise and self.per.read_noise_mode == "device"
+        W = self._noisy_matrix() if device_noise else None
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                key = (rt.start, ct.start)
+                if transposed:
+                    A = W[ct, rt] if device_noise else self._bwd_tiles[key]
+                    part = v[:, ct] @ A
+                    self._sense_into(out[:, rt], part, self.bwd_range and self.bwd_range[key])
+                else:
+                    A = W[ct, rt].T if device_noise else self._fwd_tiles[key]
+                    part = v[:, rt] @ A
+                    self._sense_into(out[:, ct], part, self.fwd_range and self.fwd_range[key])
+        return out
+
+    def _untiled(self) -> bool:
+        """Reads that need no per-tile processing: ideal periphery, or device read noise only."""
+        p = self.per
+        return p.ideal or (p.adc_bits is None and not (p.read_noise and
+                                                       p.read_noise_mode == "output"))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Rows driven by x (B, n_in), columns sensed: returns (B, n_out) ~ x @ W^T."""
-        W = self._noisy_matrix()
         xq = self._dac(x)
-        if self.per.ideal or (self.per.adc_bits is None and self.per.read_noise_mode == "device"):
-            return xq @ W.T
-        out = np.zeros((x.shape[0], self.n_out), self.dtype)
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
-                part = xq[:, rt] @ W[ct, rt].T
-                out[:, ct] += self._sense(part, self.fwd_range and
-                                          self.fwd_range[(rt.start, ct.start)])
-        return out
+        if self._untiled():
+            return xq @ self._noisy_matrix().T
+        return self._tiled(xq, transposed=False)
 
     def transposed(self, y: np.ndarray) -> np.ndarray:
         """Columns driven by y (B, n_out), rows sensed: returns (B, n_in) ~ y @ W."""
-        W = self._noisy_matrix()
         yq = self._dac(y)
-        if self.per.ideal or (self.per.adc_bits is None and self.per.read_noise_mode == "device"):
-            return yq @ W
-        out = np.zeros((y.shape[0], self.n_in), self.dtype)
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
-                part = yq[:, ct] @ W[ct, rt]
-                out[:, rt] += self._sense(part, self.bwd_range and
-                                          self.bwd_range[(rt.start, ct.start)])
-        return out
+        if self._untiled():
+            return yq @ self._noisy_matrix()
+        return self._tiled(yq, transposed=True)
 
     # ------------------------------------------------------------------ updates
     def _device_change(self, dW: np.ndarray) -> np.ndarray:

@@ -82,3 +82,30 @@ def plot_pulse_response(card, path, n_devices: int = 5, n_pulses: int | None = N
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_comparison(histories: dict, path, title: str = ""):
+    """Test (solid) and train (dashed) accuracy versus epoch for several runs, PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f"C{i}"
+        ep = [r["epoch"] for r in h]
+        best = max(r["test_acc"] for r in h)
+        ax.plot(ep, [100 * r["test_acc"] for r in h], "o-", ms=3, color=color,
+                label=f"{label} test (best {100 * best:.2f}%)")
+        ax.plot(ep, [100 * r["train_acc"] for r in h], "--", color=color, alpha=0.6,
+                label=f"{label} train")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return path

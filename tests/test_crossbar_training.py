@@ -116,3 +116,31 @@ def test_crossbar_config_errors():
         small_config(training={"algorithm": "bp"}, crossbar={"enabled": True, "device": IDEAL})
     with pytest.raises(ConfigError, match=r"crossbar.periphery.adc_bits: must be >= 2"):
         small_config(crossbar={"periphery": {"adc_bits": 1}})
+
+
+def test_compare_cli(tmp_path, capsys):
+    import yaml
+    from crossbar_ep.cli import main
+    exp = tmp_path / "x.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "tinyx",
+        "data": {"dataset": "synthetic", "synthetic_features": 20, "synthetic_classes": 4,
+                 "synthetic_train": 300, "synthetic_test": 100},
+        "model": {"hidden": [16, 12]},
+        "training": {"optimizer": "sgd", "lr": 0.1, "epochs": 2, "batch_size": 50, "T": 6,
+                     "K": 4},
+        "crossbar": {"enabled": True, "device": IDEAL}}))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(exp), "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "| digital |" in text and "| crossbar |" in text
+    for f in ("compare.md", "compare.csv", "compare.png", "digital/metrics.csv",
+              "crossbar/metrics.csv"):
+        assert (out / f).exists(), f
+    rows = (out / "compare.csv").read_text().splitlines()
+    dig, xb = rows[1].split(","), rows[2].split(",")
+    assert dig[1] == xb[1]                   # ideal card: same best accuracy as digital SGD
+    # running it again resumes (nothing left to do) instead of failing
+    assert main(["compare", str(exp), "--out", str(out), "--quiet"]) == 0
+    exp.write_text(exp.read_text().replace("enabled: true", "enabled: false"))
+    assert main(["compare", str(exp), "--out", str(tmp_path / "c2"), "--quiet"]) == 2

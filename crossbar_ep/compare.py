@@ -1,0 +1,76 @@
+"""Side-by-side training of one experiment on the ideal digital and the crossbar backend.
+
+Both runs share data, initial weights (the crossbar run programs the same Glorot draw into its
+devices) and seed.  Writes ``digital/`` and ``crossbar/`` run directories, ``compare.md`` and
+``compare.csv`` (best and final test accuracy, epochs, time) and ``compare.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import replace
+
+from . import train
+from .config import Config
+
+
+def twin_configs(cfg: Config) -> dict:
+    """The digital twin (crossbar off) and the crossbar run of one config."""
+    if not cfg.crossbar.enabled:
+        from .errors import ConfigError
+        raise ConfigError(f"{cfg.source}: crossbar.enabled: compare needs the crossbar backend "
+                          f"switched on (crossbar.enabled: true and a crossbar.device)")
+    return {"digital": replace(cfg, name=f"{cfg.name}-digital",
+                               crossbar=replace(cfg.crossbar, enabled=False)),
+            "crossbar": cfg}
+
+
+def run_pair(cfg: Config, out_dir: str, progress: bool = True, log=print) -> dict:
+    """Train (or resume) both runs; returns {label: summary dict}."""
+    os.makedirs(out_dir, exist_ok=True)
+    data = None
+    results = {}
+    for label, c in twin_configs(cfg).items():
+        d = os.path.join(out_dir, label)
+        if os.path.exists(os.path.join(d, train.CHECKPOINT)):
+            run = train.resume(d, epochs=c.training.epochs, data=data)
+            log(f"{label}: resuming after epoch {run.epochs_done}")
+        else:
+            run = train.start(c, d, data=data)
+            log(f"{label}: {d}")
+        data = run.data
+        results[label] = train.fit(run, progress=progress)
+        results[label]["history"] = run.history
+    write_report(cfg, results, out_dir)
+    return results
+
+
+def table(results: dict) -> str:
+    rows = ["| backend | best test acc (%) | best epoch | final test acc (%) | epochs | time (min) |",
+            "|---|---|---|---|---|---|"]
+    for label, s in results.items():
+        rows.append(f"| {label} | {100 * s['best_test_acc']:.2f} | {s['best_epoch']} | "
+                    f"{100 * s['final_test_acc']:.2f} | {s['epochs']} | {s['time_s'] / 60:.2f} |")
+    return "\n".join(rows)
+
+
+def write_report(cfg: Config, results: dict, out_dir: str) -> None:
+    from .plots import plot_comparison
+    c = cfg.crossbar
+    head = (f"# {cfg.name}: ideal digital vs crossbar\n\ndevice card: {c.device}; periphery: "
+            f"DAC {c.periphery.dac_bits or 'ideal'} bits, ADC {c.periphery.adc_bits or 'ideal'} "
+            f"bits, read noise {c.periphery.read_noise} ({c.periphery.read_noise_mode}); "
+            f"update: {c.update.scheme}\n\n")
+    train._atomic_text(os.path.join(out_dir, "compare.md"), head + table(results) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["backend", "best_test_acc", "best_epoch", "final_test_acc", "epochs", "time_s"])
+    for label, s in results.items():
+        w.writerow([label, s["best_test_acc"], s["best_epoch"], s["final_test_acc"],
+                    s["epochs"], s["time_s"]])
+    train._atomic_text(os.path.join(out_dir, "compare.csv"), buf.getvalue())
+    train._atomic_write(os.path.join(out_dir, "compare.png"),
+                        lambda fh: plot_comparison({k: v["history"] for k, v in results.items()},
+                                                   fh, f"{cfg.name}: digital vs crossbar"))

@@ -27,7 +27,7 @@ def selected(cfg, net: Network) -> list:
 def periphery_of(cfg) -> Periphery:
     p = cfg.crossbar.periphery
     return Periphery(p.dac_bits, p.input_range, p.v_read_V, p.adc_bits, p.adc_range,
-                     p.adc_sigmas, p.read_noise, p.read_noise_mode)
+                     p.adc_sigmas, p.read_noise, p.read_noise_mode, p.noise_rng)
 
 
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:

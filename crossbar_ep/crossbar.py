@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import fastrng
 from .device_card import DeviceCard
 from .devices import DeviceArray
 
@@ -39,6 +40,8 @@ class Periphery:
         ``adc_sigmas`` standard deviations of the tile output for full-range random inputs.
     read_noise: std of the read noise, in output units per tile (mode 'output') or relative
         to each device's conductance (mode 'device'); redrawn at every read.
+    noise_rng: 'fast' (counter-based near-Gaussian, :mod:`crossbar_ep.fastrng`) or 'exact'
+        (NumPy's Gaussian) for output read noise.
     """
 
     dac_bits: int | None = None
@@ -49,6 +52,7 @@ class Periphery:
     adc_sigmas: float = 4.0
     read_noise: float = 0.0
     read_noise_mode: str = "output"
+    noise_rng: str = "fast"
 
     @property
     def ideal(self) -> bool:
@@ -73,18 +77,27 @@ def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None
 
 
 @numba.njit(cache=True, fastmath=True)
-def adc_accumulate(out, part, step, levels):
-    """out += ADC(part): clip to +-levels steps, round to the step (per tile output; out may be
-    a strided column block of the layer's output)."""
+def sense_accumulate(out, part, noise_std, step, levels, seed):
+    """out += ADC(part + noise): one fused pass over a tile's output (B, cols).
+
+    noise_std > 0 adds counter-based Gaussian read noise (stream ``seed``); step > 0 clips to
+    +-levels steps and rounds to the step.  ``out`` may be a strided block of the layer output.
+    """
     lim = step * levels
+    k = fastrng.key(seed)
+    n = part.shape[1]
     for b in range(part.shape[0]):
-        for j in range(part.shape[1]):
+        for j in range(n):
             v = part[b, j]
-            if v > lim:
-                v = lim
-            elif v < -lim:
-                v = -lim
-            out[b, j] += np.rint(v / step) * step
+            if noise_std > 0.0:
+                v += noise_std * fastrng.normal(k, b * n + j)
+            if step > 0.0:
+                if v > lim:
+                    v = lim
+                elif v < -lim:
+                    v = -lim
+                v = np.rint(v / step) * step
+            out[b, j] += v
 
 
 def _blocks(n: int, size: int) -> list:
@@ -188,16 +201,15 @@ class CrossbarMatrix:
     def _sense_into(self, out_block: np.ndarray, part: np.ndarray, full_scale) -> None:
         """Tile output -> read noise -> ADC -> added to the layer's partial sum."""
         p = self.per
-        if p.read_noise and p.read_noise_mode == "output":
-            noise = self.rng.standard_normal(part.shape, dtype=np.float32)
-            noise *= p.read_noise
-            part += noise
-        if p.adc_bits is not None:
-            levels = 2 ** (p.adc_bits - 1) - 1
-            adc_accumulate(out_block, part, part.dtype.type(full_scale / levels),
-                           part.dtype.type(levels))
-        else:
-            out_block += part
+        std = p.read_noise if p.read_noise_mode == "output" else 0.0
+        if std and p.noise_rng == "exact":
+            part += (std * self.rng.standard_normal(part.shape)).astype(part.dtype)
+            std = 0.0
+        levels = 2 ** (p.adc_bits - 1) - 1 if p.adc_bits is not None else 0
+        step = full_scale / levels if levels else 0.0
+        c = part.dtype.type
+        sense_accumulate(out_block, part, c(std), c(step), c(levels),
+                         int(self.rng.integers(0, 2**62)))
 
     def _tiled(self, v: np.ndarray, transposed: bool) -> np.ndarray:
         B = v.shape[0]

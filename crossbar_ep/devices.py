@@ -16,6 +16,7 @@ import math
 import numba
 import numpy as np
 
+from . import fastrng
 from .device_card import DeviceCard
 
 MODEL_CODE = {"constant_step": 1, "linear_step": 2, "soft_bounds": 2, "soft_bounds_pmax": 4,
@@ -23,11 +24,6 @@ MODEL_CODE = {"constant_step": 1, "linear_step": 2, "soft_bounds": 2, "soft_boun
 NO_FAULT, STUCK_MIN, STUCK_MAX = 0, 1, 2
 G_REF_PCM_S = 25e-6      # Nandakumar et al. 2019 normalise by G_max = 25 uS
 G_REF_RERAM_S = 40e-6    # Wan et al. 2022, G_max = 40 uS
-
-
-@numba.njit(cache=True)
-def _seed(seed):
-    np.random.seed(seed)
 
 
 @numba.njit(cache=True)
@@ -77,10 +73,11 @@ def _one_step(code, w, d, dw_up, dw_dn, wmin, wmax, pu, pd, gs, std, nodes_up, n
 
 @numba.njit(cache=True)
 def pulse_kernel(w, n, code, dw_up, dw_dn, wmin, wmax, pu, pd, stuck, gs, std,
-                 nodes_up, nodes_dn, cw_min, cw_max):
+                 nodes_up, nodes_dn, cw_min, cw_max, seed):
     """Apply ``n[i]`` signed pulses to device i, one by one (flat arrays); returns the total
     number of pulses applied.  Multiplicative cycle-to-cycle noise ``(1 + std xi)`` except for
-    soft_bounds_pmax, whose noise is additive (``std`` times the range)."""
+    soft_bounds_pmax, whose noise is additive (``std`` times the range); xi comes from the
+    counter-based generator (:mod:`crossbar_ep.fastrng`), keyed by ``seed`` and the device."""
     total = 0
     for i in range(w.size):
         k = n[i]
@@ -90,13 +87,14 @@ def pulse_kernel(w, n, code, dw_up, dw_dn, wmin, wmax, pu, pd, stuck, gs, std,
         m = abs(k)
         total += m
         wi = w[i]
-        for _ in range(m):
+        key = fastrng.key(seed + i)
+        for q in range(m):
             step, add = _one_step(code, wi, d, dw_up[i], dw_dn[i], wmin[i], wmax[i], pu[i],
                                   pd[i], gs, std, nodes_up, nodes_dn, cw_min, cw_max)
             if add > 0.0:
-                wi += step + add * np.random.standard_normal()
+                wi += step + add * fastrng.normal(key, q)
             elif std > 0.0:
-                wi += step * (1.0 + std * np.random.standard_normal())
+                wi += step * (1.0 + std * fastrng.normal(key, q))
             else:
                 wi += step
             if wi > wmax[i]:
@@ -218,11 +216,11 @@ class DeviceArray:
         if self.ideal:
             raise TypeError("the ideal device takes exact updates (update_exact), not pulses")
         n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
-        _seed(int(self.rng.integers(0, 2**31 - 1)))
         changed = n != 0
         total = pulse_kernel(self.w, n, self.code, self.dw_up, self.dw_dn, self.wmin,
-                             self.wmax, self.pu, self.pd, self.stuck, self.gs, self.std, self.nodes_up, self.nodes_dn, self.card.w_min,
-                             self.card.w_max)
+                             self.wmax, self.pu, self.pd, self.stuck, self.gs, self.std,
+                             self.nodes_up, self.nodes_dn, self.card.w_min, self.card.w_max,
+                             int(self.rng.integers(0, 2**62)))
         self.t_written[changed] = self.t_now
         self._redraw_write_noise()
         return int(total)

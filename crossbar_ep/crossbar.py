@@ -84,20 +84,19 @@ def sense_accumulate(out, part, noise_std, step, levels, seed):
     +-levels steps and rounds to the step.  ``out`` may be a strided block of the layer output.
     """
     lim = step * levels
+    inv = 1.0 / step if step > 0.0 else 0.0
     k = fastrng.key(seed)
     n = part.shape[1]
     for b in range(part.shape[0]):
+        row_in, row_out = part[b], out[b]
         for j in range(n):
-            v = part[b, j]
+            v = row_in[j]
             if noise_std > 0.0:
                 v += noise_std * fastrng.normal(k, b * n + j)
             if step > 0.0:
-                if v > lim:
-                    v = lim
-                elif v < -lim:
-                    v = -lim
-                v = np.rint(v / step) * step
-            out[b, j] += v
+                v = min(max(v, -lim), lim)
+                v = np.rint(v * inv) * step
+            row_out[j] += v
 
 
 def _blocks(n: int, size: int) -> list:
@@ -212,21 +211,27 @@ class CrossbarMatrix:
                          int(self.rng.integers(0, 2**62)))
 
     def _tiled(self, v: np.ndarray, transposed: bool) -> np.ndarray:
+        """Tile by tile: partial products, per-tile noise and ADC, digital partial sums.
+        Each output block is accumulated in a contiguous buffer (so the fused kernel
+        vectorises) and copied into the layer output once."""
         B = v.shape[0]
-        out = np.zeros((B, self.n_in if transposed else self.n_out), self.dtype)
+        out = np.empty((B, self.n_in if transposed else self.n_out), self.dtype)
         device_noise = self.per.read_noise and self.per.read_noise_mode == "device"
         W = self._noisy_matrix() if device_noise else None
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
+        outer, inner = (self.row_tiles, self.col_tiles) if transposed else \
+            (self.col_tiles, self.row_tiles)
+        for ob in outer:
+            acc = np.zeros((B, ob.stop - ob.start), self.dtype)
+            for ib in inner:
+                rt, ct = (ob, ib) if transposed else (ib, ob)
                 key = (rt.start, ct.start)
                 if transposed:
-                    A = W[ct, rt] if device_noise else self._bwd_tiles[key]
-                    part = v[:, ct] @ A
-                    self._sense_into(out[:, rt], part, self.bwd_range and self.bwd_range[key])
+                    part = v[:, ct] @ (W[ct, rt] if device_noise else self._bwd_tiles[key])
+                    self._sense_into(acc, part, self.bwd_range and self.bwd_range[key])
                 else:
-                    A = W[ct, rt].T if device_noise else self._fwd_tiles[key]
-                    part = v[:, rt] @ A
-                    self._sense_into(out[:, ct], part, self.fwd_range and self.fwd_range[key])
+                    part = v[:, rt] @ (W[ct, rt].T if device_noise else self._fwd_tiles[key])
+                    self._sense_into(acc, part, self.fwd_range and self.fwd_range[key])
+            out[:, ob] = acc
         return out
 
     def _untiled(self) -> bool:

@@ -99,6 +99,18 @@ def sense_accumulate(out, part, noise_std, step, levels, seed):
             row_out[j] += v
 
 
+@numba.njit(cache=True, fastmath=True)
+def dac_kernel(x, out, step, levels):
+    """out = DAC(x): clip to +-levels steps and round to the step, in one pass (C-contiguous,
+    out of the compute dtype)."""
+    lim = step * levels
+    inv = 1.0 / step
+    fx, fo = x.reshape(-1), out.reshape(-1)
+    for i in range(fx.size):
+        v = min(max(fx[i], -lim), lim)
+        fo[i] = np.rint(v * inv) * step
+
+
 def _blocks(n: int, size: int) -> list:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -180,7 +192,11 @@ class CrossbarMatrix:
         p = self.per
         if p.dac_bits is None:
             return x
-        return quantize(np.array(x, dtype=self.dtype), p.dac_bits, p.input_range)
+        levels = 2 ** (p.dac_bits - 1) - 1
+        out = np.empty(x.shape, self.dtype)
+        c = self.dtype.type
+        dac_kernel(np.ascontiguousarray(x), out, c(p.input_range / levels), c(levels))
+        return out
 
     def _noisy_matrix(self) -> np.ndarray:
         p = self.per

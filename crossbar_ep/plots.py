@@ -9,6 +9,7 @@ def plot_curves(history: list, path, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ep = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -33,6 +34,7 @@ def plot_curves(history: list, path, title: str = ""):
     ax2.legend(loc="lower right")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -89,6 +91,7 @@ def plot_comparison(histories: dict, path, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (label, h) in enumerate(histories.items()):
@@ -102,6 +105,7 @@ def plot_comparison(histories: dict, path, title: str = ""):
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8, loc="lower right")
     if title:
         ax.set_title(title)

@@ -229,7 +229,7 @@ class Settler:
         """h_k as the sum of individual reads (crossbar periphery in the loop):
         forward reads of the matrices entering k, transposed reads for tied feedback."""
         net = self.net
-        H.fill(0.0)
+        first = True
         for (kind, src, name, gain), off in zip(self.blocks[k], self.offsets[k]):
             if kind == "fwd":
                 cb = self.xb.get(name)
@@ -244,7 +244,15 @@ class Settler:
                 E = buf.X[k][:, off:off + net.sizes[src]]
                 cb = self.xb.get("Wf") if net.nudge_tied else None
                 part = cb.transposed(E) if cb else E @ net.nudge_matrix()
-            H += gain * part
+            if first:
+                np.multiply(part, gain, out=H)
+                first = False
+            else:
+                if gain != 1.0:
+                    part *= gain
+                H += part
+        if first:
+            H.fill(0.0)
         if k == 1:
             H += buf.D
         elif k in net.b:

@@ -123,9 +123,11 @@ class PulseUpdater:
         s = self.stats.setdefault(name, {"pulses": 0, "updates": 0})
         s["pulses"] += fired
         s["updates"] += 1
-        s["at_bound"] = cb.at_bound_fraction()
 
     def take_stats(self) -> dict:
-        """Pulses per projection since the last call and the current at-bound fraction."""
+        """Pulses and updates per projection since the last call, and the fraction of its
+        devices now at a bound (``at_bound``)."""
         out, self.stats = self.stats, {}
+        for name, s in out.items():
+            s["at_bound"] = self.crossbars[name].at_bound_fraction()
         return out

@@ -77,26 +77,39 @@ def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None
 
 
 @numba.njit(cache=True, fastmath=True)
-def sense_accumulate(out, part, noise_std, step, levels, seed):
-    """out += ADC(part + noise): one fused pass over a tile's output (B, cols).
+def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
+    """out[:, c0:c0+n] += gain * ADC(part + noise): one fused pass over a tile's output
+    ``part`` (B, n) into the layer's C-contiguous buffer ``out`` (B, n_layer).
 
-    noise_std > 0 adds counter-based Gaussian read noise (stream ``seed``); step > 0 clips to
-    +-levels steps and rounds to the step.  ``out`` may be a strided block of the layer output.
+    noise_std > 0 adds Gaussian read noise from per-column lane streams of ``seed``
+    (:func:`crossbar_ep.fastrng.lane_normal`); step > 0 clips to +-levels steps and rounds to
+    the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
     """
-    lim = step * levels
-    inv = 1.0 / step if step > 0.0 else 0.0
-    k = fastrng.key(seed)
     n = part.shape[1]
+    s0 = np.empty(n, np.uint64)
+    s1 = np.empty(n, np.uint64)
+    lim = step * levels
+    inv = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
+    gstep = gain * step
+    if noise_std > 0.0:
+        fastrng.seed_lanes(fastrng.key(seed), s0, s1)
     for b in range(part.shape[0]):
-        row_in, row_out = part[b], out[b]
-        for j in range(n):
-            v = row_in[j]
-            if noise_std > 0.0:
-                v += noise_std * fastrng.normal(k, b * n + j)
-            if step > 0.0:
+        row_in, row_out = part[b], out[b, c0:c0 + n]
+        if noise_std > 0.0 and step > 0.0:
+            for j in range(n):
+                v = row_in[j] + noise_std * fastrng.lane_normal(s0, s1, j)
                 v = min(max(v, -lim), lim)
-                v = np.rint(v * inv) * step
-            row_out[j] += v
+                row_out[j] += np.rint(v * inv) * gstep
+        elif noise_std > 0.0:
+            for j in range(n):
+                row_out[j] += gain * (row_in[j] + noise_std * fastrng.lane_normal(s0, s1, j))
+        elif step > 0.0:
+            for j in range(n):
+                v = min(max(row_in[j], -lim), lim)
+                row_out[j] += np.rint(v * inv) * gstep
+        else:
+            for j in range(n):
+                row_out[j] += gain * row_in[j]
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -111,6 +124,20 @@ def dac_kernel(x, out, step, levels):
         fo[i] = np.rint(v * inv) * step
 
 
+@numba.njit(cache=True)
+def _round_pulses(dw, factor, cap, seed, out):
+    """out = stochastic_round(dw * factor) clipped to +-cap (cap < 0: no cap); the uniforms
+    come from the counter-based stream ``seed``."""
+    k = fastrng.key(seed)
+    for i in range(dw.size):
+        x = dw[i] * factor
+        f = np.floor(x)
+        n = np.int64(f) + (1 if fastrng.uniform(k, i) < x - f else 0)
+        if cap >= 0:
+            n = min(max(n, -cap), cap)
+        out[i] = n
+
+
 def _blocks(n: int, size: int) -> list:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -123,6 +150,7 @@ class CrossbarMatrix:
                  tile_rows: int = 256, tile_cols: int = 256,
                  weight_range_factor: float = 2.0, dtype=np.float32):
         self.card, self.rng, self.per = card, rng, periphery
+        self._dac_buf = {}
         self.signed, self.dtype = signed, np.dtype(dtype)
         self.n_out, self.n_in = W_init.shape
         wmax = float(np.max(np.abs(W_init))) or 1.0
@@ -193,7 +221,9 @@ class CrossbarMatrix:
         if p.dac_bits is None:
             return x
         levels = 2 ** (p.dac_bits - 1) - 1
-        out = np.empty(x.shape, self.dtype)
+        out = self._dac_buf.get(x.shape)
+        if out is None:  # reused: a read consumes its DAC output before returning
+            out = self._dac_buf[x.shape] = np.empty(x.shape, self.dtype)
         c = self.dtype.type
         dac_kernel(np.ascontiguousarray(x), out, c(p.input_range / levels), c(levels))
         return out
@@ -213,42 +243,32 @@ class CrossbarMatrix:
                                  ).astype(self.dtype)
         return self.W_eff
 
-    def _sense_into(self, out_block: np.ndarray, part: np.ndarray, full_scale) -> None:
-        """Tile output -> read noise -> ADC -> added to the layer's partial sum."""
+    def _tiled_into(self, v: np.ndarray, out: np.ndarray, gain: float,
+                    transposed: bool) -> None:
+        """Tile by tile: partial products, per-tile read noise and ADC, digital partial sums
+        added (times the sense gain) into ``out`` (B, n) in place."""
         p = self.per
-        std = p.read_noise if p.read_noise_mode == "output" else 0.0
-        if std and p.noise_rng == "exact":
-            part += (std * self.rng.standard_normal(part.shape)).astype(part.dtype)
-            std = 0.0
-        levels = 2 ** (p.adc_bits - 1) - 1 if p.adc_bits is not None else 0
-        step = full_scale / levels if levels else 0.0
-        c = part.dtype.type
-        sense_accumulate(out_block, part, c(std), c(step), c(levels),
-                         int(self.rng.integers(0, 2**62)))
-
-    def _tiled(self, v: np.ndarray, transposed: bool) -> np.ndarray:
-        """Tile by tile: partial products, per-tile noise and ADC, digital partial sums.
-        Each output block is accumulated in a contiguous buffer (so the fused kernel
-        vectorises) and copied into the layer output once."""
-        B = v.shape[0]
-        out = np.empty((B, self.n_in if transposed else self.n_out), self.dtype)
-        device_noise = self.per.read_noise and self.per.read_noise_mode == "device"
+        device_noise = p.read_noise and p.read_noise_mode == "device"
         W = self._noisy_matrix() if device_noise else None
-        outer, inner = (self.row_tiles, self.col_tiles) if transposed else \
-            (self.col_tiles, self.row_tiles)
-        for ob in outer:
-            acc = np.zeros((B, ob.stop - ob.start), self.dtype)
-            for ib in inner:
-                rt, ct = (ob, ib) if transposed else (ib, ob)
+        std = p.read_noise if p.read_noise_mode == "output" else 0.0
+        exact = std and p.noise_rng == "exact"
+        levels = 2 ** (p.adc_bits - 1) - 1 if p.adc_bits is not None else 0
+        ranges = self.bwd_range if transposed else self.fwd_range
+        c = self.dtype.type
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
                 key = (rt.start, ct.start)
                 if transposed:
                     part = v[:, ct] @ (W[ct, rt] if device_noise else self._bwd_tiles[key])
-                    self._sense_into(acc, part, self.bwd_range and self.bwd_range[key])
+                    c0 = rt.start
                 else:
                     part = v[:, rt] @ (W[ct, rt].T if device_noise else self._fwd_tiles[key])
-                    self._sense_into(acc, part, self.fwd_range and self.fwd_range[key])
-            out[:, ob] = acc
-        return out
+                    c0 = ct.start
+                if exact:
+                    part += (std * self.rng.standard_normal(part.shape)).astype(part.dtype)
+                step = ranges[key] / levels if levels else 0.0
+                sense_accumulate(out, c0, part, c(gain), c(0.0 if exact else std), c(step),
+                                 c(levels), int(self.rng.integers(0, 2**62)))
 
     def _untiled(self) -> bool:
         """Reads that need no per-tile processing: ideal periphery, or device read noise only."""
@@ -256,19 +276,42 @@ class CrossbarMatrix:
         return p.ideal or (p.adc_bits is None and not (p.read_noise and
                                                        p.read_noise_mode == "output"))
 
+    def read_into(self, v: np.ndarray, out: np.ndarray, gain: float = 1.0,
+                  transposed: bool = False, accumulate: bool = False) -> np.ndarray:
+        """``out (+)= gain * read(v)`` in place; out is C-contiguous in the compute dtype.
+
+        Forward (``transposed=False``): rows driven by v (B, n_in), columns sensed, out
+        (B, n_out) ~ v @ W^T.  Transposed: columns driven by v (B, n_out), rows sensed, out
+        (B, n_in) ~ v @ W.  ``gain`` is the sense-amplifier gain applied after the ADC.
+        """
+        vq = self._dac(v)
+        if self._untiled():
+            M = self._noisy_matrix()
+            M = M if transposed else M.T
+            if not accumulate and gain == 1.0:
+                np.matmul(vq, M, out=out)
+            else:
+                part = vq @ M
+                if gain != 1.0:
+                    part *= self.dtype.type(gain)
+                if accumulate:
+                    out += part
+                else:
+                    np.copyto(out, part)
+            return out
+        if not accumulate:
+            out.fill(0.0)
+        self._tiled_into(vq, out, gain, transposed)
+        return out
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Rows driven by x (B, n_in), columns sensed: returns (B, n_out) ~ x @ W^T."""
-        xq = self._dac(x)
-        if self._untiled():
-            return xq @ self._noisy_matrix().T
-        return self._tiled(xq, transposed=False)
+        return self.read_into(x, np.empty((x.shape[0], self.n_out), self.dtype))
 
     def transposed(self, y: np.ndarray) -> np.ndarray:
         """Columns driven by y (B, n_out), rows sensed: returns (B, n_in) ~ y @ W."""
-        yq = self._dac(y)
-        if self._untiled():
-            return yq @ self._noisy_matrix()
-        return self._tiled(yq, transposed=True)
+        return self.read_into(y, np.empty((y.shape[0], self.n_in), self.dtype),
+                              transposed=True)
 
     # ------------------------------------------------------------------ updates
     def _device_change(self, dW: np.ndarray) -> np.ndarray:
@@ -280,12 +323,12 @@ class CrossbarMatrix:
         """Deterministic scheme: signed pulse counts per device for a weight change dW,
         ``n = stochastic_round(dW / (device step in weight units))``, capped at ``max_pulses``.
         For a differential pair each device takes half the change, in opposite directions."""
-        x = self._device_change(dW) / self.card.params["dw_min"]
-        n = np.floor(x)
-        n += self.rng.random(x.shape) < (x - n)
-        if max_pulses is not None:
-            np.clip(n, -max_pulses, max_pulses, out=n)
-        return n.astype(np.int64)
+        dW = np.ascontiguousarray(dW, dtype=float)
+        n = np.empty(dW.shape, np.int64)
+        factor = (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.params["dw_min"]
+        _round_pulses(dW.reshape(-1), factor, -1 if max_pulses is None else int(max_pulses),
+                      int(self.rng.integers(0, 2**62)), n.reshape(-1))
+        return n
 
     def apply_update(self, dW: np.ndarray, max_pulses: int | None = None) -> int:
         """Change the stored weights by ~dW (weight units, (n_out, n_in)); returns the number

@@ -105,6 +105,16 @@ def pulse_kernel(w, n, code, dw_up, dw_dn, wmin, wmax, pu, pd, stuck, gs, std,
     return total
 
 
+@numba.njit(cache=True)
+def _count_at_bound(w, wmin, wmax, stuck, tol):
+    count = 0
+    for i in range(w.size):
+        eps = tol * (wmax[i] - wmin[i])
+        if stuck[i] != 0 or w[i] - wmin[i] <= eps or wmax[i] - w[i] <= eps:
+            count += 1
+    return count
+
+
 def pulse_reference(card: DeviceCard, w: float, pulses: int) -> np.ndarray:
     """Trajectory of one noiseless nominal device (no spreads), in plain Python, for tests:
     the states after each of ``|pulses|`` pulses of sign(pulses)."""
@@ -216,12 +226,12 @@ class DeviceArray:
         if self.ideal:
             raise TypeError("the ideal device takes exact updates (update_exact), not pulses")
         n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
-        changed = n != 0
         total = pulse_kernel(self.w, n, self.code, self.dw_up, self.dw_dn, self.wmin,
                              self.wmax, self.pu, self.pd, self.stuck, self.gs, self.std,
                              self.nodes_up, self.nodes_dn, self.card.w_min, self.card.w_max,
                              int(self.rng.integers(0, 2**62)))
-        self.t_written[changed] = self.t_now
+        if self.card.drift:
+            self.t_written[n != 0] = self.t_now
         self._redraw_write_noise()
         return int(total)
 
@@ -268,8 +278,8 @@ class DeviceArray:
     # ------------------------------------------------------------------ reads
     def states(self) -> np.ndarray:
         """Readable states (rows, cols): hidden state + write noise; stuck devices at bounds."""
-        w = self.w + self.write_noise
-        if not self.ideal:
+        w = self.w + self.write_noise if self.card.params.get("write_noise_std") else self.w
+        if not self.ideal and self.stuck.any():
             w = np.where(self.stuck == STUCK_MIN, self.wmin, w)
             w = np.where(self.stuck == STUCK_MAX, self.wmax, w)
         return w.reshape(self.shape)
@@ -296,9 +306,8 @@ class DeviceArray:
         return ((dt + t0) / t0) ** (-nu)
 
     def at_bound_fraction(self, tol: float = 1e-9) -> float:
-        """Fraction of devices at (or within ``tol`` of) one of their bounds."""
+        """Fraction of devices at (or within ``tol`` of their range from) one of their bounds,
+        stuck devices included."""
         if self.ideal:
             return 0.0
-        span = self.wmax - self.wmin
-        at = (self.w - self.wmin <= tol * span) | (self.wmax - self.w <= tol * span)
-        return float(np.mean(at | (self.stuck != NO_FAULT)))
+        return _count_at_bound(self.w, self.wmin, self.wmax, self.stuck, tol) / self.w.size

@@ -231,26 +231,34 @@ class Settler:
         net = self.net
         first = True
         for (kind, src, name, gain), off in zip(self.blocks[k], self.offsets[k]):
+            cb, transposed = None, False
             if kind == "fwd":
                 cb = self.xb.get(name)
-                part = cb.forward(buf.S[src]) if cb else buf.S[src] @ net.W[name].T
+                v = buf.S[src]
+                M = None if cb else net.W[name].T
             elif kind == "fb":
                 f = next(f for f in net.feedbacks if f.name == name)
-                cb = self.xb.get(f.tied) if f.tied else None
-                part = cb.transposed(buf.S[src]) if cb else buf.S[src] @ net.feedback_matrix(f)
+                cb, transposed = (self.xb.get(f.tied) if f.tied else None), True
+                v = buf.S[src]
+                M = None if cb else net.feedback_matrix(f)
             else:
                 if not nudged:
                     continue
-                E = buf.X[k][:, off:off + net.sizes[src]]
+                v = buf.X[k][:, off:off + net.sizes[src]]
                 cb = self.xb.get("Wf") if net.nudge_tied else None
-                part = cb.transposed(E) if cb else E @ net.nudge_matrix()
-            if first:
-                np.multiply(part, gain, out=H)
-                first = False
+                transposed = True
+                M = None if cb else net.nudge_matrix()
+            if cb is not None:
+                cb.read_into(v, H, gain, transposed=transposed, accumulate=not first)
             else:
-                if gain != 1.0:
-                    part *= gain
-                H += part
+                part = v @ M
+                if first:
+                    np.multiply(part, gain, out=H)
+                else:
+                    if gain != 1.0:
+                        part *= gain
+                    H += part
+            first = False
         if first:
             H.fill(0.0)
         if k == 1:

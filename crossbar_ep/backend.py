@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
+from numba import types
+from numba.extending import intrinsic
 
+from . import fastrng
 from .crossbar import CrossbarMatrix, Periphery
 from .device_card import load_card
 from .network import Network
@@ -55,21 +57,98 @@ def pulse_lrs(cfg, net: Network) -> dict:
     return {p.name: per[p.dst - 1] if p.dst <= L else per[L] for p in net.projections}
 
 
-@numba.njit(parallel=True, cache=True)
-def _coincidence_counts(P, sx, Q, sd, bl, seed):
-    """Signed coincidence counts (n_out, n_in), summed over the batch: for every device and
-    sample one draw from Binomial(bl, p_j q_i) (exact: never a loop over the bl slots)."""
-    B, n_in = P.shape
-    n_out = Q.shape[1]
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ctpop: one instruction where the CPU has it)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
+_P_BITS = 24  # resolution of the firing probabilities: 2^-24, stochastically rounded
+
+
+@numba.njit(cache=True)
+def bit_streams(P, bl, seed):
+    """Random bit streams (B, words, n) of uint64, words = ceil(bl / 64): bit t of stream
+    (b, j) is 1 with probability P[b, j], independently, for the bl slots (bits beyond bl are
+    0).  Built without a loop over slots by the binary-expansion method: m = P 2^24
+    (stochastically rounded, so E = P exactly) and, from the least significant bit of m up,
+    ``r = r | R`` for a 1 bit and ``r = r & R`` for a 0 bit, with fresh random words R from
+    per-lane xorshift128+ streams (vectorised across the n lanes)."""
+    B, n = P.shape
+    words = (bl + 63) // 64
+    out = np.empty((B, words, n), np.uint64)
+    s0 = np.empty(n, np.uint64)
+    s1 = np.empty(n, np.uint64)
+    m = np.empty(n, np.uint64)
+    k = fastrng.key(seed)
+    fastrng.seed_lanes(k, s0, s1)
+    full = np.uint64(1 << _P_BITS)
+    zero, one, ones = np.uint64(0), np.uint64(1), ~np.uint64(0)
+    rem = bl % 64
+    tail = (one << np.uint64(rem)) - one if rem else ones
+    for b in range(B):
+        for j in range(n):
+            x = P[b, j] * np.float64(full)
+            f = np.floor(x)
+            m[j] = np.uint64(f) + (one if fastrng.uniform(k, b * n + j) < x - f else zero)
+        for w in range(words):
+            r = out[b, w]
+            r[:] = zero
+            for t in range(_P_BITS):
+                sh = np.uint64(t)
+                for j in range(n):
+                    R = fastrng.lane_u64(s0, s1, j)
+                    bm = zero - ((m[j] >> sh) & one)
+                    r[j] = (r[j] & R) | (bm & (r[j] | R))
+            keep = tail if w == words - 1 else ones
+            for j in range(n):
+                if m[j] >= full:
+                    r[j] = keep
+                elif m[j] == zero:
+                    r[j] = zero
+                else:
+                    r[j] &= keep
+    return out
+
+
+@numba.njit(cache=True)
+def coincidences(rows, sx, cols, sd):
+    """Signed coincidence counts (n_out, n_in) summed over the batch: device (i, j) counts
+    the slots where row j's and column i's streams (B, words, n) both fire, with sign
+    sx[b, j] * sd[b, i]."""
+    B, words, n_in = rows.shape
+    n_out = cols.shape[2]
     out = np.zeros((n_out, n_in), np.int64)
-    for i in prange(n_out):
-        np.random.seed(seed + i)
+    for i in range(n_out):
+        acc = out[i]
         for b in range(B):
-            q = Q[b, i]
-            if q == 0.0:
+            s = sd[b, i]
+            if s == 0:
                 continue
+            sb = sx[b]
+            for w in range(words):
+                c = cols[b, w, i]
+                if c == 0:
+                    continue
+                rb = rows[b, w]
+                for j in range(n_in):
+                    acc[j] += s * sb[j] * np.int64(_popcount(rb[j] & c))
+    return out
+
+
+@numba.njit(cache=True)
+def binomial_reference(P, sx, Q, sd, bl, seed):
+    """Per device and sample an independent Binomial(bl, P q) draw, summed over the batch
+    (the marginal law of :func:`coincidences`, for tests)."""
+    np.random.seed(seed)
+    B, n_in = P.shape
+    out = np.zeros((Q.shape[1], n_in), np.int64)
+    for i in range(Q.shape[1]):
+        for b in range(B):
             for j in range(n_in):
-                r = P[b, j] * q
+                r = P[b, j] * Q[b, i]
                 if r > 0.0:
                     out[i, j] += sx[b, j] * sd[b, i] * np.random.binomial(bl, r)
     return out
@@ -90,9 +169,10 @@ def coincidence_counts(cb: CrossbarMatrix, x: np.ndarray, delta: np.ndarray, lr:
         a, b = a * np.sqrt(md / mx), b * np.sqrt(mx / md)
     P = np.minimum(a * np.abs(x), 1.0)
     Q = np.minimum(b * np.abs(delta), 1.0)
-    return _coincidence_counts(P, np.sign(x).astype(np.int64), Q,
-                               np.sign(delta).astype(np.int64), bl,
-                               int(rng.integers(0, 2**31 - 1 - Q.shape[1])))
+    rows = bit_streams(np.ascontiguousarray(P, dtype=float), bl, int(rng.integers(0, 2**62)))
+    cols = bit_streams(np.ascontiguousarray(Q, dtype=float), bl, int(rng.integers(0, 2**62)))
+    return coincidences(rows, np.sign(x).astype(np.int64), cols,
+                        np.sign(delta).astype(np.int64))
 
 
 class PulseUpdater:

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE")
     cmp_.add_argument("--epochs", type=int)
+    cmp_.add_argument("--device", dest="devices", action="append", metavar="CARD.yaml",
+                      help="train one crossbar run per card given (repeatable) against one "
+                      "digital twin; default: the experiment's crossbar.device")
     cmp_.add_argument("--quiet", action="store_true")
 
     dev = sub.add_parser("device", help="inspect device cards")
@@ -67,7 +70,8 @@ def _cmd_compare(args) -> int:
     out = args.out or train.default_run_dir(cfg).replace(cfg.name, cfg.name + "-compare", 1)
     try:
         results = compare.run_pair(cfg, out, progress=not args.quiet,
-                                   log=lambda m: print(m, file=sys.stderr))
+                                   log=lambda m: print(m, file=sys.stderr),
+                                   devices=args.devices)
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished epochs are checkpointed: crossbar-ep compare "
               f"{args.experiment} --out {out}", file=sys.stderr)

@@ -26,20 +26,19 @@ G_REF_PCM_S = 25e-6      # Nandakumar et al. 2019 normalise by G_max = 25 uS
 G_REF_RERAM_S = 40e-6    # Wan et al. 2022, G_max = 40 uS
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _one_step(code, w, d, dw_up, dw_dn, wmin, wmax, pu, pd, gs, std, nodes_up, nodes_dn,
               cw_min, cw_max):
     """The change of state ``w`` caused by one pulse of sign ``d`` before noise and
     clipping; returns (step, scale of additive noise).  ``pu``/``pd`` are the device's own
     up/down shape parameters, ``gs`` the card-wide scalars of the model."""
+    up = d > 0  # selects, not branches: pulse signs are random
+    dw = dw_up if up else -dw_dn
     if code == 1:  # constant_step
-        return (dw_up if d > 0 else -dw_dn), 0.0
+        return dw, 0.0
     if code == 2:  # linear_step / soft_bounds: gamma+ = -|gu|/wmax, gamma- = -|gd|/wmin
-        if d > 0:
-            f = 1.0 - abs(pu) * w / wmax
-            return dw_up * max(f, 0.0), 0.0
-        f = 1.0 - abs(pd) * w / wmin
-        return -dw_dn * max(f, 0.0), 0.0
+        f = 1.0 - abs(pu if up else pd) * w / (wmax if up else wmin)
+        return dw * max(f, 0.0), 0.0
     if code == 4:  # soft_bounds_pmax: pu, pd are A in pulses
         rng = wmax - wmin
         if d > 0:

@@ -83,15 +83,21 @@ def seed_lanes(k, s0, s1):
 
 
 @numba.njit(inline="always", cache=True)
-def lane_normal(s0, s1, j):
-    """Next approximately N(0, 1) float32 sample of lane ``j`` (advances that lane)."""
+def lane_u64(s0, s1, j):
+    """Next 64 random bits of lane ``j`` (xorshift128+; advances that lane)."""
     x = s0[j]
     y = s1[j]
     s0[j] = y
     x ^= x << _S23
     x = x ^ y ^ (x >> _S17) ^ (y >> _S26)
     s1[j] = x
-    r = x + y
+    return x + y
+
+
+@numba.njit(inline="always", cache=True)
+def lane_normal(s0, s1, j):
+    """Next approximately N(0, 1) float32 sample of lane ``j`` (advances that lane)."""
+    r = lane_u64(s0, s1, j)
     t = (r & _BYTES) + ((r >> _S8) & _BYTES)
     t = t + (t >> _S16)
     t = (t + (t >> _S32)) & _MASK

@@ -139,8 +139,21 @@ def test_compare_cli(tmp_path, capsys):
         assert (out / f).exists(), f
     rows = (out / "compare.csv").read_text().splitlines()
     dig, xb = rows[1].split(","), rows[2].split(",")
-    assert dig[1] == xb[1]                   # ideal card: same best accuracy as digital SGD
+    assert dig[2] == xb[2]                   # ideal card: same best accuracy as digital SGD
     # running it again resumes (nothing left to do) instead of failing
     assert main(["compare", str(exp), "--out", str(out), "--quiet"]) == 0
+    # several cards against one digital twin, which is resumed rather than retrained
+    assert main(["compare", str(exp), "--out", str(out), "--quiet", "--device", IDEAL,
+                 "--device", RPU]) == 0
+    cap = capsys.readouterr()
+    assert "| crossbar-ideal | ideal.yaml |" in cap.out
+    assert "| crossbar-rpu_gokmen2016 |" in cap.out
+    assert "digital: resuming" in cap.err
+    rows = (out / "compare.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["digital", "crossbar-ideal",
+                                                   "crossbar-rpu_gokmen2016"]
+    assert rows[1].split(",")[2] == rows[2].split(",")[2]
+    assert main(["compare", str(exp), "--out", str(out), "--quiet", "--device",
+                 str(tmp_path / "missing.yaml")]) == 2
     exp.write_text(exp.read_text().replace("enabled: true", "enabled: false"))
     assert main(["compare", str(exp), "--out", str(tmp_path / "c2"), "--quiet"]) == 2

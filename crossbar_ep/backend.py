@@ -20,6 +20,12 @@ from .device_card import load_card
 from .network import Network
 
 
+@numba.njit(cache=True)
+def _add_abs(acc, n):
+    for i in range(acc.size):
+        acc[i] += abs(n[i])
+
+
 def selected(cfg, net: Network) -> list:
     names = [p.name for p in net.projections]
     layers = cfg.crossbar.layers
@@ -183,6 +189,7 @@ class PulseUpdater:
         self.crossbars, self.rng, self.net = crossbars, rng, net
         self.lr = pulse_lrs(cfg, net)
         self.stats: dict = {}
+        self._device_totals = None  # name -> pulses per device since track_devices(True)
 
     def apply(self, name: str, g: np.ndarray, x: np.ndarray, delta: np.ndarray,
               scale: float) -> None:
@@ -196,13 +203,36 @@ class PulseUpdater:
             fired = cb.pos.pulse(n)
             if cb.neg is not None:
                 fired += cb.neg.pulse(-n)
+            cb.last_counts = n
             cb.refresh()
         else:
             fired = cb.apply_update(lr * g, self.u.max_pulses)
+        if self._device_totals is not None and cb.last_counts is not None:
+            tot = self._device_totals.get(name)
+            if tot is None:
+                tot = self._device_totals[name] = np.zeros(cb.last_counts.shape, np.int32)
+            _add_abs(tot.reshape(-1), cb.last_counts.reshape(-1))
         np.copyto(self.net.W[name], cb.W_eff)
         s = self.stats.setdefault(name, {"pulses": 0, "updates": 0})
         s["pulses"] += fired
         s["updates"] += 1
+
+    @property
+    def last_counts(self) -> dict:
+        """Signed pulse counts (n_out, n_in) of each array's last update (pulsed cards)."""
+        return {k: cb.last_counts for k, cb in self.crossbars.items()
+                if cb.last_counts is not None}
+
+    def track_devices(self, on: bool) -> None:
+        """Start (or stop) summing |pulses| per device over updates."""
+        self._device_totals = {} if on else None
+
+    def take_device_totals(self) -> dict:
+        """Pulses per device (int32, (n_out, n_in)) since tracking started; resets them."""
+        out = self._device_totals or {}
+        if self._device_totals is not None:
+            self._device_totals = {}
+        return out
 
     def take_stats(self) -> dict:
         """Pulses and updates per projection since the last call, and the fraction of its

@@ -1,4 +1,4 @@
-"""Command line: ``crossbar-ep run | validate``.
+"""Command line: ``crossbar-ep run | validate | compare | device | inspect | plot``.
 
 User errors (bad YAML, missing data, unresumable run) print one message without a traceback
 and exit with status 2; Ctrl-C exits with 130 and leaves the last checkpoint resumable.
@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="train one crossbar run per card given (repeatable) against one "
                       "digital twin; default: the experiment's crossbar.device")
     cmp_.add_argument("--quiet", action="store_true")
+
+    ins = sub.add_parser("inspect", help="print the tree of an HDF5 trace file",
+                         description="Groups and datasets of a trace file with shapes, dtypes "
+                         "and units (a run directory: its traces.h5).")
+    ins.add_argument("path", help="trace file or run directory")
+
+    pl = sub.add_parser("plot", help="write the figures of a run or compare directory",
+                        description="PNG figures: accuracy and loss, settling trajectories, "
+                        "conductance histograms, pulse heatmaps, device pulse response.")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", help="folder for the PNGs (default RUN_DIR/figures)")
 
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
@@ -99,6 +110,31 @@ def _cmd_device(args) -> int:
     return 0
 
 
+def _cmd_inspect(args) -> int:
+    import os
+
+    from .traces import describe_tree, open_run
+    path = args.path
+    if os.path.isdir(path):
+        with open_run(path) as tr:
+            path = tr.path
+    elif not os.path.exists(path):
+        raise CrossbarEPError(f"{path}: no such file")
+    print(describe_tree(path))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    import os
+
+    from .trace_plots import plot_run_dir
+    if not os.path.isdir(args.run_dir):
+        raise CrossbarEPError(f"{args.run_dir}: no such directory")
+    for p in plot_run_dir(args.run_dir, args.out):
+        print(f"wrote {p}")
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from .config import load_config
     cfg = load_config(args.experiment, args.overrides)
@@ -143,7 +179,7 @@ def _cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
-                "compare": _cmd_compare}
+                "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

@@ -191,6 +191,33 @@ class CrossbarConfig:
 
 
 @dataclass(frozen=True)
+class TracesConfig:
+    enabled: bool = key(False, "Record an HDF5 trace file of the run (schema: "
+                        "docs/hdf5_schema.md).", p_bool())
+    file: str = key("traces.h5", "Trace file name, inside the run directory.", p_str())
+    every_epochs: int = key(1, "Detailed records (conductances, per-device pulses, recorded "
+                            "batches) for epoch 1 and every N-th epoch; metrics and settle "
+                            "statistics are kept for every epoch.", p_int(lo=1), "epochs")
+    batches: tuple = key((0,), "Batch indices (0-based; negative counts from the end) of a "
+                         "recorded epoch whose trajectories, tile reads and per-device pulse "
+                         "counts are kept.", p_list(p_int()))
+    samples: int = key(16, "Samples of each recorded batch whose trajectories and tile reads "
+                       "are kept.", p_int(lo=1), "samples")
+    trajectories: bool = key(True, "Neuron states of every layer at every settle step, free "
+                             "and nudged phases.", p_bool())
+    conductances: bool = key(True, "Snapshot of every array's conductances (G+ and G-) and "
+                             "of the effective weights per recorded epoch.", p_bool())
+    pulses: bool = key(True, "Per-device pulse counts: of each recorded batch's update, and "
+                       "summed over each recorded epoch.", p_bool())
+    settle: bool = key(True, "Settle residual and steps of every batch, both phases.",
+                       p_bool())
+    tiles: tuple = key((), "Tiles whose reads are recorded (sensed currents in A and ADC "
+                       "codes), as MATRIX:ROW_TILE:COL_TILE, e.g. W1:0:0.  Needs non-ideal "
+                       "periphery (ideal reads are exact products).", p_list(p_str()))
+    compression: int = key(4, "gzip level of large datasets (0: none).", p_int(lo=0, hi=9))
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = key("experiment", "Experiment name (used in the run directory name).", p_str())
     description: str = key("", "Free text.", p_str())
@@ -199,6 +226,7 @@ class Config:
     training: TrainingConfig = section(TrainingConfig, "Learning algorithm and optimiser.")
     settling: SettlingConfig = section(SettlingConfig, "How each phase is integrated.")
     crossbar: CrossbarConfig = section(CrossbarConfig, "Crossbar backend (off: ideal digital).")
+    traces: TracesConfig = section(TracesConfig, "HDF5 traces for circuit designers.")
     source: str = "<memory>"  # file the config came from (not a YAML key)
 
     @property
@@ -277,6 +305,7 @@ def _check_cross_fields(cfg: Config) -> None:
         raise w.child("settling").child("max_steps").fail(
             f"must be >= the number of hidden layers ({L})")
     _check_crossbar(cfg, w)
+    _check_traces(cfg, w)
     if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
         raise w.child("training").child("update_norm").fail(
             "normalised updates divide by beta_i, so every model.beta_i must be > 0")
@@ -313,6 +342,35 @@ def _check_crossbar(cfg: Config, w: Where) -> None:
             f"has {len(lr)} values; give one value or {L + 1} (W_0 .. W_{L - 1}, W_f)")
     if c.update.normalise and min(cfg.beta_per_layer()) <= 0.0:
         raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
+
+
+def _check_traces(cfg: Config, w: Where) -> None:
+    t = cfg.traces
+    tw = w.child("traces")
+    if not t.enabled:
+        return
+    if os.path.basename(t.file) != t.file or not t.file:
+        raise tw.child("file").fail(f"{t.file!r}: give a plain file name; the file is written "
+                                    f"inside the run directory")
+    from .traces import parse_tile
+    c = cfg.crossbar
+    for i, spec in enumerate(t.tiles):
+        try:
+            name, ri, ci = parse_tile(spec)
+        except ValueError as exc:
+            raise tw.child("tiles").child(i).fail(str(exc)) from None
+        if not c.enabled:
+            raise tw.child("tiles").child(i).fail("tile reads need the crossbar backend "
+                                                  "(crossbar.enabled: true)")
+        if name not in set(cfg_matrix_names(cfg)):
+            raise tw.child("tiles").child(i).fail(
+                f"no matrix {name!r} (has {', '.join(cfg_matrix_names(cfg))})")
+
+
+def cfg_matrix_names(cfg: Config) -> list:
+    L = cfg.n_hidden
+    return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
+            *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -151,6 +151,8 @@ class CrossbarMatrix:
                  weight_range_factor: float = 2.0, dtype=np.float32):
         self.card, self.rng, self.per = card, rng, periphery
         self._dac_buf = {}
+        self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
+        self.probes = {}  # (row tile, col tile) -> traces probe recording that tile's reads
         self.signed, self.dtype = signed, np.dtype(dtype)
         self.n_out, self.n_in = W_init.shape
         wmax = float(np.max(np.abs(W_init))) or 1.0
@@ -255,8 +257,8 @@ class CrossbarMatrix:
         levels = 2 ** (p.adc_bits - 1) - 1 if p.adc_bits is not None else 0
         ranges = self.bwd_range if transposed else self.fwd_range
         c = self.dtype.type
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
+        for ri, rt in enumerate(self.row_tiles):
+            for ci, ct in enumerate(self.col_tiles):
                 key = (rt.start, ct.start)
                 if transposed:
                     part = v[:, ct] @ (W[ct, rt] if device_noise else self._bwd_tiles[key])
@@ -267,8 +269,28 @@ class CrossbarMatrix:
                 if exact:
                     part += (std * self.rng.standard_normal(part.shape)).astype(part.dtype)
                 step = ranges[key] / levels if levels else 0.0
-                sense_accumulate(out, c0, part, c(gain), c(0.0 if exact else std), c(step),
-                                 c(levels), int(self.rng.integers(0, 2**62)))
+                args = (c(0.0 if exact else std), c(step), c(levels),
+                        int(self.rng.integers(0, 2**62)))
+                probe = self.probes.get((ri, ci)) if self.probes else None
+                if probe is None:
+                    sense_accumulate(out, c0, part, c(gain), *args)
+                    continue
+                # recorded tile: ADC output kept apart, then added like any other tile
+                sensed = np.zeros_like(part)
+                sense_accumulate(sensed, 0, part, c(1.0), *args)
+                out[:, c0:c0 + part.shape[1]] += c(gain) * sensed
+                n = probe.samples
+                probe.record(transposed, part[:n] * self.current_factor(),
+                             np.rint(sensed[:n] / step) if step else None)
+
+    def current_factor(self) -> float:
+        """Amperes of differential sensed current (I+ - I-, or I - I_ref for the reference
+        column) per output unit (weight x state): inputs become voltages
+        ``x v_read / input_range`` and weights conductances ``W (G_max - G_min) / S``
+        (differential) or ``W (G_max - G_min) / (2 S)`` (reference)."""
+        span = self.card.g_max_S - self.card.g_min_S
+        k = span / self.scale if self.neg is not None else span / (2 * self.scale)
+        return float(k * self.per.v_read_V / self.per.input_range)
 
     def _untiled(self) -> bool:
         """Reads that need no per-tile processing: ideal periphery, or device read noise only."""
@@ -339,8 +361,9 @@ class CrossbarMatrix:
             if self.neg is not None:
                 self.neg.update_exact(-dw_dev)
             fired = 0
+            self.last_counts = None
         else:
-            n = self.pulse_counts(dW, max_pulses)
+            n = self.last_counts = self.pulse_counts(dW, max_pulses)
             fired = self.pos.pulse(n)
             if self.neg is not None:
                 fired += self.neg.pulse(-n)

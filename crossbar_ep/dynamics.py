@@ -78,6 +78,7 @@ class Settler:
                  max_steps: int | None = None, nudge_error: str = "recomputed",
                  crossbars: dict | None = None):
         self.net = net
+        self.trace = None  # traces.Recorder while a batch is recorded
         # crossbar reads with non-ideal periphery; ideal ones are exact products with W_eff,
         # which net.W mirrors, so they stay on the fast stacked path
         self.xb = {n: cb for n, cb in (crossbars or {}).items() if not cb.per.ideal}
@@ -186,6 +187,9 @@ class Settler:
         width = self.width_nudged if nudged else self.width_free
         recompute = nudged and self.nudge_error == "recomputed"
         resid, used = float("inf"), 0
+        trace = self.trace
+        if trace is not None:
+            trace.phase(nudged, buf.S)
         for t in range(n_steps):
             check = self.early_stop or t == n_steps - 1
             for k in self.layers:
@@ -219,6 +223,8 @@ class Settler:
                 for tgt, off in self.slots[k]:
                     buf.X[tgt][:, off:off + net.sizes[k]] = S
             used = t + 1
+            if trace is not None:
+                trace.step(buf.S)
             if recompute:
                 self._set_error(buf, y, self.readout(buf.S[L]))
             if self.early_stop and resid < self.tol:

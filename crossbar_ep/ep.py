@@ -22,6 +22,8 @@ class BatchStats:
     correct: int         # correctly classified samples (free phase)
     residual: float      # max |ds| per tau at the last free-phase step (EP; 0 for BP)
     steps: int           # free-phase steps used (EP; 0 for BP)
+    nudged_residual: float = 0.0   # the same for the nudged phase
+    nudged_steps: int = 0
 
 
 def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:
@@ -59,6 +61,7 @@ class EPLearner:
         free = self.settler.free(x)
         nudged = self.settler.nudged(free, y1h)
         L = net.L
+        self.last_nudged = nudged
         delta = {k: nudged.s[k] - free.s[k] for k in range(1, L + 1)}
         delta[L + 1] = y1h - free.p
         s0 = free.s
@@ -96,8 +99,9 @@ class EPLearner:
             else:
                 self.opt.step(name, g)
         self.settler.refresh()
+        nudged = self.last_nudged
         return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
-                          free.residual, free.steps)
+                          free.residual, free.steps, nudged.residual, nudged.steps)
 
 
 class BPLearner:

@@ -42,6 +42,7 @@ class Run:
     rng: np.random.Generator
     out_dir: str
     history: list = field(default_factory=list)
+    recorder: object = None   # traces.Recorder when traces.enabled
 
     @property
     def epochs_done(self) -> int:
@@ -196,12 +197,19 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     perm = run.rng.permutation(n)
     n_batches = (n + bs - 1) // bs
     bar = _bar(n_batches, f"epoch {epoch}/{cfg.training.epochs}", progress)
+    rec = run.recorder
+    if rec is not None:
+        rec.begin_epoch(epoch, n_batches)
     loss = correct = seen = 0
     resid, steps = [], []
     t0 = time.perf_counter()
     for i in range(n_batches):
         idx = perm[i * bs:(i + 1) * bs]
+        if rec is not None:
+            rec.begin_batch(i)
         st = run.learner.train_batch(data.x_train[idx], data.y_train[idx])
+        if rec is not None:
+            rec.end_batch(st)
         loss += st.loss_sum
         correct += st.correct
         seen += idx.size
@@ -252,6 +260,8 @@ def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
     for epoch in range(run.epochs_done + 1, run.cfg.training.epochs + 1):
         row = train_epoch(run, epoch, progress)
         run.history.append(row)
+        if run.recorder is not None:   # traces first: if they fail, the last checkpoint stays
+            run.recorder.end_epoch(row)
         save_checkpoint(run)
         write_metrics(run)
         write_curves(run)
@@ -285,7 +295,20 @@ def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None) 
     os.makedirs(out_dir, exist_ok=True)
     run = setup(cfg, out_dir, data)
     dump_config(cfg, os.path.join(out_dir, "config.yaml"))
+    attach_recorder(run, None)
     return run
+
+
+def attach_recorder(run: Run, resume_epochs: int | None) -> None:
+    """Open the run's trace file when ``traces.enabled`` (new, or trimmed to the checkpoint)."""
+    if not run.cfg.traces.enabled:
+        return
+    import yaml
+
+    from .traces import Recorder
+    run.recorder = Recorder(run.cfg.traces, run.out_dir,
+                            yaml.safe_dump(run.cfg.to_dict(), sort_keys=False), run.learner,
+                            resume_epochs)
 
 
 def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None) -> Run:
@@ -299,4 +322,5 @@ def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None)
         dump_config(cfg, cfg_path)
     run = setup(cfg, out_dir, data)
     load_checkpoint(run)
+    attach_recorder(run, run.epochs_done)
     return run

@@ -287,12 +287,21 @@ class Recorder:
                              f"of each pair" if cb.neg is not None else
                              "conductance of each device (reference column at mid range)",
                              "(n_out, n_in): output (column) x input (row)")
+                a = g[f"conductance/{name}"].attrs
+                a["weight_scale"] = cb.scale
+                a["g_min_S"], a["g_max_S"] = cb.card.g_min_S, cb.card.g_max_S
+                a["mapping"] = cb.signed
+                a["weights"] = ("W = weight_scale * (G_pos - G_neg) / (g_max_S - g_min_S)"
+                                if cb.neg is not None else
+                                "W = weight_scale * (2 (G_pos - g_min_S) / (g_max_S - g_min_S) "
+                                "- 1)")
         net = getattr(self.learner, "net", None)
-        if net is not None:
+        if net is not None:   # digital matrices (crossbar ones follow from G)
             for name, W in net.W.items():
+                if name in self.crossbars:
+                    continue
                 self._ds(g, f"weights/{name}", W.astype(np.float32), "-",
-                         "effective weight matrix (what the reads see, noise-free)",
-                         "(n_out, n_in)")
+                         "weight matrix (digital)", "(n_out, n_in)")
 
     def _write_batch(self, g, rec: dict) -> None:
         g.attrs["batch"] = rec["index"]

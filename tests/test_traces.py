@@ -146,7 +146,15 @@ def test_tile_probe_currents_and_codes_against_conductances():
 def test_resume_trims_epochs_the_checkpoint_lacks(tmp_path):
     d = str(tmp_path / "r")
     cfg = traced_config(training={"epochs": 2})
-    train.fit(train.start(cfg, d), progress=False)
+    first = train.start(cfg, d)
+    train.fit(first, progress=False)
+    with open_run(d) as tr:                   # the stored conductances give the weights
+        g = tr.conductance(2, "W1")
+        with h5py.File(tr.path, "r") as f:
+            a = dict(f["epochs/0002/conductance/W1"].attrs)
+    W = a["weight_scale"] * (g["G_pos"].astype(float) - g["G_neg"]) / (a["g_max_S"] -
+                                                                         a["g_min_S"])
+    np.testing.assert_allclose(W, first.net.W["W1"], atol=1e-6 * a["weight_scale"])
     shutil.copy(os.path.join(d, "checkpoint.npz"), tmp_path / "ck2.npz")
     train.fit(train.resume(d, epochs=3), progress=False)
     with open_run(d) as tr:

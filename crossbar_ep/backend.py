@@ -41,7 +41,7 @@ def periphery_of(cfg) -> Periphery:
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
     """CrossbarMatrix per selected projection (programmed with net.W) and the devices' rng."""
     c = cfg.crossbar
-    card = load_card(c.device)
+    card = load_card(c.device, c.device_params)
     rng = np.random.default_rng(c.seed)
     per = periphery_of(cfg)
     arrays = {}

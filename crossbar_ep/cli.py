@@ -1,4 +1,4 @@
-"""Command line: ``crossbar-ep run | validate | compare | device | inspect | plot``.
+"""Command line: ``crossbar-ep run | validate | compare | sweep | device | inspect | plot``.
 
 User errors (bad YAML, missing data, unresumable run) print one message without a traceback
 and exit with status 2; Ctrl-C exits with 130 and leaves the last checkpoint resumable.
@@ -46,6 +46,22 @@ def _parser() -> argparse.ArgumentParser:
                       help="train one crossbar run per card given (repeatable) against one "
                       "digital twin; default: the experiment's crossbar.device")
     cmp_.add_argument("--quiet", action="store_true")
+
+    sw = sub.add_parser("sweep", help="run a sweep file (grids, zips, random samples, seeds)",
+                        description="Run every point of a sweep file in parallel on this "
+                        "machine (--workers) or a Dask cluster (--scheduler, --dask-local); "
+                        "results land in SWEEP_DIR/results.csv and results.h5.")
+    sw.add_argument("sweep_file")
+    sw.add_argument("--out", help="sweep directory (default runs/sweep-<name>)")
+    sw.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                    help="run on an existing Dask distributed scheduler")
+    sw.add_argument("--dask-local", type=int, metavar="N",
+                    help="start a local Dask cluster of N worker processes")
+    sw.add_argument("--resume", action="store_true", help="run only the missing points")
+    sw.add_argument("--retry-failed", action="store_true",
+                    help="with --resume, run failed points again")
+    sw.add_argument("--quiet", action="store_true")
 
     ins = sub.add_parser("inspect", help="print the tree of an HDF5 trace file",
                          description="Groups and datasets of a trace file with shapes, dtypes "
@@ -124,13 +140,42 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    import os
+
+    from .sweep import load_sweep, read_results, run_sweep
+    if args.workers < 1 or (args.dask_local is not None and args.dask_local < 1):
+        raise CrossbarEPError("--workers and --dask-local need at least 1")
+    if args.scheduler and args.dask_local:
+        raise CrossbarEPError("give either --scheduler (an existing cluster) or --dask-local")
+    out = args.out or os.path.join("runs", f"sweep-{load_sweep(args.sweep_file).name}")
+    try:
+        rows = run_sweep(args.sweep_file, out, args.workers, args.scheduler, args.dask_local,
+                         args.resume, args.retry_failed, progress=not args.quiet,
+                         log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        n = len(read_results(out))
+        print(f"\ninterrupted; {n} finished points are in {out}/results.csv: continue with "
+              f"crossbar-ep sweep {args.sweep_file} --out {out} --resume", file=sys.stderr)
+        return 130
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows)} points ({failed} failed): {out}/results.csv, {out}/results.h5; "
+          f"figures: crossbar-ep plot {out}")
+    return 0
+
+
 def _cmd_plot(args) -> int:
     import os
 
     from .trace_plots import plot_run_dir
     if not os.path.isdir(args.run_dir):
         raise CrossbarEPError(f"{args.run_dir}: no such directory")
-    for p in plot_run_dir(args.run_dir, args.out):
+    if os.path.isfile(os.path.join(args.run_dir, "results.csv")):
+        from .sweep_plots import plot_sweep
+        paths = plot_sweep(args.run_dir, args.out)
+    else:
+        paths = plot_run_dir(args.run_dir, args.out)
+    for p in paths:
         print(f"wrote {p}")
     return 0
 
@@ -179,7 +224,8 @@ def _cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
-                "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot}
+                "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
+                "sweep": _cmd_sweep}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

@@ -16,7 +16,7 @@ import yaml
 from . import yamlio
 from .errors import ConfigError
 from .schema import (Where, build_section, key, p_bool, p_choice, p_float, p_int, p_list,
-                     p_optional, p_scalar_or_list, p_str, section, to_plain)
+                     p_mapping, p_optional, p_scalar_or_list, p_str, section, to_plain)
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 
@@ -175,6 +175,13 @@ class CrossbarConfig:
     device: str | None = key(None, "Device card (YAML). Relative paths: from the experiment "
                              "file's folder, else from the working directory.",
                              p_optional(p_str()))
+    device_params: dict | None = key(None, "Overrides of the card's parameters, for sweeps: "
+                                     "a model parameter (up_down, dw_min_dtod, dw_min_std, "
+                                     "...), a fault fraction (stuck_at_gmin_frac, "
+                                     "stuck_at_gmax_frac), g_min_S / g_max_S, n_states (sets "
+                                     "dw_min = (w_max - w_min) / n_states) or variation "
+                                     "(multiplies every *_dtod spread). Units as in "
+                                     "docs/devices.md.", p_optional(p_mapping(p_float())))
     layers: tuple = key(("all",), "Matrices on crossbars: all, or names W0 .. W{L-1}, Wf, "
                         "Ra_b (residual links).", p_list(p_str(), min_len=1))
     signed: str = key("differential", "Signed weights by differential pairs (G+ - G-) or one "
@@ -322,6 +329,10 @@ def _check_crossbar(cfg: Config, w: Where) -> None:
     if not c.device:
         raise cw.child("device").fail("missing: name a device card, e.g. "
                                       "device_models/ecram_li_tang2018.yaml")
+    if c.device_params:
+        from .device_card import load_card
+        if os.path.isfile(c.device):
+            load_card(c.device, c.device_params)   # bad names or values fail here
     L = cfg.n_hidden
     known = {"W0", "Wf", *(f"W{k}" for k in range(1, L))}
     known |= {f"R{a}_{b}" for a, b in cfg.residual_pairs()}

@@ -284,8 +284,9 @@ def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
     return dict(sec)
 
 
-def load_card(path: str) -> DeviceCard:
-    """Read and validate a device card file."""
+def load_card(path: str, overrides: dict | None = None) -> DeviceCard:
+    """Read and validate a device card file, optionally with parameter overrides
+    (:func:`apply_card_overrides`, from ``crossbar.device_params``)."""
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such device card (cards live in device_models/)")
     try:
@@ -293,7 +294,50 @@ def load_card(path: str) -> DeviceCard:
             raw = yamlio.load(fh)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if overrides:
+        raw = apply_card_overrides(raw, overrides, path)
+        path = f"{path} with crossbar.device_params {dict(overrides)}"
     return card_from_dict(raw, path)
+
+
+def apply_card_overrides(raw: dict, overrides: dict, path: str) -> dict:
+    """Card mapping with overrides: a model parameter name (``up_down``, ``dw_min_dtod``, ...)
+    replaces ``params.<name>``; a fault key (``stuck_at_gmin_frac``) replaces
+    ``faults.<name>``; ``g_min_S`` / ``g_max_S`` replace the range; ``n_states`` sets
+    ``dw_min = (w_max - w_min) / n_states``; ``variation`` multiplies every ``*_dtod``
+    parameter.  Unknown names are rejected (the card file named)."""
+    import copy
+    raw = copy.deepcopy(raw)
+    params = raw.setdefault("params", {}) or {}
+    raw["params"] = params
+    spec = PARAMS.get(raw.get("model"), {})
+    for name, value in overrides.items():
+        if name == "n_states":
+            if "dw_min" not in spec:
+                raise ConfigError(f"{path}: crossbar.device_params.n_states: model "
+                                  f"{raw.get('model')} has no dw_min to set")
+            lo = params.get("w_min", spec["w_min"][0])
+            hi = params.get("w_max", spec["w_max"][0])
+            params["dw_min"] = (hi - lo) / float(value)
+        elif name == "variation":
+            for k in spec:
+                if k.endswith("_dtod"):
+                    params[k] = float(value) * params.get(k, spec[k][0])
+        elif name in FAULT_KEYS:
+            raw.setdefault("faults", {})
+            raw["faults"] = dict(raw["faults"] or {}, **{name: value})
+        elif name in ("g_min_S", "g_max_S"):
+            raw[name] = value
+        elif name in spec:
+            params[name] = value
+        else:
+            choices = sorted([*spec, *FAULT_KEYS, "g_min_S", "g_max_S", "n_states",
+                              "variation"])
+            close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{path}: crossbar.device_params.{name}: not a parameter of "
+                              f"model {raw.get('model')}; {hint}(allowed: {', '.join(choices)})")
+    return raw
 
 
 def describe(card: DeviceCard) -> str:

@@ -134,6 +134,18 @@ def p_list(inner: Parser, min_len: int = 0) -> Parser:
     return parse
 
 
+def p_mapping(inner: Parser) -> Parser:
+    """A mapping of names to values parsed by ``inner`` (a plain dict)."""
+    def parse(v: Any, w: Where) -> dict:
+        if not isinstance(v, dict):
+            raise w.fail(f"expected a mapping of names to values, got {_describe(v)}")
+        return {str(k): inner(x, w.child(str(k))) for k, x in v.items()}
+
+    parse.type_name = f"mapping of {getattr(inner, 'type_name', '?')}"  # type: ignore[attr-defined]
+    parse.range = getattr(inner, "range", "")  # type: ignore[attr-defined]
+    return parse
+
+
 def p_scalar_or_list(inner: Parser) -> Parser:
     """One value for all layers, or a list with one value per layer."""
 
@@ -214,6 +226,8 @@ def to_plain(obj: Any) -> Any:
         return {f.name: to_plain(getattr(obj, f.name)) for f in _keys(type(obj))}
     if isinstance(obj, (list, tuple)):
         return [to_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
     return obj
 
 

@@ -132,7 +132,7 @@ def plot_run_dir(run_dir: str, out_dir: str | None = None) -> list:
     if cfg.crossbar.enabled and cfg.crossbar.device:
         from .device_card import load_card
         from .plots import plot_pulse_response
-        card = load_card(cfg.crossbar.device)
+        card = load_card(cfg.crossbar.device, cfg.crossbar.device_params)
         if card.model != "ideal":
             p = os.path.join(out_dir, "device_pulse_response.png")
             written.append(plot_pulse_response(card, p))

@@ -143,3 +143,13 @@ def test_sweep_cli_and_plots(tmp_path, capsys):
                     "best_test_acc_vs_crossbar_periphery_adc_bits.png"]
     assert main(["sweep", str(path), "--out", str(out), "--resume", "--quiet"]) == 0
     assert main(["sweep", str(path), "--scheduler", "tcp://x", "--dask-local", "2"]) == 2
+
+
+def test_shipped_sweep_files_are_valid():
+    import glob
+    files = [os.path.join(REPO, "experiments", "sweep_device_nonidealities.yaml"),
+             *glob.glob(os.path.join(REPO, "experiments", "sweeps", "*.yaml"))]
+    assert len(files) >= 9
+    for f in files:
+        s = load_sweep(f)
+        assert s.points and s.axes, f

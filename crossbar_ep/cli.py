@@ -181,7 +181,14 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from .config import load_config
+    from .config import load_config, read_yaml
+    raw = read_yaml(args.experiment)
+    if isinstance(raw, dict) and "base" in raw and "model" not in raw:
+        from .sweep import load_sweep
+        s = load_sweep(args.experiment)
+        print(f"{args.experiment}: OK (sweep {s.name}: {len(s.points)} points over "
+              f"{', '.join(s.axes) or 'seeds only'}; base {s.base})")
+        return 0
     cfg = load_config(args.experiment, args.overrides)
     L = cfg.n_hidden
     print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, hidden "

@@ -1,0 +1,179 @@
+"""Exact nodal analysis of one crossbar tile with wire resistance (IR drop).
+
+A tile has ``m`` rows (word lines) and ``n`` physical columns (bit lines) with one conductance
+``G[i, j]`` (S) at each crossing.  Every crossing has a row node ``u[i, j]`` and a column node
+``v[i, j]``; neighbouring row nodes are joined by ``r_row`` (ohm per cell pitch), neighbouring
+column nodes by ``r_col``.  Drivers sit at the row starts (column 0 side) and column feet
+(row m - 1 side) behind ``r_driver``; sense amplifiers hold their line end at virtual ground
+behind ``r_sense``.
+
+- forward read: rows driven (``V[i]`` at row i's start), columns sensed at their feet;
+- transposed read: columns driven at their feet, rows sensed at their starts.
+
+KCL gives a sparse symmetric positive-definite system ``A x = b`` (a weighted graph Laplacian
+with the drivers and sense amplifiers as Dirichlet terminals).  ``A`` depends only on the
+conductances, so one sparse LU factorisation serves every read until the next programming;
+for linear devices the sensed currents are a linear map of the drive voltages,
+``I = M V``, and :meth:`TileCircuit.effective_matrix` computes ``M`` (one solve per sensed
+line) so that each later read is a matrix product.  A resistance of 0 merges the nodes it
+joins (ideal wire) or makes the terminal an ideal source / virtual ground; with every
+resistance 0 the map is exactly ``G^T`` (forward) or ``G`` (transposed).
+
+Node names used by the SPICE export (:mod:`crossbar_ep.spice`) follow the same layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+
+@dataclass(frozen=True)
+class Wires:
+    """Parasitic resistances of a tile (ohm).  0 means ideal."""
+
+    r_row: float = 0.0       # row (word-line) segment between neighbouring crossings
+    r_col: float = 0.0       # column (bit-line) segment between neighbouring crossings
+    r_driver: float = 0.0    # driver output resistance at each driven line end
+    r_sense: float = 0.0     # sense-amplifier input resistance at each sensed line end
+
+    def __post_init__(self):
+        for k in ("r_row", "r_col", "r_driver", "r_sense"):
+            v = getattr(self, k)
+            if not (v >= 0.0 and np.isfinite(v)):
+                raise ValueError(f"{k}: resistance must be finite and >= 0 ohm, got {v}")
+
+    @property
+    def ideal(self) -> bool:
+        return self.r_row == self.r_col == self.r_driver == self.r_sense == 0.0
+
+
+class TileCircuit:
+    """The resistive network of one tile for one read direction, factorised once.
+
+    G: (m, n) conductances in siemens.  ``transposed=False``: m row drivers, n sensed columns;
+    ``transposed=True``: n column drivers, m sensed rows.
+    """
+
+    def __init__(self, G: np.ndarray, wires: Wires, transposed: bool = False):
+        G = np.asarray(G, dtype=float)
+        if G.ndim != 2 or np.any(G < 0) or not np.all(np.isfinite(G)):
+            raise ValueError("G must be a 2-D array of finite conductances >= 0 S")
+        self.G, self.w, self.transposed = G, wires, transposed
+        m, n = G.shape
+        self.m, self.n = m, n
+        self._build()
+
+    # ------------------------------------------------------------------ network
+    def _build(self) -> None:
+        m, n, w, G = self.m, self.n, self.w, self.G
+        # node ids: row nodes, then column nodes (merged along an ideal wire)
+        if w.r_row > 0:
+            u = np.arange(m * n).reshape(m, n)
+        else:
+            u = np.repeat(np.arange(m)[:, None], n, axis=1)
+        nu = int(u.max()) + 1
+        if w.r_col > 0:
+            v = nu + np.arange(m * n).reshape(n, m).T          # column-major within columns
+        else:
+            v = nu + np.repeat(np.arange(n)[None, :], m, axis=0)
+        nxt = int(v.max()) + 1
+        a, b, g = [u.ravel(), ], [v.ravel()], [G.ravel()]      # devices
+        if w.r_row > 0:
+            a.append(u[:, :-1].ravel())
+            b.append(u[:, 1:].ravel())
+            g.append(np.full(m * (n - 1), 1.0 / w.r_row))
+        if w.r_col > 0:
+            a.append(v[:-1, :].ravel())
+            b.append(v[1:, :].ravel())
+            g.append(np.full((m - 1) * n, 1.0 / w.r_col))
+        # driven and sensed line ends
+        if not self.transposed:
+            drive_end, sense_end = u[:, 0], v[m - 1, :]
+        else:
+            drive_end, sense_end = v[m - 1, :], u[:, 0]
+        n_src = drive_end.size
+        if w.r_driver > 0:
+            src = nxt + np.arange(n_src)
+            nxt += n_src
+            a.append(src)
+            b.append(drive_end)
+            g.append(np.full(n_src, 1.0 / w.r_driver))
+        else:
+            src = drive_end.copy()
+        if w.r_sense > 0:
+            gnd = nxt + np.arange(sense_end.size)
+            nxt += sense_end.size
+            a.append(sense_end)
+            b.append(gnd)
+            g.append(np.full(sense_end.size, 1.0 / w.r_sense))
+        else:
+            gnd = sense_end.copy()
+        a, b, g = np.concatenate(a), np.concatenate(b), np.concatenate(g)
+        keep = a != b                                           # merged nodes: no self loops
+        a, b, g = a[keep], b[keep], g[keep]
+        N = nxt
+        # Laplacian
+        L = sp.coo_matrix((np.concatenate([g, g, -g, -g]),
+                           (np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a]))),
+                          shape=(N, N)).tocsr()
+        fixed = np.zeros(N, bool)
+        fixed[src] = True
+        fixed[gnd] = True
+        if np.intersect1d(src, gnd).size:
+            raise ValueError("a driven line end is also a sensed one (1 x 1 ideal wires?)")
+        free = np.flatnonzero(~fixed)
+        self.N, self.src, self.gnd, self.free = N, src, gnd, free
+        self.u_nodes, self.v_nodes = u, v
+        pos = np.full(N, -1)
+        pos[free] = np.arange(free.size)
+        self._pos = pos
+        self.A = L[free][:, free].tocsc()
+        self.A_fs = L[free][:, src].tocsc()
+        self.A_fg = L[free][:, gnd]
+        self.L = L
+        # sensed current into each ground terminal g: sum over edges (x, g) of g_e (V_x - 0)
+        # = -(L[g, :] x) restricted to non-ground nodes
+        self.L_g = L[gnd]
+        self._lu = spla.splu(self.A) if free.size else None
+
+    # ------------------------------------------------------------------ solves
+    def node_voltages(self, V: np.ndarray) -> np.ndarray:
+        """All node voltages (N,) or (N, k) for drive voltages V (n_src,) or (n_src, k)."""
+        V = np.asarray(V, float)
+        x = np.zeros((self.N,) + V.shape[1:])
+        x[self.src] = V
+        if self._lu is not None:
+            x[self.free] = self._lu.solve(-(self.A_fs @ V))
+        return x
+
+    def sensed_currents(self, V: np.ndarray) -> np.ndarray:
+        """Currents (A) into the sense amplifiers for drive voltages V (V), solved directly:
+        (n_sense,) or (n_sense, k)."""
+        x = self.node_voltages(V)
+        return -(self.L_g @ x)
+
+    def effective_matrix(self) -> np.ndarray:
+        """M (n_sense, n_src) with ``I = M V``: one solve per driven line."""
+        return self.sensed_currents(np.eye(self.src.size))
+
+    def device_voltages(self, V: np.ndarray) -> np.ndarray:
+        """Voltage across every device, u - v (m, n), for one drive vector V."""
+        x = self.node_voltages(V)
+        return x[self.u_nodes] - x[self.v_nodes]
+
+    def read_power(self, V: np.ndarray) -> float:
+        """Power (W) dissipated in the tile (devices and wires) for one drive vector."""
+        x = self.node_voltages(V)
+        L = self.L.tocoo()
+        mask = L.row < L.col
+        d = x[L.row[mask]] - x[L.col[mask]]
+        return float(np.sum(-L.data[mask] * d * d))
+
+
+def ideal_read(G: np.ndarray, V: np.ndarray, transposed: bool = False) -> np.ndarray:
+    """Sensed currents without wire resistance: G^T V (forward) or G V (transposed)."""
+    return (G @ V) if transposed else (G.T @ V)

@@ -1,0 +1,132 @@
+"""SPICE netlists of crossbar tiles and an ngspice runner (the independent reference).
+
+Conventions (also in ``netlists/README.md``), for a tile of m rows and n physical columns:
+
+- row node at crossing (i, j): ``r<i>_<j>`` (``r<i>`` when the row wire is ideal);
+  column node: ``c<i>_<j>`` (``c<j>`` when the column wire is ideal);
+- device: ``RG<i>_<j> r.. c.. <1/G>`` (ohm); row wire ``RR<i>_<j>`` between crossings j and
+  j + 1; column wire ``RC<i>_<j>`` between crossings i and i + 1;
+- drivers: ``VIN<k> drv<k> 0 DC <V>`` behind ``RDRV<k>`` (or straight onto the line end when
+  ``r_driver`` is 0); forward reads drive row starts (crossing (i, 0)), transposed reads drive
+  column feet (crossing (m - 1, j));
+- sense amplifiers: a 0 V source ``VSENSE<k> sen<k> 0 DC 0`` as ammeter behind ``RSEN<k>``
+  (or straight on the line end); ``i(vsense<k>)`` is the current into the amplifier (A);
+- ``.op`` and a ``.control`` block that prints every ``i(vsense<k>)`` with 12 digits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from .errors import CrossbarEPError
+from .nodal import Wires
+
+
+class SpiceError(CrossbarEPError):
+    """ngspice is missing, failed, or printed no currents."""
+
+
+def _row(i, j, w):
+    return f"r{i}_{j}" if w.r_row > 0 else f"r{i}"
+
+
+def _col(i, j, w):
+    return f"c{i}_{j}" if w.r_col > 0 else f"c{j}"
+
+
+def tile_netlist(G: np.ndarray, wires: Wires, V: np.ndarray, transposed: bool = False,
+                 title: str = "crossbar-ep tile", comments: list | None = None) -> str:
+    """Netlist text of one tile read: conductances G (m, n) in S, drive voltages V (V)."""
+    G = np.asarray(G, float)
+    m, n = G.shape
+    V = np.asarray(V, float).ravel()
+    n_src = n if transposed else m
+    if V.size != n_src:
+        raise ValueError(f"V has {V.size} values, the {'columns' if transposed else 'rows'} "
+                         f"need {n_src}")
+    w = wires
+    out = [f"* {title}"]
+    for c in comments or []:
+        out.append(f"* {c}")
+    out.append(f"* {m} rows x {n} columns, {'transposed' if transposed else 'forward'} read; "
+               f"r_row {w.r_row:g} ohm, r_col {w.r_col:g} ohm, r_driver {w.r_driver:g} ohm, "
+               f"r_sense {w.r_sense:g} ohm")
+    for i in range(m):
+        for j in range(n):
+            g = G[i, j]
+            if g > 0:
+                out.append(f"RG{i}_{j} {_row(i, j, w)} {_col(i, j, w)} {1.0 / g:.17g}")
+    if w.r_row > 0:
+        for i in range(m):
+            for j in range(n - 1):
+                out.append(f"RR{i}_{j} {_row(i, j, w)} {_row(i, j + 1, w)} {w.r_row:.17g}")
+    if w.r_col > 0:
+        for i in range(m - 1):
+            for j in range(n):
+                out.append(f"RC{i}_{j} {_col(i, j, w)} {_col(i + 1, j, w)} {w.r_col:.17g}")
+    if transposed:
+        drive_ends = [_col(m - 1, j, w) for j in range(n)]
+        sense_ends = [_row(i, 0, w) for i in range(m)]
+    else:
+        drive_ends = [_row(i, 0, w) for i in range(m)]
+        sense_ends = [_col(m - 1, j, w) for j in range(n)]
+    for k, node in enumerate(drive_ends):
+        if w.r_driver > 0:
+            out.append(f"VIN{k} drv{k} 0 DC {V[k]:.17g}")
+            out.append(f"RDRV{k} drv{k} {node} {w.r_driver:.17g}")
+        else:
+            out.append(f"VIN{k} {node} 0 DC {V[k]:.17g}")
+    for k, node in enumerate(sense_ends):
+        if w.r_sense > 0:
+            out.append(f"RSEN{k} {node} sen{k} {w.r_sense:.17g}")
+            out.append(f"VSENSE{k} sen{k} 0 DC 0")
+        else:
+            out.append(f"VSENSE{k} {node} 0 DC 0")
+    out += [".options gmin=1e-20 reltol=1e-12 abstol=1e-20 vntol=1e-15",
+            ".op", ".control", "set numdgt=15", "op"]
+    names = [f"i(vsense{k})" for k in range(len(sense_ends))]
+    for s in range(0, len(names), 8):
+        out.append("print " + " ".join(names[s:s + 8]))
+    out += [".endc", ".end", ""]
+    return "\n".join(out)
+
+
+def ngspice_available() -> bool:
+    return shutil.which("ngspice") is not None
+
+
+def run_ngspice(netlist: str, timeout: float = 600.0) -> dict:
+    """Run a netlist with ``ngspice -b`` and return {name: value} of the printed values."""
+    exe = shutil.which("ngspice")
+    if exe is None:
+        raise SpiceError("ngspice is not installed: apt-get install -y ngspice")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tile.cir")
+        with open(path, "w", encoding="ascii") as fh:
+            fh.write(netlist)
+        try:
+            res = subprocess.run([exe, "-b", path], capture_output=True, text=True,
+                                 timeout=timeout, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise SpiceError(f"ngspice did not finish within {timeout:g} s") from None
+    values = {}
+    for name, val in re.findall(r"^\s*(\S+)\s*=\s*([-+0-9.eE]+)\s*$", res.stdout, re.M):
+        values[name.lower()] = float(val)
+    if res.returncode != 0 or not values:
+        raise SpiceError(f"ngspice failed (exit {res.returncode}): "
+                         f"{(res.stderr or res.stdout)[-1500:]}")
+    return values
+
+
+def sensed_currents(values: dict, n_sense: int) -> np.ndarray:
+    """The ``i(vsense<k>)`` values of :func:`run_ngspice` as an array (A)."""
+    try:
+        return np.array([values[f"i(vsense{k})"] for k in range(n_sense)])
+    except KeyError as exc:
+        raise SpiceError(f"ngspice printed no {exc.args[0]}") from None

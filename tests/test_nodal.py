@@ -1,0 +1,109 @@
+"""Nodal analysis of a tile with wire resistance against ngspice, hand-derived formulas and
+the ideal read; effective matrices against direct solves; reciprocity."""
+
+import numpy as np
+import pytest
+
+from crossbar_ep.nodal import TileCircuit, Wires, ideal_read
+from crossbar_ep.spice import ngspice_available, run_ngspice, sensed_currents, tile_netlist
+
+needs_ngspice = pytest.mark.skipif(not ngspice_available(),
+                                   reason="ngspice not installed: apt-get install -y ngspice "
+                                          "(.ci/run does this)")
+
+
+def random_tile(rng, m, n):
+    return rng.uniform(1e-6, 25e-6, (m, n))          # 40 kohm .. 1 Mohm devices
+
+
+@needs_ngspice
+@pytest.mark.parametrize("m, n, wires, transposed", [
+    (1, 1, Wires(0.0, 0.0, 50.0, 20.0), False),
+    (3, 4, Wires(2.0, 3.0, 10.0, 5.0), False),
+    (3, 4, Wires(2.0, 3.0, 10.0, 5.0), True),
+    (8, 5, Wires(0.0, 4.0, 0.0, 7.0), True),
+    (16, 16, Wires(1.0, 0.0, 30.0, 0.0), False),
+    (12, 20, Wires(), False),
+    (64, 64, Wires(2.5, 2.5, 100.0, 50.0), False),
+])
+def test_nodal_solver_matches_ngspice(m, n, wires, transposed):
+    rng = np.random.default_rng(m * 100 + n)
+    G = random_tile(rng, m, n)
+    V = rng.uniform(-0.2, 0.2, n if transposed else m)
+    ours = TileCircuit(G, wires, transposed).sensed_currents(V)
+    ref = sensed_currents(run_ngspice(tile_netlist(G, wires, V, transposed)), ours.size)
+    rel = np.abs(ours - ref) / np.abs(ref)
+    assert rel.max() <= 1e-6, rel.max()
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_zero_wire_resistance_is_the_ideal_read(transposed):
+    rng = np.random.default_rng(1)
+    G = random_tile(rng, 9, 13)
+    c = TileCircuit(G, Wires(), transposed)
+    V = rng.uniform(-0.2, 0.2, (13 if transposed else 9, 5))
+    np.testing.assert_allclose(c.sensed_currents(V), ideal_read(G, V, transposed), rtol=1e-12)
+    np.testing.assert_allclose(c.effective_matrix(), G if transposed else G.T, rtol=1e-12)
+
+
+def test_one_by_one_series_circuit():
+    G, rd, rs = 2e-5, 300.0, 200.0
+    c = TileCircuit(np.array([[G]]), Wires(5.0, 7.0, rd, rs))     # wires: no segments at 1x1
+    assert c.sensed_currents(np.array([0.2]))[0] == pytest.approx(0.2 / (rd + 1 / G + rs),
+                                                                  rel=1e-12)
+
+
+def test_two_by_two_hand_formulas():
+    G = np.array([[1e-5, 2e-5], [3e-5, 4e-5]])
+    V = np.array([0.15, -0.1])
+    r = 1e3                                  # exaggerated so the effect is large
+    # row wire only: u_i1 = V_i / (1 + r G_i1); columns at virtual ground
+    I = TileCircuit(G, Wires(r_row=r)).sensed_currents(V)
+    assert I[0] == pytest.approx(G[0, 0] * V[0] + G[1, 0] * V[1], rel=1e-12)
+    assert I[1] == pytest.approx(sum(G[i, 1] * V[i] / (1 + r * G[i, 1]) for i in range(2)),
+                                 rel=1e-12)
+    # column wire only: the far crossing (row 0) sees v_0j = G_0j V_0 / (G_0j + 1 / r)
+    I = TileCircuit(G, Wires(r_col=r)).sensed_currents(V)
+    for j in range(2):
+        assert I[j] == pytest.approx(G[0, j] * V[0] / (1 + r * G[0, j]) + G[1, j] * V[1],
+                                     rel=1e-12)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_effective_matrix_equals_direct_solves(transposed):
+    rng = np.random.default_rng(3)
+    G = random_tile(rng, 24, 17)
+    c = TileCircuit(G, Wires(3.0, 2.0, 40.0, 25.0), transposed)
+    M = c.effective_matrix()
+    V = rng.uniform(-0.2, 0.2, (17 if transposed else 24, 40))
+    np.testing.assert_allclose(M @ V, c.sensed_currents(V), rtol=1e-10, atol=1e-18)
+    assert np.abs(M - (G if transposed else G.T)).max() > 1e-3 * G.max()   # IR drop is there
+
+
+def test_reciprocity_transposed_read_is_the_transpose():
+    """With equal driver and sense resistances the network between row starts and column
+    feet is reciprocal: the transposed read's matrix is the forward one's transpose."""
+    rng = np.random.default_rng(4)
+    G = random_tile(rng, 10, 14)
+    w = Wires(4.0, 6.0, 30.0, 30.0)
+    Mf = TileCircuit(G, w).effective_matrix()
+    Mt = TileCircuit(G, w, transposed=True).effective_matrix()
+    np.testing.assert_allclose(Mt, Mf.T, rtol=1e-10)
+
+
+def test_power_equals_source_power():
+    rng = np.random.default_rng(5)
+    G = random_tile(rng, 6, 9)
+    c = TileCircuit(G, Wires(5.0, 5.0, 20.0, 10.0))
+    V = rng.uniform(-0.2, 0.2, 6)
+    x = c.node_voltages(V)
+    I_src = c.L[c.src] @ x                       # current each source pushes into the tile
+    assert c.read_power(V) == pytest.approx(float(V @ I_src), rel=1e-10)
+    assert c.read_power(V) > 0
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="r_row: resistance must be finite and >= 0"):
+        Wires(r_row=-1.0)
+    with pytest.raises(ValueError, match="conductances >= 0"):
+        TileCircuit(np.array([[-1e-6]]), Wires())

@@ -1,4 +1,5 @@
-"""Command line: ``crossbar-ep run | validate | compare | sweep | device | inspect | plot``.
+"""Command line: ``crossbar-ep run | validate | compare | sweep | device | inspect | plot |
+export-netlist``.
 
 User errors (bad YAML, missing data, unresumable run) print one message without a traceback
 and exit with status 2; Ctrl-C exits with 130 and leaves the last checkpoint resumable.
@@ -63,6 +64,23 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --resume, run failed points again")
     sw.add_argument("--quiet", action="store_true")
 
+    ex = sub.add_parser("export-netlist", help="write an ngspice netlist of one trained tile",
+                        description="One tile of a trained crossbar run as an ngspice "
+                        "netlist: devices at their conductances, drive voltages from a real "
+                        "input sample, ammeters on the sensed lines (netlists/README.md).")
+    ex.add_argument("run_dir")
+    ex.add_argument("--layer", required=True, help="matrix: 0, 1, ..., f, or a name (W1, R1_4)")
+    ex.add_argument("--tile", nargs=2, type=int, default=[0, 0], metavar=("I", "J"),
+                    help="row-tile and column-tile index (default 0 0)")
+    ex.add_argument("--input", type=int, default=0, metavar="SAMPLE",
+                    help="index of the input sample (default 0)")
+    ex.add_argument("--split", choices=("test", "train"), default="test")
+    ex.add_argument("--transposed", action="store_true",
+                    help="the transposed (feedback) read instead of the forward read")
+    ex.add_argument("-o", "--out", required=True, help="netlist file to write (.cir)")
+    ex.add_argument("--run-ngspice", action="store_true",
+                    help="also run it with ngspice and compare with the simulator")
+
     ins = sub.add_parser("inspect", help="print the tree of an HDF5 trace file",
                          description="Groups and datasets of a trace file with shapes, dtypes "
                          "and units (a run directory: its traces.h5).")
@@ -123,6 +141,26 @@ def _cmd_device(args) -> int:
     out = args.out or os.path.splitext(os.path.basename(args.card))[0] + "_pulse_response.png"
     plot_pulse_response(card, out, args.devices, args.pulses, args.seed)
     print(f"wrote {out}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    import numpy as np
+
+    from .export import export_tile
+    e = export_tile(args.run_dir, args.layer, args.tile[0], args.tile[1], args.input,
+                    args.split, args.transposed)
+    with open(args.out, "w", encoding="ascii") as fh:
+        fh.write(e.netlist)
+    print(f"wrote {args.out}: {e.matrix} tile {e.tile}, {e.G.shape[0]} rows x "
+          f"{e.G.shape[1]} physical columns")
+    if args.run_ngspice:
+        from .spice import run_ngspice, sensed_currents
+        n = e.G.shape[0] if args.transposed else e.G.shape[1]
+        I = sensed_currents(run_ngspice(e.netlist), n)
+        got = I if args.transposed else I[0::2] - I[1::2]
+        err = np.max(np.abs(got - e.expected_A)) / max(np.max(np.abs(e.expected_A)), 1e-30)
+        print(f"ngspice vs simulator: max relative difference {err:.2e} over {got.size} lines")
     return 0
 
 
@@ -232,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
-                "sweep": _cmd_sweep}
+                "sweep": _cmd_sweep, "export-netlist": _cmd_export}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

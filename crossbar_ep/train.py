@@ -311,8 +311,10 @@ def attach_recorder(run: Run, resume_epochs: int | None) -> None:
                             resume_epochs)
 
 
-def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None) -> Run:
-    """Reopen a run directory at its last checkpoint (optionally extending ``epochs``)."""
+def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,
+           record: bool = True) -> Run:
+    """Reopen a run directory at its last checkpoint (optionally extending ``epochs``);
+    ``record=False`` leaves its trace file alone (for read-only use of the trained state)."""
     cfg_path = os.path.join(out_dir, "config.yaml")
     if not os.path.isfile(cfg_path):
         raise CheckpointError(f"{out_dir}: not a run directory (no config.yaml)")
@@ -322,5 +324,6 @@ def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None)
         dump_config(cfg, cfg_path)
     run = setup(cfg, out_dir, data)
     load_checkpoint(run)
-    attach_recorder(run, run.epochs_done)
+    if record:
+        attach_recorder(run, run.epochs_done)
     return run

@@ -107,3 +107,32 @@ def test_bad_inputs():
         Wires(r_row=-1.0)
     with pytest.raises(ValueError, match="conductances >= 0"):
         TileCircuit(np.array([[-1e-6]]), Wires())
+
+
+@needs_ngspice
+@pytest.mark.parametrize("transposed", [False, True])
+def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_path,
+                                                                             transposed):
+    from conftest import REPO, small_config
+    from crossbar_ep import train
+    from crossbar_ep.cli import main
+    from crossbar_ep.export import export_tile
+    import os
+    rpu = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
+    cfg = small_config(training={"optimizer": "sgd", "lr": 0.1, "epochs": 1},
+                       crossbar={"enabled": True, "device": rpu, "tile_rows": 16,
+                                 "tile_cols": 8, "periphery": {"dac_bits": 7}})
+    d = str(tmp_path / "run")
+    train.fit(train.start(cfg, d), progress=False)
+    e = export_tile(d, "1", 0, 1, sample=3, transposed=transposed)
+    n = e.G.shape[0] if transposed else e.G.shape[1]
+    I = sensed_currents(run_ngspice(e.netlist), n)
+    got = I if transposed else I[0::2] - I[1::2]
+    np.testing.assert_allclose(got, e.expected_A, rtol=1e-6,
+                               atol=1e-6 * np.abs(e.expected_A).max())
+    assert np.abs(e.expected_A).max() > 1e-8                 # microamp-scale currents
+    out = tmp_path / "w1.cir"
+    assert main(["export-netlist", d, "--layer", "1", "--tile", "0", "1", "--input", "3",
+                 "-o", str(out)] + (["--transposed"] if transposed else [])) == 0
+    assert out.read_text() == e.netlist
+    assert main(["export-netlist", d, "--layer", "7", "-o", str(out)]) == 2

@@ -17,6 +17,8 @@ from numba.extending import intrinsic
 from . import fastrng
 from .crossbar import CrossbarMatrix, Periphery
 from .device_card import load_card
+from .ir_drop import WireSettings
+from .nodal import Wires
 from .network import Network
 
 
@@ -38,16 +40,23 @@ def periphery_of(cfg) -> Periphery:
                      p.adc_sigmas, p.read_noise, p.read_noise_mode, p.noise_rng)
 
 
+def wires_of(cfg) -> WireSettings:
+    w = cfg.crossbar.wires
+    return WireSettings(Wires(w.r_wire_row_ohm, w.r_wire_col_ohm, w.r_driver_ohm,
+                              w.r_sense_ohm), w.refresh_every)
+
+
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
     """CrossbarMatrix per selected projection (programmed with net.W) and the devices' rng."""
     c = cfg.crossbar
     card = load_card(c.device, c.device_params)
     rng = np.random.default_rng(c.seed)
     per = periphery_of(cfg)
+    wires = wires_of(cfg)
     arrays = {}
     for name in selected(cfg, net):
         cb = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows, c.tile_cols,
-                            c.weight_range_factor, net.dtype)
+                            c.weight_range_factor, net.dtype, wires)
         np.copyto(net.W[name], cb.W_eff)
         arrays[name] = cb
     return arrays, rng

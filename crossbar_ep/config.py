@@ -170,6 +170,21 @@ class PulseUpdateConfig:
 
 
 @dataclass(frozen=True)
+class WiresConfig:
+    r_wire_row_ohm: float = key(0.0, "Row (word-line) wire resistance between neighbouring "
+                                "crossings; 0 for ideal wires.", p_float(lo=0.0), "ohm")
+    r_wire_col_ohm: float = key(0.0, "Column (bit-line) wire resistance between neighbouring "
+                                "crossings; 0 for ideal wires.", p_float(lo=0.0), "ohm")
+    r_driver_ohm: float = key(0.0, "Output resistance of each line driver (DAC buffer), per "
+                              "driven line of every tile.", p_float(lo=0.0), "ohm")
+    r_sense_ohm: float = key(0.0, "Input resistance of each sense amplifier (virtual ground), "
+                             "per sensed line of every tile.", p_float(lo=0.0), "ohm")
+    refresh_every: int = key(1, "Exact nodal solve of a tile every N writes (1: after every "
+                             "update); in between, the IR-drop maps follow the conductance "
+                             "changes to first order (docs/circuit.md).", p_int(lo=1), "writes")
+
+
+@dataclass(frozen=True)
 class CrossbarConfig:
     enabled: bool = key(False, "Store weight matrices on resistive crossbar arrays.", p_bool())
     device: str | None = key(None, "Device card (YAML). Relative paths: from the experiment "
@@ -194,6 +209,8 @@ class CrossbarConfig:
                                      "initial |W|.", p_float(lo=1.0))
     seed: int = key(12345, "Seed of the devices' variation, faults and noise.", p_int(lo=0))
     periphery: PeripheryConfig = section(PeripheryConfig, "DAC, ADC and read noise.")
+    wires: WiresConfig = section(WiresConfig, "Wire, driver and sense resistances of every "
+                                 "tile (IR drop by exact nodal analysis in every read).")
     update: PulseUpdateConfig = section(PulseUpdateConfig, "In-situ updates by pulses.")
 
 

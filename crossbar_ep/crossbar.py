@@ -26,6 +26,7 @@ import numpy as np
 from . import fastrng
 from .device_card import DeviceCard
 from .devices import DeviceArray
+from .ir_drop import TileIRDrop, WireSettings, physical_tile
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,10 @@ class CrossbarMatrix:
     def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
                  periphery: Periphery = Periphery(), signed: str = "differential",
                  tile_rows: int = 256, tile_cols: int = 256,
-                 weight_range_factor: float = 2.0, dtype=np.float32):
+                 weight_range_factor: float = 2.0, dtype=np.float32,
+                 wires: WireSettings = WireSettings()):
         self.card, self.rng, self.per = card, rng, periphery
+        self.wires = wires
         self._dac_buf = {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.probes = {}  # (row tile, col tile) -> traces probe recording that tile's reads
@@ -162,6 +165,12 @@ class CrossbarMatrix:
         self.neg = DeviceArray(card, shape, rng) if signed == "differential" else None
         self.row_tiles = _blocks(self.n_in, tile_rows)
         self.col_tiles = _blocks(self.n_out, tile_cols)
+        units = self.scale / (card.g_max_S - card.g_min_S)
+        if signed != "differential":
+            units *= 2.0
+        self._ir = ({} if wires.ideal else
+                    {(rt.start, ct.start): TileIRDrop(wires, signed, units)
+                     for rt in self.row_tiles for ct in self.col_tiles})
         self.program(W_init)
 
     # ------------------------------------------------------------------ mapping
@@ -179,17 +188,39 @@ class CrossbarMatrix:
             self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)))
         else:
             self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
-        self.refresh()
+        self.refresh(exact=True)
 
-    def refresh(self) -> None:
+    @property
+    def ideal_reads(self) -> bool:
+        """Every read is an exact product with W_eff (ideal periphery and wires)."""
+        return self.per.ideal and self.wires.ideal
+
+    def refresh(self, exact: bool = False) -> None:
         """Recompute the effective weight matrix from the conductances (after writes,
-        drift or time steps) and the per-tile ADC ranges."""
-        u = self._g_to_u(self.pos.conductance())
+        drift or time steps), the per-tile read operands (with IR drop: an exact nodal solve
+        every ``wires.refresh_every`` calls or when ``exact``, first order in between) and
+        the per-tile ADC ranges."""
+        gp = self.pos.conductance()
+        u = self._g_to_u(gp)
         if self.neg is not None:
-            W = self.scale * (u - self._g_to_u(self.neg.conductance()))
+            gn = self.neg.conductance()
+            W = self.scale * (u - self._g_to_u(gn))
         else:
+            gn = None
             W = self.scale * (2.0 * u - 1.0)
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
+        if self._ir:
+            g_ref = 0.5 * (self.card.g_min_S + self.card.g_max_S)
+            self._fwd_tiles, self._bwd_tiles = {}, {}
+            for rt in self.row_tiles:
+                for ct in self.col_tiles:
+                    key = (rt.start, ct.start)
+                    G = physical_tile(gp[ct, rt], None if gn is None else gn[ct, rt], g_ref)
+                    fwd, bwd = self._ir[key].weights(G, exact)
+                    self._fwd_tiles[key] = np.ascontiguousarray(fwd, dtype=self.dtype)
+                    self._bwd_tiles[key] = np.ascontiguousarray(bwd, dtype=self.dtype)
+            self._calibrate()
+            return
         self._calibrate()
         if not self.per.ideal:  # contiguous per-tile operands for the tiled reads
             self._fwd_tiles = {(rt.start, ct.start): np.ascontiguousarray(self.W_eff[ct, rt].T)
@@ -209,13 +240,19 @@ class CrossbarMatrix:
         self.fwd_range, self.bwd_range = {}, {}
         for rt in self.row_tiles:
             for ct in self.col_tiles:
+                key = (rt.start, ct.start)
                 if p.adc_range is not None:
                     f = b = p.adc_range
+                elif self._ir:   # the matrices the reads actually see
+                    f = p.adc_sigmas * s * np.sqrt(
+                        (self._fwd_tiles[key].astype(float) ** 2).sum(axis=0).max())
+                    b = p.adc_sigmas * s * np.sqrt(
+                        (self._bwd_tiles[key].astype(float) ** 2).sum(axis=0).max())
                 else:
                     f = p.adc_sigmas * s * np.sqrt(W2[ct, rt].sum(axis=1).max())
                     b = p.adc_sigmas * s * np.sqrt(W2[ct, rt].sum(axis=0).max())
-                self.fwd_range[(rt.start, ct.start)] = max(f, 1e-12)
-                self.bwd_range[(rt.start, ct.start)] = max(b, 1e-12)
+                self.fwd_range[key] = max(f, 1e-12)
+                self.bwd_range[key] = max(b, 1e-12)
 
     # ------------------------------------------------------------------ reads
     def _dac(self, x: np.ndarray) -> np.ndarray:
@@ -260,11 +297,18 @@ class CrossbarMatrix:
         for ri, rt in enumerate(self.row_tiles):
             for ci, ct in enumerate(self.col_tiles):
                 key = (rt.start, ct.start)
+                if device_noise and self._ir:   # IR-drop operand plus this read's noise
+                    dW = W[ct, rt] - self.W_eff[ct, rt]
+                    fwd_op, bwd_op = self._fwd_tiles[key] + dW.T, self._bwd_tiles[key] + dW
+                elif device_noise:
+                    fwd_op, bwd_op = W[ct, rt].T, W[ct, rt]
+                else:
+                    fwd_op, bwd_op = self._fwd_tiles[key], self._bwd_tiles[key]
                 if transposed:
-                    part = v[:, ct] @ (W[ct, rt] if device_noise else self._bwd_tiles[key])
+                    part = v[:, ct] @ bwd_op
                     c0 = rt.start
                 else:
-                    part = v[:, rt] @ (W[ct, rt].T if device_noise else self._fwd_tiles[key])
+                    part = v[:, rt] @ fwd_op
                     c0 = ct.start
                 if exact:
                     part += (std * self.rng.standard_normal(part.shape)).astype(part.dtype)
@@ -295,6 +339,8 @@ class CrossbarMatrix:
     def _untiled(self) -> bool:
         """Reads that need no per-tile processing: ideal periphery, or device read noise only."""
         p = self.per
+        if not self.wires.ideal:
+            return False
         return p.ideal or (p.adc_bits is None and not (p.read_noise and
                                                        p.read_noise_mode == "output"))
 

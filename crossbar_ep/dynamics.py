@@ -79,9 +79,9 @@ class Settler:
                  crossbars: dict | None = None):
         self.net = net
         self.trace = None  # traces.Recorder while a batch is recorded
-        # crossbar reads with non-ideal periphery; ideal ones are exact products with W_eff,
-        # which net.W mirrors, so they stay on the fast stacked path
-        self.xb = {n: cb for n, cb in (crossbars or {}).items() if not cb.per.ideal}
+        # crossbar reads with non-ideal periphery or wires; ideal ones are exact products with
+        # W_eff, which net.W mirrors, so they stay on the fast stacked path
+        self.xb = {n: cb for n, cb in (crossbars or {}).items() if not cb.ideal_reads}
         self.L = net.L
         self.layers = list(range(1, self.L + 1))
         self.r = 1.0 if mode == "discrete" else float(dt_over_tau)

@@ -154,7 +154,7 @@ def load_checkpoint(run: Run) -> None:
                     np.copyto(dev.w, arrays[f"xb:{name}:{side}:w"])
                     dev.write_noise = arrays[f"xb:{name}:{side}:write_noise"].copy()
                     np.copyto(dev.t_written, arrays[f"xb:{name}:{side}:t_written"])
-            cb.refresh()
+            cb.refresh(exact=True)
             np.copyto(run.net.W[name], cb.W_eff)
     if hasattr(run.learner, "settler"):
         run.learner.settler.refresh()

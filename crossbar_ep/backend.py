@@ -36,8 +36,11 @@ def selected(cfg, net: Network) -> list:
 
 def periphery_of(cfg) -> Periphery:
     p = cfg.crossbar.periphery
-    return Periphery(p.dac_bits, p.input_range, p.v_read_V, p.adc_bits, p.adc_range,
-                     p.adc_sigmas, p.read_noise, p.read_noise_mode, p.noise_rng)
+    return Periphery(dac_bits=p.dac_bits, input_range=p.input_range, v_read_V=p.v_read_V,
+                     t_read_s=p.t_read_s, e_dac_J=p.e_dac_J, e_adc_J=p.e_adc_J,
+                     adc_bits=p.adc_bits, adc_range=p.adc_range, adc_sigmas=p.adc_sigmas,
+                     read_noise=p.read_noise, read_noise_mode=p.read_noise_mode,
+                     noise_rng=p.noise_rng)
 
 
 def wires_of(cfg) -> WireSettings:
@@ -209,6 +212,7 @@ class PulseUpdater:
         if self.u.scheme == "stochastic" and cb.card.model != "ideal":
             n = coincidence_counts(cb, x, delta, lr * scale * x.shape[0], self.u.bl,
                                    self.u.update_management, self.rng)
+            cb.last_program_J = cb.program_energy(n)
             fired = cb.pos.pulse(n)
             if cb.neg is not None:
                 fired += cb.neg.pulse(-n)
@@ -222,8 +226,9 @@ class PulseUpdater:
                 tot = self._device_totals[name] = np.zeros(cb.last_counts.shape, np.int32)
             _add_abs(tot.reshape(-1), cb.last_counts.reshape(-1))
         np.copyto(self.net.W[name], cb.W_eff)
-        s = self.stats.setdefault(name, {"pulses": 0, "updates": 0})
+        s = self.stats.setdefault(name, {"pulses": 0, "updates": 0, "program_J": 0.0})
         s["pulses"] += fired
+        s["program_J"] += cb.last_program_J
         s["updates"] += 1
 
     @property

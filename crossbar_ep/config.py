@@ -110,12 +110,22 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class SettlingConfig:
-    mode: str = key("discrete", "discrete (the paper's synchronous map) or ode (Euler steps "
-                    "of tau ds/dt = -s + rho(h) with step dt_over_tau).",
-                    p_choice("discrete", "ode"))
-    dt_over_tau: float = key(1.0, "ODE step in units of the neuron time constant; 1 equals "
-                             "the discrete map. Phases last T and K tau.",
+    mode: str = key("discrete", "discrete (the paper's synchronous map) or ode (integrate "
+                    "tau ds/dt = -s + rho(h) with `method`).", p_choice("discrete", "ode"))
+    method: str = key("euler", "ODE integrator: euler (fixed step; dt = tau is exactly the "
+                      "discrete map), heun (fixed step, 2nd order, two reads per step) or "
+                      "adaptive (Heun-Euler pair with step-size control to `atol`).",
+                      p_choice("euler", "heun", "adaptive"))
+    dt_over_tau: float = key(1.0, "ODE step (initial step for adaptive) in units of the "
+                             "neuron time constant; 1 with euler equals the discrete map. "
+                             "Phases last T and K tau.",
                              p_float(lo=0.0, hi=1.0, lo_open=True), "tau")
+    dt_max_over_tau: float = key(1.0, "Adaptive: largest step.", p_float(lo=0.0, hi=2.0,
+                                                                         lo_open=True), "tau")
+    atol: float = key(1.0e-4, "Adaptive: local error bound per step (max over neurons).",
+                      p_float(lo=0.0, lo_open=True), "state units")
+    tau_s: float = key(1.0e-7, "Neuron time constant tau = R C of the neuron nodes; turns "
+                       "settling times into seconds.", p_float(lo=0.0, lo_open=True), "s")
     early_stop: bool = key(False, "Stop a phase early once the largest state change per "
                            "tau falls below `tolerance`.", p_bool())
     tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau.",
@@ -133,6 +143,12 @@ class PeripheryConfig:
                              p_float(lo=0.0, lo_open=True), "state units")
     v_read_V: float = key(0.2, "Read voltage at full-scale input.",
                           p_float(lo=0.0, lo_open=True), "V")
+    t_read_s: float = key(1.0e-8, "Duration of one array read (the drive pulse): array "
+                          "read energy = V^T Y V x t_read.", p_float(lo=0.0, lo_open=True), "s")
+    e_dac_J: float = key(0.0, "Energy per DAC conversion (one driven line, one sample); "
+                         "0 leaves converters out of the energy.", p_float(lo=0.0), "J")
+    e_adc_J: float = key(0.0, "Energy per ADC conversion (one sensed output of one tile, one "
+                         "sample).", p_float(lo=0.0), "J")
     adc_bits: int | None = key(None, "Output ADC resolution per tile, signed; null for ideal.",
                                p_optional(p_int(lo=2, hi=24)), "bits")
     adc_range: float | None = key(None, "Fixed ADC full scale in output units (weight x "

@@ -26,7 +26,7 @@ import numpy as np
 from . import fastrng
 from .device_card import DeviceCard
 from .devices import DeviceArray
-from .ir_drop import TileIRDrop, WireSettings, physical_tile
+from .ir_drop import TileIRDrop, WireSettings, combination, physical_tile
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Periphery:
     dac_bits: input DAC resolution (signed, 2^(bits-1) - 1 levels per sign).
     input_range: inputs are clipped to [-input_range, input_range] (state units).
     v_read_V: read voltage for full-scale input (V); enters currents and energy only.
+    t_read_s: duration of one read (s); e_dac_J / e_adc_J: energy per conversion (J).
     adc_bits: output ADC resolution per tile (signed).
     adc_range: fixed ADC full scale in output units (weight x state), or None to calibrate
         ``adc_sigmas`` standard deviations of the tile output for full-range random inputs.
@@ -48,6 +49,9 @@ class Periphery:
     dac_bits: int | None = None
     input_range: float = 1.0
     v_read_V: float = 0.2
+    t_read_s: float = 1e-8
+    e_dac_J: float = 0.0
+    e_adc_J: float = 0.0
     adc_bits: int | None = None
     adc_range: float | None = None
     adc_sigmas: float = 4.0
@@ -155,6 +159,7 @@ class CrossbarMatrix:
         self.wires = wires
         self._dac_buf = {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
+        self.last_program_J = 0.0  # programming energy of the last update (J)
         self.probes = {}  # (row tile, col tile) -> traces probe recording that tile's reads
         self.signed, self.dtype = signed, np.dtype(dtype)
         self.n_out, self.n_in = W_init.shape
@@ -190,6 +195,77 @@ class CrossbarMatrix:
             self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
         self.refresh(exact=True)
 
+    # ------------------------------------------------------------------ energy
+    def _energy_operands(self) -> dict:
+        """Per tile: (forward admittance: row sums (rows,) or dense (rows, rows); transposed:
+        per-output sums (outputs,) or dense C Y C^T (outputs, outputs); reference-column sum
+        (S)).  Ideal wires: a driven line draws V sum_j G; with wires, the exact source
+        admittance of the last nodal solve (first order since)."""
+        if self._eops is not None:
+            return self._eops
+        gp = self.pos.conductance()
+        gn = self.neg.conductance() if self.neg is not None else None
+        g_ref = 0.5 * (self.card.g_min_S + self.card.g_max_S)
+        ops = {}
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                key = (rt.start, ct.start)
+                p_ = gp[ct, rt]
+                if gn is not None:
+                    fwd = p_.sum(axis=0) + gn[ct, rt].sum(axis=0)
+                    bwd = p_.sum(axis=1) + gn[ct, rt].sum(axis=1)
+                    ref = 0.0
+                else:
+                    fwd = p_.sum(axis=0) + g_ref
+                    bwd = p_.sum(axis=1)
+                    ref = g_ref * (rt.stop - rt.start)
+                if self._ir:
+                    G = physical_tile(p_, None if gn is None else gn[ct, rt], g_ref)
+                    Yf, Yt = self._ir[key].admittances(G)
+                    fwd = Yf
+                    if Yt is not None:
+                        C = combination(ct.stop - ct.start, self.signed)
+                        bwd, ref = C @ Yt @ C.T, 0.0
+                ops[key] = (fwd, bwd, ref)
+        self._eops = ops
+        return ops
+
+    def read_energy(self, v: np.ndarray, transposed: bool = False) -> tuple[float, int, int]:
+        """Energy of one read driven by v (B, n_in) (or (B, n_out) transposed), summed over
+        the batch: (array energy in J = t_read x sum over tiles of V^T Y V with the DAC's
+        voltages, DAC conversions, ADC conversions)."""
+        vq = np.asarray(self._dac(v), float) * (self.per.v_read_V / self.per.input_range)
+        ops = self._energy_operands()
+        E = 0.0
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                fwd, bwd, ref = ops[(rt.start, ct.start)]
+                V = vq[:, ct] if transposed else vq[:, rt]
+                Y = bwd if transposed else fwd
+                if Y.ndim == 1:
+                    E += float(np.einsum("bi,bi,i->", V, V, Y))
+                else:
+                    E += float(np.einsum("bi,ij,bj->", V, Y, V))
+                if transposed and ref:
+                    E += float(ref * np.sum(V.sum(axis=1) ** 2))
+        B = v.shape[0]
+        n_tiles_other = len(self.row_tiles) if transposed else len(self.col_tiles)
+        dac = B * (self.n_out if transposed else self.n_in) * n_tiles_other
+        adc = B * (self.n_in if transposed else self.n_out) * (
+            len(self.col_tiles) if transposed else len(self.row_tiles))
+        return E * self.per.t_read_s, dac, adc
+
+    def program_energy(self, counts: np.ndarray) -> float:
+        """Energy (J) of the pulses ``counts`` (signed, (n_out, n_in); a differential pair's
+        G- takes the opposite count) at the conductances before they fire:
+        ``sum |n| V_write^2 G t_pulse``."""
+        k = self.card.write_voltage_V ** 2 * self.card.pulse_width_s
+        a = np.abs(counts)
+        E = float(np.sum(a * self.pos.conductance()))
+        if self.neg is not None:
+            E += float(np.sum(a * self.neg.conductance()))
+        return k * E
+
     @property
     def ideal_reads(self) -> bool:
         """Every read is an exact product with W_eff (ideal periphery and wires)."""
@@ -209,6 +285,7 @@ class CrossbarMatrix:
             gn = None
             W = self.scale * (2.0 * u - 1.0)
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
+        self._eops = None
         if self._ir:
             g_ref = 0.5 * (self.card.g_min_S + self.card.g_max_S)
             self._fwd_tiles, self._bwd_tiles = {}, {}
@@ -408,8 +485,10 @@ class CrossbarMatrix:
                 self.neg.update_exact(-dw_dev)
             fired = 0
             self.last_counts = None
+            self.last_program_J = 0.0
         else:
             n = self.last_counts = self.pulse_counts(dW, max_pulses)
+            self.last_program_J = self.program_energy(n)
             fired = self.pos.pulse(n)
             if self.neg is not None:
                 fired += self.neg.pulse(-n)

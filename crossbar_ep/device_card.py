@@ -95,6 +95,9 @@ TOP = {
     "r_on_ohm": "on-state resistance (ohm): g_max_S = 1 / r_on_ohm",
     "on_off_ratio": "R_off / R_on: g_min_S = g_max_S / on_off_ratio",
     "description": "free text",
+    "write_voltage_V": "programming pulse amplitude (V), for the programming energy "
+                       "V^2 G t_pulse per pulse; default 1 V (generic, not from the source)",
+    "pulse_width_s": "programming pulse width (s); default 100 ns (generic)",
     "params": "model parameters (normalised state units w unless noted)",
     "faults": "stuck-at faults: stuck_at_gmin_frac, stuck_at_gmax_frac (fractions of devices)",
     "drift": "power-law drift: nu_mean, nu_std (-), t0_s (s); or nu_model: pcm_nandakumar",
@@ -125,6 +128,8 @@ class DeviceCard:
     programming_noise: dict = field(default_factory=dict)
     path: str = "<memory>"
     description: str = ""
+    write_voltage_V: float = 1.0
+    pulse_width_s: float = 1e-7
 
     @property
     def w_min(self) -> float:
@@ -272,8 +277,12 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
         elif "std_S" in prog:
             raise top.child("programming_noise").child("std_S").fail(
                 f"only used with model constant (model is {pm})")
+    write = {}
+    for k in ("write_voltage_V", "pulse_width_s"):
+        if k in raw:
+            write[k] = _num(raw[k], top.child(k), "pos")
     return DeviceCard(raw["name"], model, raw["source"], g_min, g_max, params, faults, drift,
-                      prog, path, raw.get("description", ""))
+                      prog, path, raw.get("description", ""), **write)
 
 
 def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
@@ -348,7 +357,9 @@ def describe(card: DeviceCard) -> str:
              f"  conductance range: G_min = {card.g_min_S:.4g} S, G_max = {card.g_max_S:.4g} S "
              f"(on/off {card.g_max_S / card.g_min_S if card.g_min_S > 0 else math.inf:.3g})",
              f"  number of states: {card.n_states:.0f}" if math.isfinite(card.n_states)
-             else "  number of states: continuous (ideal)"]
+             else "  number of states: continuous (ideal)",
+             f"  programming pulse: {card.write_voltage_V:g} V x {card.pulse_width_s:g} s "
+             f"(energy V^2 G t per pulse)"]
     if spec:
         lines.append("  parameters:")
         for k, (_d, unit, doc, _kind) in spec.items():

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
+from .energy import EnergyMeter
 from .network import Network
 
 
@@ -53,6 +54,7 @@ class PhaseResult:
     p: np.ndarray
     residual: float
     steps: int
+    time_tau: float = 0.0    # integrated time of the phase, in units of tau
 
 
 class _Buffers:
@@ -64,6 +66,8 @@ class _Buffers:
                   if settler.width_nudged[k] > 0}
         self.H = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
         self.S = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
+        self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
+                   if settler.method != "euler" else {})
         self.D = np.zeros((B, net.sizes[1]), dt)
 
 
@@ -76,12 +80,21 @@ class Settler:
     def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
                  dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
                  max_steps: int | None = None, nudge_error: str = "recomputed",
-                 crossbars: dict | None = None):
+                 crossbars: dict | None = None, method: str = "euler", atol: float = 1e-4,
+                 dt_max_over_tau: float = 1.0):
+        if method not in ("euler", "heun", "adaptive"):
+            raise ValueError(f"method {method!r}: use euler, heun or adaptive")
         self.net = net
+        self.method = "euler" if mode == "discrete" else method
+        self.atol, self.r_max = atol, max(float(dt_max_over_tau), float(dt_over_tau))
+        self.r_min = 1e-6
+        self.reads = 0   # right-hand-side evaluations (one read of every array per layer)
         self.trace = None  # traces.Recorder while a batch is recorded
         # crossbar reads with non-ideal periphery or wires; ideal ones are exact products with
         # W_eff, which net.W mirrors, so they stay on the fast stacked path
         self.xb = {n: cb for n, cb in (crossbars or {}).items() if not cb.ideal_reads}
+        self.all_xb = dict(crossbars or {})
+        self.meter = EnergyMeter() if self.all_xb else None
         self.L = net.L
         self.layers = list(range(1, self.L + 1))
         self.r = 1.0 if mode == "discrete" else float(dt_over_tau)
@@ -112,7 +125,7 @@ class Settler:
             for (kind, src, _, _), off in zip(self.blocks[k], self.offsets[k]):
                 if kind != "nudge":
                     self.slots[src].append((k, off))
-        fb_by_name = {f.name: f for f in net.feedbacks}
+        fb_by_name = self._fb = {f.name: f for f in net.feedbacks}
         self.read_layers = set()
         for k in self.layers:
             for kind, _src, name, _g in self.blocks[k]:
@@ -158,12 +171,14 @@ class Settler:
     # ------------------------------------------------------------------ helpers
     def readout(self, sL: np.ndarray) -> np.ndarray:
         """Softmax probabilities (B, n_out) of the top hidden state."""
+        if self.meter is not None and "Wf" in self.all_xb:
+            self.meter.add_read(self.all_xb["Wf"], sL)
         z = self.xb["Wf"].forward(sL) if "Wf" in self.xb else sL @ self.net.W["Wf"].T
         if self.net.L + 1 in self.net.b:
             z += self.net.b[self.net.L + 1]
         return softmax(z)
 
-    def _n_steps(self, length: int) -> int:
+    def _n_steps(self, length: float) -> int:
         n = int(math.ceil(length / self.r - 1e-9))
         return min(n, self.max_steps) if self.max_steps else n
 
@@ -181,55 +196,150 @@ class Settler:
         off = self.width_free[L]
         np.subtract(y, p, out=buf.X[L][:, off:off + n_out])
 
-    def _run(self, buf: _Buffers, x_rows: int, n_steps: int, nudged: bool,
-             y: np.ndarray | None) -> tuple[float, int]:
-        net, L, act = self.net, self.L, self.net.activation
+    def _eval(self, buf: _Buffers, width: dict) -> None:
+        """H_k = rho(h_k) for every layer from the states mirrored in the input buffers X
+        (one read of every array per layer: the circuit's right-hand side)."""
+        net = self.net
+        nudged = width is self.width_nudged
+        self.reads += 1
+        for k in self.layers:
+            H = buf.H[k]
+            w = width[k]
+            if k in self.read_layers:
+                self._sum_reads(buf, k, nudged, H)
+            elif w > 0:
+                np.matmul(buf.X[k][:, :w], self.M[k][:w], out=H)
+                if k == 1:
+                    H += buf.D
+                elif k in net.b:
+                    H += net.b[k]
+            elif k == 1:
+                np.copyto(H, buf.D)
+            else:
+                H.fill(0.0)
+                if k in net.b:
+                    H += net.b[k]
+        for k in self.layers:
+            activate(buf.H[k], net.activation)
+        if self.meter is not None:
+            self._meter_reads(buf, nudged)
+
+    def _meter_reads(self, buf: _Buffers, nudged: bool) -> None:
+        """Energy of the array reads of one evaluation (every crossbar block read)."""
+        net, meter = self.net, self.meter
+        for k in self.layers:
+            for (kind, src, name, _g), off in zip(self.blocks[k], self.offsets[k]):
+                if kind == "fwd":
+                    cb = self.all_xb.get(name)
+                    if cb is not None:
+                        meter.add_read(cb, buf.S[src])
+                elif kind == "fb":
+                    f = self._fb[name]
+                    cb = self.all_xb.get(f.tied) if f.tied else None
+                    if cb is not None:
+                        meter.add_read(cb, buf.S[src], transposed=True)
+                elif nudged and net.nudge_tied and "Wf" in self.all_xb:
+                    meter.add_read(self.all_xb["Wf"], buf.X[k][:, off:off + net.sizes[src]],
+                                   transposed=True)
+
+    def _mirror(self, buf: _Buffers, k: int) -> None:
+        S = buf.S[k]
+        for tgt, off in self.slots[k]:
+            buf.X[tgt][:, off:off + self.net.sizes[k]] = S
+
+    def _run(self, buf: _Buffers, x_rows: int, length: float, nudged: bool,
+             y: np.ndarray | None) -> tuple[float, int, float]:
+        """Integrate one phase for ``length`` tau (or until the residual falls below the
+        tolerance with early stopping).  Returns (residual, steps, elapsed time in tau);
+        the residual is max |rho(h(s)) - s| = max |ds/dt| tau at the start of the last step."""
         width = self.width_nudged if nudged else self.width_free
         recompute = nudged and self.nudge_error == "recomputed"
-        resid, used = float("inf"), 0
         trace = self.trace
         if trace is not None:
             trace.phase(nudged, buf.S)
+        if self.method == "adaptive":
+            return self._run_adaptive(buf, length, width, recompute, y)
+        n_steps = self._n_steps(length)
+        r, heun = self.r, self.method == "heun"
+        resid, used = float("inf"), 0
         for t in range(n_steps):
-            check = self.early_stop or t == n_steps - 1
-            for k in self.layers:
-                H = buf.H[k]
-                w = width[k]
-                if k in self.read_layers:
-                    self._sum_reads(buf, k, nudged, H)
-                elif w > 0:
-                    np.matmul(buf.X[k][:, :w], self.M[k][:w], out=H)
-                    if k == 1:
-                        H += buf.D
-                    elif k in net.b:
-                        H += net.b[k]
-                elif k == 1:
-                    np.copyto(H, buf.D)
-                else:
-                    H.fill(0.0)
-                    if k in net.b:
-                        H += net.b[k]
+            check = self.early_stop or t == n_steps - 1 or heun
+            self._eval(buf, width)
             resid = 0.0
             for k in self.layers:
                 H, S = buf.H[k], buf.S[k]
-                activate(H, act)
-                if self.r == 1.0:
+                if heun:       # predictor: Euler; K1 = f(s) kept for the corrector
+                    resid = max(resid, kernels.heun_predict(S, H, buf.S0[k], r))
+                elif r == 1.0:
                     if check:
                         resid = max(resid, kernels.max_abs_diff(H, S))
                     buf.S[k], buf.H[k] = H, S
                 else:
-                    resid = max(resid, kernels.ode_step(S, H, self.r))
-                S = buf.S[k]
-                for tgt, off in self.slots[k]:
-                    buf.X[tgt][:, off:off + net.sizes[k]] = S
+                    resid = max(resid, kernels.ode_step(S, H, r))
+                self._mirror(buf, k)
+            if heun:
+                if recompute:
+                    self._set_error(buf, y, self.readout(buf.S[self.L]))
+                self._eval(buf, width)
+                for k in self.layers:
+                    kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
+                    self._mirror(buf, k)
             used = t + 1
             if trace is not None:
                 trace.step(buf.S)
             if recompute:
-                self._set_error(buf, y, self.readout(buf.S[L]))
+                self._set_error(buf, y, self.readout(buf.S[self.L]))
             if self.early_stop and resid < self.tol:
                 break
-        return resid, used
+        return resid, used, used * r
+
+    def _run_adaptive(self, buf: _Buffers, length: float, width: dict, recompute: bool,
+                      y: np.ndarray | None) -> tuple[float, int, float]:
+        """Heun-Euler embedded pair with step-size control: the local error estimate
+        ``r/2 max |f(s_pred) - f(s)|`` is kept below ``atol``; dt never exceeds
+        ``dt_max_over_tau`` tau."""
+        r, elapsed, used, resid = self.r, 0.0, 0, float("inf")
+        trace = self.trace
+        while elapsed < length - 1e-12:
+            if self.max_steps and used >= self.max_steps:
+                break
+            r = min(r, length - elapsed)
+            self._eval(buf, width)
+            resid = 0.0
+            for k in self.layers:        # s0 := s, K1 := f(s) (in H), s := s + r K1
+                resid = max(resid, kernels.heun_predict(buf.S[k], buf.H[k], buf.S0[k], r))
+            if self.early_stop and resid < self.tol:
+                for k in self.layers:    # converged at the start of this step: undo it
+                    np.copyto(buf.S[k], buf.S0[k])
+                    self._mirror(buf, k)
+                break
+            while True:
+                for k in self.layers:
+                    self._mirror(buf, k)
+                if recompute:
+                    self._set_error(buf, y, self.readout(buf.S[self.L]))
+                self._eval(buf, width)
+                err = 0.0
+                for k in self.layers:
+                    err = max(err, kernels.heun_error(buf.S[k], buf.H[k], buf.S0[k], r))
+                if err <= self.atol or r <= self.r_min:
+                    break
+                r_new = max(self.r_min, r * max(0.2, 0.9 * math.sqrt(self.atol / err)))
+                for k in self.layers:    # reject: redo the predictor with the smaller step
+                    kernels.heun_repredict(buf.S[k], buf.S0[k], r, r_new)
+                r = r_new
+            for k in self.layers:
+                kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
+                self._mirror(buf, k)
+            elapsed += r
+            used += 1
+            if trace is not None:
+                trace.step(buf.S)
+            if recompute:
+                self._set_error(buf, y, self.readout(buf.S[self.L]))
+            grow = 2.0 if err == 0.0 else min(2.0, 0.9 * math.sqrt(self.atol / err))
+            r = min(self.r_max, r * max(grow, 0.2))
+        return resid, used, elapsed
 
     def _sum_reads(self, buf: _Buffers, k: int, nudged: bool, H: np.ndarray) -> None:
         """h_k as the sum of individual reads (crossbar periphery in the loop):
@@ -275,6 +385,8 @@ class Settler:
     # ------------------------------------------------------------------ phases
     def drive(self, buf: _Buffers, x: np.ndarray) -> None:
         """Input drive W_0 x (+ b_1) into layer 1, computed once per batch."""
+        if self.meter is not None and "W0" in self.all_xb:
+            self.meter.add_read(self.all_xb["W0"], x)
         if "W0" in self.xb:
             np.copyto(buf.D, self.xb["W0"].forward(x))
         else:
@@ -287,9 +399,9 @@ class Settler:
         buf = self.buffers(x.shape[0])
         self.drive(buf, x)
         self._load_state(buf, None)
-        resid, used = self._run(buf, x.shape[0], self._n_steps(self.T), False, None)
+        resid, used, tau = self._run(buf, x.shape[0], self.T, False, None)
         s = [x] + [buf.S[k].copy() for k in self.layers]
-        return PhaseResult(s, self.readout(s[self.L]), resid, used)
+        return PhaseResult(s, self.readout(s[self.L]), resid, used, tau)
 
     def nudged(self, free: PhaseResult, y: np.ndarray) -> PhaseResult:
         """Nudged phase from the free state for K, nudge beta_f * (y - p) @ B_f into layer L.
@@ -299,9 +411,9 @@ class Settler:
         buf = self.buffers(y.shape[0])
         self._load_state(buf, free.s)
         self._set_error(buf, y, free.p)
-        resid, used = self._run(buf, y.shape[0], self._n_steps(self.K), True, y)
+        resid, used, tau = self._run(buf, y.shape[0], self.K, True, y)
         s = [free.s[0]] + [buf.S[k].copy() for k in self.layers]
-        return PhaseResult(s, self.readout(s[self.L]), resid, used)
+        return PhaseResult(s, self.readout(s[self.L]), resid, used, tau)
 
 
 def settle_reference(net: Network, x: np.ndarray, steps: int, s_init: list | None = None,

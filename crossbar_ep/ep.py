@@ -24,6 +24,9 @@ class BatchStats:
     steps: int           # free-phase steps used (EP; 0 for BP)
     nudged_residual: float = 0.0   # the same for the nudged phase
     nudged_steps: int = 0
+    free_time_tau: float = 0.0     # integrated time of the free phase (tau)
+    nudged_time_tau: float = 0.0   # and of the nudged phase
+    reads: int = 0                 # right-hand-side evaluations of both phases
 
 
 def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:
@@ -101,7 +104,8 @@ class EPLearner:
         self.settler.refresh()
         nudged = self.last_nudged
         return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
-                          free.residual, free.steps, nudged.residual, nudged.steps)
+                          free.residual, free.steps, nudged.residual, nudged.steps,
+                          free.time_tau, nudged.time_tau)
 
 
 class BPLearner:
@@ -170,7 +174,8 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
         crossbars, rng = build_crossbars(cfg, net)
         pulses = PulseUpdater(cfg, net, crossbars, rng)
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
-                      s.max_steps, t.nudge_error, crossbars)
+                      s.max_steps, t.nudge_error, crossbars, s.method, s.atol,
+                      s.dt_max_over_tau)
     return EPLearner(net, settler, optimizer, normalised=t.update_norm == "normalised",
                      pulses=pulses)
 

@@ -83,11 +83,12 @@ class TileIRDrop:
 
     def _exact(self, G: np.ndarray) -> None:
         w = self.s.wires
-        Mf = TileCircuit(G, w, transposed=False).effective_matrix()      # (n_phys, rows)
+        Mf, Yf = TileCircuit(G, w, transposed=False).effective_maps()    # (n_phys, rows)
         if w.r_driver == w.r_sense:
-            Mt = Mf.T                                                     # reciprocity
+            Mt, Yt = Mf.T, None                                           # reciprocity
         else:
-            Mt = TileCircuit(G, w, transposed=True).effective_matrix()   # (rows, n_phys)
+            Mt, Yt = TileCircuit(G, w, transposed=True).effective_maps()  # (rows, n_phys)
+        self.Yf_ref, self.Yt_ref = Yf, Yt
         with np.errstate(divide="ignore", invalid="ignore"):
             att_f = np.where(G > 0, Mf.T / G, 1.0)
             att_t = np.where(G > 0, Mt / G, 1.0)
@@ -106,6 +107,16 @@ class TileIRDrop:
         self.since_exact += 1
         dG = G - self.G_ref
         return self.Mf_ref + (self.att_f * dG).T, self.Mt_ref + self.att_t * dG
+
+    def admittances(self, G: np.ndarray) -> tuple:
+        """Source admittances for the read energy: (Yf (rows, rows), Yt (n_phys, n_phys) or
+        None) in S, from the last exact solve plus the diagonal change ``sum_j dG`` since
+        (first order).  Yt is None when the reciprocity shortcut skipped the transposed
+        circuit; the caller then uses the ideal-wire column sums."""
+        dG = G - self.G_ref
+        Yf = self.Yf_ref + np.diag(dG.sum(axis=1))
+        Yt = None if self.Yt_ref is None else self.Yt_ref + np.diag(dG.sum(axis=0))
+        return Yf, Yt
 
     def weights(self, G: np.ndarray, force_exact: bool = False) -> tuple:
         """(fwd (n_in, n_out), bwd (n_out, n_in)) operands in output units per state unit:

@@ -57,6 +57,59 @@ def ode_step_ref(s, f, r) -> float:
 
 
 @numba.njit(**_JIT)
+def heun_predict(s, f, s0, r):
+    """Heun predictor in place: ``s0 = s; s += r (f - s)`` (f = rho(h(s))); returns
+    max |f - s| (the residual, max |ds/dt| tau, at the start of the step)."""
+    fs, ff, f0 = s.ravel(), f.ravel(), s0.ravel()
+    m = 0.0
+    for i in range(fs.size):
+        d = ff[i] - fs[i]
+        f0[i] = fs[i]
+        fs[i] += r * d
+        if abs(d) > m:
+            m = abs(d)
+    return m
+
+
+@numba.njit(**_JIT)
+def heun_correct(s, f, s0, r):
+    """Heun corrector in place, s holding the predictor s0 + r k1 and f = rho(h(s)):
+    ``s = s0 + r/2 (k1 + k2)`` with k2 = f - s, i.e. ``(s0 + s)/2 + r/2 (f - s)``."""
+    fs, ff, f0 = s.ravel(), f.ravel(), s0.ravel()
+    for i in range(fs.size):
+        fs[i] = 0.5 * (f0[i] + fs[i]) + 0.5 * r * (ff[i] - fs[i])
+
+
+@numba.njit(**_JIT)
+def heun_error(s, f, s0, r):
+    """Local error estimate of the Heun-Euler pair: r/2 max |k2 - k1| (state units)."""
+    fs, ff, f0 = s.ravel(), f.ravel(), s0.ravel()
+    m = 0.0
+    for i in range(fs.size):
+        e = abs(0.5 * r * (ff[i] - fs[i]) - 0.5 * (fs[i] - f0[i]))
+        if e > m:
+            m = e
+    return m
+
+
+@numba.njit(**_JIT)
+def heun_repredict(s, s0, r_old, r_new):
+    """Shrink a rejected predictor step: s = s0 + (s - s0) r_new / r_old."""
+    fs, f0 = s.ravel(), s0.ravel()
+    q = r_new / r_old
+    for i in range(fs.size):
+        fs[i] = f0[i] + (fs[i] - f0[i]) * q
+
+
+def heun_step_ref(s, rhs, r):
+    """NumPy Heun step of tau ds/dt = -s + rhs(s): returns the new state (for tests)."""
+    k1 = rhs(s) - s
+    sp = s + r * k1
+    k2 = rhs(sp) - sp
+    return s + 0.5 * r * (k1 + k2)
+
+
+@numba.njit(**_JIT)
 def _adam_kernel(w, g, m, v, gscale, lr_t, b1, c1, b2, c2, eps_t):
     fw, fg, fm, fv = w.ravel(), g.ravel(), m.ravel(), v.ravel()
     for i in range(fw.size):

@@ -160,6 +160,13 @@ class TileCircuit:
         """M (n_sense, n_src) with ``I = M V``: one solve per driven line."""
         return self.sensed_currents(np.eye(self.src.size))
 
+    def effective_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, Y) from one set of solves: M (n_sense, n_src) as :meth:`effective_matrix`, and
+        the source admittance Y (n_src, n_src) in S with the source currents ``I_src = Y V``,
+        so that a read draws the power ``V^T Y V`` (W) from its drivers."""
+        x = self.node_voltages(np.eye(self.src.size))
+        return -(self.L_g @ x), np.asarray(self.L[self.src] @ x)
+
     def device_voltages(self, V: np.ndarray) -> np.ndarray:
         """Voltage across every device, u - v (m, n), for one drive vector V."""
         x = self.node_voltages(V)

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
+from .energy import ENERGY_METRICS
 from .errors import CrossbarEPError
 
 SCHEMA_VERSION = 1
+
 PHASES = ("free", "nudged")
 
 # units and descriptions of the per-epoch metrics (others are stored with unit "-")
@@ -35,6 +37,9 @@ METRIC_UNITS = {
     "samples_per_s": ("samples/s", "training throughput"),
     "settle_residual": ("1/tau", "mean over batches of the last free-phase max |ds|"),
     "settle_steps": ("steps", "mean free-phase steps used"),
+    "settle_time_free_s": ("s", "mean free-phase settling time: tau_s x integrated tau"),
+    "settle_time_nudged_s": ("s", "mean nudged-phase settling time"),
+    **{k: ("J", v) for k, v in ENERGY_METRICS.items()},
     "pulses_total": ("pulses", "programming pulses fired in the epoch, all arrays"),
     "at_bound_mean": ("fraction", "mean fraction of devices at a conductance bound"),
 }

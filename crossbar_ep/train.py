@@ -27,7 +27,9 @@ from .optim import make_optimizer
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc",
                "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps",
-               "pulses_total", "at_bound_mean")
+               "settle_time_free_s", "settle_time_nudged_s", "pulses_total", "at_bound_mean",
+               "energy_array_J", "energy_dac_J", "energy_adc_J", "energy_program_J",
+               "energy_total_J")
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -201,7 +203,9 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     if rec is not None:
         rec.begin_epoch(epoch, n_batches)
     loss = correct = seen = 0
-    resid, steps = [], []
+    if getattr(getattr(run.learner, "settler", None), "meter", None) is not None:
+        run.learner.settler.meter.reset()
+    resid, steps, t_free, t_nudged = [], [], [], []
     t0 = time.perf_counter()
     for i in range(n_batches):
         idx = perm[i * bs:(i + 1) * bs]
@@ -215,6 +219,8 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         seen += idx.size
         resid.append(st.residual)
         steps.append(st.steps)
+        t_free.append(st.free_time_tau)
+        t_nudged.append(st.nudged_time_tau)
         if not np.isfinite(st.loss_sum):
             raise FloatingPointError(f"loss became {st.loss_sum} at epoch {epoch}, batch "
                                      f"{i}: lower the learning rate or beta values")
@@ -223,19 +229,33 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
             bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
                             refresh=False)
     train_time = time.perf_counter() - t0
+    settler = getattr(run.learner, "settler", None)
+    meter = settler.meter if settler is not None else None
+    energy = {}
+    pulses = getattr(run.learner, "pulses", None)
+    if meter is not None:
+        per = cfg.crossbar.periphery
+        program = sum(s.get("program_J", 0.0) for s in pulses.stats.values()) if pulses else 0.0
+        energy = meter.take(seen, per.e_dac_J, per.e_adc_J, program)
     test_loss, test_acc = evaluate(run.learner, data.x_test, data.y_test,
                                    cfg.training.eval_batch_size)
     val_acc = None
     if data.x_val is not None:
         val_acc = evaluate(run.learner, data.x_val, data.y_val, cfg.training.eval_batch_size)[1]
+    if meter is not None:
+        meter.reset()          # evaluation reads are not training energy
     xb = {}
-    pulses = getattr(run.learner, "pulses", None)
     if pulses is not None:
         xb = pulses.take_stats()
     row = {"epoch": epoch, "train_loss": loss / seen, "train_acc": correct / seen,
            "test_loss": test_loss, "test_acc": test_acc, "val_acc": val_acc,
            "epoch_time_s": time.perf_counter() - t0, "samples_per_s": seen / train_time,
            "settle_residual": float(np.mean(resid)), "settle_steps": float(np.mean(steps))}
+    if cfg.training.algorithm == "ep":   # settling time in seconds: tau_s x integrated tau
+        tau = cfg.settling.tau_s
+        row["settle_time_free_s"] = tau * float(np.mean(t_free))
+        row["settle_time_nudged_s"] = tau * float(np.mean(t_nudged))
+    row.update(energy)
     if xb:
         row["pulses_total"] = int(sum(v["pulses"] for v in xb.values()))
         row["at_bound_mean"] = float(np.mean([v["at_bound"] for v in xb.values()]))

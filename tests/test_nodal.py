@@ -136,3 +136,19 @@ def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_p
                  "-o", str(out)] + (["--transposed"] if transposed else [])) == 0
     assert out.read_text() == e.netlist
     assert main(["export-netlist", d, "--layer", "7", "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("wires", [Wires(3.0, 2.0, 40.0, 25.0), Wires(0.0, 4.0, 0.0, 7.0),
+                                   Wires()])
+def test_source_admittance_gives_the_read_power(wires):
+    rng = np.random.default_rng(11)
+    G = rng.uniform(1e-6, 1e-4, (6, 9))
+    c = TileCircuit(G, wires)
+    M, Y = c.effective_maps()
+    np.testing.assert_allclose(M, c.effective_matrix(), rtol=1e-12)
+    np.testing.assert_allclose(Y, Y.T, rtol=1e-9, atol=1e-18)
+    for _ in range(3):
+        V = rng.uniform(-0.3, 0.3, 6)
+        np.testing.assert_allclose(V @ Y @ V, c.read_power(V), rtol=1e-9)
+    if wires.ideal:   # no wires: each row draws V_i sum_j G_ij
+        np.testing.assert_allclose(Y, np.diag(G.sum(axis=1)), rtol=1e-12)

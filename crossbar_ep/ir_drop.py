@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .nodal import TileCircuit, Wires
+from .nodal import Wires, tile_maps
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,11 @@ class TileIRDrop:
 
     def _exact(self, G: np.ndarray) -> None:
         w = self.s.wires
-        Mf, Yf = TileCircuit(G, w, transposed=False).effective_maps()    # (n_phys, rows)
+        Mf, Yf = tile_maps(G, w, transposed=False)                        # (n_phys, rows)
         if w.r_driver == w.r_sense:
             Mt, Yt = Mf.T, None                                           # reciprocity
         else:
-            Mt, Yt = TileCircuit(G, w, transposed=True).effective_maps()  # (rows, n_phys)
+            Mt, Yt = tile_maps(G, w, transposed=True)                     # (rows, n_phys)
         self.Yf_ref, self.Yt_ref = Yf, Yt
         with np.errstate(divide="ignore", invalid="ignore"):
             att_f = np.where(G > 0, Mf.T / G, 1.0)

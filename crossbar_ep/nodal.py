@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -184,3 +185,120 @@ class TileCircuit:
 def ideal_read(G: np.ndarray, V: np.ndarray, transposed: bool = False) -> np.ndarray:
     """Sensed currents without wire resistance: G^T V (forward) or G V (transposed)."""
     return (G @ V) if transposed else (G.T @ V)
+
+
+@numba.njit(cache=True)
+def _column_blocks(G, g_c, g_s, K, c):
+    """For every column j of G (m, n): eliminate the column line (tridiagonal T = diag(G_j)
+    + g_c path Laplacian + g_s at the foot) in closed form by the Thomas algorithm with the
+    m right-hand sides diag(G_j): Z = T^-1 diag(G_j), so v = Z u.  Writes the m x m block
+    K[j] = diag(G_j) - diag(G_j) Z seen by the row lines and the sense map c[j] = g_s Z[m-1]."""
+    m, n = G.shape
+    cp = np.empty(m)
+    d = np.empty((m, m))
+    for j in range(n):
+        # forward sweep: row i of the RHS is G[i, j] e_i
+        for i in range(m):
+            b = G[i, j] + (g_c if i > 0 else 0.0) + (g_c if i < m - 1 else 0.0)
+            if i == m - 1:
+                b += g_s
+            if i > 0:
+                denom = b + g_c * cp[i - 1]            # a_i = -g_c
+                for k in range(i):
+                    d[i, k] = g_c * d[i - 1, k] / denom
+            else:
+                denom = b
+            for k in range(i + 1, m):
+                d[i, k] = 0.0
+            d[i, i] = G[i, j] / denom
+            cp[i] = -g_c / denom
+        # back substitution, in place: Z_i = d_i - cp_i Z_{i+1}
+        for i in range(m - 2, -1, -1):
+            for k in range(m):
+                d[i, k] -= cp[i] * d[i + 1, k]
+        for i in range(m):
+            gi = G[i, j]
+            for k in range(m):
+                K[j, i, k] = -gi * d[i, k]
+            K[j, i, i] += gi
+            c[j, i] = g_s * d[m - 1, i]
+
+
+def transfer_maps(G: np.ndarray, wires: Wires) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-read (M, Y) of a tile by block elimination along the rows: the same result
+    as :meth:`TileCircuit.effective_maps` (rows driven at column 0, columns sensed at row
+    m - 1), needing r_row, r_col and r_sense > 0.
+
+    Each column's line is eliminated in closed form (a tridiagonal solve), leaving an m x m
+    conductance block K_j between the row lines at that column; the row-wire chain of blocks
+    is then eliminated from the far end (one m x m factorisation per column), and the drive
+    propagated back to every column's sense amplifier.  Cost ~3 m^3 n flops in BLAS (dense),
+    against ~m nnz(LU) memory-bound flops for the sparse solves.
+    """
+    import scipy.linalg as sla
+
+    w = wires
+    if not (w.r_row > 0 and w.r_col > 0 and w.r_sense > 0):
+        raise ValueError("transfer_maps needs r_row, r_col and r_sense > 0")
+    G = np.asarray(G, float)
+    m, n = G.shape
+    g_r, g_c, g_s = 1.0 / w.r_row, 1.0 / w.r_col, 1.0 / w.r_sense
+    g_d = 1.0 / w.r_driver if w.r_driver > 0 else None
+    K = np.empty((n, m, m))
+    c = np.empty((n, m))
+    _column_blocks(np.ascontiguousarray(G), g_c, g_s, K, c)
+    eye = np.eye(m)
+    first = 0 if g_d is not None else 1                   # r_driver = 0: u_0 = V is fixed
+    if n == 1 and g_d is None:
+        return c.copy(), K[0].copy()
+    # backward elimination: S_j u_j = g_r u_{j-1}  (j > first), S_first u_first = rhs
+    Sinv = np.empty((n, m, m))
+    nxt = None
+    diag = np.arange(m) * (m + 1)
+    for j in range(n - 1, first - 1, -1):
+        S = K[j]                                           # K[j] is not needed again
+        add = (g_r if j < n - 1 else 0.0) + (g_r if j > 0 else 0.0) + (g_d if j == 0 else 0.0)
+        if j < n - 1:
+            nxt *= g_r * g_r
+            S -= nxt
+        S.ravel()[diag] += add
+        nxt = Sinv[j] = sla.inv(S, overwrite_a=True, check_finite=False)
+    M = np.empty((n, m))
+    if g_d is not None:
+        U = g_d * Sinv[0]                                  # u_0 = U V
+        Y = g_d * (eye - U)
+        M[0] = c[0] @ U
+    else:
+        U = eye
+        M[0] = c[0]
+        Y = K[0] + (g_r * eye if n > 1 else 0.0)
+    for j in range(1, n):
+        U = g_r * (Sinv[j] @ U)
+        M[j] = c[j] @ U
+        if j == 1 and g_d is None:
+            Y = Y - g_r * U
+    return M, Y
+
+
+def tile_maps(G: np.ndarray, wires: Wires, transposed: bool = False,
+              method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(M, Y) of one read direction: sensed-current map M (n_sense, n_src) in A/V and source
+    admittance Y (n_src, n_src) in S.
+
+    ``method``: ``sparse`` (:class:`TileCircuit`, any resistances), ``transfer``
+    (:func:`transfer_maps`, all of r_row, r_col, r_sense > 0) or ``auto`` (transfer where it
+    applies).  A transposed read is the forward read of the array turned over: rows become
+    columns with both index orders reversed (so the drivers stay at the row starts and the
+    sense amplifiers at the column feet) and the row and column wires swap.
+    """
+    w = wires
+    fast = w.r_row > 0 and w.r_col > 0 and w.r_sense > 0
+    if method == "transfer" and not fast:
+        raise ValueError("method transfer needs r_row, r_col and r_sense > 0")
+    if method == "sparse" or not fast:
+        return TileCircuit(G, w, transposed).effective_maps()
+    if not transposed:
+        return transfer_maps(G, w)
+    Gf = np.ascontiguousarray(np.asarray(G, float)[::-1, ::-1].T)
+    M, Y = transfer_maps(Gf, Wires(w.r_col, w.r_row, w.r_driver, w.r_sense))
+    return np.ascontiguousarray(M[::-1, ::-1]), np.ascontiguousarray(Y[::-1, ::-1])

@@ -11,7 +11,8 @@ Conventions (also in ``netlists/README.md``), for a tile of m rows and n physica
   column feet (crossing (m - 1, j));
 - sense amplifiers: a 0 V source ``VSENSE<k> sen<k> 0 DC 0`` as ammeter behind ``RSEN<k>``
   (or straight on the line end); ``i(vsense<k>)`` is the current into the amplifier (A);
-- ``.op`` and a ``.control`` block that prints every ``i(vsense<k>)`` with 12 digits.
+- ``.op`` and a ``.control`` block that runs it, prints every ``i(vsense<k>)`` with 15
+  digits and quits (so batch mode does not solve the deck's ``.op`` a second time).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def tile_netlist(G: np.ndarray, wires: Wires, V: np.ndarray, transposed: bool = 
     names = [f"i(vsense{k})" for k in range(len(sense_ends))]
     for s in range(0, len(names), 8):
         out.append("print " + " ".join(names[s:s + 8]))
-    out += [".endc", ".end", ""]
+    # quit: batch mode would otherwise run the deck's .op a second time after the block
+    out += ["quit", ".endc", ".end", ""]
     return "\n".join(out)
 
 

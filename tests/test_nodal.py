@@ -152,3 +152,29 @@ def test_source_admittance_gives_the_read_power(wires):
         np.testing.assert_allclose(V @ Y @ V, c.read_power(V), rtol=1e-9)
     if wires.ideal:   # no wires: each row draws V_i sum_j G_ij
         np.testing.assert_allclose(Y, np.diag(G.sum(axis=1)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (1, 5), (6, 1), (7, 4), (5, 9), (24, 40)])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("r_driver", [0.0, 25.0])
+def test_transfer_solver_equals_sparse_solver(m, n, transposed, r_driver):
+    from crossbar_ep.nodal import tile_maps
+    rng = np.random.default_rng(m * 100 + n)
+    G = rng.uniform(1e-6, 1e-4, (m, n))
+    w = Wires(3.0, 5.0, r_driver, 40.0)
+    M1, Y1 = tile_maps(G, w, transposed, method="sparse")
+    M2, Y2 = tile_maps(G, w, transposed, method="transfer")
+    np.testing.assert_allclose(M2, M1, rtol=1e-9, atol=1e-12 * np.abs(M1).max())
+    np.testing.assert_allclose(Y2, Y1, rtol=1e-9, atol=1e-12 * np.abs(Y1).max())
+
+
+@needs_ngspice
+def test_transfer_solver_matches_ngspice_on_a_large_tile():
+    from crossbar_ep.nodal import tile_maps
+    rng = np.random.default_rng(21)
+    G = rng.uniform(1e-7, 2.5e-5, (64, 64))
+    w = Wires(2.5, 2.5, 100.0, 100.0)
+    V = rng.uniform(-0.2, 0.2, 64)
+    M, _ = tile_maps(G, w, method="transfer")
+    ref = sensed_currents(run_ngspice(tile_netlist(G, w, V)), 64)
+    np.testing.assert_allclose(M @ V, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())

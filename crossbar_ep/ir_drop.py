@@ -106,7 +106,14 @@ class TileIRDrop:
             return self.Mf_ref, self.Mt_ref
         self.since_exact += 1
         dG = G - self.G_ref
-        return self.Mf_ref + (self.att_f * dG).T, self.Mt_ref + self.att_t * dG
+        Mf = self.Mf_ref + (self.att_f * dG).T
+        if self.reciprocal:            # Mt_ref = Mf_ref^T and att_t = att_f: Mt = Mf^T
+            return Mf, Mf.T
+        return Mf, self.Mt_ref + self.att_t * dG
+
+    @property
+    def reciprocal(self) -> bool:
+        return self.s.wires.r_driver == self.s.wires.r_sense
 
     def admittances(self, G: np.ndarray) -> tuple:
         """Source admittances for the read energy: (Yf (rows, rows), Yt (n_phys, n_phys) or
@@ -122,8 +129,10 @@ class TileIRDrop:
         """(fwd (n_in, n_out), bwd (n_out, n_in)) operands in output units per state unit:
         forward read ``x @ fwd``, transposed read ``y @ bwd``."""
         Mf, Mt = self.maps(G, force_exact)
-        n_out = Mf.shape[0] // 2 if self.signed == "differential" else Mf.shape[0] - 1
-        C = combination(n_out, self.signed)
-        fwd = (C @ Mf).T * self.units
-        bwd = (Mt @ C.T).T * self.units
-        return fwd, bwd
+        if self.signed == "differential":     # C @ Mf and Mt @ C^T without the dense C
+            fwd = (Mf[0::2] - Mf[1::2]).T
+            bwd = fwd.T if self.reciprocal else (Mt[:, 0::2] - Mt[:, 1::2]).T
+        else:
+            fwd = (Mf[:-1] - Mf[-1]).T
+            bwd = (Mt[:, :-1] - Mt[:, -1:]).T
+        return fwd * self.units, bwd * self.units

@@ -276,6 +276,18 @@ class CrossbarMatrix:
             E += float(np.sum(a * self.neg.conductance()))
         return k * E
 
+    def ir_drop_deviation(self) -> tuple[float, float]:
+        """(sum of squares of W_read - W_eff over the forward tile operands, sum of squares of
+        W_eff): how far IR drop moves the weights the reads see from the programmed ones."""
+        if not self._ir:
+            return 0.0, float(np.sum(self.W_eff.astype(float) ** 2))
+        dev = 0.0
+        for rt in self.row_tiles:
+            for ct in self.col_tiles:
+                d = self._fwd_tiles[(rt.start, ct.start)] - self.W_eff[ct, rt].T
+                dev += float(np.sum(d.astype(float) ** 2))
+        return dev, float(np.sum(self.W_eff.astype(float) ** 2))
+
     @property
     def ideal_reads(self) -> bool:
         """Every read is an exact product with W_eff (ideal periphery and wires)."""

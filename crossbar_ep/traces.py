@@ -40,6 +40,8 @@ METRIC_UNITS = {
     "settle_time_free_s": ("s", "mean free-phase settling time: tau_s x integrated tau"),
     "settle_time_nudged_s": ("s", "mean nudged-phase settling time"),
     **{k: ("J", v) for k, v in ENERGY_METRICS.items()},
+    "ir_drop_rel": ("fraction", "IR drop: ||W_read - W_programmed|| / ||W_programmed|| over "
+                                "the forward reads of all arrays, at the end of the epoch"),
     "pulses_total": ("pulses", "programming pulses fired in the epoch, all arrays"),
     "at_bound_mean": ("fraction", "mean fraction of devices at a conductance bound"),
 }

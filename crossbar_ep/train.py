@@ -29,7 +29,7 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val
                "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps",
                "settle_time_free_s", "settle_time_nudged_s", "pulses_total", "at_bound_mean",
                "energy_array_J", "energy_dac_J", "energy_adc_J", "energy_program_J",
-               "energy_total_J")
+               "energy_total_J", "ir_drop_rel")
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -256,6 +256,12 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         row["settle_time_free_s"] = tau * float(np.mean(t_free))
         row["settle_time_nudged_s"] = tau * float(np.mean(t_nudged))
     row.update(energy)
+    if pulses is not None and not cfg.crossbar.wires.r_wire_row_ohm == \
+            cfg.crossbar.wires.r_wire_col_ohm == cfg.crossbar.wires.r_driver_ohm == \
+            cfg.crossbar.wires.r_sense_ohm == 0.0:
+        dev = [cb.ir_drop_deviation() for cb in pulses.crossbars.values()]
+        row["ir_drop_rel"] = float(np.sqrt(sum(d for d, _ in dev) / max(sum(w for _, w in dev),
+                                                                        1e-300)))
     if xb:
         row["pulses_total"] = int(sum(v["pulses"] for v in xb.values()))
         row["at_bound_mean"] = float(np.mean([v["at_bound"] for v in xb.values()]))

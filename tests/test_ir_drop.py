@@ -189,3 +189,16 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
         np.testing.assert_allclose(weak.net.W[k], ideal.net.W[k], atol=1e-6)
         assert np.abs(run.net.W[k] - ideal.net.W[k]).max() > 1e-4
     assert np.isfinite(run.history[-1]["test_loss"])
+    assert 0 < weak.history[-1]["ir_drop_rel"] < 1e-5 < run.history[-1]["ir_drop_rel"] < 0.5
+    assert "ir_drop_rel" not in ideal.history[-1]
+
+
+def test_ir_drop_metric_grows_with_resistance(W):
+    card = cardfile("ecram_li_tang2018.yaml")
+    devs = []
+    for r in (0.0, 1.0, 10.0, 100.0):
+        cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
+                            dtype=np.float64, wires=WireSettings(Wires(r, r, 10 * r, 10 * r)))
+        d, w = cb.ir_drop_deviation()
+        devs.append(np.sqrt(d / w))
+    assert devs[0] == 0.0 and devs[1] < devs[2] < devs[3] < 1.0

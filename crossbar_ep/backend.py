@@ -18,6 +18,7 @@ from . import fastrng
 from .crossbar import CrossbarMatrix, Periphery
 from .device_card import load_card
 from .ir_drop import WireSettings
+from .iv import IVLaw
 from .nodal import Wires
 from .network import Network
 
@@ -59,7 +60,8 @@ def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
     arrays = {}
     for name in selected(cfg, net):
         cb = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows, c.tile_cols,
-                            c.weight_range_factor, net.dtype, wires)
+                            c.weight_range_factor, net.dtype, wires,
+                            IVLaw(c.iv.law, c.iv.v0_V, tuple(c.iv.coeffs)))
         np.copyto(net.W[name], cb.W_eff)
         arrays[name] = cb
     return arrays, rng

@@ -201,6 +201,16 @@ class WiresConfig:
 
 
 @dataclass(frozen=True)
+class IVConfig:
+    law: str = key("linear", "Device I-V law of the reads, I = G f(V) with f'(0) = 1: linear, "
+                   "sinh (f = v0 sinh(V / v0)) or polynomial (f = V + a3 V^3 + a5 V^5 ...).",
+                   p_choice("linear", "sinh", "polynomial"))
+    v0_V: float = key(0.25, "sinh law: voltage scale v0.", p_float(lo=0.0, lo_open=True), "V")
+    coeffs: tuple = key((), "polynomial law: [a3, a5, ...], the coefficients of V^3, V^5, ...",
+                        p_list(p_float()), "V^-2, V^-4, ...")
+
+
+@dataclass(frozen=True)
 class CrossbarConfig:
     enabled: bool = key(False, "Store weight matrices on resistive crossbar arrays.", p_bool())
     device: str | None = key(None, "Device card (YAML). Relative paths: from the experiment "
@@ -227,6 +237,7 @@ class CrossbarConfig:
     periphery: PeripheryConfig = section(PeripheryConfig, "DAC, ADC and read noise.")
     wires: WiresConfig = section(WiresConfig, "Wire, driver and sense resistances of every "
                                  "tile (IR drop by exact nodal analysis in every read).")
+    iv: IVConfig = section(IVConfig, "Device current-voltage law of the reads.")
     update: PulseUpdateConfig = section(PulseUpdateConfig, "In-situ updates by pulses.")
 
 
@@ -380,6 +391,18 @@ def _check_crossbar(cfg: Config, w: Where) -> None:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise cw.child("layers").child(i).fail(
                 f"no matrix {name!r} in this net (has {', '.join(sorted(known))}){hint}")
+    if c.iv.law != "linear":
+        wi = c.wires
+        if wi.r_wire_row_ohm or wi.r_wire_col_ohm or wi.r_driver_ohm or wi.r_sense_ohm:
+            raise cw.child("iv").child("law").fail(
+                f"{c.iv.law} devices with wire resistance need a Newton solve per read and "
+                f"sample, too costly in the settling loop: train with law linear and wires, "
+                f"or ideal wires and a nonlinear law (the nodal solver and export-netlist "
+                f"handle both together)")
+        if c.signed != "differential":
+            raise cw.child("iv").child("law").fail(
+                "a nonlinear law needs crossbar.signed: differential (the reference column's "
+                "transposed read would not superpose)")
     lr = c.update.lr
     if isinstance(lr, tuple) and len(lr) != L + 1:
         raise cw.child("update").child("lr").fail(

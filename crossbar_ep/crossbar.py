@@ -26,6 +26,7 @@ import numpy as np
 from . import fastrng
 from .device_card import DeviceCard
 from .devices import DeviceArray
+from .iv import IVLaw
 from .ir_drop import TileIRDrop, WireSettings, combination, physical_tile
 
 
@@ -161,9 +162,9 @@ class CrossbarMatrix:
                  periphery: Periphery = Periphery(), signed: str = "differential",
                  tile_rows: int = 256, tile_cols: int = 256,
                  weight_range_factor: float = 2.0, dtype=np.float32,
-                 wires: WireSettings = WireSettings()):
+                 wires: WireSettings = WireSettings(), iv: IVLaw = IVLaw()):
         self.card, self.rng, self.per = card, rng, periphery
-        self.wires = wires
+        self.wires, self.iv = wires, iv
         self._dac_buf = {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
@@ -244,7 +245,8 @@ class CrossbarMatrix:
         ADC conversions)."""
         B = v.shape[0]
         Bs = min(B, _ENERGY_SAMPLES)      # subsample of the batch, scaled to the batch
-        vq = np.asarray(self._dac(v[:Bs]), float) * (self.per.v_read_V / self.per.input_range)
+        vq = np.asarray(self._dac_only(v[:Bs]), float) * (self.per.v_read_V /
+                                                           self.per.input_range)
         ops = self._energy_operands()
         E = 0.0
         for rt in self.row_tiles:
@@ -290,8 +292,8 @@ class CrossbarMatrix:
 
     @property
     def ideal_reads(self) -> bool:
-        """Every read is an exact product with W_eff (ideal periphery and wires)."""
-        return self.per.ideal and self.wires.ideal
+        """Every read is an exact product with W_eff (ideal periphery, wires and I-V law)."""
+        return self.per.ideal and self.wires.ideal and self.iv.linear
 
     def refresh(self, exact: bool = False) -> None:
         """Recompute the effective weight matrix from the conductances (after writes,
@@ -355,6 +357,17 @@ class CrossbarMatrix:
 
     # ------------------------------------------------------------------ reads
     def _dac(self, x: np.ndarray) -> np.ndarray:
+        """Drive of a read in input units: DAC(x), then the device I-V law at the drive
+        voltage, ``f(DAC(x) k) / k`` with k = v_read / input_range volts per unit (exact with
+        ideal wires: every device sees its line's drive voltage; odd f keeps the
+        differential pair's +-V symmetric)."""
+        q = self._dac_only(x)
+        if self.iv.linear:
+            return q
+        k = self.per.v_read_V / self.per.input_range
+        return (self.iv.f(np.asarray(q) * k) / k).astype(self.dtype, copy=False)
+
+    def _dac_only(self, x: np.ndarray) -> np.ndarray:
         p = self.per
         if p.dac_bits is None:
             return x

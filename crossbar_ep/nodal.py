@@ -117,6 +117,8 @@ class TileCircuit:
         keep = a != b                                           # merged nodes: no self loops
         a, b, g = a[keep], b[keep], g[keep]
         N = nxt
+        n_dev = m * n                                           # devices come first
+        self._edges = (a, b, g, n_dev)
         # Laplacian
         L = sp.coo_matrix((np.concatenate([g, g, -g, -g]),
                            (np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a]))),
@@ -167,6 +169,52 @@ class TileCircuit:
         so that a read draws the power ``V^T Y V`` (W) from its drivers."""
         x = self.node_voltages(np.eye(self.src.size))
         return -(self.L_g @ x), np.asarray(self.L[self.src] @ x)
+
+    def nonlinear_node_voltages(self, V: np.ndarray, iv, tol: float = 1e-13,
+                                max_iter: int = 50) -> tuple[np.ndarray, int]:
+        """Node voltages (N,) for one drive vector V with device currents ``G f(V_dev)``
+        (:class:`crossbar_ep.iv.IVLaw`): Newton iterations on KCL, warm-started from the
+        linear solution.  Returns (x, iterations); stops when the largest update is below
+        ``tol`` times the largest drive voltage."""
+        a, b, g, n_dev = self._edges
+        ad, bd, G = a[:n_dev], b[:n_dev], g[:n_dev]
+        al, bl, gl = a[n_dev:], b[n_dev:], g[n_dev:]
+        N = self.N
+        L_lin = sp.coo_matrix((np.concatenate([gl, gl, -gl, -gl]),
+                               (np.concatenate([al, bl, al, bl]),
+                                np.concatenate([al, bl, bl, al]))), shape=(N, N)).tocsr()
+        x = self.node_voltages(V)
+        free = self.free
+        if free.size == 0:          # every node is a terminal: nothing to solve
+            return x, 0
+        scale = max(float(np.max(np.abs(V))), 1e-300)
+        for it in range(1, max_iter + 1):
+            d = x[ad] - x[bd]
+            i_dev = G * iv.f(d)
+            g_dev = G * iv.df(d)
+            R = L_lin @ x + np.bincount(ad, i_dev, N) - np.bincount(bd, i_dev, N)
+            J = L_lin + sp.coo_matrix((np.concatenate([g_dev, g_dev, -g_dev, -g_dev]),
+                                       (np.concatenate([ad, bd, ad, bd]),
+                                        np.concatenate([ad, bd, bd, ad]))), shape=(N, N)).tocsr()
+            dx = spla.spsolve(J[free][:, free].tocsc(), -R[free])
+            x[free] += dx
+            if np.max(np.abs(dx)) <= tol * scale:
+                return x, it
+        raise RuntimeError(f"Newton did not converge in {max_iter} iterations "
+                           f"(last update {np.max(np.abs(dx)):.3g} V)")
+
+    def nonlinear_sensed_currents(self, V: np.ndarray, iv) -> np.ndarray:
+        """Sensed currents (A) for one drive vector V with the nonlinear device law ``iv``:
+        the current each grounded terminal receives from its wires and devices."""
+        x, _ = self.nonlinear_node_voltages(V, iv)
+        a, b, g, n_dev = self._edges
+        d = x[a[:n_dev]] - x[b[:n_dev]]
+        i_dev = g[:n_dev] * iv.f(d)
+        leave = np.bincount(a[:n_dev], i_dev, self.N) - np.bincount(b[:n_dev], i_dev, self.N)
+        al, bl, gl = a[n_dev:], b[n_dev:], g[n_dev:]
+        dl = gl * (x[al] - x[bl])
+        leave += np.bincount(al, dl, self.N) - np.bincount(bl, dl, self.N)
+        return -leave[self.gnd]
 
     def device_voltages(self, V: np.ndarray) -> np.ndarray:
         """Voltage across every device, u - v (m, n), for one drive vector V."""

@@ -42,8 +42,11 @@ def _col(i, j, w):
 
 
 def tile_netlist(G: np.ndarray, wires: Wires, V: np.ndarray, transposed: bool = False,
-                 title: str = "crossbar-ep tile", comments: list | None = None) -> str:
-    """Netlist text of one tile read: conductances G (m, n) in S, drive voltages V (V)."""
+                 title: str = "crossbar-ep tile", comments: list | None = None,
+                 iv=None) -> str:
+    """Netlist text of one tile read: conductances G (m, n) in S, drive voltages V (V).
+    ``iv``: a nonlinear :class:`crossbar_ep.iv.IVLaw` writes each device as a behavioural
+    current source ``BG<i>_<j> r.. c.. I=G*f(V(r..,c..))`` instead of a resistor."""
     G = np.asarray(G, float)
     m, n = G.shape
     V = np.asarray(V, float).ravel()
@@ -61,7 +64,10 @@ def tile_netlist(G: np.ndarray, wires: Wires, V: np.ndarray, transposed: bool = 
     for i in range(m):
         for j in range(n):
             g = G[i, j]
-            if g > 0:
+            if g > 0 and iv is not None and not iv.linear:
+                a, b = _row(i, j, w), _col(i, j, w)
+                out.append(f"BG{i}_{j} {a} {b} I={iv.spice_current(g, a, b)}")
+            elif g > 0:
                 out.append(f"RG{i}_{j} {_row(i, j, w)} {_col(i, j, w)} {1.0 / g:.17g}")
     if w.r_row > 0:
         for i in range(m):

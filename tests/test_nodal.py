@@ -178,3 +178,34 @@ def test_transfer_solver_matches_ngspice_on_a_large_tile():
     M, _ = tile_maps(G, w, method="transfer")
     ref = sensed_currents(run_ngspice(tile_netlist(G, w, V)), 64)
     np.testing.assert_allclose(M @ V, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+
+
+@needs_ngspice
+@pytest.mark.parametrize("law", [("sinh", 0.15, ()), ("polynomial", 0.25, (4.0, 20.0))])
+@pytest.mark.parametrize("wires, transposed", [(Wires(2.0, 3.0, 30.0, 20.0), False),
+                                               (Wires(2.0, 3.0, 30.0, 20.0), True),
+                                               (Wires(0.0, 5.0, 0.0, 10.0), False)])
+def test_nonlinear_devices_newton_matches_ngspice(law, wires, transposed):
+    from crossbar_ep.iv import IVLaw
+    iv = IVLaw(law[0], law[1], law[2])
+    rng = np.random.default_rng(9)
+    G = rng.uniform(1e-5, 1e-3, (10, 12))
+    V = rng.uniform(-0.4, 0.4, 12 if transposed else 10)
+    c = TileCircuit(G, wires, transposed)
+    ours = c.nonlinear_sensed_currents(V, iv)
+    ref = sensed_currents(run_ngspice(tile_netlist(G, wires, V, transposed, iv=iv)), ours.size)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+    lin = c.sensed_currents(V)
+    assert np.abs(ours - lin).max() > 1e-3 * np.abs(lin).max()   # the law matters here
+
+
+def test_nonlinear_without_wires_is_G_f_of_the_drive():
+    from crossbar_ep.iv import IVLaw
+    iv = IVLaw("sinh", 0.2)
+    rng = np.random.default_rng(4)
+    G = rng.uniform(1e-6, 1e-4, (6, 8))
+    V = rng.uniform(-0.3, 0.3, 6)
+    c = TileCircuit(G, Wires(0.0, 0.0, 1e-9, 1e-9))
+    np.testing.assert_allclose(c.nonlinear_sensed_currents(V, iv), G.T @ iv.f(V), rtol=1e-6)
+    x, iters = c.nonlinear_node_voltages(V, iv)
+    assert 1 <= iters <= 6                  # quadratic convergence from the linear guess

@@ -1,5 +1,5 @@
 """Command line: ``crossbar-ep run | validate | compare | sweep | device | inspect | plot |
-export-netlist``.
+export-netlist | diagnose``.
 
 User errors (bad YAML, missing data, unresumable run) print one message without a traceback
 and exit with status 2; Ctrl-C exits with 130 and leaves the last checkpoint resumable.
@@ -92,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="folder for the PNGs (default RUN_DIR/figures)")
 
+    dg = sub.add_parser("diagnose", help="convergence diagnostics of the settling dynamics",
+                        description="Settle test samples with an experiment's freshly "
+                        "initialised net or a trained run and report per-layer residuals, "
+                        "steps and settling time (s), the spectral radius of the map's "
+                        "Jacobian at the free fixed point and the finite-time Lyapunov "
+                        "exponent (docs/model.md).")
+    dg.add_argument("target", help="experiment YAML or run directory")
+    dg.add_argument("--samples", type=int, default=32, help="test samples settled")
+    dg.add_argument("--jacobian-samples", type=int, default=4,
+                    help="samples whose Jacobian eigenvalues are computed (O(N^3) each)")
+    dg.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE")
+
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
     info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
@@ -123,6 +136,30 @@ def _cmd_compare(args) -> int:
         return 130
     print(compare.table(results))
     print(f"report: {out}/compare.md, {out}/compare.png")
+    return 0
+
+
+def _cmd_diagnose(args) -> int:
+    import os
+
+    from . import train
+    from .diagnostics import diagnose
+    if os.path.isdir(args.target):
+        if args.overrides:
+            raise CrossbarEPError("--set applies to an experiment file, not a run directory")
+        run = train.resume(args.target, record=False)
+        what = f"run {args.target} after epoch {run.epochs_done}"
+    else:
+        from .config import load_config
+        run = train.setup(load_config(args.target, args.overrides), "<no run directory>")
+        what = f"{args.target} (initial weights)"
+    if run.cfg.training.algorithm != "ep":
+        raise CrossbarEPError("diagnose needs an EP experiment (training.algorithm: ep)")
+    x = run.data.x_test[:max(1, args.samples)]
+    rep = diagnose(run.net, run.learner.settler, x, run.cfg.settling.tau_s,
+                   args.jacobian_samples)
+    print(f"{what}; {x.shape[0]} test samples")
+    print(rep.text(run.cfg.settling.tau_s))
     return 0
 
 
@@ -270,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
-                "sweep": _cmd_sweep, "export-netlist": _cmd_export}
+                "sweep": _cmd_sweep, "export-netlist": _cmd_export,
+                "diagnose": _cmd_diagnose}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

@@ -36,9 +36,13 @@ def matrix_name(layer: str) -> str:
 
 def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
                 split: str = "test", transposed: bool = False,
-                wires: Wires = Wires()) -> TileExport:
+                wires: Wires | None = None) -> TileExport:
+    """``wires``: None takes the run's crossbar.wires."""
     from . import train
+    from .backend import wires_of
     run = train.resume(run_dir, record=False)
+    if wires is None:
+        wires = wires_of(run.cfg).wires
     pulses = getattr(run.learner, "pulses", None)
     if pulses is None:
         raise CrossbarEPError(f"{run_dir}: not a crossbar run (crossbar.enabled is false)")
@@ -81,18 +85,25 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
     G[:, 0::2] = gp[ct, rt].T
     G[:, 1::2] = gn[ct, rt].T
     scale_v = per.v_read_V / per.input_range
+    W = np.asarray(cb.W_eff, float)
+    drive = cb.iv.f(sig * scale_v) / scale_v            # the device law at the drive voltage
     if transposed:   # pairs driven with +V on G+ and -V on G-
         v_out = sig[ct] * scale_v
         V = np.empty(2 * v_out.size)
         V[0::2], V[1::2] = v_out, -v_out
-        part = sig[ct] @ cb.W_eff[ct, rt]
+        part = drive[ct] @ W[ct, rt]
     else:
         V = sig[rt] * scale_v
-        part = sig[rt] @ cb.W_eff[ct, rt].T
-    expected = np.asarray(part, float) * cb.current_factor()
-    if not wires.ideal:
-        M = TileCircuit(G, wires, transposed).effective_matrix()
-        I = M @ V
+        part = drive[rt] @ W[ct, rt].T
+    expected = part * cb.current_factor()
+    key = (rt.start, ct.start)
+    if cb._ir and wires == cb.wires.wires:   # the read operands training used (exact solve)
+        op = cb._bwd_tiles[key] if transposed else cb._fwd_tiles[key]
+        expected = (drive[ct] if transposed else drive[rt]) @ np.asarray(op, float) \
+            * cb.current_factor()
+    elif not wires.ideal:
+        c = TileCircuit(G, wires, transposed)
+        I = c.sensed_currents(V) if cb.iv.linear else c.nonlinear_sensed_currents(V, cb.iv)
         expected = I if transposed else I[0::2] - I[1::2]
     label = int(y_all[sample])
     comments = [f"run {run_dir}, epoch {run.epochs_done}, matrix {name}, tile ({tile_i}, "
@@ -103,6 +114,11 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
                 f"device card {cb.card.name}; physical column 2j = output j G+, 2j+1 = G-",
                 "simulator differential currents (A), output line order: "
                 + " ".join(f"{v:.9e}" for v in expected)]
+    if not cb.iv.linear:
+        comments.append(f"devices: I = G f(V), {cb.iv.law} law (behavioural B sources)")
+    if not wires.ideal:
+        comments.append(f"wires: row {wires.r_row:g} ohm, column {wires.r_col:g} ohm per "
+                        f"segment; driver {wires.r_driver:g} ohm, sense {wires.r_sense:g} ohm")
     net = tile_netlist(G, wires, V, transposed, title=f"crossbar-ep export: {name} tile "
-                       f"({tile_i}, {tile_j})", comments=comments)
+                       f"({tile_i}, {tile_j})", comments=comments, iv=cb.iv)
     return TileExport(net, G, V, expected, name, (tile_i, tile_j))

@@ -110,9 +110,17 @@ def test_bad_inputs():
 
 
 @needs_ngspice
-@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("transposed, extra", [
+    (False, {}), (True, {}),
+    (False, {"wires": {"r_wire_row_ohm": 20.0, "r_wire_col_ohm": 30.0, "r_driver_ohm": 100.0,
+                       "r_sense_ohm": 100.0, "refresh_every": 3}}),
+    (True, {"wires": {"r_wire_row_ohm": 20.0, "r_wire_col_ohm": 30.0, "r_driver_ohm": 200.0,
+                      "r_sense_ohm": 50.0}}),
+    (False, {"iv": {"law": "sinh", "v0_V": 0.1}}),
+    (True, {"iv": {"law": "polynomial", "coeffs": [20.0]}})])
 def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_path,
-                                                                             transposed):
+                                                                             transposed, extra):
+    """The simulator's own training reads (IR-drop maps, device I-V law) against ngspice."""
     from conftest import REPO, small_config
     from crossbar_ep import train
     from crossbar_ep.cli import main
@@ -121,7 +129,7 @@ def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_p
     rpu = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
     cfg = small_config(training={"optimizer": "sgd", "lr": 0.1, "epochs": 1},
                        crossbar={"enabled": True, "device": rpu, "tile_rows": 16,
-                                 "tile_cols": 8, "periphery": {"dac_bits": 7}})
+                                 "tile_cols": 8, "periphery": {"dac_bits": 7}, **extra})
     d = str(tmp_path / "run")
     train.fit(train.start(cfg, d), progress=False)
     e = export_tile(d, "1", 0, 1, sample=3, transposed=transposed)

@@ -246,7 +246,8 @@ def run_point(base: str, overrides: list, run_dir: str, point_id: str, kind: str
                    pulses_total=sum(r.get("pulses_total") or 0 for r in h),
                    at_bound_mean=h[-1].get("at_bound_mean"))
         for k, v in h[-1].items():          # later metrics (energy, settling time) ride along
-            if k.startswith(("energy", "settle_time", "ir_drop")) and isinstance(v, (int, float)):
+            if k.startswith(("energy", "settle_time", "ir_drop")) and \
+                    isinstance(v, (int, float)):
                 row[k] = v
     except Exception as exc:  # noqa: BLE001 - a failed point is data, not a crash
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}".replace("\n", " "))

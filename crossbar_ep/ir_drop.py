@@ -99,7 +99,11 @@ class TileIRDrop:
 
     def maps(self, G: np.ndarray, force_exact: bool = False) -> tuple:
         """Sensed-current maps (Mf (n_phys, rows), Mt (rows, n_phys)) in A/V for the physical
-        conductances G; exact every ``refresh_every`` calls, first order in between."""
+        conductances G; exact every ``refresh_every`` calls, first order in between.  A tile
+        whose conductances did not change since its last exact solve keeps its maps."""
+        if self.G_ref is not None and self.G_ref.shape == G.shape and \
+                np.array_equal(G, self.G_ref):
+            return self.Mf_ref, self.Mt_ref
         if (force_exact or self.G_ref is None or self.G_ref.shape != G.shape
                 or self.since_exact + 1 >= self.s.refresh_every):
             self._exact(G)

@@ -202,3 +202,17 @@ def test_ir_drop_metric_grows_with_resistance(W):
         d, w = cb.ir_drop_deviation()
         devs.append(np.sqrt(d / w))
     assert devs[0] == 0.0 and devs[1] < devs[2] < devs[3] < 1.0
+
+
+def test_unchanged_tiles_are_not_solved_again(W):
+    """Only tiles whose conductances changed are refreshed: an update confined to one tile
+    solves that tile alone."""
+    card = cardfile("ideal.yaml")
+    cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
+                        dtype=np.float64, wires=WireSettings(Wires(3.0, 3.0, 20.0, 20.0)))
+    before = {k: ir.exact_solves for k, ir in cb._ir.items()}
+    dW = np.zeros(W.shape)
+    dW[6:9, 10:14] = 0.01                  # inside row tile 1 (inputs 8..15), col tile 1
+    cb.apply_update(dW)
+    changed = {k for k, ir in cb._ir.items() if ir.exact_solves > before[k]}
+    assert changed == {(8, 5)}

@@ -90,8 +90,10 @@ class Recorder:
     probes (currents, ADC codes), and the pulse updater reports counts per device.
     """
 
-    def __init__(self, tcfg, run_dir: str, cfg_yaml: str, learner, resume_epochs: int | None):
+    def __init__(self, tcfg, run_dir: str, cfg_yaml: str, learner, resume_epochs: int | None,
+                 tau_s: float = 1e-7):
         self.t = tcfg
+        self.tau_s = tau_s
         self.path = os.path.join(run_dir, tcfg.file)
         self.learner = learner
         self.settler = getattr(learner, "settler", None)
@@ -147,9 +149,10 @@ class Recorder:
 
     def begin_epoch(self, epoch: int, n_batches: int) -> None:
         self._epoch = {"epoch": epoch, "batches": {}, "n_batches": n_batches,
-                       "settle": {k: np.zeros(n_batches, np.float32 if "res" in k else np.int32)
+                       "settle": {k: np.zeros(n_batches, np.int32 if "steps" in k else
+                                              np.float32)
                                   for k in ("free_residual", "free_steps", "nudged_residual",
-                                            "nudged_steps")}}
+                                            "nudged_steps", "free_time_s", "nudged_time_s")}}
         if self.pulses is not None and self.t.pulses and self.records_epoch(epoch):
             self.pulses.track_devices(True)
 
@@ -201,6 +204,8 @@ class Recorder:
         s["free_steps"][idx] = stats.steps
         s["nudged_residual"][idx] = getattr(stats, "nudged_residual", 0.0)
         s["nudged_steps"][idx] = getattr(stats, "nudged_steps", 0)
+        s["free_time_s"][idx] = getattr(stats, "free_time_tau", 0.0) * self.tau_s
+        s["nudged_time_s"][idx] = getattr(stats, "nudged_time_tau", 0.0) * self.tau_s
         if rec is None:
             return
         if self.settler is not None:
@@ -278,7 +283,9 @@ class Recorder:
         desc = {"free_residual": ("1/tau", "max |ds| per tau at the last free-phase step"),
                 "free_steps": ("steps", "free-phase steps used"),
                 "nudged_residual": ("1/tau", "max |ds| per tau at the last nudged-phase step"),
-                "nudged_steps": ("steps", "nudged-phase steps used")}
+                "nudged_steps": ("steps", "nudged-phase steps used"),
+                "free_time_s": ("s", "free-phase settling time: integrated tau x tau_s"),
+                "nudged_time_s": ("s", "nudged-phase settling time")}
         for k, v in s.items():
             self._ds(g, f"settle/{k}", v, desc[k][0], desc[k][1], "(batches,): per batch")
 

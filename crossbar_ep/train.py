@@ -334,7 +334,7 @@ def attach_recorder(run: Run, resume_epochs: int | None) -> None:
     from .traces import Recorder
     run.recorder = Recorder(run.cfg.traces, run.out_dir,
                             yaml.safe_dump(run.cfg.to_dict(), sort_keys=False), run.learner,
-                            resume_epochs)
+                            resume_epochs, run.cfg.settling.tau_s)
 
 
 def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,

@@ -111,9 +111,16 @@ def test_adaptive_controls_the_error_and_stops_on_the_residual(net_x):
 def test_training_reports_settling_time_in_seconds(tmp_path):
     cfg = small_config(settling={"mode": "ode", "method": "adaptive", "dt_over_tau": 0.5,
                                  "early_stop": True, "tolerance": 1e-4, "tau_s": 2e-8},
-                       training={"T": 40, "K": 20, "epochs": 1})
+                       training={"T": 40, "K": 20, "epochs": 1},
+                       traces={"enabled": True})
     run = train.start(cfg, str(tmp_path / "r"))
     train.fit(run, progress=False)
     row = run.history[-1]
     assert 0 < row["settle_time_free_s"] < 40 * 2e-8
     assert 0 < row["settle_time_nudged_s"] < 20 * 2e-8
+    from crossbar_ep.traces import open_run
+    with open_run(str(tmp_path / "r")) as tr:      # per batch, in the trace file
+        s = tr.settle(1)
+        assert np.mean(s["free_time_s"]) == pytest.approx(row["settle_time_free_s"], rel=1e-5)
+        assert tr.metrics["settle_time_nudged_s"][0] == pytest.approx(
+            row["settle_time_nudged_s"])

@@ -69,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                         "netlist: devices at their conductances, drive voltages from a real "
                         "input sample, ammeters on the sensed lines (netlists/README.md).")
     ex.add_argument("run_dir")
-    ex.add_argument("--layer", required=True, help="matrix: 0, 1, ..., f, or a name (W1, R1_4)")
+    ex.add_argument("--layer", help="matrix: 0, 1, ..., f, or a name (W1, R1_4)")
+    ex.add_argument("--network", action="store_true",
+                    help="the whole (small) network's free phase instead of one tile: arrays "
+                    "and behavioural tanh neurons; ngspice's .op is the settled state")
     ex.add_argument("--tile", nargs=2, type=int, default=[0, 0], metavar=("I", "J"),
                     help="row-tile and column-tile index (default 0 0)")
     ex.add_argument("--input", type=int, default=0, metavar="SAMPLE",
@@ -184,6 +187,10 @@ def _cmd_device(args) -> int:
 def _cmd_export(args) -> int:
     import numpy as np
 
+    if args.network:
+        return _export_network(args)
+    if not args.layer:
+        raise CrossbarEPError("export-netlist: give --layer (one tile) or --network")
     from .export import export_tile
     e = export_tile(args.run_dir, args.layer, args.tile[0], args.tile[1], args.input,
                     args.split, args.transposed)
@@ -198,6 +205,36 @@ def _cmd_export(args) -> int:
         got = I if args.transposed else I[0::2] - I[1::2]
         err = np.max(np.abs(got - e.expected_A)) / max(np.max(np.abs(e.expected_A)), 1e-30)
         print(f"ngspice vs simulator: max relative difference {err:.2e} over {got.size} lines")
+    return 0
+
+
+def _export_network(args) -> int:
+    import numpy as np
+
+    from . import train
+    from .spice_network import network_netlist, states_from_values
+    run = train.resume(args.run_dir, record=False)
+    pulses = getattr(run.learner, "pulses", None)
+    if pulses is None:
+        raise CrossbarEPError(f"{args.run_dir}: not a crossbar run (crossbar.enabled is false)")
+    xs = run.data.x_test if args.split == "test" else run.data.x_train
+    if not 0 <= args.input < xs.shape[0]:
+        raise CrossbarEPError(f"--input {args.input}: the {args.split} set has {xs.shape[0]} "
+                              f"samples")
+    x = xs[args.input:args.input + 1]
+    text = network_netlist(run.net, pulses.crossbars, x[0],
+                           title=f"crossbar-ep network: {args.run_dir}, epoch "
+                           f"{run.epochs_done}, {args.split} sample {args.input}")
+    with open(args.out, "w", encoding="ascii") as fh:
+        fh.write(text)
+    print(f"wrote {args.out}: {'-'.join(map(str, run.net.sizes))} network, free phase")
+    if args.run_ngspice:
+        from .spice import run_ngspice
+        per = next(iter(pulses.crossbars.values())).per
+        got = states_from_values(run_ngspice(text), run.net, per.v_read_V / per.input_range)
+        free = run.learner.settler.free(x)
+        err = max(float(np.abs(g - free.s[k + 1][0]).max()) for k, g in enumerate(got))
+        print(f"ngspice operating point vs the settling loop's free state: max |ds| {err:.2e}")
     return 0
 
 

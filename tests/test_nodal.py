@@ -217,3 +217,36 @@ def test_nonlinear_without_wires_is_G_f_of_the_drive():
     np.testing.assert_allclose(c.nonlinear_sensed_currents(V, iv), G.T @ iv.f(V), rtol=1e-6)
     x, iters = c.nonlinear_node_voltages(V, iv)
     assert 1 <= iters <= 6                  # quadratic convergence from the linear guess
+
+
+@needs_ngspice
+def test_whole_network_netlist_settles_to_the_free_phase_fixed_point(tmp_path):
+    """ngspice's DC operating point of the network netlist (arrays, behavioural tanh neurons)
+    equals the fixed point of the simulator's settling loop."""
+    from conftest import REPO, small_config
+    from crossbar_ep import train
+    from crossbar_ep.dynamics import settle_reference
+    from crossbar_ep.spice_network import network_netlist, states_from_values
+    import os
+    card = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
+    cfg = small_config(model={"hidden": [6, 5], "bias": True, "beta_i": 0.3},
+                       data={"synthetic_features": 8},
+                       training={"optimizer": "sgd", "lr": 0.1, "epochs": 1},
+                       crossbar={"enabled": True, "device": card})
+    run = train.start(cfg, str(tmp_path / "r"))
+    train.fit(run, progress=False)
+    x = run.data.x_test[:1].astype(float)
+    text = network_netlist(run.net, run.learner.pulses.crossbars, x[0])
+    kv = 0.2
+    got = states_from_values(run_ngspice(text), run.net, kv)
+    ref = settle_reference(run.net, x, 300)
+    assert np.abs(ref[2] - settle_reference(run.net, x, 299)[2]).max() < 1e-12   # converged
+    for k in (1, 2):
+        np.testing.assert_allclose(got[k - 1], ref[k][0], atol=1e-6)
+        assert np.abs(ref[k][0]).max() > 0.05            # a non-trivial state
+
+
+def test_network_export_cli_errors(tmp_path, capsys):
+    from crossbar_ep.cli import main
+    assert main(["export-netlist", str(tmp_path), "-o", str(tmp_path / "a.cir")]) == 2
+    assert "--layer" in capsys.readouterr().err

@@ -9,7 +9,7 @@ nodal maps, an exact solve of every tile every ``refresh_every`` updates), inter
 see the same machine.  The batch-time ratio is the epoch-time ratio.  At the end it solves
 every tile exactly and prints how far the first-order maps had drifted from the exact ones.
 
-    python benchmarks/bench_ir_drop.py [--batches 24] [--refresh-every 12] [--r-wire 0.1]
+    python benchmarks/bench_ir_drop.py [--batches 50] [--refresh-every 50] [--r-wire 0.1]
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(os.path.dirname(HERE), "experiments",
                                                      "mnist_3hl_crossbar.yaml"))
-    ap.add_argument("--batches", type=int, default=24)
+    ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--refresh-every", type=int, default=12)
+    ap.add_argument("--refresh-every", type=int, default=50)
     ap.add_argument("--r-wire", type=float, default=0.1, help="row and column wire (ohm)")
     ap.add_argument("--r-terminal", type=float, default=50.0, help="driver and sense (ohm)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])

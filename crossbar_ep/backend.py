@@ -1,10 +1,12 @@
-"""The crossbar backend: which projections live on crossbars, and their in-situ updates.
+"""The crossbar backend: which projections live on crossbars, their pulse rules and the
+observers of their reads and pulses.
 
-:func:`build_crossbars` programs the initial (Glorot) weights of the chosen projections into
-:class:`~crossbar_ep.crossbar.CrossbarMatrix` objects through the device model and mirrors their
-effective weights into ``net.W``, so the settle engine's fast path sees exactly what the arrays
-hold.  Layers whose reads have non-ideal periphery are summed read by read instead
-(see :class:`~crossbar_ep.dynamics.Settler`).
+:func:`attach_crossbars` programs the initial (Glorot) weights of the chosen projections into
+:class:`~crossbar_ep.crossbar.CrossbarMatrix` operators through the device model and puts them
+into the network in place of the digital matrices.  The settle loop reads them like any weight
+operator (stacked when their reads are exact, read by read otherwise); each learns through its
+pulse rule (:class:`DeterministicPulses`, :class:`StochasticCoincidence`); a
+:class:`PulseStats` and an :class:`~crossbar_ep.energy.EnergyMeter` observe them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def wires_of(cfg) -> WireSettings:
 
 
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
-    """CrossbarMatrix per selected projection (programmed with net.W) and the devices' rng."""
+    """CrossbarMatrix per selected projection, programmed with its current weights (not yet
+    attached to the network), and the devices' rng."""
     c = cfg.crossbar
     card = load_card(c.device, c.device_params)
     rng = np.random.default_rng(c.seed)
@@ -59,12 +62,34 @@ def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
     wires = wires_of(cfg)
     arrays = {}
     for name in selected(cfg, net):
-        cb = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows, c.tile_cols,
-                            c.weight_range_factor, net.dtype, wires,
-                            IVLaw(c.iv.law, c.iv.v0_V, tuple(c.iv.coeffs)))
-        np.copyto(net.W[name], cb.W_eff)
-        arrays[name] = cb
+        arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
+                                      c.tile_cols, c.weight_range_factor, net.dtype, wires,
+                                      IVLaw(c.iv.law, c.iv.v0_V, tuple(c.iv.coeffs)))
     return arrays, rng
+
+
+def make_pulse_rule(update_cfg, rng: np.random.Generator):
+    """The pulse rule ``crossbar.update.scheme`` names."""
+    u = update_cfg
+    if u.scheme == "stochastic":
+        return StochasticCoincidence(u.bl, u.update_management, rng, u.max_pulses)
+    return DeterministicPulses(u.max_pulses)
+
+
+def attach_crossbars(cfg, net: Network):
+    """Put the projections ``crossbar.layers`` names on crossbar arrays (pulse rule and pulse
+    gain from ``crossbar.update``); returns (PulseStats, EnergyMeter) observing them."""
+    from .energy import EnergyMeter
+
+    arrays, rng = build_crossbars(cfg, net)
+    rule = make_pulse_rule(cfg.crossbar.update, rng)
+    lrs = pulse_lrs(cfg, net)
+    stats, meter = PulseStats(arrays, rng), EnergyMeter()
+    for name, cb in arrays.items():
+        cb.rule, cb.lr = rule, lrs[name]
+        cb.observers += [stats, meter]
+        net.attach(name, cb)
+    return stats, meter
 
 
 def pulse_lrs(cfg, net: Network) -> dict:
@@ -195,42 +220,69 @@ def coincidence_counts(cb: CrossbarMatrix, x: np.ndarray, delta: np.ndarray, lr:
                         np.sign(delta).astype(np.int64))
 
 
-class PulseUpdater:
-    """Turns each crossbar projection's local EP signals into pulses and records statistics."""
+class DeterministicPulses:
+    """Pulse rule: ``n = stochastic_round(lr * scale * delta.T @ pre / step)`` pulses per
+    device (a differential pair splits them), capped at ``max_pulses``; the ideal device takes
+    the exact change."""
 
-    def __init__(self, cfg, net: Network, crossbars: dict, rng: np.random.Generator):
-        self.u = cfg.crossbar.update
-        self.crossbars, self.rng, self.net = crossbars, rng, net
-        self.lr = pulse_lrs(cfg, net)
+    def __init__(self, max_pulses: int | None = None):
+        self.max_pulses = max_pulses
+
+    def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
+              scale: float) -> int:
+        g = np.matmul(delta.T, pre)
+        g *= scale
+        return cb.apply_update(cb.lr * g, self.max_pulses)
+
+
+class StochasticCoincidence(DeterministicPulses):
+    """Pulse rule of Gokmen & Vlasov (2016): stochastic bit streams on rows and columns, a
+    device steps where they coincide (:func:`coincidence_counts`); the ideal device falls back
+    to the exact change."""
+
+    def __init__(self, bl: int, management: bool, rng: np.random.Generator,
+                 max_pulses: int | None = None):
+        super().__init__(max_pulses)
+        self.bl, self.management, self.rng = bl, management, rng
+
+    def apply(self, cb, pre, delta, scale):
+        if cb.card.model == "ideal":
+            return super().apply(cb, pre, delta, scale)
+        n = coincidence_counts(cb, pre, delta, cb.lr * scale * pre.shape[0], self.bl,
+                               self.management, self.rng)
+        cb.last_program_J = cb.program_energy(n)
+        fired = cb.pos.pulse(n)
+        if cb.neg is not None:
+            fired += cb.neg.pulse(-n)
+        cb.last_counts = n
+        cb.refresh()
+        return fired
+
+
+class PulseStats:
+    """Observer of the crossbar operators' updates: pulses, updates and programming energy
+    per array, optional per-device pulse totals; holds the devices' rng for checkpoints."""
+
+    def __init__(self, crossbars: dict, rng: np.random.Generator):
+        self.crossbars, self.rng = crossbars, rng
+        self._names = {id(cb): name for name, cb in crossbars.items()}
         self.stats: dict = {}
         self._device_totals = None  # name -> pulses per device since track_devices(True)
 
-    def apply(self, name: str, g: np.ndarray, x: np.ndarray, delta: np.ndarray,
-              scale: float) -> None:
-        """g: mean outer product already times ``scale`` (1/B and normalisation);
-        x (B, n_in) pre-synaptic free state, delta (B, n_out) post-synaptic sb - s0."""
-        cb = self.crossbars[name]
-        lr = self.lr[name]
-        if self.u.scheme == "stochastic" and cb.card.model != "ideal":
-            n = coincidence_counts(cb, x, delta, lr * scale * x.shape[0], self.u.bl,
-                                   self.u.update_management, self.rng)
-            cb.last_program_J = cb.program_energy(n)
-            fired = cb.pos.pulse(n)
-            if cb.neg is not None:
-                fired += cb.neg.pulse(-n)
-            cb.last_counts = n
-            cb.refresh()
-        else:
-            fired = cb.apply_update(lr * g, self.u.max_pulses)
-        if self._device_totals is not None and cb.last_counts is not None:
+    def on_read(self, op, v, transposed) -> None:
+        pass
+
+    def on_update(self, cb, info: dict) -> None:
+        name = self._names[id(cb)]
+        counts = info.get("counts")
+        if self._device_totals is not None and counts is not None:
             tot = self._device_totals.get(name)
             if tot is None:
-                tot = self._device_totals[name] = np.zeros(cb.last_counts.shape, np.int32)
-            _add_abs(tot.reshape(-1), cb.last_counts.reshape(-1))
-        np.copyto(self.net.W[name], cb.W_eff)
+                tot = self._device_totals[name] = np.zeros(counts.shape, np.int32)
+            _add_abs(tot.reshape(-1), counts.reshape(-1))
         s = self.stats.setdefault(name, {"pulses": 0, "updates": 0, "program_J": 0.0})
-        s["pulses"] += fired
-        s["program_J"] += cb.last_program_J
+        s["pulses"] += info["pulses"]
+        s["program_J"] += info["program_J"]
         s["updates"] += 1
 
     @property
@@ -257,3 +309,6 @@ class PulseUpdater:
         for name, s in out.items():
             s["at_bound"] = self.crossbars[name].at_bound_fraction()
         return out
+
+
+PulseUpdater = PulseStats  # the name older code and notebooks used

@@ -26,6 +26,7 @@ import numpy as np
 from . import fastrng
 from .device_card import DeviceCard
 from .devices import DeviceArray
+from .operators import WeightOperator
 from .iv import IVLaw
 from .ir_drop import TileIRDrop, WireSettings, combination, physical_tile
 
@@ -155,16 +156,23 @@ def _blocks(n: int, size: int) -> list:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-class CrossbarMatrix:
-    """One weight matrix on crossbar tiles: device state, effective weights and reads."""
+class CrossbarMatrix(WeightOperator):
+    """One weight matrix on crossbar tiles: device state, effective weights and reads; a
+    :class:`~crossbar_ep.operators.WeightOperator` that learns by conductance pulses.
+
+    ``rule`` (a pulse rule from :mod:`crossbar_ep.backend`) turns the local EP signals into
+    pulses with the pulse gain ``lr``; without one, updates use deterministic pulse counts.
+    """
 
     def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
                  periphery: Periphery = Periphery(), signed: str = "differential",
                  tile_rows: int = 256, tile_cols: int = 256,
                  weight_range_factor: float = 2.0, dtype=np.float32,
                  wires: WireSettings = WireSettings(), iv: IVLaw = IVLaw()):
+        super().__init__()
         self.card, self.rng, self.per = card, rng, periphery
         self.wires, self.iv = wires, iv
+        self.rule, self.lr = None, 1.0
         self._dac_buf = {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
@@ -310,6 +318,7 @@ class CrossbarMatrix:
             W = self.scale * (2.0 * u - 1.0)
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
         self._eops = None
+        self.changed()
         if self._ir:
             g_ref = 0.5 * (self.card.g_min_S + self.card.g_max_S)
             self._fwd_tiles, self._bwd_tiles = {}, {}
@@ -456,14 +465,28 @@ class CrossbarMatrix:
         return p.ideal or (p.adc_bits is None and not (p.read_noise and
                                                        p.read_noise_mode == "output"))
 
+    @property
+    def exact_linear(self) -> bool:
+        return self.ideal_reads
+
+    def dense(self) -> np.ndarray:
+        return self.W_eff
+
+    def read_transposed_into(self, y: np.ndarray, out: np.ndarray, gain: float = 1.0,
+                             accumulate: bool = False) -> np.ndarray:
+        """Columns driven by y (B, n_out), rows sensed: ``out (+)= gain * read(y) ~ y @ W``."""
+        return self.read_into(y, out, gain, accumulate, transposed=True)
+
     def read_into(self, v: np.ndarray, out: np.ndarray, gain: float = 1.0,
-                  transposed: bool = False, accumulate: bool = False) -> np.ndarray:
+                  accumulate: bool = False, transposed: bool = False) -> np.ndarray:
         """``out (+)= gain * read(v)`` in place; out is C-contiguous in the compute dtype.
 
         Forward (``transposed=False``): rows driven by v (B, n_in), columns sensed, out
         (B, n_out) ~ v @ W^T.  Transposed: columns driven by v (B, n_out), rows sensed, out
         (B, n_in) ~ v @ W.  ``gain`` is the sense-amplifier gain applied after the ADC.
         """
+        if self.observers:
+            self.notify_read(v, transposed)
         vq = self._dac(v)
         if self._untiled():
             M = self._noisy_matrix()
@@ -490,8 +513,7 @@ class CrossbarMatrix:
 
     def transposed(self, y: np.ndarray) -> np.ndarray:
         """Columns driven by y (B, n_out), rows sensed: returns (B, n_in) ~ y @ W."""
-        return self.read_into(y, np.empty((y.shape[0], self.n_in), self.dtype),
-                              transposed=True)
+        return self.read_transposed_into(y, np.empty((y.shape[0], self.n_in), self.dtype))
 
     # ------------------------------------------------------------------ updates
     def _device_change(self, dW: np.ndarray) -> np.ndarray:
@@ -533,3 +555,33 @@ class CrossbarMatrix:
     def at_bound_fraction(self) -> float:
         f = self.pos.at_bound_fraction()
         return f if self.neg is None else 0.5 * (f + self.neg.at_bound_fraction())
+
+    # ------------------------------------------------------------------ operator protocol
+    def update(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> None:
+        """In-situ EP update: the pulse rule turns ``lr * scale * delta.T @ pre`` (pre
+        (B, n_in), delta (B, n_out)) into pulses; observers get the pulses fired, the
+        programming energy and the signed counts."""
+        if self.rule is None:
+            g = scale * (np.asarray(delta).T @ np.asarray(pre))
+            fired = self.apply_update(self.lr * g)
+        else:
+            fired = self.rule.apply(self, pre, delta, scale)
+        self.notify_update({"pulses": fired, "program_J": self.last_program_J,
+                            "counts": self.last_counts})
+
+    def state_dict(self) -> dict:
+        out = {}
+        for side, dev in (("pos", self.pos), ("neg", self.neg)):
+            if dev is not None:
+                out[f"{side}:w"] = dev.w
+                out[f"{side}:write_noise"] = dev.write_noise
+                out[f"{side}:t_written"] = dev.t_written
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for side, dev in (("pos", self.pos), ("neg", self.neg)):
+            if dev is not None:
+                np.copyto(dev.w, state[f"{side}:w"])
+                dev.write_noise = np.array(state[f"{side}:write_noise"])
+                np.copyto(dev.t_written, state[f"{side}:t_written"])
+        self.refresh(exact=True)

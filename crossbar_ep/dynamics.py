@@ -20,7 +20,7 @@ import numpy as np
 
 from . import kernels
 from .energy import EnergyMeter
-from .network import Network
+from .network import Block, Network
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -58,7 +58,8 @@ class PhaseResult:
 
 
 class _Buffers:
-    """Per-batch-size work arrays: input buffers X_k, pre-activations H_k, states S_k."""
+    """Per-batch-size work arrays: input buffers X_k, pre-activations H_k, states S_k, and the
+    input drive D_k of the layers that have one."""
 
     def __init__(self, settler: "Settler", B: int):
         net, dt = settler.net, settler.net.dtype
@@ -68,20 +69,26 @@ class _Buffers:
         self.S = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
         self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
                    if settler.method != "euler" else {})
-        self.D = np.zeros((B, net.sizes[1]), dt)
+        self.D = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.drive}
 
 
 class Settler:
-    """Runs the free and nudged phases of one :class:`Network` (ideal digital backend).
+    """Runs the free and nudged phases of one :class:`Network` over its weight operators.
 
-    Call :meth:`refresh` after the weights change (the stacked matrices are copies).
+    The settle loop sees only the network's blocks (operator, source, destination, gain,
+    direction).  A layer all of whose incoming operators have exact linear reads is evaluated
+    by one stacked GEMM per step; the stacked matrices are rebuilt from the operators' dense
+    views whenever an operator's ``version`` changes, so they never go stale (:meth:`refresh`
+    forces a rebuild, e.g. after writing into ``net.W`` by hand).  Other layers sum one read
+    per block (crossbar periphery, wires or I-V law in the loop).  ``meter`` (an energy
+    observer) is reset by the training loop; ``trace`` receives the settling trajectory.
     """
 
     def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
                  dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
                  max_steps: int | None = None, nudge_error: str = "recomputed",
                  crossbars: dict | None = None, method: str = "euler", atol: float = 1e-4,
-                 dt_max_over_tau: float = 1.0):
+                 dt_max_over_tau: float = 1.0, meter: EnergyMeter | None = None):
         if method not in ("euler", "heun", "adaptive"):
             raise ValueError(f"method {method!r}: use euler, heun or adaptive")
         self.net = net
@@ -90,75 +97,72 @@ class Settler:
         self.r_min = 1e-6
         self.reads = 0   # right-hand-side evaluations (one read of every array per layer)
         self.trace = None  # traces.Recorder while a batch is recorded
-        # crossbar reads with non-ideal periphery or wires; ideal ones are exact products with
-        # W_eff, which net.W mirrors, so they stay on the fast stacked path
-        self.xb = {n: cb for n, cb in (crossbars or {}).items() if not cb.ideal_reads}
-        self.all_xb = dict(crossbars or {})
-        self.meter = EnergyMeter() if self.all_xb else None
-        self.L = net.L
-        self.layers = list(range(1, self.L + 1))
+        self.meter = meter
+        self.L = L = net.L
+        self.layers = list(range(1, L + 1))
         self.r = 1.0 if mode == "discrete" else float(dt_over_tau)
         self.early_stop, self.tol = early_stop, tolerance
         self.max_steps, self.nudge_error = max_steps, nudge_error
         self.T, self.K = T, K
-        # blocks[k] = list of (kind, source, matrix getter, gain); nudge block last
-        self.blocks: dict = {k: [] for k in self.layers}
-        for p in net.projections:
-            if 1 <= p.src and p.dst <= self.L:
-                self.blocks[p.dst].append(("fwd", p.src, p.name, p.scale))
-        for f in net.feedbacks:
-            self.blocks[f.dst].append(("fb", f.src, f.name, f.scale))
-        self.blocks[self.L].append(("nudge", self.L + 1, "Wf", net.beta_f))
-        self.offsets: dict = {}
-        self.width_free, self.width_nudged = {}, {}
+        ops, sizes = net.ops, net.sizes
+        # incoming blocks per hidden layer: state sources first, error (nudge) sources last
+        self.inc = {k: sorted((b for b in net.blocks if b.dst == k and b.src >= 1),
+                              key=lambda b: b.src > L) for k in self.layers}
+        self.drive = {k: [b for b in net.blocks if b.dst == k and b.src == 0]
+                      for k in self.layers}
+        self.drive = {k: v for k, v in self.drive.items() if v}
+        self.out_blocks = [b for b in net.blocks if b.dst == L + 1]
+        self.offsets, self.width_free, self.width_nudged = {}, {}, {}
         for k in self.layers:
-            off, offs = 0, []
-            for kind, src, _, _ in self.blocks[k]:
+            off, offs, free = 0, [], None
+            for b in self.inc[k]:
+                if b.src > L and free is None:
+                    free = off
                 offs.append(off)
-                off += net.sizes[src]
+                off += sizes[b.src]
             self.offsets[k] = offs
             self.width_nudged[k] = off
-            self.width_free[k] = off - (net.sizes[self.L + 1] if k == self.L else 0)
-        # where each hidden layer's state is copied: (target layer, column offset)
-        self.slots = {j: [] for j in self.layers}
+            self.width_free[k] = off if free is None else free
+        # where each state / error is copied: source -> [(target layer, column offset)]
+        self.slots: dict = {}
         for k in self.layers:
-            for (kind, src, _, _), off in zip(self.blocks[k], self.offsets[k]):
-                if kind != "nudge":
-                    self.slots[src].append((k, off))
-        fb_by_name = self._fb = {f.name: f for f in net.feedbacks}
-        self.read_layers = set()
+            for b, off in zip(self.inc[k], self.offsets[k]):
+                self.slots.setdefault(b.src, []).append((k, off))
         for k in self.layers:
-            for kind, _src, name, _g in self.blocks[k]:
-                tied = fb_by_name[name].tied if kind == "fb" else name
-                if kind == "nudge":
-                    tied = "Wf" if net.nudge_tied else None
-                if tied in self.xb:
-                    self.read_layers.add(k)
+            self.slots.setdefault(k, [])
+        # layers summed read by read (an operator whose reads are not exact linear maps)
+        self.read_layers = {k for k in self.layers
+                            if not all(ops[b.op].exact_linear for b in self.inc[k])}
         self.M: dict = {}
+        self._seen: dict = {}
         self._buffers: dict = {}
         self.refresh()
 
     # ------------------------------------------------------------------ weights
-    def _block(self, kind: str, name: str) -> np.ndarray:
-        net = self.net
-        if kind == "fwd":
-            return net.W[name].T
-        if kind == "fb":
-            f = next(f for f in net.feedbacks if f.name == name)
-            return net.feedback_matrix(f)
-        return net.nudge_matrix()
+    def _stack(self, k: int, i: int) -> None:
+        b, off = self.inc[k][i], self.offsets[k][i]
+        op = self.net.ops[b.op]
+        W = op.dense()
+        np.multiply(W if b.transposed else W.T, b.gain,
+                    out=self.M[k][off:off + self.net.sizes[b.src]])
+        self._seen[(k, i)] = op.version
 
     def refresh(self) -> None:
-        """Re-stack the coupling blocks from the current weights (after every update)."""
+        """Re-stack every coupling block from the operators' dense views."""
         for k in self.layers:
-            if not self.blocks[k]:
+            if k in self.read_layers or not self.inc[k]:
                 continue
-            M = self.M.get(k)
-            if M is None:
-                M = self.M[k] = np.empty((self.width_nudged[k], self.net.sizes[k]),
-                                         self.net.dtype)
-            for (kind, src, name, gain), off in zip(self.blocks[k], self.offsets[k]):
-                np.multiply(self._block(kind, name), gain, out=M[off:off + self.net.sizes[src]])
+            if k not in self.M:
+                self.M[k] = np.empty((self.width_nudged[k], self.net.sizes[k]), self.net.dtype)
+            for i in range(len(self.inc[k])):
+                self._stack(k, i)
+
+    def sync(self) -> None:
+        """Re-stack the blocks whose operator changed since they were stacked."""
+        ops = self.net.ops
+        for (k, i), seen in self._seen.items():
+            if ops[self.inc[k][i].op].version != seen:
+                self._stack(k, i)
 
     def buffers(self, B: int) -> _Buffers:
         buf = self._buffers.get(B)
@@ -169,13 +173,21 @@ class Settler:
         return buf
 
     # ------------------------------------------------------------------ helpers
+    def _read(self, b: Block, v: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+        op = self.net.ops[b.op]
+        if b.transposed:
+            op.read_transposed_into(v, out, b.gain, accumulate)
+        else:
+            op.read_into(v, out, b.gain, accumulate)
+
     def readout(self, sL: np.ndarray) -> np.ndarray:
         """Softmax probabilities (B, n_out) of the top hidden state."""
-        if self.meter is not None and "Wf" in self.all_xb:
-            self.meter.add_read(self.all_xb["Wf"], sL)
-        z = self.xb["Wf"].forward(sL) if "Wf" in self.xb else sL @ self.net.W["Wf"].T
-        if self.net.L + 1 in self.net.b:
-            z += self.net.b[self.net.L + 1]
+        net = self.net
+        z = np.empty((sL.shape[0], net.sizes[self.L + 1]), net.dtype)
+        for i, b in enumerate(self.out_blocks):
+            self._read(b, sL, z, accumulate=i > 0)
+        if self.L + 1 in net.b:
+            z += net.b[self.L + 1]
         return softmax(z)
 
     def _n_steps(self, length: float) -> int:
@@ -188,13 +200,22 @@ class Settler:
                 buf.S[k].fill(0.0)
             else:
                 np.copyto(buf.S[k], s[k])
-            for tgt, off in self.slots[k]:
-                buf.X[tgt][:, off:off + self.net.sizes[k]] = buf.S[k]
+            self._mirror(buf, k)
 
     def _set_error(self, buf: _Buffers, y: np.ndarray, p: np.ndarray) -> None:
-        L, n_out = self.L, self.net.sizes[self.L + 1]
-        off = self.width_free[L]
-        np.subtract(y, p, out=buf.X[L][:, off:off + n_out])
+        """Write the output error y - p into the input buffers of the layers it nudges."""
+        e, n = self.L + 1, self.net.sizes[self.L + 1]
+        first = None
+        for tgt, off in self.slots.get(e, ()):
+            dst = buf.X[tgt][:, off:off + n]
+            if first is None:
+                np.subtract(y, p, out=dst)
+                first = dst
+            else:
+                dst[...] = first
+
+    def _source(self, buf: _Buffers, b: Block, k: int, off: int) -> np.ndarray:
+        return buf.S[b.src] if b.src <= self.L else buf.X[k][:, off:off + self.net.sizes[b.src]]
 
     def _eval(self, buf: _Buffers, width: dict) -> None:
         """H_k = rho(h_k) for every layer from the states mirrored in the input buffers X
@@ -209,38 +230,18 @@ class Settler:
                 self._sum_reads(buf, k, nudged, H)
             elif w > 0:
                 np.matmul(buf.X[k][:, :w], self.M[k][:w], out=H)
-                if k == 1:
-                    H += buf.D
-                elif k in net.b:
-                    H += net.b[k]
-            elif k == 1:
-                np.copyto(H, buf.D)
+                for b, off in zip(self.inc[k], self.offsets[k]):
+                    op = net.ops[b.op]
+                    if op.observers and off < w:   # reads folded into the stacked GEMM
+                        op.notify_read(self._source(buf, b, k, off), b.transposed)
             else:
                 H.fill(0.0)
-                if k in net.b:
-                    H += net.b[k]
+            if k in buf.D:
+                H += buf.D[k]
+            elif k in net.b:
+                H += net.b[k]
         for k in self.layers:
             activate(buf.H[k], net.activation)
-        if self.meter is not None:
-            self._meter_reads(buf, nudged)
-
-    def _meter_reads(self, buf: _Buffers, nudged: bool) -> None:
-        """Energy of the array reads of one evaluation (every crossbar block read)."""
-        net, meter = self.net, self.meter
-        for k in self.layers:
-            for (kind, src, name, _g), off in zip(self.blocks[k], self.offsets[k]):
-                if kind == "fwd":
-                    cb = self.all_xb.get(name)
-                    if cb is not None:
-                        meter.add_read(cb, buf.S[src])
-                elif kind == "fb":
-                    f = self._fb[name]
-                    cb = self.all_xb.get(f.tied) if f.tied else None
-                    if cb is not None:
-                        meter.add_read(cb, buf.S[src], transposed=True)
-                elif nudged and net.nudge_tied and "Wf" in self.all_xb:
-                    meter.add_read(self.all_xb["Wf"], buf.X[k][:, off:off + net.sizes[src]],
-                                   transposed=True)
 
     def _mirror(self, buf: _Buffers, k: int) -> None:
         S = buf.S[k]
@@ -342,62 +343,31 @@ class Settler:
         return resid, used, elapsed
 
     def _sum_reads(self, buf: _Buffers, k: int, nudged: bool, H: np.ndarray) -> None:
-        """h_k as the sum of individual reads (crossbar periphery in the loop):
-        forward reads of the matrices entering k, transposed reads for tied feedback."""
-        net = self.net
+        """h_k (without drive and bias) as the sum of one read per incoming block."""
         first = True
-        for (kind, src, name, gain), off in zip(self.blocks[k], self.offsets[k]):
-            cb, transposed = None, False
-            if kind == "fwd":
-                cb = self.xb.get(name)
-                v = buf.S[src]
-                M = None if cb else net.W[name].T
-            elif kind == "fb":
-                f = next(f for f in net.feedbacks if f.name == name)
-                cb, transposed = (self.xb.get(f.tied) if f.tied else None), True
-                v = buf.S[src]
-                M = None if cb else net.feedback_matrix(f)
-            else:
-                if not nudged:
-                    continue
-                v = buf.X[k][:, off:off + net.sizes[src]]
-                cb = self.xb.get("Wf") if net.nudge_tied else None
-                transposed = True
-                M = None if cb else net.nudge_matrix()
-            if cb is not None:
-                cb.read_into(v, H, gain, transposed=transposed, accumulate=not first)
-            else:
-                part = v @ M
-                if first:
-                    np.multiply(part, gain, out=H)
-                else:
-                    if gain != 1.0:
-                        part *= gain
-                    H += part
+        for b, off in zip(self.inc[k], self.offsets[k]):
+            if b.src > self.L and not nudged:
+                continue
+            self._read(b, self._source(buf, b, k, off), H, accumulate=not first)
             first = False
         if first:
             H.fill(0.0)
-        if k == 1:
-            H += buf.D
-        elif k in net.b:
-            H += net.b[k]
 
     # ------------------------------------------------------------------ phases
-    def drive(self, buf: _Buffers, x: np.ndarray) -> None:
-        """Input drive W_0 x (+ b_1) into layer 1, computed once per batch."""
-        if self.meter is not None and "W0" in self.all_xb:
-            self.meter.add_read(self.all_xb["W0"], x)
-        if "W0" in self.xb:
-            np.copyto(buf.D, self.xb["W0"].forward(x))
-        else:
-            np.matmul(x, self.net.W["W0"].T, out=buf.D)
-        if 1 in self.net.b:
-            buf.D += self.net.b[1]
+    def drive_input(self, buf: _Buffers, x: np.ndarray) -> None:
+        """Input drive (e.g. W_0 x, plus the layer's bias), computed once per batch."""
+        for k, blocks in self.drive.items():
+            D = buf.D[k]
+            for i, b in enumerate(blocks):
+                self._read(b, x, D, accumulate=i > 0)
+            if k in self.net.b:
+                D += self.net.b[k]
 
     def free(self, x: np.ndarray) -> PhaseResult:
         """Free phase from s = 0 for T (units of tau); x: (B, n_in)."""
+        self.sync()
         buf = self.buffers(x.shape[0])
-        self.drive(buf, x)
+        self.drive_input(buf, x)
         self._load_state(buf, None)
         resid, used, tau = self._run(buf, x.shape[0], self.T, False, None)
         s = [x] + [buf.S[k].copy() for k in self.layers]
@@ -408,6 +378,7 @@ class Settler:
 
         Reuses the input drive of the preceding :meth:`free` call on the same batch.
         """
+        self.sync()
         buf = self.buffers(y.shape[0])
         self._load_state(buf, free.s)
         self._set_error(buf, y, free.p)

@@ -43,6 +43,10 @@ class EnergyMeter:
         self.adc_conversions += adc
         self.reads += 1
 
+    def on_read(self, op, v, transposed: bool) -> None:
+        """Observer hook: every read of a crossbar operator it is subscribed to."""
+        self.add_read(op, v, transposed)
+
     def take(self, samples: int, e_dac_J: float, e_adc_J: float,
              program_J: float) -> dict:
         """Per-sample metrics (J) since the last call; resets the sums."""

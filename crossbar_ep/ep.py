@@ -42,66 +42,72 @@ def cross_entropy_sum(p: np.ndarray, y: np.ndarray) -> float:
 class EPLearner:
     """Two-phase EP with local updates ``dW = mean((sb_k - s0_k) outer s0_j)``.
 
-    ``normalised=True`` divides each update by ``beta_f * prod(beta)`` along the feedback
-    path from the nudge to the layer it enters (the BP-gradient scale).
+    Every trained operator learns from its local signals through
+    :meth:`~crossbar_ep.operators.WeightOperator.update` (a digital matrix through the
+    optimiser, a crossbar array through its pulse rule).  ``norm`` maps a projection (or bias
+    ``b<k>``) to the divisor of its update: 1 for raw updates, ``beta_f * prod(beta)`` along
+    the feedback path from the nudge for normalised ones (the BP-gradient scale).
     """
 
     def __init__(self, net: Network, settler: Settler, optimizer: Optimizer,
-                 normalised: bool = False, pulses=None):
+                 normalised: bool = False, pulses=None, norm: dict | None = None):
         self.net, self.settler, self.opt = net, settler, optimizer
-        self.normalised = normalised
-        self.pulses = pulses            # backend.PulseUpdater for crossbar projections
-        self._grads = {name: np.empty_like(a) for name, a in net.trainable()}
+        self.pulses = pulses            # backend.PulseStats over the crossbar operators
+        if norm is None:
+            norm = {k: (v if normalised else 1.0) for k, v in net.norm.items()}
+        self.norm = norm
+        net.set_optimizer(optimizer)
+        self._bgrads = {k: np.empty_like(b) for k, b in net.b.items()}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.settler.free(x).p
 
-    def updates(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:
-        """EP update directions (already divided by the batch size and, if normalised, by
-        the feedback gain) and the free-phase result; the local signals of the last call
-        stay in ``self.local`` (name -> (pre-synaptic s0, post-synaptic delta, scale))."""
-        net, B = self.net, x.shape[0]
+    def phases(self, x: np.ndarray, y1h: np.ndarray):
+        """Free and nudged phases; returns (free, nudged, delta) with delta[k] the
+        post-synaptic signal of layer k (sb - s0, or y - p for the readout)."""
         free = self.settler.free(x)
         nudged = self.settler.nudged(free, y1h)
-        L = net.L
-        self.last_nudged = nudged
+        L = self.net.L
         delta = {k: nudged.s[k] - free.s[k] for k in range(1, L + 1)}
         delta[L + 1] = y1h - free.p
-        s0 = free.s
-        out = {}
-        self.local = {}
-        for p in net.projections:
-            g = self._grads[p.name]
-            np.matmul(delta[p.dst].T, s0[p.src], out=g)
-            scale = self._scale(p.name, B)
-            g *= scale
-            out[p.name] = g
-            self.local[p.name] = (s0[p.src], delta[p.dst], scale)
-        for k in net.b:
-            g = self._grads[f"b{k}"]
-            np.sum(delta[k], axis=0, out=g)
-            g *= self._scale(f"b{k}", B)
-            out[f"b{k}"] = g
+        return free, nudged, delta
+
+    def local_signals(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:
+        """name -> (pre-synaptic s0, post-synaptic delta, scale) of every trained operator,
+        and the free-phase result."""
+        free, nudged, delta = self.phases(x, y1h)
+        self.last_nudged = nudged
+        B = x.shape[0]
+        local = {p.name: (free.s[p.src], delta[p.dst], 1.0 / (B * self.norm[p.name]))
+                 for p in self.net.projections}
+        self.local, self.last_delta = local, delta
+        return local, free
+
+    def updates(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:
+        """EP update directions (already divided by the batch size and the normaliser) and
+        the free-phase result, without applying them."""
+        local, free = self.local_signals(x, y1h)
+        out = {n: s * (d.T @ pre) for n, (pre, d, s) in local.items()}
+        out.update(self._bias_updates(x.shape[0]))
         return out, free
 
-    def _scale(self, name: str, B: int) -> float:
-        on_crossbar = self.pulses is not None and name in self.pulses.crossbars
-        normalised = self.pulses.u.normalise if on_crossbar else self.normalised
-        norm = self.net.norm[name] if normalised else 1.0
-        return 1.0 / (B * norm)
+    def _bias_updates(self, B: int) -> dict:
+        out = {}
+        for k, g in self._bgrads.items():
+            np.sum(self.last_delta[k], axis=0, out=g)
+            g *= 1.0 / (B * self.norm[f"b{k}"])
+            out[f"b{k}"] = g
+        return out
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         net = self.net
         y1h = one_hot(y, net.sizes[-1], net.dtype)
-        grads, free = self.updates(x, y1h)
+        local, free = self.local_signals(x, y1h)
         self.opt.begin()
-        for name, g in grads.items():
-            if self.pulses is not None and name in self.pulses.crossbars:
-                xs, d, scale = self.local[name]
-                self.pulses.apply(name, g, xs, d, scale)
-            else:
-                self.opt.step(name, g)
-        self.settler.refresh()
+        for name, (pre, d, scale) in local.items():
+            net.ops[name].update(pre, d, scale)
+        for name, g in self._bias_updates(x.shape[0]).items():
+            self.opt.step(name, g)
         nudged = self.last_nudged
         return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
                           free.residual, free.steps, nudged.residual, nudged.steps,
@@ -164,20 +170,26 @@ class BPLearner:
 
 
 def make_learner(cfg, net: Network, optimizer: Optimizer | None):
-    """The EP or BP learner a config's ``training.algorithm`` selects."""
+    """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
+    attached to the projections ``crossbar.layers`` names)."""
     t, s = cfg.training, cfg.settling
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
-    crossbars, pulses = {}, None
+    pulses, meter = None, None
+    norm = {k: (v if t.update_norm == "normalised" else 1.0) for k, v in net.norm.items()}
     if cfg.crossbar.enabled:
-        from .backend import PulseUpdater, build_crossbars
-        crossbars, rng = build_crossbars(cfg, net)
-        pulses = PulseUpdater(cfg, net, crossbars, rng)
+        from .backend import attach_crossbars
+        pulses, meter = attach_crossbars(cfg, net)
+        if cfg.crossbar.update.normalise or t.update_norm == "normalised":
+            for name in pulses.crossbars:
+                norm[name] = net.norm[name] if cfg.crossbar.update.normalise else 1.0
+        else:
+            for name in pulses.crossbars:
+                norm[name] = 1.0
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
-                      s.max_steps, t.nudge_error, crossbars, s.method, s.atol,
-                      s.dt_max_over_tau)
-    return EPLearner(net, settler, optimizer, normalised=t.update_norm == "normalised",
-                     pulses=pulses)
+                      s.max_steps, t.nudge_error, None, s.method, s.atol,
+                      s.dt_max_over_tau, meter=meter)
+    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm)
 
 
 __all__ = ["BatchStats", "EPLearner", "BPLearner", "make_learner", "one_hot", "softmax"]

@@ -42,9 +42,33 @@ class Feedback:
     tied: str | None
 
 
+@dataclass(frozen=True)
+class Block:
+    """One coupling of the settle graph: layer ``dst`` receives ``gain * read(src)`` of the
+    operator ``op`` (forward, or transposed when ``transposed``).
+
+    Sources are states (0 the input, 1..L hidden layers) or the error of an output head
+    (index L+1: ``y - p``); destinations are hidden layers 1..L or the head's logits (L+1).
+    A block from the input is the input drive (read once per batch); a block from an error is
+    a nudge source (present in nudged phases only); a block into L+1 is the readout.
+    """
+
+    op: str
+    src: int
+    dst: int
+    gain: float = 1.0
+    transposed: bool = False
+
+
 @dataclass
 class Network:
-    """Sizes, links and parameter arrays of one FRE-RNN (shared by EP and its BP twin)."""
+    """Sizes, links and weight operators of one FRE-RNN (shared by EP and its BP twin).
+
+    ``ops`` maps a name to a :class:`~crossbar_ep.operators.WeightOperator`: the trained
+    projections (``projections``) and the fixed random feedback matrices.  ``blocks`` is the
+    settle graph over them.  ``W`` and ``fixed`` are dense views of the operators, for tools
+    that want plain matrices (BP, diagnostics, traces, netlists).
+    """
 
     sizes: tuple                 # (n_in, n_1, ..., n_L, n_out)
     projections: list            # forward, trained; includes W0 (0->1) and Wf (L->L+1)
@@ -52,9 +76,9 @@ class Network:
     nudge_tied: bool             # nudge through W_f^T (True) or a fixed random matrix
     beta_f: float
     activation: str
-    W: dict = field(default_factory=dict)      # name -> (n_dst, n_src)
+    ops: dict = field(default_factory=dict)    # name -> WeightOperator
+    blocks: list = field(default_factory=list)  # the settle graph (list of Block)
     b: dict = field(default_factory=dict)      # layer index -> (n_layer,), if biases learned
-    fixed: dict = field(default_factory=dict)  # random feedback name -> (n_src, n_dst)
     lr: dict = field(default_factory=dict)     # projection name / 'b<k>' -> learning rate
     norm: dict = field(default_factory=dict)   # projection name / 'b<k>' -> EP normaliser
 
@@ -64,28 +88,51 @@ class Network:
 
     @property
     def dtype(self):
-        return self.W["W0"].dtype
+        return self.ops["W0"].dtype
+
+    @property
+    def W(self) -> dict:
+        """Trained projection name -> dense (n_dst, n_src) view of its operator."""
+        return {p.name: self.ops[p.name].dense() for p in self.projections}
+
+    @property
+    def fixed(self) -> dict:
+        """Fixed random feedback name -> its (n_src, n_dst) matrix."""
+        trained = {p.name for p in self.projections}
+        return {n: op.dense() for n, op in self.ops.items() if n not in trained}
 
     def incoming(self, k: int) -> list:
         """Forward projections entering hidden/output layer k, W0 first."""
         return [p for p in self.projections if p.dst == k]
 
-    def feedback_into(self, k: int) -> list:
-        return [f for f in self.feedbacks if f.dst == k]
-
-    def feedback_matrix(self, f: Feedback) -> np.ndarray:
+    def feedback_matrix(self, f: "Feedback") -> np.ndarray:
         """The (n_src, n_dst) matrix a feedback path reads."""
-        return self.W[f.tied] if f.tied is not None else self.fixed[f.name]
+        return self.ops[f.tied or f.name].dense()
 
     def nudge_matrix(self) -> np.ndarray:
         """(n_out, n_L) matrix carrying the output error into the top hidden layer."""
-        return self.W["Wf"] if self.nudge_tied else self.fixed["Bf"]
+        return self.ops["Wf" if self.nudge_tied else "Bf"].dense()
 
     def trainable(self) -> list:
         """(key, array) of every trained parameter, in a fixed order."""
-        items = [(p.name, self.W[p.name]) for p in self.projections]
+        items = [(p.name, self.ops[p.name].dense()) for p in self.projections]
         items += [(f"b{k}", self.b[k]) for k in sorted(self.b)]
         return items
+
+    def attach(self, name: str, op) -> None:
+        """Replace the operator ``name`` (e.g. put a projection on a crossbar array)."""
+        old = self.ops[name]
+        if op.shape != old.shape:
+            raise ValueError(f"{name}: operator shape {op.shape}, the network needs {old.shape}")
+        op.optimizer = getattr(old, "optimizer", None)
+        self.ops[name] = op
+
+    def set_optimizer(self, optimizer) -> None:
+        """Route the digital updates of every trained operator through ``optimizer``."""
+        for p in self.projections:
+            op = self.ops[p.name]
+            if hasattr(op, "optimizer"):
+                op.optimizer = optimizer
 
 
 def glorot(rng: np.random.Generator, n_out: int, n_in: int, dtype) -> np.ndarray:
@@ -119,53 +166,82 @@ def _best_gain(L: int, feedbacks: list, beta_f: float) -> dict:
 
 
 def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) -> Network:
-    """Create the topology of ``cfg`` and draw Glorot-uniform weights from ``rng``.
-
-    Forward matrices are drawn first (W0, W1, ..., residual links, Wf), then fixed random
-    feedback matrices, so an EP net and its BP twin share their forward init.
-    """
+    """Create the topology of ``cfg`` and draw Glorot-uniform weights from ``rng``."""
     m, t = cfg.model, cfg.training
-    dtype = np.dtype(t.dtype)
     L = cfg.n_hidden
-    sizes = (n_in, *m.hidden, n_out)
-    beta = cfg.beta_per_layer()
-    lrs = cfg.lr_per_matrix()
+    if m.residual.kind == "agt":
+        fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed)
+    else:
+        fwd_links, fb_links = list(cfg.residual_pairs()), None
+    return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),
+                        beta_f=t.beta_f, feedback=m.feedback, activation=m.activation,
+                        bias=m.bias, residual=fwd_links, random_feedback=fb_links,
+                        lr=cfg.lr_per_matrix(), dtype=t.dtype)
+
+
+def make_network(sizes, rng: np.random.Generator | int = 0, *, alpha: float = 1.0,
+                 beta_i=0.01, beta_f: float = 0.1, feedback: str = "symmetric",
+                 activation: str = "tanh", bias: bool = False, residual=(),
+                 random_feedback=None, lr=0.01, dtype="float32") -> Network:
+    """An FRE-RNN from layer sizes ``(n_in, n_1, ..., n_L, n_out)`` with digital operators.
+
+    alpha: forward scale of W_1..W_{L-1}; beta_i: feedback gain per hidden layer (one value
+    or L); beta_f: output nudge gain; feedback: ``symmetric`` (tied, transposed reads) or
+    ``random`` (fixed Glorot matrices); residual: forward skip links (a, b), a < b, 1-based
+    hidden layers, each with a feedback partner b -> a; random_feedback: extra fixed random
+    feedback links (a, b), a > b (AGT graphs; then residual links get no partner); lr: one
+    learning rate or one per matrix W_0..W_{L-1}, W_f.  Forward matrices are drawn first
+    (W0, W1, ..., residual links, Wf), then the fixed feedback matrices, so an EP net and its
+    BP twin share their forward init.
+    """
+    from .operators import DigitalMatrix
+
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    dtype = np.dtype(dtype)
+    sizes = tuple(int(n) for n in sizes)
+    L = len(sizes) - 2
+    if L < 1:
+        raise ValueError("sizes: give (n_in, n_1, ..., n_L, n_out) with at least one hidden layer")
+    beta = tuple(beta_i) if np.ndim(beta_i) else (float(beta_i),) * L
+    lrs = tuple(lr) if np.ndim(lr) else (float(lr),) * (L + 1)
+    residual = [tuple(p) for p in (residual or ())]
 
     projections = [Projection("W0", 0, 1)]
-    projections += [Projection(f"W{k}", k, k + 1, m.alpha) for k in range(1, L)]
-    partnered = list(cfg.residual_pairs())
-    extra_fb: list = []
-    if m.residual.kind == "agt":
-        fwd, extra_fb = agt_links(L, m.residual.p, m.residual.seed)
-        partnered = []
-        projections += [Projection(f"R{a}_{b}", a, b) for a, b in fwd]
-    else:
-        projections += [Projection(f"R{a}_{b}", a, b) for a, b in partnered]
+    projections += [Projection(f"W{k}", k, k + 1, alpha) for k in range(1, L)]
+    projections += [Projection(f"R{a}_{b}", a, b) for a, b in residual]
     projections.append(Projection("Wf", L, L + 1))
+    partnered = residual if random_feedback is None else []
 
-    symmetric = m.feedback == "symmetric"
+    symmetric = feedback == "symmetric"
     feedbacks = []
     for k in range(1, L):  # adjacent feedback k+1 -> k
         feedbacks.append(Feedback(f"B{k}", k + 1, k, beta[k - 1], f"W{k}" if symmetric else None))
     for a, b in partnered:
         feedbacks.append(Feedback(f"BR{b}_{a}", b, a, beta[a - 1],
                                   f"R{a}_{b}" if symmetric else None))
-    for a, b in extra_fb:  # AGT feedback a -> b (a > b), random and fixed
+    for a, b in random_feedback or ():  # AGT feedback a -> b (a > b), random and fixed
         feedbacks.append(Feedback(f"BR{a}_{b}", a, b, beta[b - 1], None))
 
-    net = Network(sizes, projections, feedbacks, symmetric, t.beta_f, m.activation)
+    net = Network(sizes, projections, feedbacks, symmetric, float(beta_f), activation)
     for p in projections:
-        net.W[p.name] = glorot(rng, sizes[p.dst], sizes[p.src], dtype)
+        net.ops[p.name] = DigitalMatrix(glorot(rng, sizes[p.dst], sizes[p.src], dtype), p.name)
     for f in feedbacks:
         if f.tied is None:
-            net.fixed[f.name] = glorot(rng, sizes[f.src], sizes[f.dst], dtype)
+            net.ops[f.name] = DigitalMatrix(glorot(rng, sizes[f.src], sizes[f.dst], dtype),
+                                            f.name, trainable=False)
     if not symmetric:
-        net.fixed["Bf"] = glorot(rng, n_out, sizes[L], dtype)
-    if m.bias:
+        net.ops["Bf"] = DigitalMatrix(glorot(rng, sizes[L + 1], sizes[L], dtype), "Bf",
+                                      trainable=False)
+    if bias:
         for k in range(1, L + 2):
             net.b[k] = np.zeros(sizes[k], dtype)
 
-    gain = _best_gain(L, feedbacks, t.beta_f)
+    # the settle graph: input drive, forward (incl. residual), feedback, readout, nudge
+    net.blocks = [Block(p.name, p.src, p.dst, p.scale) for p in projections]
+    net.blocks += [Block(f.tied or f.name, f.src, f.dst, f.scale, True) for f in feedbacks]
+    net.blocks.append(Block("Wf" if symmetric else "Bf", L + 1, L, net.beta_f, True))
+
+    gain = _best_gain(L, feedbacks, net.beta_f)
     for p in projections:
         net.lr[p.name] = lrs[p.dst - 1] if p.dst <= L else lrs[L]
         net.norm[p.name] = 1.0 if p.dst == L + 1 else gain.get(p.dst, 0.0)

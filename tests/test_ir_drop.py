@@ -169,8 +169,9 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
     s1 = np.zeros((5, 24))
     s2 = np.zeros((5, 16))
     d = x @ dense(xb["W0"], False)
-    (kind, src, _, gain), = st.blocks[1]
-    assert kind == "fb" and src == 2
+    (blk,) = st.inc[1]      # layer 1's one incoming block: layer 2 through W1 transposed
+    assert blk.transposed and blk.src == 2 and blk.op == "W1"
+    gain = blk.gain
     d = d + net.b.get(1, 0)
     for _ in range(st._n_steps(st.T)):
         h1 = d + gain * s2 @ dense(xb["W1"], True).T

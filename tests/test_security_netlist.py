@@ -6,7 +6,6 @@ import dataclasses
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -288,3 +287,11 @@ def test_device_plot_argument_bounds(capsys):
     assert main(["device", "plot", RPU, "--devices", "0"]) == 2
     assert main(["device", "plot", RPU, "--pulses", "1000000000"]) == 2
     assert "--pulses" in capsys.readouterr().err
+
+
+def test_device_plot_shows_card_text_without_parsing_it(tmp_path, capsys):
+    """A '$' in a card's name or citation used to crash matplotlib's math parser."""
+    card = write_card(tmp_path / "m.yaml", name="$^^^$", source="$\\frac{a$ et al.")
+    png = tmp_path / "m.png"
+    assert main(["device", "plot", card, "--out", str(png), "--pulses", "30"]) == 0
+    assert png.stat().st_size > 0

@@ -170,6 +170,10 @@ def _cmd_device(args) -> int:
     import os
 
     from .device_card import describe, load_card
+    if args.device_command == "plot" and not (1 <= args.devices <= 100 and (
+            args.pulses is None or 1 <= args.pulses <= 100000)):
+        raise CrossbarEPError("device plot: --devices must be 1 to 100 and --pulses 1 to "
+                              "100000")
     card = load_card(args.card)
     if args.device_command == "info":
         print(describe(card))
@@ -187,6 +191,8 @@ def _cmd_device(args) -> int:
 def _cmd_export(args) -> int:
     import numpy as np
 
+    from .spice import check_netlist_path, write_netlist
+    check_netlist_path(args.out)            # before the (slow) resume
     if args.network:
         return _export_network(args)
     if not args.layer:
@@ -194,8 +200,7 @@ def _cmd_export(args) -> int:
     from .export import export_tile
     e = export_tile(args.run_dir, args.layer, args.tile[0], args.tile[1], args.input,
                     args.split, args.transposed)
-    with open(args.out, "w", encoding="ascii") as fh:
-        fh.write(e.netlist)
+    write_netlist(args.out, e.netlist)
     print(f"wrote {args.out}: {e.matrix} tile {e.tile}, {e.G.shape[0]} rows x "
           f"{e.G.shape[1]} physical columns")
     if args.run_ngspice:
@@ -212,6 +217,7 @@ def _export_network(args) -> int:
     import numpy as np
 
     from . import train
+    from .spice import write_netlist
     from .spice_network import network_netlist, states_from_values
     run = train.resume(args.run_dir, record=False)
     pulses = getattr(run.learner, "pulses", None)
@@ -225,8 +231,7 @@ def _export_network(args) -> int:
     text = network_netlist(run.net, pulses.crossbars, x[0],
                            title=f"crossbar-ep network: {args.run_dir}, epoch "
                            f"{run.epochs_done}, {args.split} sample {args.input}")
-    with open(args.out, "w", encoding="ascii") as fh:
-        fh.write(text)
+    write_netlist(args.out, text)
     print(f"wrote {args.out}: {'-'.join(map(str, run.net.sizes))} network, free phase")
     if args.run_ngspice:
         from .spice import run_ngspice
@@ -306,6 +311,12 @@ def _cmd_validate(args) -> int:
               f"{', '.join(s.axes) or 'seeds only'}; base {s.base})")
         return 0
     cfg = load_config(args.experiment, args.overrides)
+    if cfg.crossbar.enabled:                 # the card is data too: a bad one fails here
+        from .device_card import load_card
+        try:
+            load_card(cfg.crossbar.device, cfg.crossbar.device_params)
+        except CrossbarEPError as exc:
+            raise type(exc)(f"{args.experiment}: crossbar.device: {exc}") from None
     L = cfg.n_hidden
     print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, hidden "
           f"{list(cfg.model.hidden)}, {L} hidden layer{'s' if L > 1 else ''}, "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import reprlib
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,12 @@ import yaml
 from . import yamlio
 from .errors import ConfigError
 from .schema import Where
+
+MAX_STATES = 1e6           # above this, use model: ideal (pulse trains would run for ever)
+MAX_CARD_BYTES = 1 << 20   # a card is a few lines; larger files are refused unread
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
+_short.maxlevel = 2
 
 MODELS = ("ideal", "constant_step", "linear_step", "soft_bounds", "soft_bounds_pmax",
           "exp_step", "pow_step", "piecewise")
@@ -157,10 +165,10 @@ class DeviceCard:
 def _num(v: Any, w: Where, kind: str) -> Any:
     if kind == "list":
         if not isinstance(v, list) or len(v) < 2:
-            raise w.fail(f"expected a list of at least 2 numbers, got {v!r}")
+            raise w.fail(f"expected a list of at least 2 numbers, got {_short.repr(v)}")
         return tuple(_num(x, w.child(i), "nonneg") for i, x in enumerate(v))
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise w.fail(f"expected a number, got {v!r}")
+        raise w.fail(f"expected a finite number, got {_short.repr(v)}")
     if kind in ("nonneg", "pos", "posint") and v < 0:
         raise w.fail(f"must not be negative, got {v}")
     if kind in ("pos", "posint") and v == 0:
@@ -172,6 +180,24 @@ def _num(v: Any, w: Where, kind: str) -> Any:
             raise w.fail(f"expected a whole number, got {v}")
         return int(v)
     return float(v)
+
+
+def _check_text(v: Any, w: Where, seen: set | None = None) -> None:
+    """Reject control characters (newline, CR, tab, NUL, C0/C1, line separators) in every
+    string of the card, keys included: card text must stay on one line wherever it is written
+    (netlist comments, plot titles, terminals)."""
+    seen = set() if seen is None else seen
+    if isinstance(v, str):
+        bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+        if bad is not None:
+            raise w.fail(f"contains the control character {bad!r} (at position "
+                         f"{v.index(bad)}); card text must be one line of printable characters")
+    elif isinstance(v, (dict, list)) and id(v) not in seen:   # YAML aliases share objects
+        seen.add(id(v))
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        for k, x in items:
+            _check_text(k, w, seen)
+            _check_text(x, w.child(k if isinstance(k, int) else str(k)), seen)
 
 
 def _check_keys(raw: dict, allowed, w: Where, what: str) -> None:
@@ -186,20 +212,24 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
     """Validate a card mapping; errors name ``path`` and the key."""
     top = Where(path, "")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a device card must be a mapping of keys, got "
-                          f"{type(raw).__name__}")
+        what = "empty" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(f"{path}: a device card must be a mapping of keys (name, model, "
+                          f"source, ...), got {what}")
+    _check_text(raw, top)
     _check_keys(raw, TOP, top, "unknown key")
     model = raw.get("model")
-    if model not in MODELS:
-        close = difflib.get_close_matches(str(model), MODELS, n=1)
+    if not isinstance(model, str) or model not in MODELS:
+        close = difflib.get_close_matches(model, MODELS, n=1) if isinstance(model, str) else []
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise top.child("model").fail(f"unknown model {model!r}; use one of "
+        raise top.child("model").fail(f"unknown model {_short.repr(model)}; use one of "
                                       f"{', '.join(MODELS)}{hint}")
     for k in ("name", "source"):
         if not isinstance(raw.get(k), str) or not raw.get(k).strip():
             raise top.child(k).fail("missing: give a non-empty string"
                                     + (" citing the published parameters" if k == "source"
                                        else ""))
+    if not isinstance(raw.get("description", ""), str):
+        raise top.child("description").fail("expected a string (free text)")
     # conductance range
     if "r_on_ohm" in raw or "on_off_ratio" in raw:
         if "g_max_S" in raw or "g_min_S" in raw:
@@ -247,6 +277,14 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
     if spec and params["w_min"] >= params["w_max"]:
         raise pw.child("w_min").fail(f"must be below w_max ({params['w_max']:g}), got "
                                      f"{params['w_min']:g}")
+    if spec:
+        key = "p_max" if "p_max" in spec else "dw_min"
+        states = params["p_max"] if "p_max" in spec else \
+            (params["w_max"] - params["w_min"]) / params["dw_min"]
+        if not 1 <= states <= MAX_STATES:
+            raise pw.child(key).fail(
+                f"gives {states:.4g} device states; the limit is 1 to {MAX_STATES:.0e} (for a "
+                f"continuous device use model: ideal)")
     # optional sections
     faults = _section(raw, "faults", FAULT_KEYS, top)
     for k, v in faults.items():
@@ -267,7 +305,8 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
         pm = prog.get("model", "none")
         if pm not in ("none", "constant", "pcm_nandakumar", "reram_wan"):
             raise top.child("programming_noise").child("model").fail(
-                f"unknown model {pm!r}; use none, constant, pcm_nandakumar or reram_wan")
+                f"unknown model {_short.repr(pm)}; use none, constant, pcm_nandakumar or "
+                f"reram_wan")
         if pm == "constant":
             if "std_S" not in prog:
                 raise top.child("programming_noise").child("std_S").fail("missing for model "
@@ -296,14 +335,27 @@ def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
 def load_card(path: str, overrides: dict | None = None) -> DeviceCard:
     """Read and validate a device card file, optionally with parameter overrides
     (:func:`apply_card_overrides`, from ``crossbar.device_params``)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory, not a device card file (cards live in "
+                          f"device_models/)")
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such device card (cards live in device_models/)")
     try:
+        if os.path.getsize(path) > MAX_CARD_BYTES:
+            raise ConfigError(f"{path}: {os.path.getsize(path)} bytes is too large for a device "
+                              f"card (limit {MAX_CARD_BYTES} bytes)")
         with open(path, encoding="utf-8") as fh:
             raw = yamlio.load(fh)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if overrides:
+        raise ConfigError(f"{path}: not valid YAML (cards are plain data; tags such as "
+                          f"!!python/object are refused): {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}): save the card "
+                          f"as UTF-8 YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the device card ({exc.strerror or exc})") \
+            from None
+    if overrides and isinstance(raw, dict):
         raw = apply_card_overrides(raw, overrides, path)
         path = f"{path} with crossbar.device_params {dict(overrides)}"
     return card_from_dict(raw, path)
@@ -318,19 +370,29 @@ def apply_card_overrides(raw: dict, overrides: dict, path: str) -> dict:
     import copy
     raw = copy.deepcopy(raw)
     params = raw.setdefault("params", {}) or {}
+    if not isinstance(params, dict):
+        return raw                       # card_from_dict names the bad params section
     raw["params"] = params
-    spec = PARAMS.get(raw.get("model"), {})
+    model = raw.get("model")
+    spec = PARAMS.get(model, {}) if isinstance(model, str) else {}
+
+    def real(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
     for name, value in overrides.items():
         if name == "n_states":
             if "dw_min" not in spec:
                 raise ConfigError(f"{path}: crossbar.device_params.n_states: model "
                                   f"{raw.get('model')} has no dw_min to set")
-            lo = params.get("w_min", spec["w_min"][0])
-            hi = params.get("w_max", spec["w_max"][0])
-            params["dw_min"] = (hi - lo) / float(value)
+            if not real(value) or not 1 <= value <= MAX_STATES:
+                raise ConfigError(f"{path}: crossbar.device_params.n_states: must be a number "
+                                  f"from 1 to {MAX_STATES:.0e}, got {_short.repr(value)}")
+            lo, hi = params.get("w_min"), params.get("w_max")
+            if real(lo) and real(hi):    # else card_from_dict reports the missing bound
+                params["dw_min"] = (hi - lo) / float(value)
         elif name == "variation":
             for k in spec:
-                if k.endswith("_dtod"):
+                if k.endswith("_dtod") and real(params.get(k, spec[k][0])):
                     params[k] = float(value) * params.get(k, spec[k][0])
         elif name in FAULT_KEYS:
             raw.setdefault("faults", {})

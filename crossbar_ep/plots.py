@@ -76,7 +76,7 @@ def plot_pulse_response(card, path, n_devices: int = 5, n_pulses: int | None = N
     ax.set_xlabel("pulse number")
     ax.set_ylabel("conductance (uS)")
     ax.set_title(f"{card.name} ({card.model}, {card.n_states:.0f} states)\n{card.source}",
-                 fontsize=9)
+                 fontsize=9, parse_math=False)          # card text is shown, never parsed
     ax.grid(alpha=0.3)
     if n_devices <= 8:
         ax.legend(fontsize=7, loc="center right")

@@ -13,6 +13,10 @@ Conventions (also in ``netlists/README.md``), for a tile of m rows and n physica
   (or straight on the line end); ``i(vsense<k>)`` is the current into the amplifier (A);
 - ``.op`` and a ``.control`` block that runs it, prints every ``i(vsense<k>)`` with 15
   digits and quits (so batch mode does not solve the deck's ``.op`` a second time).
+
+Every string a writer interpolates (titles, card names, citations, run paths, matrix names)
+passes through :func:`netlist_text`, and :func:`finish_netlist` checks the assembled deck, so a
+hostile device card or run path can never add a line (a ``.control`` block with ``shell``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,58 @@ from .nodal import Wires
 
 class SpiceError(CrossbarEPError):
     """ngspice is missing, failed, or printed no currents."""
+
+
+_DIRECTIVES = (".op", ".control", ".endc", ".end")
+
+
+def netlist_text(s, ident: bool = False) -> str:
+    """``s`` made safe to interpolate into a netlist line: printable ASCII only; newlines, CRs,
+    other control characters and non-ASCII become visible backslash escapes (``\\n``), so
+    the text can never end its line or start a new one.  ``ident``: for node and element
+    names, every character but letters, digits and ``_`` becomes ``_``."""
+    s = str(s)
+    if ident:
+        return re.sub(r"[^A-Za-z0-9_]", "_", s) or "_"
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii")
+                   for c in s)
+
+
+def finish_netlist(lines: list) -> str:
+    """Join a writer's lines into the deck, checking that each is printable ASCII and that the
+    only dot-commands are the writers' own (one ``.control`` block at the end)."""
+    for ln in lines:
+        if netlist_text(ln) != ln:
+            raise ValueError(f"netlist line with a control or non-ASCII character: {ln!r}")
+        if ln.startswith(".") and ln not in _DIRECTIVES and not ln.startswith(".options "):
+            raise ValueError(f"unexpected netlist directive: {ln!r}")
+    if sum(ln.startswith(".control") for ln in lines) > 1:
+        raise ValueError("more than one .control block in a netlist")
+    return "\n".join(lines)
+
+
+def check_netlist_path(path: str) -> None:
+    """Fail early, with a clear message, when ``path`` cannot take a netlist file."""
+    if os.path.isdir(path):
+        raise CrossbarEPError(f"-o {path}: is a directory; give a file name such as "
+                              f"{os.path.join(path, 'tile.cir')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist; create it first"
+        raise CrossbarEPError(f"-o {path}: {folder} {what}")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise CrossbarEPError(f"-o {path}: not writable; choose a file in a writable folder")
+
+
+def write_netlist(path: str, text: str) -> None:
+    """Write a netlist file; an unwritable ``path`` is a :class:`CrossbarEPError`."""
+    check_netlist_path(path)
+    try:
+        with open(path, "w", encoding="ascii") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CrossbarEPError(f"-o {path}: cannot write the netlist ({exc.strerror or exc}); "
+                              f"choose a writable file") from None
 
 
 def _row(i, j, w):
@@ -55,9 +111,9 @@ def tile_netlist(G: np.ndarray, wires: Wires, V: np.ndarray, transposed: bool = 
         raise ValueError(f"V has {V.size} values, the {'columns' if transposed else 'rows'} "
                          f"need {n_src}")
     w = wires
-    out = [f"* {title}"]
+    out = [f"* {netlist_text(title)}"]
     for c in comments or []:
-        out.append(f"* {c}")
+        out.append(f"* {netlist_text(c)}")
     out.append(f"* {m} rows x {n} columns, {'transposed' if transposed else 'forward'} read; "
                f"r_row {w.r_row:g} ohm, r_col {w.r_col:g} ohm, r_driver {w.r_driver:g} ohm, "
                f"r_sense {w.r_sense:g} ohm")
@@ -102,7 +158,7 @@ def tile_netlist(G: np.ndarray, wires: Wires, V: np.ndarray, transposed: bool = 
         out.append("print " + " ".join(names[s:s + 8]))
     # quit: batch mode would otherwise run the deck's .op a second time after the block
     out += ["quit", ".endc", ".end", ""]
-    return "\n".join(out)
+    return finish_netlist(out)
 
 
 def ngspice_available() -> bool:

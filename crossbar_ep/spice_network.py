@@ -15,6 +15,7 @@ back to weight units:
 with ``c = kv (G_max - G_min) / S`` amperes per weight-and-state unit, plus the bias.  ngspice's
 Newton solve of ``.op`` then lands on the fixed point the settling loop converges to (ideal
 wires and periphery), which makes the netlist an independent check of the whole network.
+Every interpolated string passes through :func:`crossbar_ep.spice.netlist_text`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import CrossbarEPError
+from .spice import finish_netlist, netlist_text
 
 MAX_DEVICES = 40000
 
@@ -54,9 +56,12 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
         if not f.tied:
             raise CrossbarEPError(f"feedback {f.name} is a random (digital) matrix; the network "
                                   f"netlist needs tied (symmetric) feedback")
-    out = [f"* {title}", f"* free phase of a {'-'.join(map(str, net.sizes))} FRE-RNN as a DC "
-           f"operating point; {kv:g} V per state unit; neurons s<k>_<j> = {kv:g} * "
-           f"{act}(h) V"]
+    out = [f"* {netlist_text(title)}",
+           "* " + netlist_text(f"free phase of a {'-'.join(map(str, net.sizes))} FRE-RNN as a "
+                               f"DC operating point; {kv:g} V per state unit; neurons s<k>_<j> "
+                               f"= {kv:g} * {act}(h) V")]
+    matrices = [*crossbars, *(f.name for f in net.feedbacks)]
+    ident = {n: netlist_text(n, ident=True) for n in matrices}    # element and node names
     x = np.clip(np.asarray(x, float), -per.input_range, per.input_range)
 
     def node(layer, j):
@@ -68,18 +73,18 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
     for p in net.projections:
         if p.dst > L:
             continue
-        cb = crossbars[p.name]
+        cb, pn = crossbars[p.name], ident[p.name]
         gp, gn = cb.pos.conductance(), cb.neg.conductance()
         c = cb.current_factor()             # A per (weight x state) unit
         for j in range(cb.n_out):
             for sign, g in (("p", gp), ("n", gn)):
-                col = f"f{p.name}_{j}{sign}"
+                col = f"f{pn}_{j}{sign}"
                 for i in range(cb.n_in):
-                    out.append(f"RF{p.name}_{i}_{j}{sign} {node(p.src, i)} {col} "
+                    out.append(f"RF{pn}_{i}_{j}{sign} {node(p.src, i)} {col} "
                                f"{1.0 / g[j, i]:.17g}")
-                out.append(f"VF{p.name}_{j}{sign} {col} 0 DC 0")
-            h_terms[(p.dst, j)].append(f"{p.scale / c:.17g}*(i(VF{p.name}_{j}p)-"
-                                       f"i(VF{p.name}_{j}n))")
+                out.append(f"VF{pn}_{j}{sign} {col} 0 DC 0")
+            h_terms[(p.dst, j)].append(f"{p.scale / c:.17g}*(i(VF{pn}_{j}p)-"
+                                       f"i(VF{pn}_{j}n))")
     inverted = set()
     for f in net.feedbacks:
         cb = crossbars[f.tied]
@@ -90,14 +95,15 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
             if src not in inverted:
                 out.append(f"BINV_{src} m{src} 0 V=-V({src})")
                 inverted.add(src)
+        fn = ident[f.name]
         for i in range(cb.n_in):
-            row = f"b{f.name}_{i}"
+            row = f"b{fn}_{i}"
             for j in range(cb.n_out):
                 src = node(f.src, j)
-                out.append(f"RB{f.name}_{i}_{j}p {src} {row} {1.0 / gp[j, i]:.17g}")
-                out.append(f"RB{f.name}_{i}_{j}n m{src} {row} {1.0 / gn[j, i]:.17g}")
-            out.append(f"VB{f.name}_{i} {row} 0 DC 0")
-            h_terms[(f.dst, i)].append(f"{f.scale / c:.17g}*i(VB{f.name}_{i})")
+                out.append(f"RB{fn}_{i}_{j}p {src} {row} {1.0 / gp[j, i]:.17g}")
+                out.append(f"RB{fn}_{i}_{j}n m{src} {row} {1.0 / gn[j, i]:.17g}")
+            out.append(f"VB{fn}_{i} {row} 0 DC 0")
+            h_terms[(f.dst, i)].append(f"{f.scale / c:.17g}*i(VB{fn}_{i})")
     for (k, j), terms in h_terms.items():
         b = float(net.b[k][j]) if k in net.b else 0.0
         h = "+".join(terms + [f"{b:.17g}"])
@@ -109,7 +115,7 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
     for s in range(0, len(nodes), 8):
         out.append("print " + " ".join(nodes[s:s + 8]))
     out += ["quit", ".endc", ".end", ""]
-    return "\n".join(out)
+    return finish_netlist(out)
 
 
 def states_from_values(values: dict, net, kv: float) -> list:

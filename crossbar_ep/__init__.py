@@ -1,7 +1,51 @@
 """crossbar-ep: train feedback-regulated residual recurrent networks (FRE-RNN) with
-Equilibrium Propagation, on an ideal digital backend or (later) on resistive crossbars."""
+Equilibrium Propagation, on an ideal digital backend or in situ on resistive crossbar arrays.
 
-from .errors import CrossbarEPError, ConfigError, DataError
+The Python API (``docs/api.md``)::
+
+    import crossbar_ep as cx
+    net = cx.make_network([784, 256, 256, 10], beta_i=0.05, beta_f=0.5)
+    cx.attach_crossbar(net, "W1", "device_models/ecram_li_tang2018.yaml")
+    model = cx.ep_learner(net, T=20, K=10)
+    history = cx.fit(model, x, y, epochs=3, validation=(x_test, y_test))
+
+Names are imported on first use, so ``crossbar-ep --help`` stays fast.
+"""
+
+from importlib import import_module
+
+from .errors import CheckpointError, ConfigError, CrossbarEPError, DataError
 
 __version__ = "0.1.0"
-__all__ = ["CrossbarEPError", "ConfigError", "DataError", "__version__"]
+
+_LAZY = {
+    # network and operators
+    "make_network": "network", "Network": "network", "Block": "network",
+    "WeightOperator": "operators", "DigitalMatrix": "operators",
+    # crossbar arrays and their physics
+    "CrossbarMatrix": "crossbar", "Periphery": "crossbar", "load_card": "device_card",
+    "DeviceCard": "device_card", "WireSettings": "ir_drop", "Wires": "nodal", "IVLaw": "iv",
+    "DeterministicPulses": "backend", "StochasticCoincidence": "backend",
+    # learning
+    "Settler": "dynamics", "EPLearner": "ep", "BPLearner": "ep", "Adam": "optim", "SGD": "optim",
+    "attach_crossbar": "api", "ep_learner": "api", "bp_learner": "api", "fit": "api",
+    "evaluate": "api", "MetricsCSV": "api", "SaveWeights": "api",
+    # configs and runs (the CLI's path)
+    "load_config": "config", "load_dataset": "data",
+}
+
+__all__ = ["CrossbarEPError", "ConfigError", "DataError", "CheckpointError", "__version__",
+           *_LAZY]
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'crossbar_ep' has no attribute {name!r}")
+    value = getattr(import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

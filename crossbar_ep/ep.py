@@ -62,6 +62,19 @@ class EPLearner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.settler.free(x).p
 
+    def settle(self, x: np.ndarray, y: np.ndarray | None = None,
+               free: PhaseResult | None = None) -> PhaseResult:
+        """Free phase of x (B, n_in); with labels y (B,) (or one-hot (B, n_out)) the nudged
+        phase from ``free`` (settled here when not given)."""
+        x = np.ascontiguousarray(x, dtype=self.net.dtype)
+        if y is None:
+            return self.settler.free(x)
+        if free is None:
+            free = self.settler.free(x)
+        y = np.asarray(y)
+        y1h = y if y.ndim == 2 else one_hot(y, self.net.sizes[-1], self.net.dtype)
+        return self.settler.nudged(free, y1h.astype(self.net.dtype, copy=False))
+
     def phases(self, x: np.ndarray, y1h: np.ndarray):
         """Free and nudged phases; returns (free, nudged, delta) with delta[k] the
         post-synaptic signal of layer k (sb - s0, or y - p for the readout)."""

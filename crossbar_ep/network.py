@@ -179,11 +179,12 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
                         lr=cfg.lr_per_matrix(), dtype=t.dtype)
 
 
-def make_network(sizes, rng: np.random.Generator | int = 0, *, alpha: float = 1.0,
+def make_network(sizes, seed: np.random.Generator | int = 0, *, alpha: float = 1.0,
                  beta_i=0.01, beta_f: float = 0.1, feedback: str = "symmetric",
                  activation: str = "tanh", bias: bool = False, residual=(),
                  random_feedback=None, lr=0.01, dtype="float32") -> Network:
-    """An FRE-RNN from layer sizes ``(n_in, n_1, ..., n_L, n_out)`` with digital operators.
+    """An FRE-RNN from layer sizes ``(n_in, n_1, ..., n_L, n_out)`` with digital operators,
+    weights drawn from ``seed`` (an int or a Generator).
 
     alpha: forward scale of W_1..W_{L-1}; beta_i: feedback gain per hidden layer (one value
     or L); beta_f: output nudge gain; feedback: ``symmetric`` (tied, transposed reads) or
@@ -196,7 +197,7 @@ def make_network(sizes, rng: np.random.Generator | int = 0, *, alpha: float = 1.
     """
     from .operators import DigitalMatrix
 
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     dtype = np.dtype(dtype)
     sizes = tuple(int(n) for n in sizes)
     L = len(sizes) - 2

@@ -1,0 +1,95 @@
+"""The Python API: the README example runs as written; operators, attach, settle, fit."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+import crossbar_ep as cx
+from conftest import REPO
+from crossbar_ep.dynamics import settle_reference
+
+
+def _readme_block() -> str:
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    section = text.split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)    # the example names device_models/ relative to the repository
+    code = _readme_block().replace('"metrics.csv"', repr(str(tmp_path / "metrics.csv")))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 - our own README
+    out = capsys.readouterr().out
+    acc = float(re.search(r"validation accuracy ([\d.]+)%", out).group(1))
+    assert acc > 90.0, out            # the task is easy: the in-situ net must learn it
+    assert int(re.search(r"(\d+) pulses on W1", out).group(1)) > 0
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 4   # header + 3 epochs
+    assert isinstance(scope["net"].ops["W1"], cx.CrossbarMatrix)
+
+
+def test_settle_through_the_api_matches_the_numpy_reference():
+    net = cx.make_network([10, 8, 6, 3], beta_i=0.2, beta_f=0.3, seed=1, dtype="float64")
+    model = cx.ep_learner(net, T=15, K=6, nudge_error="recomputed")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((7, 10)), rng.integers(0, 3, 7)
+    free = model.settle(x)
+    ref = settle_reference(net, x, 15)
+    for k in (1, 2):
+        np.testing.assert_allclose(free.s[k], ref[k], atol=1e-12)
+    nudged = model.settle(x, y, free)
+    y1h = np.eye(3)[y]
+    ref_n = settle_reference(net, x, 6, s_init=free.s, y=y1h)
+    for k in (1, 2):
+        np.testing.assert_allclose(nudged.s[k], ref_n[k], atol=1e-12)
+
+
+def test_attach_crossbar_replaces_the_operator_and_reads_like_it():
+    net = cx.make_network([12, 9, 5], seed=3, dtype="float64")
+    W = net.W["W0"].copy()
+    cb = cx.attach_crossbar(net, "W0", os.path.join(REPO, "device_models", "ideal.yaml"))
+    assert net.ops["W0"] is cb and cb.exact_linear
+    np.testing.assert_allclose(cb.dense(), W, atol=1e-12)   # ideal device: exact programming
+    x = np.random.default_rng(1).random((4, 12))
+    np.testing.assert_allclose(cb.read(x), x @ W.T, atol=1e-12)
+    with pytest.raises(KeyError, match="not a projection"):
+        cx.attach_crossbar(net, "W7", os.path.join(REPO, "device_models", "ideal.yaml"))
+
+
+def test_digital_matrix_protocol():
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((5, 4))
+    op = cx.DigitalMatrix(W.copy(), "W")
+    v, y = rng.standard_normal((3, 4)), rng.standard_normal((3, 5))
+    out = np.ones((3, 5))
+    op.read_into(v, out, gain=2.0, accumulate=True)
+    np.testing.assert_allclose(out, 1.0 + 2.0 * v @ W.T)
+    back = np.zeros((3, 4))
+    op.read_transposed_into(y, back, gain=0.5)
+    np.testing.assert_allclose(back, 0.5 * y @ W)
+    opt = cx.SGD([("W", op.W)], {"W": 0.1})
+    op.optimizer = opt
+    v0 = op.version
+    opt.begin()
+    op.update(v, y, 0.5)                        # W += lr * scale * y^T v
+    np.testing.assert_allclose(op.W, W + 0.1 * 0.5 * y.T @ v, atol=1e-12)
+    assert op.version > v0                      # stacked copies notice the change
+    state = {k: a.copy() for k, a in op.state_dict().items()}
+    op.W[...] = 0.0
+    op.load_state_dict(state)
+    np.testing.assert_allclose(op.W, W + 0.05 * y.T @ v, atol=1e-12)
+
+
+def test_settler_restacks_only_when_an_operator_changes():
+    """No forgotten refresh: an update through the operator reaches the next settle."""
+    net = cx.make_network([6, 5, 4, 3], seed=0, dtype="float64")
+    model = cx.ep_learner(net, T=8, K=4, optimizer="sgd", lr=0.5)
+    x = np.random.default_rng(3).random((4, 6))
+    before = model.settle(x).s[1].copy()
+    model.train_batch(x, np.array([0, 1, 2, 0]))   # changes every operator
+    after = model.settle(x)
+    ref = settle_reference(net, x, 8)
+    np.testing.assert_allclose(after.s[1], ref[1], atol=1e-12)
+    assert np.abs(after.s[1] - before).max() > 1e-6

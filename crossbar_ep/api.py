@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .backend import DeterministicPulses, PulseStats, StochasticCoincidence
+from .backend import DeterministicPulses, PulseStats
 from .crossbar import CrossbarMatrix, Periphery
 from .device_card import DeviceCard, load_card
 from .dynamics import Settler

@@ -18,117 +18,17 @@ products with the effective matrix ``W_eff`` and tiling changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from . import fastrng
 from .device_card import DeviceCard
-from .devices import DeviceArray
 from .operators import WeightOperator
+from .periphery import Periphery, dac_kernel, quantize, sense_accumulate  # noqa: F401
 from .iv import IVLaw
-from .ir_drop import TileIRDrop, WireSettings, combination, physical_tile
-
-
-@dataclass(frozen=True)
-class Periphery:
-    """Converters and read noise (all optional; ``None`` bits means ideal).
-
-    dac_bits: input DAC resolution (signed, 2^(bits-1) - 1 levels per sign).
-    input_range: inputs are clipped to [-input_range, input_range] (state units).
-    v_read_V: read voltage for full-scale input (V); enters currents and energy only.
-    t_read_s: duration of one read (s); e_dac_J / e_adc_J: energy per conversion (J).
-    adc_bits: output ADC resolution per tile (signed).
-    adc_range: fixed ADC full scale in output units (weight x state), or None to calibrate
-        ``adc_sigmas`` standard deviations of the tile output for full-range random inputs.
-    read_noise: std of the read noise, in output units per tile (mode 'output') or relative
-        to each device's conductance (mode 'device'); redrawn at every read.
-    noise_rng: 'fast' (counter-based near-Gaussian, :mod:`crossbar_ep.fastrng`) or 'exact'
-        (NumPy's Gaussian) for output read noise.
-    """
-
-    dac_bits: int | None = None
-    input_range: float = 1.0
-    v_read_V: float = 0.2
-    t_read_s: float = 1e-8
-    e_dac_J: float = 0.0
-    e_adc_J: float = 0.0
-    adc_bits: int | None = None
-    adc_range: float | None = None
-    adc_sigmas: float = 4.0
-    read_noise: float = 0.0
-    read_noise_mode: str = "output"
-    noise_rng: str = "fast"
-
-    @property
-    def ideal(self) -> bool:
-        return self.dac_bits is None and self.adc_bits is None and self.read_noise == 0.0
-
-
-def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None = None):
-    """Signed uniform quantiser: clip to [-full_scale, full_scale], round to
-    2^(bits-1) - 1 levels per sign.  ``full_scale`` may broadcast against x."""
-    if bits is None:
-        if out is None:
-            return x
-        np.copyto(out, x)
-        return out
-    levels = 2 ** (bits - 1) - 1
-    step = np.asarray(full_scale, dtype=x.dtype) / levels
-    y = np.clip(x, -step * levels, step * levels, out=out)
-    np.divide(y, step, out=y)
-    np.rint(y, out=y)
-    np.multiply(y, step, out=y)
-    return y
-
-
-@numba.njit(cache=True, fastmath=True)
-def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
-    """out[:, c0:c0+n] += gain * ADC(part + noise): one fused pass over a tile's output
-    ``part`` (B, n) into the layer's C-contiguous buffer ``out`` (B, n_layer).
-
-    noise_std > 0 adds Gaussian read noise from per-column lane streams of ``seed``
-    (:func:`crossbar_ep.fastrng.lane_normal`); step > 0 clips to +-levels steps and rounds to
-    the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
-    """
-    n = part.shape[1]
-    s0 = np.empty(n, np.uint64)
-    s1 = np.empty(n, np.uint64)
-    lim = step * levels
-    inv = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
-    gstep = gain * step
-    if noise_std > 0.0:
-        fastrng.seed_lanes(fastrng.key(seed), s0, s1)
-    for b in range(part.shape[0]):
-        row_in, row_out = part[b], out[b, c0:c0 + n]
-        if noise_std > 0.0 and step > 0.0:
-            for j in range(n):
-                v = row_in[j] + noise_std * fastrng.lane_normal(s0, s1, j)
-                v = min(max(v, -lim), lim)
-                row_out[j] += np.rint(v * inv) * gstep
-        elif noise_std > 0.0:
-            for j in range(n):
-                row_out[j] += gain * (row_in[j] + noise_std * fastrng.lane_normal(s0, s1, j))
-        elif step > 0.0:
-            for j in range(n):
-                v = min(max(row_in[j], -lim), lim)
-                row_out[j] += np.rint(v * inv) * gstep
-        else:
-            for j in range(n):
-                row_out[j] += gain * row_in[j]
-
-
-@numba.njit(cache=True, fastmath=True)
-def dac_kernel(x, out, step, levels):
-    """out = DAC(x): clip to +-levels steps and round to the step, in one pass (C-contiguous,
-    out of the compute dtype)."""
-    lim = step * levels
-    inv = 1.0 / step
-    fx, fo = x.reshape(-1), out.reshape(-1)
-    for i in range(fx.size):
-        v = min(max(fx[i], -lim), lim)
-        fo[i] = np.rint(v * inv) * step
+from .ir_drop import TileIRDrop, WireSettings
+from .mapping import MAPPINGS
 
 
 @numba.njit(cache=True)
@@ -181,34 +81,20 @@ class CrossbarMatrix(WeightOperator):
         self.n_out, self.n_in = W_init.shape
         wmax = float(np.max(np.abs(W_init))) or 1.0
         self.scale = weight_range_factor * wmax
-        shape = W_init.shape
-        self.pos = DeviceArray(card, shape, rng)
-        self.neg = DeviceArray(card, shape, rng) if signed == "differential" else None
+        if signed not in MAPPINGS:
+            raise ValueError(f"signed {signed!r}: use {' or '.join(MAPPINGS)}")
+        self.mapping = MAPPINGS[signed](card, W_init.shape, rng, self.scale)
+        self.pos, self.neg = self.mapping.pos, self.mapping.neg
         self.row_tiles = _blocks(self.n_in, tile_rows)
         self.col_tiles = _blocks(self.n_out, tile_cols)
-        units = self.scale / (card.g_max_S - card.g_min_S)
-        if signed != "differential":
-            units *= 2.0
         self._ir = ({} if wires.ideal else
-                    {(rt.start, ct.start): TileIRDrop(wires, signed, units)
+                    {(rt.start, ct.start): TileIRDrop(wires, signed, self.mapping.weight_per_S)
                      for rt in self.row_tiles for ct in self.col_tiles})
         self.program(W_init)
 
-    # ------------------------------------------------------------------ mapping
-    def _u_to_w(self, u):
-        return self.card.w_min + u * (self.card.w_max - self.card.w_min)
-
-    def _g_to_u(self, g):
-        return (g - self.card.g_min_S) / (self.card.g_max_S - self.card.g_min_S)
-
     def program(self, W: np.ndarray) -> None:
         """Write target weights through the device model (programming noise, clipping)."""
-        W = np.asarray(W, float)
-        if self.neg is not None:
-            self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
-            self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)))
-        else:
-            self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
+        self.mapping.program(np.asarray(W, float))
         self.refresh(exact=True)
 
     # ------------------------------------------------------------------ energy
@@ -219,28 +105,19 @@ class CrossbarMatrix(WeightOperator):
         admittance of the last nodal solve (first order since)."""
         if self._eops is not None:
             return self._eops
-        gp = self.pos.conductance()
-        gn = self.neg.conductance() if self.neg is not None else None
-        g_ref = 0.5 * (self.card.g_min_S + self.card.g_max_S)
+        m = self.mapping
+        gp, gn = m.conductances()
         ops = {}
         for rt in self.row_tiles:
             for ct in self.col_tiles:
                 key = (rt.start, ct.start)
-                p_ = gp[ct, rt]
-                if gn is not None:
-                    fwd = p_.sum(axis=0) + gn[ct, rt].sum(axis=0)
-                    bwd = p_.sum(axis=1) + gn[ct, rt].sum(axis=1)
-                    ref = 0.0
-                else:
-                    fwd = p_.sum(axis=0) + g_ref
-                    bwd = p_.sum(axis=1)
-                    ref = g_ref * (rt.stop - rt.start)
+                bp, bn = gp[ct, rt], (None if gn is None else gn[ct, rt])
+                fwd, bwd, ref = m.line_sums(bp, bn)
                 if self._ir:
-                    G = physical_tile(p_, None if gn is None else gn[ct, rt], g_ref)
-                    Yf, Yt = self._ir[key].admittances(G)
+                    Yf, Yt = self._ir[key].admittances(m.physical_tile(bp, bn))
                     fwd = Yf
                     if Yt is not None:
-                        C = combination(ct.stop - ct.start, self.signed)
+                        C = m.combination(ct.stop - ct.start)
                         bwd, ref = C @ Yt @ C.T, 0.0
                 ops[key] = (fwd, bwd, ref)
         self._eops = ops
@@ -280,11 +157,7 @@ class CrossbarMatrix(WeightOperator):
         G- takes the opposite count) at the conductances before they fire:
         ``sum |n| V_write^2 G t_pulse``."""
         k = self.card.write_voltage_V ** 2 * self.card.pulse_width_s
-        a = np.abs(counts)
-        E = float(np.sum(a * self.pos.conductance()))
-        if self.neg is not None:
-            E += float(np.sum(a * self.neg.conductance()))
-        return k * E
+        return k * self.mapping.programming_sum(np.abs(counts))
 
     def ir_drop_deviation(self) -> tuple[float, float]:
         """(sum of squares of W_read - W_eff over the forward tile operands, sum of squares of
@@ -308,24 +181,18 @@ class CrossbarMatrix(WeightOperator):
         drift or time steps), the per-tile read operands (with IR drop: an exact nodal solve
         every ``wires.refresh_every`` calls or when ``exact``, first order in between) and
         the per-tile ADC ranges."""
-        gp = self.pos.conductance()
-        u = self._g_to_u(gp)
-        if self.neg is not None:
-            gn = self.neg.conductance()
-            W = self.scale * (u - self._g_to_u(gn))
-        else:
-            gn = None
-            W = self.scale * (2.0 * u - 1.0)
+        m = self.mapping
+        gp, gn = m.conductances()
+        W = m.weights(gp, gn)
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
         self._eops = None
         self.changed()
         if self._ir:
-            g_ref = 0.5 * (self.card.g_min_S + self.card.g_max_S)
             self._fwd_tiles, self._bwd_tiles = {}, {}
             for rt in self.row_tiles:
                 for ct in self.col_tiles:
                     key = (rt.start, ct.start)
-                    G = physical_tile(gp[ct, rt], None if gn is None else gn[ct, rt], g_ref)
+                    G = m.physical_tile(gp[ct, rt], None if gn is None else gn[ct, rt])
                     fwd, bwd = self._ir[key].weights(G, exact)
                     self._fwd_tiles[key] = np.ascontiguousarray(fwd, dtype=self.dtype)
                     self._bwd_tiles[key] = np.ascontiguousarray(bwd, dtype=self.dtype)
@@ -391,16 +258,9 @@ class CrossbarMatrix(WeightOperator):
     def _noisy_matrix(self) -> np.ndarray:
         p = self.per
         if p.read_noise and p.read_noise_mode == "device":
-            # conductance noise proportional to G, redrawn per read, on both devices
-            gp = self.pos.conductance()
-            dg = gp * p.read_noise * self.rng.standard_normal(gp.shape)
-            if self.neg is not None:
-                gn = self.neg.conductance()
-                dg -= gn * p.read_noise * self.rng.standard_normal(gn.shape)
-                return self.W_eff + (self.scale * dg / (self.card.g_max_S - self.card.g_min_S)
-                                     ).astype(self.dtype)
-            return self.W_eff + (2 * self.scale * dg / (self.card.g_max_S - self.card.g_min_S)
-                                 ).astype(self.dtype)
+            # conductance noise proportional to G, redrawn per read, on every device
+            return self.W_eff + self.mapping.device_noise(p.read_noise, self.rng).astype(
+                self.dtype)
         return self.W_eff
 
     def _tiled_into(self, v: np.ndarray, out: np.ndarray, gain: float,
@@ -453,9 +313,7 @@ class CrossbarMatrix(WeightOperator):
         column) per output unit (weight x state): inputs become voltages
         ``x v_read / input_range`` and weights conductances ``W (G_max - G_min) / S``
         (differential) or ``W (G_max - G_min) / (2 S)`` (reference)."""
-        span = self.card.g_max_S - self.card.g_min_S
-        k = span / self.scale if self.neg is not None else span / (2 * self.scale)
-        return float(k * self.per.v_read_V / self.per.input_range)
+        return float(self.mapping.S_per_weight * self.per.v_read_V / self.per.input_range)
 
     def _untiled(self) -> bool:
         """Reads that need no per-tile processing: ideal periphery, or device read noise only."""
@@ -516,19 +374,13 @@ class CrossbarMatrix(WeightOperator):
         return self.read_transposed_into(y, np.empty((y.shape[0], self.n_in), self.dtype))
 
     # ------------------------------------------------------------------ updates
-    def _device_change(self, dW: np.ndarray) -> np.ndarray:
-        """State change per device (w units) for a weight change dW: du = dW / (2 S) in both
-        mappings (a differential pair splits it, +du on G+ and -du on G-)."""
-        return np.asarray(dW, float) / (2 * self.scale) * (self.card.w_max - self.card.w_min)
-
     def pulse_counts(self, dW: np.ndarray, max_pulses: int | None = None) -> np.ndarray:
         """Deterministic scheme: signed pulse counts per device for a weight change dW,
         ``n = stochastic_round(dW / (device step in weight units))``, capped at ``max_pulses``.
         For a differential pair each device takes half the change, in opposite directions."""
         dW = np.ascontiguousarray(dW, dtype=float)
         n = np.empty(dW.shape, np.int64)
-        factor = (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.params["dw_min"]
-        _round_pulses(dW.reshape(-1), factor, -1 if max_pulses is None else int(max_pulses),
+        _round_pulses(dW.reshape(-1), self.mapping.pulse_factor(), -1 if max_pulses is None else int(max_pulses),
                       int(self.rng.integers(0, 2**62)), n.reshape(-1))
         return n
 
@@ -536,25 +388,19 @@ class CrossbarMatrix(WeightOperator):
         """Change the stored weights by ~dW (weight units, (n_out, n_in)); returns the number
         of pulses fired (0 for the ideal device, which takes the exact change)."""
         if self.card.model == "ideal":
-            dw_dev = self._device_change(dW)
-            self.pos.update_exact(dw_dev)
-            if self.neg is not None:
-                self.neg.update_exact(-dw_dev)
+            self.mapping.change_exact(self.mapping.device_change(dW))
             fired = 0
             self.last_counts = None
             self.last_program_J = 0.0
         else:
             n = self.last_counts = self.pulse_counts(dW, max_pulses)
             self.last_program_J = self.program_energy(n)
-            fired = self.pos.pulse(n)
-            if self.neg is not None:
-                fired += self.neg.pulse(-n)
+            fired = self.mapping.pulse(n)
         self.refresh()
         return fired
 
     def at_bound_fraction(self) -> float:
-        f = self.pos.at_bound_fraction()
-        return f if self.neg is None else 0.5 * (f + self.neg.at_bound_fraction())
+        return self.mapping.at_bound_fraction()
 
     # ------------------------------------------------------------------ operator protocol
     def update(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> None:
@@ -571,17 +417,15 @@ class CrossbarMatrix(WeightOperator):
 
     def state_dict(self) -> dict:
         out = {}
-        for side, dev in (("pos", self.pos), ("neg", self.neg)):
-            if dev is not None:
-                out[f"{side}:w"] = dev.w
-                out[f"{side}:write_noise"] = dev.write_noise
-                out[f"{side}:t_written"] = dev.t_written
+        for side, dev in self.mapping.arrays:
+            out[f"{side}:w"] = dev.w
+            out[f"{side}:write_noise"] = dev.write_noise
+            out[f"{side}:t_written"] = dev.t_written
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        for side, dev in (("pos", self.pos), ("neg", self.neg)):
-            if dev is not None:
-                np.copyto(dev.w, state[f"{side}:w"])
-                dev.write_noise = np.array(state[f"{side}:write_noise"])
-                np.copyto(dev.t_written, state[f"{side}:t_written"])
+        for side, dev in self.mapping.arrays:
+            np.copyto(dev.w, state[f"{side}:w"])
+            dev.write_noise = np.array(state[f"{side}:write_noise"])
+            np.copyto(dev.t_written, state[f"{side}:t_written"])
         self.refresh(exact=True)

@@ -207,11 +207,11 @@ class Recorder:
             try:
                 return h5py.File(self.path, "a")
             except OSError as exc:
-                if not _busy(exc) or time.monotonic() > deadline:
-                    if _busy(exc):
-                        return None
+                if not _busy(exc):
                     raise
-                time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.02)
 
     def _init_file(self, f, cfg_yaml: str | None) -> None:
         f.attrs["crossbar_ep_version"] = __version__

@@ -72,8 +72,8 @@ def _busy(exc: Exception) -> bool:
 def io_hint(exc: Exception) -> str:
     """What to do about an OSError from a write in the run directory."""
     if _busy(exc):
-        return ("another process holds the file open (a reader such as HDFView or "
-                "h5py.File): close it")
+        return ("another process holds the file open (a reader such as HDFView, or an "
+                "h5py.File left open in a notebook): close it")
     code = getattr(exc, "errno", None)
     return {errno.ENOSPC: "the disk is full: free space",
             errno.EDQUOT: "the disk quota is exceeded: free space",
@@ -139,7 +139,10 @@ def _reading(path: str, wait_s: float = 2 * LOCK_WAIT_S):
             except OSError:     # file system without flock: read unlocked
                 break
         try:
-            f = h5py.File(path, "r", locking=False)
+            try:
+                f = h5py.File(path, "r", locking=False)
+            except ValueError:      # HDF5 older than 1.10.7 / 1.12.1: no locking switch
+                f = h5py.File(path, "r")
         except OSError as exc:
             raise TraceError(f"{path}: not a readable HDF5 trace file ({exc})") from None
         with f:

@@ -225,7 +225,7 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         try:
             st = run.learner.train_batch(data.x_train[idx], data.y_train[idx])
         except (FloatingPointError, ZeroDivisionError):   # NaN in a fastmath kernel
-            _check_finite(run, epoch, i, float("nan"), data.x_train[idx])
+            _check_finite(run, epoch, i, float("nan"), data.x_train[idx])   # always raises
         if rec is not None:
             rec.end_batch(st)
         _check_finite(run, epoch, i, st.loss_sum, data.x_train[idx])
@@ -294,8 +294,9 @@ def _kept(run: Run, epoch: int) -> str:
     if epoch <= 1:
         return "nothing was saved; fix it and start the run again"
     return (f"the checkpoint of epoch {epoch - 1} in {run.out_dir} is kept (the diverged "
-            f"state is not saved): fix it in {run.out_dir}/config.yaml and continue with "
-            f"crossbar-ep run --resume {run.out_dir}, or start again")
+            f"state is not saved): fix the cause (training settings live in "
+            f"{run.out_dir}/config.yaml) and continue with crossbar-ep run --resume "
+            f"{run.out_dir}, or start again")
 
 
 def _check_finite(run: Run, epoch: int, batch: int, loss: float, x: np.ndarray) -> None:

@@ -6,13 +6,23 @@ open-write-flush-close of the file: a run killed mid-epoch leaves the file close
 every completed epoch; ``--resume`` drops any epoch the checkpoint does not hold and appends.
 
 Read a file with :func:`open_run` (no knowledge of the layout needed) or ``crossbar-ep inspect``.
+Readers and the writer coexist: a reader opens the file only for each access, under a shared
+lock that waits for an epoch's write to finish; the writer retries a busy file for
+``LOCK_WAIT_S`` and, if another program still holds it, writes that epoch to a side file
+``<stem>.pending-NNNN.h5`` that is merged at the next successful open (and read by
+:func:`open_run` meanwhile).
 """
 
 from __future__ import annotations
 
 import datetime
 import errno
+import glob
 import os
+import re
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +32,7 @@ from .energy import ENERGY_METRICS
 from .errors import CrossbarEPError
 
 SCHEMA_VERSION = 1
+LOCK_WAIT_S = 5.0      # how long the writer retries a file another process holds (s)
 
 PHASES = ("free", "nudged")
 
@@ -51,18 +62,97 @@ class TraceError(CrossbarEPError):
     """The trace file cannot be written or read."""
 
 
-def _io_error(path: str, exc: Exception, action: str) -> TraceError:
+def _busy(exc: Exception) -> bool:
+    """True if HDF5 refused to open a file because another handle holds it."""
+    text = str(exc)
+    return (isinstance(exc, BlockingIOError) or getattr(exc, "errno", None) == errno.EAGAIN
+            or "unable to lock file" in text or "already open" in text)
+
+
+def io_hint(exc: Exception) -> str:
+    """What to do about an OSError from a write in the run directory."""
+    if _busy(exc):
+        return ("another process holds the file open (a reader such as HDFView, or an "
+                "h5py.File left open in a notebook): close it")
     code = getattr(exc, "errno", None)
-    hint = {errno.ENOSPC: "the disk is full: free space",
+    return {errno.ENOSPC: "the disk is full: free space",
+            errno.EDQUOT: "the disk quota is exceeded: free space",
             errno.EACCES: "permission denied: make the run directory writable",
+            errno.EPERM: "permission denied: make the run directory writable",
             errno.EROFS: "the file system is read-only: move the run directory"}.get(
         code, "check the path, free space and permissions")
+
+
+def _io_error(path: str, exc: Exception, action: str) -> TraceError:
+    hint = io_hint(exc)
     if action == "create":
         tail = "nothing was trained yet: fix this, or switch traces off (traces.enabled: false)"
     else:
         tail = (f"the checkpoint of the last completed epoch is kept: fix this and continue "
                 f"with crossbar-ep run --resume {os.path.dirname(path) or '.'}")
     return TraceError(f"{path}: cannot {action} the trace file ({exc}); {hint}; {tail}")
+
+
+def pending_paths(path: str) -> list:
+    """Side files ``<stem>.pending-NNNN.h5`` of a trace file, by epoch."""
+    stem = os.path.splitext(path)[0]
+    found = glob.glob(glob.escape(stem) + ".pending-*.h5")
+    return sorted((p for p in found if _pending_epoch(p)), key=_pending_epoch)
+
+
+def _pending_epoch(path: str) -> int:
+    m = re.search(r"\.pending-(\d+)\.h5$", path)
+    return int(m.group(1)) if m else 0
+
+
+try:
+    import fcntl
+except ImportError:        # not POSIX: no reader lock
+    fcntl = None
+
+
+@contextmanager
+def _reading(path: str, wait_s: float = 2 * LOCK_WAIT_S):
+    """An HDF5 file open for one read access, never blocking a writer between accesses.
+
+    Holds a shared ``flock`` on the file while open, so an access waits for a running
+    epoch write (HDF5's writer lock) to finish, and the writer waits for the access;
+    HDF5's own lock is off (``locking=False``) so the file stays writable for the run.
+    """
+    import h5py
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot open the trace file ({exc})") from None
+    try:
+        deadline = time.monotonic() + wait_s
+        while fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TraceError(f"{path}: another process holds the file for writing "
+                                     f"(the run writes an epoch in one go); try again in a "
+                                     f"moment") from None
+                time.sleep(0.05)
+            except OSError:     # file system without flock: read unlocked
+                break
+        try:
+            try:
+                f = h5py.File(path, "r", locking=False)
+            except ValueError:      # HDF5 older than 1.10.7 / 1.12.1: no locking switch
+                f = h5py.File(path, "r")
+        except OSError as exc:
+            raise TraceError(f"{path}: not a readable HDF5 trace file ({exc})") from None
+        with f:
+            try:
+                yield f
+            except OSError as exc:
+                raise TraceError(f"{path}: read failed ({exc}); if another program writes "
+                                 f"the file, try again once it has finished") from None
+    finally:
+        os.close(fd)      # releases the lock
 
 
 # ---------------------------------------------------------------------- recording
@@ -111,6 +201,31 @@ class Recorder:
         except OSError as exc:
             raise _io_error(self.path, exc, action) from None
 
+    def _open_append(self):
+        """The trace file open for appending, or None if another process still holds it
+        after ``LOCK_WAIT_S`` of retries."""
+        import h5py
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                return h5py.File(self.path, "a")
+            except OSError as exc:
+                if not _busy(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.02)
+
+    def _init_file(self, f, cfg_yaml: str | None) -> None:
+        f.attrs["crossbar_ep_version"] = __version__
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        if cfg_yaml is not None:
+            f.attrs["config_yaml"] = cfg_yaml
+        f.attrs["created_utc"] = datetime.datetime.now(
+            datetime.timezone.utc).isoformat(timespec="seconds")
+        f.create_group("epochs")
+        f.create_group("metrics")
+
     def _open_file(self, cfg_yaml: str, resume_epochs: int | None) -> None:
         if resume_epochs is None or not os.path.exists(self.path):
             if resume_epochs:
@@ -118,19 +233,18 @@ class Recorder:
                                  f"{resume_epochs} epochs: restore it, or switch traces off "
                                  f"(--set traces.enabled=false) to resume without traces")
             try:
+                for side in pending_paths(self.path):   # left by an earlier, unfinished run
+                    os.remove(side)
                 with self._h5("w", "create") as f:
-                    f.attrs["crossbar_ep_version"] = __version__
-                    f.attrs["schema_version"] = SCHEMA_VERSION
-                    f.attrs["config_yaml"] = cfg_yaml
-                    f.attrs["created_utc"] = datetime.datetime.now(
-                        datetime.timezone.utc).isoformat(timespec="seconds")
-                    f.create_group("epochs")
-                    f.create_group("metrics")
+                    self._init_file(f, cfg_yaml)
             except OSError as exc:
                 raise _io_error(self.path, exc, "create") from None
             return
         try:
-            with self._h5("a", "reopen") as f:
+            f = self._open_append()
+            if f is None:
+                raise BlockingIOError(errno.EAGAIN, "the file is locked")
+            with f:
                 f.attrs["config_yaml"] = cfg_yaml
                 for name in list(f["epochs"]):
                     if int(name) > resume_epochs:   # written after the last checkpoint
@@ -138,10 +252,53 @@ class Recorder:
                 for ds in f["metrics"].values():
                     if ds.shape[0] > resume_epochs:
                         ds.resize((resume_epochs,))
+                done = self._merge_pending(f, resume_epochs)
+            for side in done:
+                os.remove(side)
         except (OSError, KeyError) as exc:
+            hint = f"{io_hint(exc)}; or " if _busy(exc) else ""
             raise TraceError(f"{self.path}: cannot reopen the trace file to resume ({exc}); "
-                             f"move it aside to start a new one, or resume with "
+                             f"{hint}move it aside to start a new one, or resume with "
                              f"--set traces.enabled=false") from None
+
+    def _merge_pending(self, f, upto: int | None = None) -> list:
+        """Copy side files' epochs (up to ``upto``) into the open trace file ``f``; returns
+        the side files to delete once ``f`` is closed (merged, or beyond ``upto``)."""
+        import h5py
+        done = []
+        for side in pending_paths(self.path):
+            epoch = _pending_epoch(side)
+            if upto is None or epoch <= upto:
+                key = f"{epoch:04d}"
+                with h5py.File(side, "r") as src:
+                    if key in f["epochs"]:
+                        del f["epochs"][key]
+                    f.copy(src[f"epochs/{key}"], f["epochs"], name=key)
+                    row = {k: float(ds[epoch - 1]) for k, ds in src["metrics"].items()}
+                self._write_metrics(f, {**row, "epoch": epoch})
+            done.append(side)
+        return done
+
+    def finish(self) -> None:
+        """Merge side files left by a busy trace file (end of a run); says so if it can't."""
+        sides = pending_paths(self.path)
+        if not sides:
+            return
+        try:
+            f = self._open_append()
+            if f is not None:
+                with f:
+                    done = self._merge_pending(f)
+                for side in done:
+                    os.remove(side)
+                return
+        except OSError as exc:
+            raise _io_error(self.path, exc, "write") from None
+        print(f"warning: {self.path}: another process still holds the file; epochs "
+              f"{[_pending_epoch(p) for p in sides]} stay in {os.path.basename(sides[0])} "
+              f"and the like (open_run reads them too); close the other program and run "
+              f"crossbar-ep run --resume {os.path.dirname(self.path) or '.'} to merge them",
+              file=sys.stderr)
 
     # -------------------------------------------------------------- cadence
     def records_epoch(self, epoch: int) -> bool:
@@ -217,35 +374,75 @@ class Recorder:
         e["batches"][rec["index"]] = rec
         self._batch = None
 
+    def pending_bytes(self) -> int:
+        """Estimate (uncompressed, generous) of the bytes :meth:`end_epoch` will write."""
+        e = self._epoch
+        n = 64 * 1024 + sum(a.nbytes for a in e["settle"].values())
+        if not self.records_epoch(e["epoch"]):
+            return n
+        for rec in e["batches"].values():
+            n += 4096 * (len(rec["traj"]) + len(rec["tiles"]) + len(rec["pulses"]))
+            n += sum(a.nbytes for snaps in rec["traj"].values() for s in snaps for a in s)
+            n += sum(r[1].nbytes + (0 if r[2] is None else r[2].nbytes)
+                     for probe in rec["tiles"].values() for reads in probe.reads.values()
+                     for r in reads)
+            n += sum(a.nbytes for a in rec["pulses"].values())
+        net = getattr(self.learner, "net", None)
+        if net is not None:    # G+, G- or weights (f4) and per-device pulse totals (i4)
+            n += 12 * sum(W.size for W in net.W.values())
+        return n
+
     def end_epoch(self, row: dict) -> None:
-        """Append the epoch's records and metrics row to the file (one open-flush-close)."""
+        """Append the epoch's records and metrics row to the file (one open-flush-close);
+        if another process holds the file, to a side file merged at the next open."""
+        import h5py
         e = self._epoch
         epoch = e["epoch"]
         totals = {}
         if self.pulses is not None and self.t.pulses and self.records_epoch(epoch):
             totals = self.pulses.take_device_totals()
             self.pulses.track_devices(False)
+        path = self.path
         try:
-            with self._h5("a") as f:
-                self._write_metrics(f, row)
-                g = f["epochs"].require_group(f"{epoch:04d}")
-                g.attrs["epoch"] = epoch
-                if self.t.settle:
-                    self._write_settle(g, e["settle"])
-                if self.records_epoch(epoch):
-                    if self.t.conductances:
-                        self._write_conductances(g)
-                    for name, tot in totals.items():
-                        self._ds(g, f"pulses/{name}/per_device_total", tot, "pulses",
-                                 "pulses fired on each device during the epoch (G+ of a pair; "
-                                 "G- received as many of the opposite polarity)",
-                                 "(n_out, n_in): output (column) x input (row)")
-                    for idx, rec in sorted(e["batches"].items()):
-                        self._write_batch(g.require_group(f"batches/{idx:05d}"), rec)
-                f.flush()
+            f = self._open_append()
+            if f is None:   # a reader without our lock (HDFView, h5py.File) holds it
+                path = f"{os.path.splitext(self.path)[0]}.pending-{epoch:04d}.h5"
+                with h5py.File(path, "w") as side:
+                    self._init_file(side, None)
+                    side.attrs["pending_for"] = os.path.basename(self.path)
+                    self._write_epoch(side, row, totals)
+                print(f"warning: {self.path}: another process holds the file open; epoch "
+                      f"{epoch} went to {os.path.basename(path)}, merged when the file is "
+                      f"free", file=sys.stderr)
+            else:
+                with f:
+                    done = self._merge_pending(f)
+                    self._write_epoch(f, row, totals)
+                    f.flush()
+                for side in done:
+                    os.remove(side)
         except OSError as exc:
-            raise _io_error(self.path, exc, "write") from None
+            raise _io_error(path, exc, "write") from None
         self._epoch = None
+
+    def _write_epoch(self, f, row: dict, totals: dict) -> None:
+        e = self._epoch
+        epoch = e["epoch"]
+        self._write_metrics(f, row)
+        g = f["epochs"].require_group(f"{epoch:04d}")
+        g.attrs["epoch"] = epoch
+        if self.t.settle:
+            self._write_settle(g, e["settle"])
+        if self.records_epoch(epoch):
+            if self.t.conductances:
+                self._write_conductances(g)
+            for name, tot in totals.items():
+                self._ds(g, f"pulses/{name}/per_device_total", tot, "pulses",
+                         "pulses fired on each device during the epoch (G+ of a pair; "
+                         "G- received as many of the opposite polarity)",
+                         "(n_out, n_in): output (column) x input (row)")
+            for idx, rec in sorted(e["batches"].items()):
+                self._write_batch(g.require_group(f"batches/{idx:05d}"), rec)
 
     # -------------------------------------------------------------- writers
     def _ds(self, g, path: str, data, units: str, description: str, dims: str):
@@ -360,24 +557,23 @@ def parse_tile(spec: str) -> tuple[str, int, int]:
 class TraceRun:
     """Read access to a trace file without knowing its layout (NumPy arrays, metadata).
 
+    The file is opened only during each access (see :func:`_reading`), so holding a
+    ``TraceRun`` never stops a run from writing; epochs still in side files
+    (``<stem>.pending-NNNN.h5``) are read as well.
+
     >>> r = open_run("runs/x/traces.h5")
     >>> r.metrics["test_acc"], r.epochs, r.conductance(r.epochs[-1], "W1")["G_pos"]
     """
 
     def __init__(self, path: str):
-        import h5py
         self.path = path
-        try:
-            self._f = h5py.File(path, "r")
-        except OSError as exc:
-            raise TraceError(f"{path}: not a readable HDF5 trace file ({exc})") from None
-        if "epochs" not in self._f:
-            self._f.close()
-            raise TraceError(f"{path}: HDF5 file without an 'epochs' group: not a "
-                             f"crossbar-ep trace file")
+        with _reading(path) as f:
+            if "epochs" not in f:
+                raise TraceError(f"{path}: HDF5 file without an 'epochs' group: not a "
+                                 f"crossbar-ep trace file")
 
     def close(self) -> None:
-        self._f.close()
+        """Nothing stays open between accesses (kept for ``with`` and old code)."""
 
     def __enter__(self):
         return self
@@ -385,88 +581,121 @@ class TraceRun:
     def __exit__(self, *exc):
         self.close()
 
+    def _attr(self, name: str, default=None):
+        with _reading(self.path) as f:
+            return f.attrs.get(name, default)
+
     # metadata
     @property
     def version(self) -> str:
-        return str(self._f.attrs.get("crossbar_ep_version", ""))
+        return str(self._attr("crossbar_ep_version", ""))
 
     @property
     def schema_version(self) -> int:
-        return int(self._f.attrs.get("schema_version", 0))
+        return int(self._attr("schema_version", 0))
 
     @property
     def config(self) -> dict:
         """The run's resolved config as a plain dict."""
         import yaml
-        return yaml.safe_load(str(self._f.attrs["config_yaml"]))
+        return yaml.safe_load(str(self._attr("config_yaml")))
+
+    def _sources(self) -> list:
+        return [self.path] + pending_paths(self.path)
 
     @property
     def epochs(self) -> list:
-        """Epoch numbers with a group in the file, ascending."""
-        return sorted(int(k) for k in self._f["epochs"])
+        """Epoch numbers with a group in the file (or a side file), ascending."""
+        found = set()
+        for path in self._sources():
+            with _reading(path) as f:
+                found.update(int(k) for k in f["epochs"])
+        return sorted(found)
 
     @property
     def metrics(self) -> dict:
         """Per-epoch metrics: name -> float array (index e holds epoch e + 1)."""
-        return {k: ds[()] for k, ds in self._f["metrics"].items()}
+        with _reading(self.path) as f:
+            out = {k: ds[()] for k, ds in f["metrics"].items()}
+        for path in pending_paths(self.path):
+            e = _pending_epoch(path)
+            with _reading(path) as f:
+                for k, ds in f["metrics"].items():
+                    a = out.get(k, np.zeros(0))
+                    if a.shape[0] < e:
+                        a = np.concatenate([a, np.full(e - a.shape[0], np.nan)])
+                    a[e - 1] = ds[e - 1]
+                    out[k] = a
+        return out
 
+    @contextmanager
     def _epoch(self, epoch: int):
         key = f"epochs/{epoch:04d}"
-        if key not in self._f:
-            raise KeyError(f"{self.path}: no epoch {epoch} (has {self.epochs})")
-        return self._f[key]
+        for path in self._sources():
+            with _reading(path) as f:
+                if key in f:
+                    yield f[key]
+                    return
+        raise KeyError(f"{self.path}: no epoch {epoch} (has {self.epochs})")
 
-    def _read_group(self, g) -> dict:
-        return {k: v[()] for k, v in g.items()} if g is not None else {}
+    def _read(self, epoch: int, sub: str) -> dict:
+        with self._epoch(epoch) as g:
+            g = g.get(sub)
+            return {k: v[()] for k, v in g.items()} if g is not None else {}
+
+    def _names(self, epoch: int, sub: str) -> list:
+        with self._epoch(epoch) as g:
+            g = g.get(sub)
+            return sorted(g) if g is not None else []
 
     def settle(self, epoch: int) -> dict:
         """Per-batch settle statistics of an epoch: name -> array (batches,)."""
-        return self._read_group(self._epoch(epoch).get("settle"))
+        return self._read(epoch, "settle")
 
     def conductance(self, epoch: int, matrix: str) -> dict:
         """{'G_pos': (n_out, n_in) S, 'G_neg': ...} of one array at the end of an epoch."""
-        return self._read_group(self._epoch(epoch).get(f"conductance/{matrix}"))
+        return self._read(epoch, f"conductance/{matrix}")
 
     def weights(self, epoch: int) -> dict:
         """Effective weight matrices at the end of an epoch: name -> (n_out, n_in)."""
-        return self._read_group(self._epoch(epoch).get("weights"))
+        return self._read(epoch, "weights")
 
     def matrices(self, epoch: int) -> list:
-        g = self._epoch(epoch).get("conductance")
-        return sorted(g) if g is not None else []
+        return self._names(epoch, "conductance")
 
     def pulse_totals(self, epoch: int) -> dict:
         """Pulses per device summed over an epoch: matrix -> (n_out, n_in) int."""
-        g = self._epoch(epoch).get("pulses")
-        return {k: v["per_device_total"][()] for k, v in g.items()} if g is not None else {}
+        with self._epoch(epoch) as g:
+            g = g.get("pulses")
+            return ({k: v["per_device_total"][()] for k, v in g.items()} if g is not None
+                    else {})
 
     def batches(self, epoch: int) -> list:
-        g = self._epoch(epoch).get("batches")
-        return sorted(int(k) for k in g) if g is not None else []
+        return [int(k) for k in self._names(epoch, "batches")]
 
-    def _batch(self, epoch: int, batch: int):
-        g = self._epoch(epoch).get(f"batches/{batch:05d}")
-        if g is None:
+    def _batch(self, epoch: int, batch: int, sub: str) -> dict:
+        have = self.batches(epoch)
+        if batch not in have:
             raise KeyError(f"{self.path}: epoch {epoch} has no recorded batch {batch} "
-                           f"(has {self.batches(epoch)})")
-        return g
+                           f"(has {have})")
+        return self._read(epoch, f"batches/{batch:05d}/{sub}") if sub else {}
 
     def trajectories(self, epoch: int, batch: int, phase: str = "free") -> dict:
         """Layer k -> states (steps + 1, samples, n_k) of a recorded batch and phase."""
-        g = self._batch(epoch, batch).get(f"trajectories/{phase}")
-        return {int(k[1:]): v[()] for k, v in g.items()} if g is not None else {}
+        return {int(k[1:]): v for k, v in
+                self._batch(epoch, batch, f"trajectories/{phase}").items()}
 
     def batch_pulses(self, epoch: int, batch: int) -> dict:
         """Signed pulse counts per device of a recorded batch's update: matrix -> array."""
-        return self._read_group(self._batch(epoch, batch).get("pulses"))
+        return self._batch(epoch, batch, "pulses")
 
     def tiles(self, epoch: int, batch: int) -> list:
-        g = self._batch(epoch, batch).get("tiles")
-        return sorted(g) if g is not None else []
+        self._batch(epoch, batch, "")
+        return self._names(epoch, f"batches/{batch:05d}/tiles")
 
     def tile_reads(self, epoch: int, batch: int, tile: str, direction: str = "forward") -> dict:
         """{'phase', 'current_A', 'adc_code'} of one recorded tile ('W1_r0_c0')."""
-        return self._read_group(self._batch(epoch, batch).get(f"tiles/{tile}/{direction}"))
+        return self._batch(epoch, batch, f"tiles/{tile}/{direction}")
 
 
 def open_run(path: str) -> TraceRun:
@@ -488,11 +717,7 @@ def describe_tree(path: str) -> str:
     """Text tree of a trace file: groups, datasets with shape, dtype and units."""
     import h5py
     lines = []
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise TraceError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with _reading(path) as f:
         lines.append(f"{path}")
         for k, v in f.attrs.items():
             text = str(v)

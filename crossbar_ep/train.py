@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ import numpy as np
 from .config import Config, config_from_dict, dump_config, read_yaml
 from .data import Dataset, load_dataset
 from .ep import cross_entropy_sum, make_learner
-from .errors import CheckpointError
+from .errors import CheckpointError, CrossbarEPError
 from .network import Network, build_network
 from .optim import make_optimizer
 
@@ -31,6 +32,16 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val
                "energy_array_J", "energy_dac_J", "energy_adc_J", "energy_program_J",
                "energy_total_J", "ir_drop_rel")
 CHECKPOINT = "checkpoint.npz"
+MAX_ABS_WEIGHT = 1e6          # |w| or |b| above this (or NaN/inf) stops a run as diverged
+FREE_MARGIN_BYTES = 64 << 20  # free space kept beyond an epoch's estimated writes
+
+
+class DivergenceError(CrossbarEPError):
+    """Training produced non-finite or exploding values; the last checkpoint is kept."""
+
+
+class RunWriteError(CrossbarEPError):
+    """A run's files cannot be written (full disk, permissions)."""
 
 
 @dataclass
@@ -211,9 +222,13 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         idx = perm[i * bs:(i + 1) * bs]
         if rec is not None:
             rec.begin_batch(i)
-        st = run.learner.train_batch(data.x_train[idx], data.y_train[idx])
+        try:
+            st = run.learner.train_batch(data.x_train[idx], data.y_train[idx])
+        except (FloatingPointError, ZeroDivisionError):   # NaN in a fastmath kernel
+            _check_finite(run, epoch, i, float("nan"), data.x_train[idx])   # always raises
         if rec is not None:
             rec.end_batch(st)
+        _check_finite(run, epoch, i, st.loss_sum, data.x_train[idx])
         loss += st.loss_sum
         correct += st.correct
         seen += idx.size
@@ -221,9 +236,6 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         steps.append(st.steps)
         t_free.append(st.free_time_tau)
         t_nudged.append(st.nudged_time_tau)
-        if not np.isfinite(st.loss_sum):
-            raise FloatingPointError(f"loss became {st.loss_sum} at epoch {epoch}, batch "
-                                     f"{i}: lower the learning rate or beta values")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
@@ -239,6 +251,11 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         energy = meter.take(seen, per.e_dac_J, per.e_adc_J, program)
     test_loss, test_acc = evaluate(run.learner, data.x_test, data.y_test,
                                    cfg.training.eval_batch_size)
+    if not np.isfinite(test_loss):
+        bad = "holds NaN or inf values" if not np.isfinite(data.x_test).all() else \
+            "gives non-finite states (settling diverged: lower the beta values)"
+        raise DivergenceError(f"epoch {epoch}: the test-set loss is {test_loss}: the test set "
+                              f"{bad}; {_kept(run, epoch)}")
     val_acc = None
     if data.x_val is not None:
         val_acc = evaluate(run.learner, data.x_val, data.y_val, cfg.training.eval_batch_size)[1]
@@ -273,6 +290,37 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     return row
 
 
+def _kept(run: Run, epoch: int) -> str:
+    if epoch <= 1:
+        return "nothing was saved; fix it and start the run again"
+    return (f"the checkpoint of epoch {epoch - 1} in {run.out_dir} is kept (the diverged "
+            f"state is not saved): fix the cause (training settings live in "
+            f"{run.out_dir}/config.yaml) and continue with crossbar-ep run --resume "
+            f"{run.out_dir}, or start again")
+
+
+def _check_finite(run: Run, epoch: int, batch: int, loss: float, x: np.ndarray) -> None:
+    """Stop with :class:`DivergenceError` on a non-finite loss or a weight or bias that is
+    NaN/inf or above ``MAX_ABS_WEIGHT`` in magnitude (two reductions per matrix per batch)."""
+    where = f"training diverged at epoch {epoch}, batch {batch}"
+    cause = ("likely cause: the learning rate (training.lr) or the nudge strengths "
+             "(model.beta_f, model.beta_i) are too large")
+    for name, w in run.net.trainable():
+        big = max(float(w.max()), -float(w.min())) if w.size else 0.0
+        if not big <= MAX_ABS_WEIGHT:      # also catches NaN
+            lr = getattr(getattr(run.learner, "opt", None), "lrs", run.net.lr).get(name)
+            lr = f" (learning rate {lr:g})" if lr is not None else ""
+            raise DivergenceError(f"{where}: {name}{lr} reached "
+                                  f"max |w| = {big:.3g} (limit {MAX_ABS_WEIGHT:g}); {cause}; "
+                                  f"{_kept(run, epoch)}")
+    if not np.isfinite(loss):
+        if not np.isfinite(x).all():
+            raise DivergenceError(f"{where}: the input batch holds NaN or inf values: the "
+                                  f"data set is corrupt; {_kept(run, epoch)}")
+        raise DivergenceError(f"{where}: the loss is {loss} (non-finite states after "
+                              f"settling); {cause}; {_kept(run, epoch)}")
+
+
 def _bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
@@ -281,20 +329,71 @@ def _bar(total: int, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
+def _check_space(run: Run, epoch: int, traces_bytes: int) -> None:
+    """Stop before writing epoch ``epoch`` when the run directory's file system lacks room
+    for its traces, a new checkpoint beside the old one and ``FREE_MARGIN_BYTES``."""
+    ck = os.path.join(run.out_dir, CHECKPOINT)
+    if os.path.exists(ck):
+        ck_bytes = os.path.getsize(ck)
+    else:                   # parameters, optimiser slots, device states
+        ck_bytes = 10 * sum(a.nbytes for _, a in run.net.trainable())
+    need = traces_bytes + ck_bytes + FREE_MARGIN_BYTES
+    try:
+        free = shutil.disk_usage(run.out_dir).free
+    except OSError:
+        return
+    if free < need:
+        mib = 1 << 20
+        kept = (f"the checkpoint of epoch {epoch - 1} is kept: free space and continue with "
+                f"crossbar-ep run --resume {run.out_dir}" if epoch > 1 else
+                "no epoch was saved: free space and start again")
+        raise RunWriteError(f"{run.out_dir}: only {free / mib:.0f} MiB free, epoch {epoch} "
+                            f"needs about {need / mib:.0f} MiB (traces {traces_bytes / mib:.0f}"
+                            f", checkpoint {ck_bytes / mib:.0f}, margin "
+                            f"{FREE_MARGIN_BYTES / mib:.0f}); the disk is nearly full; nothing "
+                            f"of epoch {epoch} was written and {kept}")
+
+
+def _write(path: str, write, kept: str) -> None:
+    """Run ``write``; an OSError becomes a :class:`RunWriteError` naming ``path``."""
+    from .traces import io_hint
+    try:
+        write()
+    except OSError as exc:
+        raise RunWriteError(f"{path}: cannot write ({exc.strerror or exc}); {io_hint(exc)}; "
+                            f"{kept}") from None
+
+
 def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
-    """Train from ``run.epochs_done`` to ``cfg.training.epochs``, checkpointing each epoch."""
+    """Train from ``run.epochs_done`` to ``cfg.training.epochs``, checkpointing each epoch.
+
+    Stops with :class:`DivergenceError` on non-finite or exploding values and with
+    :class:`RunWriteError` when the disk is (nearly) full or a file cannot be written; the
+    checkpoint of the last completed epoch stays in both cases."""
+    d = run.out_dir
     for epoch in range(run.epochs_done + 1, run.cfg.training.epochs + 1):
         row = train_epoch(run, epoch, progress)
+        rec = run.recorder
+        _check_space(run, epoch, rec.pending_bytes() if rec is not None else 0)
         run.history.append(row)
-        if run.recorder is not None:   # traces first: if they fail, the last checkpoint stays
-            run.recorder.end_epoch(row)
-        save_checkpoint(run)
-        write_metrics(run)
-        write_curves(run)
+        old = (f"the checkpoint of epoch {epoch - 1} is kept: fix this and continue with "
+               f"crossbar-ep run --resume {d}" if epoch > 1 else
+               "no epoch was saved: fix this and start again")
+        if rec is not None:   # traces first: if they fail, the last checkpoint stays
+            rec.end_epoch(row)
+        _write(os.path.join(d, CHECKPOINT), lambda: save_checkpoint(run), old)
+        new = (f"the checkpoint holds epoch {epoch}: fix this and continue with "
+               f"crossbar-ep run --resume {d}")
+        _write(os.path.join(d, "metrics.csv"), lambda: write_metrics(run), new)
+        _write(os.path.join(d, "curves.png"), lambda: write_curves(run), new)
         if on_epoch is not None:
             on_epoch(row)
+    if run.recorder is not None:
+        run.recorder.finish()
     s = summary(run)
-    _atomic_text(os.path.join(run.out_dir, "summary.txt"), s["line"] + "\n")
+    _write(os.path.join(d, "summary.txt"),
+           lambda: _atomic_text(os.path.join(d, "summary.txt"), s["line"] + "\n"),
+           "training finished and the checkpoint holds every epoch")
     return s
 
 

@@ -539,9 +539,11 @@ def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None,
     Refuses a folder that is not empty unless it holds this same experiment stopped before
     its first checkpoint; ``overwrite`` deletes an earlier run's files there instead."""
     out_dir = out_dir or default_run_dir(cfg)
+    busy = os.path.isfile(os.path.join(out_dir, LOCK))
+    lock = _DirLock(out_dir) if busy else None   # in use by another process: say so first
     _check_out_dir(cfg, out_dir, overwrite)
     _makedirs(out_dir)
-    lock = _DirLock(out_dir)
+    lock = lock or _DirLock(out_dir)
     _check_out_dir(cfg, out_dir, overwrite)   # again: another process may have written here
     if overwrite:
         _remove_run_files(out_dir)

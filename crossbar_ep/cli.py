@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=2")
     run.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start in a non-empty --out folder anyway, deleting the files of an "
+                     "earlier run there (other files are left alone)")
+    run.add_argument("--accept-config-changes", action="store_true",
+                     help="with --resume: continue although RUN_DIR/config.yaml was edited "
+                     "since the last checkpoint")
 
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("experiment")
@@ -326,24 +332,30 @@ def _cmd_validate(args) -> int:
 
 def _cmd_run(args) -> int:
     from . import train
-    from .config import load_config
 
     if args.resume:
-        if args.experiment or args.overrides:
-            raise CrossbarEPError("--resume continues a run with its saved config.yaml; "
-                                  "drop the experiment file and --set (only --epochs may "
-                                  "extend it)")
-        run = train.resume(args.resume, epochs=args.epochs)
+        if args.experiment or args.overrides or args.out or args.overwrite:
+            raise CrossbarEPError("--resume continues a run in its own folder with its saved "
+                                  "config.yaml; drop the experiment file, --set, --out and "
+                                  "--overwrite (only --epochs may extend it)")
+        run = train.resume(args.resume, epochs=args.epochs,
+                           accept_changes=args.accept_config_changes)
+        if run.epochs_done >= run.cfg.training.epochs:
+            print(f"{run.out_dir}: already trained {run.epochs_done} epochs; nothing to do "
+                  f"(extend it with --epochs {run.epochs_done + 1} or more)", file=sys.stderr)
+            return 0
         print(f"resuming {run.out_dir} after epoch {run.epochs_done} of "
               f"{run.cfg.training.epochs}", file=sys.stderr)
     else:
         if not args.experiment:
             raise CrossbarEPError("crossbar-ep run: give an experiment file, or --resume RUN_DIR")
+        if args.accept_config_changes:
+            raise CrossbarEPError("--accept-config-changes goes with --resume RUN_DIR")
         overrides = list(args.overrides)
         if args.epochs is not None:
             overrides.append(f"training.epochs={args.epochs}")
-        cfg = load_config(args.experiment, overrides)
-        run = train.start(cfg, args.out)
+        cfg = train.load_experiment(args.experiment, overrides)
+        run = train.start(cfg, args.out, overwrite=args.overwrite)
         print(f"run directory: {run.out_dir}", file=sys.stderr)
     try:
         s = train.fit(run, progress=not args.quiet)

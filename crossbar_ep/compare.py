@@ -48,7 +48,7 @@ def run_pair(cfg: Config, out_dir: str, progress: bool = True, log=print,
     for label, c in twin_configs(cfg, devices).items():
         d = os.path.join(out_dir, label)
         if os.path.exists(os.path.join(d, train.CHECKPOINT)):
-            run = train.resume(d, epochs=c.training.epochs, data=data)
+            run = train.resume(d, epochs=c.training.epochs, data=data, expect=c)
             log(f"{label}: resuming after epoch {run.epochs_done}")
         else:
             run = train.start(c, d, data=data)

@@ -2,12 +2,16 @@
 
 A run directory holds ``config.yaml`` (fully resolved), ``metrics.csv`` and
 ``metrics.json`` (one row per epoch), ``checkpoint.npz`` (written atomically after every
-epoch: weights, optimiser state, random-generator state, history) and ``summary.txt``.
+epoch: weights, optimiser state, random-generator state, history, the config it was trained
+with) and ``summary.txt``.  A process that starts or resumes a run holds an exclusive lock on
+``run.lock`` in the directory until the run object is released (docs/runs.md).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
@@ -15,14 +19,15 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .config import Config, config_from_dict, dump_config, read_yaml
+from .config import Config, config_from_dict, read_yaml
 from .data import Dataset, load_dataset
 from .ep import cross_entropy_sum, make_learner
-from .errors import CheckpointError, CrossbarEPError
+from .errors import CheckpointError, ConfigError, CrossbarEPError
 from .network import Network, build_network
 from .optim import make_optimizer
 
@@ -44,6 +49,11 @@ class RunWriteError(CrossbarEPError):
     """A run's files cannot be written (full disk, permissions)."""
 
 
+LOCK = "run.lock"
+RUN_FILES = ("config.yaml", CHECKPOINT, "metrics.csv", "metrics.json", "curves.png",
+             "summary.txt")
+
+
 @dataclass
 class Run:
     """Everything one training run holds in memory."""
@@ -56,6 +66,7 @@ class Run:
     out_dir: str
     history: list = field(default_factory=list)
     recorder: object = None   # traces.Recorder when traces.enabled
+    lock: object = None       # _DirLock held while this run may write its directory
 
     @property
     def epochs_done(self) -> int:
@@ -74,7 +85,20 @@ def setup(cfg: Config, out_dir: str, data: Dataset | None = None) -> Run:
     return Run(cfg, data, net, learner, rng, out_dir)
 
 
+def check_name(cfg: Config) -> None:
+    """``name`` becomes part of a folder name: no path separators or control characters."""
+    n = cfg.name
+    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in n) or os.path.isabs(n):
+        import re
+        safe = re.sub(r"[^\w.+-]+", "-", n).strip("-.") or "experiment"
+        raise ConfigError(f"{cfg.source}: name: {n!r} is used in the run directory name and "
+                          f"may not hold path separators (/ or \\) or control characters; "
+                          f"use e.g. {safe!r}, or give the folder with --out")
+
+
 def default_run_dir(cfg: Config, root: str = "runs") -> str:
+    """``runs/<name>-<timestamp>`` (``-2``, ``-3``, ... when taken)."""
+    check_name(cfg)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = os.path.join(root, f"{cfg.name}-{stamp}")
     path, i = base, 1
@@ -82,6 +106,196 @@ def default_run_dir(cfg: Config, root: str = "runs") -> str:
         i += 1
         path = f"{base}-{i}"
     return path
+
+
+# ---------------------------------------------------------------------- run directory
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None
+
+_HELD: dict = {}   # realpath of a run directory -> [fd of its lock file, users]
+
+
+class _DirLock:
+    """An exclusive ``flock`` on ``RUN_DIR/run.lock`` held while this object lives.
+
+    The OS drops the lock when the process dies (even by SIGKILL), so a lock file left
+    behind never blocks.  Re-entrant within one process: reopening a directory this process
+    already holds (e.g. resume after an interrupted fit) shares the lock.
+    """
+
+    def __init__(self, out_dir: str):
+        key = os.path.realpath(out_dir)
+        held = _HELD.get(key)
+        if held is not None and _same_file(held[0], os.path.join(key, LOCK)):
+            held[1] += 1
+        else:
+            _HELD[key] = [_acquire(out_dir), 1]
+        weakref.finalize(self, _release, key, _HELD[key][0])
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _acquire(out_dir: str) -> int:
+    path = os.path.join(out_dir, LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"{out_dir}: cannot write in the run directory ({exc.strerror}); "
+                              f"choose a writable folder with --out") from None
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise CheckpointError(f"{path}: cannot lock the run directory ({exc.strerror})") \
+                from None
+        who = f"pid {pid}" if pid.isdigit() else "pid unknown"
+        raise CheckpointError(f"{out_dir}: another process ({who}) is using this run directory "
+                              f"(it holds {LOCK}); wait for it to finish or stop it, or choose "
+                              f"another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
+def _release(key: str, fd: int) -> None:
+    held = _HELD.get(key)
+    if held is None or held[0] != fd:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        del _HELD[key]
+        os.close(fd)   # closing the descriptor releases the flock
+
+
+def _makedirs(out_dir: str) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise CheckpointError(f"{out_dir}: is a file, not a folder; choose another --out")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"{out_dir}: cannot create the run directory ({exc.strerror}); "
+                              f"choose a writable place with --out") from None
+
+
+def load_experiment(path: str, overrides: list | None = None) -> Config:
+    """:func:`config.load_config` with unreadable files (a folder, not UTF-8) as ConfigError."""
+    from .config import load_config
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a folder, not an experiment file; give the YAML file "
+                          f"(to continue a run directory: crossbar-ep run --resume {path})")
+    return _reading(path, load_config, path, overrides)
+
+
+def _reading(path: str, fn, *args):
+    try:
+        return fn(*args)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the "
+                          f"file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _run_config(out_dir: str) -> Config:
+    """The validated ``config.yaml`` of a run directory."""
+    if not os.path.isdir(out_dir):
+        what = "no such folder" if not os.path.exists(out_dir) else "a file, not a folder"
+        raise CheckpointError(f"{out_dir}: not a run directory ({what}); give the folder a run "
+                              f"wrote (it holds config.yaml and {CHECKPOINT})")
+    path = os.path.join(out_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{out_dir}: not a run directory (no config.yaml)")
+    return _reading(path, lambda: config_from_dict(read_yaml(path), source=path))
+
+
+def _config_yaml(cfg: Config) -> str:
+    import yaml
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def hashed_config(cfg: Config) -> dict:
+    """The resolved config whose hash identifies a run: every key but ``training.epochs``
+    (the one key a resume may change: ``--epochs`` extends a run)."""
+    d = cfg.to_dict()
+    d["training"] = {k: v for k, v in d["training"].items() if k != "epochs"}
+    return d
+
+
+def config_hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list:
+    """``key: old -> new`` for every key whose value differs (sections flattened)."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _changes_text(changes: list, most: int = 8) -> str:
+    more = f"; and {len(changes) - most} more" if len(changes) > most else ""
+    return "; ".join(changes[:most]) + more
+
+
+def _check_out_dir(cfg: Config, out_dir: str, overwrite: bool) -> None:
+    """Refuse to start in a folder that holds anything but a run of this same experiment
+    (same resolved config, ``training.epochs`` aside) that stopped before its first
+    checkpoint, unless ``overwrite``."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise CheckpointError(f"{out_dir}: is a file, not a folder; choose another --out")
+    entries = sorted(e for e in os.listdir(out_dir) if e != LOCK and not e.startswith(".tmp-"))
+    if not entries or overwrite:
+        return
+    try:
+        old = _run_config(out_dir)
+    except CrossbarEPError:   # not a run directory, or its config.yaml does not load
+        old = None
+    if old is None:
+        more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+        raise CheckpointError(f"{out_dir}: the folder is not empty (it holds {entries[0]!r}"
+                              f"{more}) and holds no run; choose a new or empty "
+                              f"--out, or add --overwrite to write the run into it anyway")
+    changes = config_changes(hashed_config(old), hashed_config(cfg))
+    if changes:
+        raise CheckpointError(f"{out_dir}: already holds a run of another config ("
+                              f"{_changes_text(changes)}); choose another --out, or add "
+                              f"--overwrite to replace that run")
+    if os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+        raise CheckpointError(f"{out_dir}: already holds a run; use --resume {out_dir} to "
+                              f"continue it, or choose another --out (--overwrite starts it "
+                              f"again from scratch)")
+
+
+def _remove_run_files(out_dir: str) -> None:
+    """Delete the files an earlier run wrote here (other files are left alone)."""
+    names = list(RUN_FILES)
+    try:
+        names.append(_run_config(out_dir).traces.file)
+    except CrossbarEPError:
+        names.append("traces.h5")
+    for name in names:
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)
 
 
 # ---------------------------------------------------------------------- files
@@ -113,7 +327,8 @@ def save_checkpoint(run: Run) -> None:
     arrays.update({f"opt:{k}": v for k, v in opt.state_arrays().items()})
     meta = {"epochs_done": run.epochs_done, "opt_t": opt.t,
             "rng_state": run.rng.bit_generator.state, "history": run.history,
-            "format": 1}
+            "format": 2, "config": hashed_config(run.cfg)}
+    meta["config_sha256"] = config_hash(meta["config"])
     pulses = getattr(run.learner, "pulses", None)
     if pulses is not None:
         for name, cb in pulses.crossbars.items():
@@ -127,17 +342,24 @@ def save_checkpoint(run: Run) -> None:
     _atomic_write(os.path.join(run.out_dir, CHECKPOINT), lambda fh: np.savez(fh, **arrays))
 
 
-def load_checkpoint(run: Run) -> None:
-    path = os.path.join(run.out_dir, CHECKPOINT)
+def _read_checkpoint(out_dir: str, arrays: bool = True) -> tuple[dict, dict]:
+    """(meta, arrays) of a run's checkpoint; ``arrays=False`` reads the meta only."""
+    path = os.path.join(out_dir, CHECKPOINT)
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in z.files if k != "meta"}
+            data = {k: z[k] for k in z.files if k != "meta"} if arrays else {}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint; the run stopped before its first "
                               f"epoch ended: start it again without --resume") from None
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    return meta, data
+
+
+def load_checkpoint(run: Run) -> None:
+    path = os.path.join(run.out_dir, CHECKPOINT)
+    meta, arrays = _read_checkpoint(run.out_dir)
     net, opt = run.net, run.learner.opt
     targets = {**{f"W:{k}": v for k, v in net.W.items()},
                **{f"b:{k}": v for k, v in net.b.items()},
@@ -411,15 +633,24 @@ def summary(run: Run) -> dict:
             "final_test_acc": h[-1]["test_acc"], "epochs": len(h), "time_s": total}
 
 
-def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None) -> Run:
-    """A fresh run directory with the resolved config written into it."""
+def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None,
+          overwrite: bool = False) -> Run:
+    """A fresh, locked run directory with the resolved config written into it.
+
+    Refuses a folder that is not empty unless it holds this same experiment stopped before
+    its first checkpoint; ``overwrite`` deletes an earlier run's files there instead."""
     out_dir = out_dir or default_run_dir(cfg)
-    if os.path.exists(os.path.join(out_dir, CHECKPOINT)):
-        raise CheckpointError(f"{out_dir}: already holds a run; use --resume {out_dir} to "
-                              f"continue it, or choose another --out")
-    os.makedirs(out_dir, exist_ok=True)
+    busy = os.path.isfile(os.path.join(out_dir, LOCK))
+    lock = _DirLock(out_dir) if busy else None   # in use by another process: say so first
+    _check_out_dir(cfg, out_dir, overwrite)
+    _makedirs(out_dir)
+    lock = lock or _DirLock(out_dir)
+    _check_out_dir(cfg, out_dir, overwrite)   # again: another process may have written here
+    if overwrite:
+        _remove_run_files(out_dir)
     run = setup(cfg, out_dir, data)
-    dump_config(cfg, os.path.join(out_dir, "config.yaml"))
+    run.lock = lock
+    _atomic_text(os.path.join(out_dir, "config.yaml"), _config_yaml(cfg))
     attach_recorder(run, None)
     return run
 
@@ -437,18 +668,59 @@ def attach_recorder(run: Run, resume_epochs: int | None) -> None:
 
 
 def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,
-           record: bool = True) -> Run:
-    """Reopen a run directory at its last checkpoint (optionally extending ``epochs``);
-    ``record=False`` leaves its trace file alone (for read-only use of the trained state)."""
-    cfg_path = os.path.join(out_dir, "config.yaml")
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"{out_dir}: not a run directory (no config.yaml)")
-    cfg = config_from_dict(read_yaml(cfg_path), source=cfg_path)
+           record: bool = True, accept_changes: bool = False,
+           expect: Config | None = None) -> Run:
+    """Reopen a run directory at its last checkpoint.
+
+    ``epochs`` sets ``training.epochs`` (validated; at least the epochs done; written to
+    config.yaml only when it extends the run).  A config.yaml edited since the checkpoint was
+    written is refused unless ``accept_changes``; ``expect`` (a config the caller is about to
+    train) must match the run's config.  ``record=False`` is for read-only use of the trained
+    state: no lock, and the trace file is left alone."""
+    cfg = _run_config(out_dir)
+    lock = _DirLock(out_dir) if record or epochs is not None or accept_changes else None
+    cfg_path = cfg.source
+    meta, _ = _read_checkpoint(out_dir, arrays=False)
+    done = int(meta.get("epochs_done", 0))
+    if expect is not None:
+        changes = config_changes(hashed_config(cfg), hashed_config(expect))
+        if changes:
+            raise CheckpointError(f"{out_dir}: holds a run of another config ("
+                                  f"{_changes_text(changes)}); choose another output folder")
+    new = hashed_config(cfg)
+    accepted = False
+    if "config_sha256" in meta and meta["config_sha256"] != config_hash(new):
+        changes = config_changes(meta.get("config", {}), new)
+        if not accept_changes:
+            raise CheckpointError(f"{cfg_path}: edited since the checkpoint was written ("
+                                  f"{_changes_text(changes)}); the checkpoint was trained "
+                                  f"with the old values.  Restore them, or continue with the "
+                                  f"new ones: crossbar-ep run --resume {out_dir} "
+                                  f"--accept-config-changes")
+        accepted = True
     if epochs is not None:
-        cfg = replace(cfg, training=replace(cfg.training, epochs=epochs))
-        dump_config(cfg, cfg_path)
+        from .config import apply_overrides
+        raw = apply_overrides(cfg.to_dict(), [f"training.epochs={epochs}"])
+        extended = config_from_dict(raw, source=f"{cfg_path} (--epochs {epochs})")
+        if epochs < done:
+            raise ConfigError(f"{cfg_path} (--epochs {epochs}): training.epochs: the run has "
+                              f"already trained {done} epochs; give --epochs {done + 1} or "
+                              f"more to extend it")
+        if epochs > done and epochs != cfg.training.epochs:
+            _atomic_text(cfg_path, _config_yaml(extended))
+        cfg = replace(extended, source=cfg_path)   # epochs == done: nothing left to train; config.yaml stays as it is
     run = setup(cfg, out_dir, data)
+    run.lock = lock
     load_checkpoint(run)
-    if record:
-        attach_recorder(run, run.epochs_done)
+    if accepted:
+        save_checkpoint(run)   # the checkpoint now records the accepted config
+    if record and (run.epochs_done < cfg.training.epochs or _has_pending_traces(run)):
+        attach_recorder(run, run.epochs_done)   # also merges epochs left in side files
     return run
+
+
+def _has_pending_traces(run: Run) -> bool:
+    if not run.cfg.traces.enabled:
+        return False
+    from .traces import pending_paths
+    return bool(pending_paths(os.path.join(run.out_dir, run.cfg.traces.file)))

@@ -201,7 +201,7 @@ def test_unwritable_trace_path_fails_before_training(tmp_path):
     d = tmp_path / "bad"
     (d / "traces.h5").mkdir(parents=True)                    # a folder where the file goes
     with pytest.raises(TraceError, match=r"traces.h5: cannot create the trace file"):
-        train.start(traced_config(), str(d))
+        train.start(traced_config(), str(d), overwrite=True)  # not empty: needs overwrite
 
 
 def test_trace_config_errors():

@@ -120,7 +120,8 @@ def load(stream, name: str | None = None):
         raise ConfigError(f"{name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
                           f"offset {exc.start}); save the file as UTF-8") from None
     except (ValueError, OverflowError) as exc:   # e.g. an integer of 5000 digits
-        raise ConfigError(f"{name}: cannot convert a value: {clip(exc)}") from None
+        raise ConfigError(f"{name}: a value cannot be converted ({clip(exc, 100)}); check "
+                          f"the numbers in it") from None
     finally:
         loader.dispose()
 

@@ -7,7 +7,7 @@ accepts them.
 Every document is checked before it is built: aliases may not expand it to more than
 ``$CROSSBAR_EP_YAML_MAX_NODES`` nodes (default 100,000; a 400-byte "billion laughs" file
 would otherwise expand to 10^9), nor nest it deeper than :data:`MAX_DEPTH`; files above
-``$CROSSBAR_EP_YAML_MAX_BYTES`` (default 10 MB) are not read.
+``$CROSSBAR_EP_YAML_MAX_BYTES`` (default 1 MB; experiments are a few kB) are not read.
 """
 
 from __future__ import annotations
@@ -20,12 +20,20 @@ import yaml
 from .errors import ConfigError
 
 MAX_NODES_ENV, MAX_NODES = "CROSSBAR_EP_YAML_MAX_NODES", 100_000
-MAX_BYTES_ENV, MAX_BYTES = "CROSSBAR_EP_YAML_MAX_BYTES", 10_000_000
+MAX_BYTES_ENV, MAX_BYTES = "CROSSBAR_EP_YAML_MAX_BYTES", 1_000_000   # ~1 s to parse
 MAX_DEPTH = 64   # nesting levels after alias expansion (a config needs about 5)
 
 
 class Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with YAML 1.2 floats that stops composing after ``max_nodes`` nodes."""
+
+    max_nodes = MAX_NODES
+
+    def compose_node(self, parent, index):
+        self.composed = getattr(self, "composed", 0) + 1   # alias uses count too
+        if self.composed > self.max_nodes:
+            raise _too_many(self.name, self.max_nodes)
+        return super().compose_node(parent, index)
 
 
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -59,9 +67,15 @@ def limit(env: str, default: int) -> int:
     return value
 
 
-def _check_size(root: yaml.Node, name: str) -> None:
+def _too_many(name: str, max_nodes: int) -> ConfigError:
+    return ConfigError(
+        f"{name}: more than {max_nodes} YAML nodes once aliases (*name) are expanded; refused "
+        f"so that a small file cannot take unbounded time and memory. If the file is genuine, "
+        f"raise the limit: export {MAX_NODES_ENV}=N")
+
+
+def _check_size(root: yaml.Node, name: str, max_nodes: int) -> None:
     """Refuse a node graph whose expansion (aliases copied out) is too big or too deep."""
-    max_nodes = limit(MAX_NODES_ENV, MAX_NODES)
     memo: dict = {}      # id(node) -> (expanded nodes, height)
     active: set = set()  # nodes on the current path: meeting one again is a recursive alias
 
@@ -85,10 +99,7 @@ def _check_size(root: yaml.Node, name: str) -> None:
             active.discard(id(node))
             got = memo[id(node)] = (size, height)
         if got[0] > max_nodes:
-            raise ConfigError(
-                f"{name}: YAML aliases (*name) expand this document to more than {max_nodes} "
-                f"nodes; refused so that a small file cannot take unbounded time and memory. "
-                f"If the file is genuine, raise the limit: export {MAX_NODES_ENV}=N")
+            raise _too_many(name, max_nodes)
         if depth + got[1] > MAX_DEPTH:
             raise ConfigError(f"{name}: nested deeper than {MAX_DEPTH} levels once aliases are "
                               f"expanded; an experiment needs about 5")
@@ -105,13 +116,15 @@ def load(stream, name: str | None = None):
     cannot be converted.
     """
     name = name or getattr(stream, "name", "<string>")
+    max_nodes = limit(MAX_NODES_ENV, MAX_NODES)
     loader = Loader(stream)
     loader.name = name   # marks in YAML errors name the file, not '<unicode string>'
+    loader.max_nodes = max_nodes
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_size(node, name)
+        _check_size(node, name, max_nodes)
         return loader.construct_document(node)
     except RecursionError:
         raise ConfigError(f"{name}: nested too deeply to read; an experiment needs about 5 "

@@ -373,7 +373,7 @@ def _check_cross_fields(cfg: Config) -> None:
         for i, pair in enumerate(r.pairs):
             pw = rw.child("pairs").child(i)
             if len(pair) != 2:
-                raise pw.fail(f"expected [from, to], got {list(pair)}")
+                raise pw.fail(f"expected [from, to], got {clip(list(pair))}")
             a, b = pair
             if not (1 <= a <= L and 1 <= b <= L):
                 raise pw.fail(f"layers must lie in 1..{L} (hidden layers), got {list(pair)}")
@@ -473,7 +473,7 @@ def _check_crossbar(cfg: Config, w: Where) -> None:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise cw.child("layers").child(i).fail(
-                f"no matrix {name!r} in this net (has {', '.join(sorted(known))}){hint}")
+                f"no matrix {clip(repr(name))} in this net (has {', '.join(sorted(known))}){hint}")
     if c.iv.law != "linear":
         wi = c.wires
         if wi.r_wire_row_ohm or wi.r_wire_col_ohm or wi.r_driver_ohm or wi.r_sense_ohm:
@@ -500,21 +500,21 @@ def _check_traces(cfg: Config, w: Where) -> None:
     if not t.enabled:
         return
     if os.path.basename(t.file) != t.file or not t.file:
-        raise tw.child("file").fail(f"{t.file!r}: give a plain file name; the file is written "
-                                    f"inside the run directory")
+        raise tw.child("file").fail(f"{clip(repr(t.file))}: give a plain file name; the file "
+                                    f"is written inside the run directory")
     from .traces import parse_tile
     c = cfg.crossbar
     for i, spec in enumerate(t.tiles):
         try:
             name, ri, ci = parse_tile(spec)
         except ValueError as exc:
-            raise tw.child("tiles").child(i).fail(str(exc)) from None
+            raise tw.child("tiles").child(i).fail(clip(exc)) from None
         if not c.enabled:
             raise tw.child("tiles").child(i).fail("tile reads need the crossbar backend "
                                                   "(crossbar.enabled: true)")
         if name not in set(cfg_matrix_names(cfg)):
             raise tw.child("tiles").child(i).fail(
-                f"no matrix {name!r} (has {', '.join(cfg_matrix_names(cfg))})")
+                f"no matrix {clip(repr(name))} (has {', '.join(cfg_matrix_names(cfg))})")
 
 
 def cfg_matrix_names(cfg: Config) -> list:
@@ -523,9 +523,9 @@ def cfg_matrix_names(cfg: Config) -> list:
             *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str, check_key: bool = False) -> tuple[list[str], Any]:
     """``training.epochs=2`` -> (['training', 'epochs'], 2); the value is parsed as YAML
-    (with the same limits as a file)."""
+    (with the same limits as a file).  ``check_key`` fails on a path naming no config key."""
     shown = f"--set {clip(text)}"
     if "=" not in text:
         raise ConfigError(f"{shown}: expected KEY=VALUE, e.g. --set training.epochs=2")
@@ -533,7 +533,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in k.strip().split(".") if p]
     if not path:
         raise ConfigError(f"{shown}: empty key")
-    _check_override_key(path, shown)
+    if check_key:
+        _check_override_key(path, shown)
     try:
         value = yamlio.load(v, shown) if v.strip() else None
     except yaml.YAMLError as exc:
@@ -563,13 +564,13 @@ def _check_override_key(path: list[str], shown: str) -> None:
             raise ConfigError(f"{shown}: '{'.'.join(done)}' is a value, not a section")
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], check_keys: bool = False) -> dict:
     """Return a copy of ``raw`` with every ``key.path=value`` override set."""
     import copy
 
     raw = copy.deepcopy(raw)
     for text in overrides:
-        path, value = parse_override(text)
+        path, value = parse_override(text, check_keys)
         node = raw
         for part in path[:-1]:
             nxt = node.get(part)
@@ -615,7 +616,7 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     if overrides:
         if not isinstance(raw, dict):
             raw = {}
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(raw, overrides, check_keys=True)
     cfg = config_from_dict(raw, source=path)
     base = os.path.dirname(os.path.abspath(path))
     d = cfg.data

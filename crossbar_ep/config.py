@@ -7,6 +7,7 @@ this module by ``python -m crossbar_ep.docs`` and checked by the test suite.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,11 +15,25 @@ from typing import Any
 import yaml
 
 from . import yamlio
+from .yamlio import clip
 from .errors import ConfigError
-from .schema import (Where, build_section, key, p_bool, p_choice, p_float, p_int, p_list,
-                     p_mapping, p_optional, p_scalar_or_list, p_str, section, to_plain)
+from .schema import (Where, _keys, build_section, key, p_bool, p_choice, p_float, p_int,
+                     p_list, p_mapping, p_optional, p_scalar_or_list, p_str, section, to_plain)
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
+
+# Sanity ceilings: far above any real experiment, low enough that a typo (hidden: 1e9) fails
+# validation instead of an allocation or a loop that never ends (docs/config.md).
+MAX_UNITS = 100_000          # units per layer, input features, classes
+MAX_LAYERS = 100             # hidden layers
+MAX_SAMPLES = 1_000_000_000  # samples (subsets, splits, batches)
+MAX_STEPS = 1_000_000        # settling steps per phase, epochs, pulses
+MAX_SEED = 2**32 - 1         # seeds also feed NumPy's legacy seeding (< 2^32)
+MAX_GAIN = 1.0e3             # learning rates, pulse gains, beta_i, beta_f, alpha
+MAX_WEIGHTS = 1_000_000_000  # weights of the whole net
+MAX_ACTIVATIONS = 1_000_000_000   # batch x hidden units, and synthetic samples x features
+MAX_OHM = 1.0e9              # wire, driver and sense resistances
+MIN_ATOL = {"float32": 1.0e-6, "float64": 1.0e-8}   # adaptive ODE floors (docs/limits.md)
 
 
 @dataclass(frozen=True)
@@ -31,15 +46,19 @@ class DataConfig:
     download: bool = key(True, "Download missing MNIST / Fashion-MNIST files into the per-user "
                          "cache (checksums verified).", p_bool())
     train_subset: int | None = key(None, "Use only the first N training samples (after the "
-                                   "validation split).", p_optional(p_int(lo=1)))
+                                   "validation split).", p_optional(p_int(lo=1, hi=MAX_SAMPLES)))
     test_subset: int | None = key(None, "Use only the first N test samples.",
-                                  p_optional(p_int(lo=1)))
+                                  p_optional(p_int(lo=1, hi=MAX_SAMPLES)))
     validation: int = key(0, "Training samples held out (seeded draw) as a validation set; "
-                          "0 for none.", p_int(lo=0), "samples")
-    synthetic_features: int = key(64, "Synthetic set: input dimension.", p_int(lo=1))
-    synthetic_classes: int = key(10, "Synthetic set: number of classes.", p_int(lo=2))
-    synthetic_train: int = key(2000, "Synthetic set: training samples.", p_int(lo=1), "samples")
-    synthetic_test: int = key(500, "Synthetic set: test samples.", p_int(lo=1), "samples")
+                          "0 for none.", p_int(lo=0, hi=MAX_SAMPLES), "samples")
+    synthetic_features: int = key(64, "Synthetic set: input dimension.",
+                                 p_int(lo=1, hi=MAX_UNITS))
+    synthetic_classes: int = key(10, "Synthetic set: number of classes.",
+                                  p_int(lo=2, hi=MAX_UNITS))
+    synthetic_train: int = key(2000, "Synthetic set: training samples.",
+                              p_int(lo=1, hi=MAX_SAMPLES), "samples")
+    synthetic_test: int = key(500, "Synthetic set: test samples.",
+                             p_int(lo=1, hi=MAX_SAMPLES), "samples")
 
 
 @dataclass(frozen=True)
@@ -51,23 +70,24 @@ class ResidualConfig:
                     "with probability p).", p_choice("none", "every-3", "pairs", "agt"))
     pairs: tuple = key((), "For kind=pairs: forward links [from, to] between hidden layers "
                        "(1-based, from < to, non-adjacent); each gets a feedback partner.",
-                       p_list(p_list(p_int(lo=1))))
+                       p_list(p_list(p_int(lo=1, hi=MAX_LAYERS))))
     p: float = key(0.2, "For kind=agt: link probability per ordered pair.",
                    p_float(lo=0.0, hi=1.0))
-    seed: int = key(0, "For kind=agt: seed of the random graph.", p_int(lo=0))
+    seed: int = key(0, "For kind=agt: seed of the random graph.", p_int(lo=0, hi=MAX_SEED))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     hidden: tuple = key((512, 512, 512), "Widths of the hidden layers (the recurrent core).",
-                        p_list(p_int(lo=1), min_len=1), "units")
+                        p_list(p_int(lo=1, hi=MAX_UNITS), min_len=1, max_len=MAX_LAYERS),
+                        "units")
     activation: str = key("tanh", "Neuron nonlinearity rho: tanh, or hard_sigmoid = "
                           "clip(x, 0, 1).", p_choice("tanh", "hard_sigmoid"))
     beta_i: Any = key(0.01, "Feedback regulation: gain of every feedback path into hidden "
                       "layer i; one value, or one per hidden layer.",
-                      p_scalar_or_list(p_float(lo=0.0)))
+                      p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
     alpha: float = key(1.0, "Forward scale of hidden-to-hidden weights (not W_0, W_f, or "
-                       "residual links).", p_float(lo=0.0, lo_open=True))
+                       "residual links).", p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
     feedback: str = key("symmetric", "Feedback matrices: symmetric (B_i = W_i^T, tied) or "
                         "random (Glorot-uniform, fixed).", p_choice("symmetric", "random"))
     residual: ResidualConfig = section(ResidualConfig, "Residual / AGT skip links.")
@@ -79,22 +99,29 @@ class TrainingConfig:
     algorithm: str = key("ep", "ep (Equilibrium Propagation on the FRE-RNN) or bp "
                          "(backpropagation through the equivalent feed-forward net).",
                          p_choice("ep", "bp"))
-    epochs: int = key(50, "Training epochs.", p_int(lo=1))
-    batch_size: int = key(500, "Minibatch size (reshuffled every epoch).", p_int(lo=1),
+    epochs: int = key(50, "Training epochs.", p_int(lo=1, hi=MAX_STEPS))
+    batch_size: int = key(500, "Minibatch size (reshuffled every epoch).",
+                          p_int(lo=1, hi=MAX_SAMPLES),
                           "samples")
     optimizer: str = key("adam", "adam or sgd.", p_choice("adam", "sgd"))
     lr: Any = key(1.0e-3, "Learning rate; one value, or one per weight matrix "
                   "(W_0 .. W_{L-1}, W_f: L+1 values; a residual link uses the value of the "
-                  "matrix entering the same layer).", p_scalar_or_list(p_float(lo=0.0)))
-    momentum: float = key(0.0, "SGD momentum.", p_float(lo=0.0, hi=1.0))
-    adam_beta1: float = key(0.9, "Adam first-moment decay.", p_float(lo=0.0, hi=1.0))
-    adam_beta2: float = key(0.999, "Adam second-moment decay.", p_float(lo=0.0, hi=1.0))
-    adam_eps: float = key(1.0e-8, "Adam epsilon.", p_float(lo=0.0, lo_open=True))
+                  "matrix entering the same layer; 0 freezes a matrix).",
+                  p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
+    momentum: float = key(0.0, "SGD momentum.", p_float(lo=0.0, hi=1.0, hi_open=True))
+    adam_beta1: float = key(0.9, "Adam first-moment decay (1 would divide by zero in the bias "
+                            "correction).", p_float(lo=0.0, hi=1.0, hi_open=True))
+    adam_beta2: float = key(0.999, "Adam second-moment decay.",
+                            p_float(lo=0.0, hi=1.0, hi_open=True))
+    adam_eps: float = key(1.0e-8, "Adam epsilon (at least 1e-12: smaller values vanish in "
+                          "float32 and an unvisited weight divides 0 by 0).",
+                          p_float(lo=1.0e-12, hi=1.0))
     T: int = key(18, "Free-phase length (steps of the discrete map; units of tau for ODE "
-                 "settling). Must be >= the number of hidden layers.", p_int(lo=1), "steps")
-    K: int = key(10, "Nudged-phase length.", p_int(lo=1), "steps")
+                 "settling). Must be >= the number of hidden layers.",
+                 p_int(lo=1, hi=MAX_STEPS), "steps")
+    K: int = key(10, "Nudged-phase length.", p_int(lo=1, hi=MAX_STEPS), "steps")
     beta_f: float = key(0.1, "Nudge strength on the top hidden layer.",
-                        p_float(lo=0.0, lo_open=True))
+                        p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
     nudge_error: str = key("recomputed", "Output error during the nudged phase: recomputed "
                            "every step (paper, Algorithm 1) or frozen at the free-phase value "
                            "(authors' layered code).", p_choice("recomputed", "frozen"))
@@ -103,8 +130,10 @@ class TrainingConfig:
                            p_choice("raw", "normalised"))
     dtype: str = key("float32", "Floating-point type of states and weights.",
                      p_choice("float32", "float64"))
-    seed: int = key(0, "Seed of the run's random generator (init, shuffling).", p_int(lo=0))
-    eval_batch_size: int = key(1000, "Batch size for test/validation inference.", p_int(lo=1),
+    seed: int = key(0, "Seed of the run's random generator (init, shuffling).",
+                    p_int(lo=0, hi=MAX_SEED))
+    eval_batch_size: int = key(1000, "Batch size for test/validation inference.",
+                               p_int(lo=1, hi=MAX_SAMPLES),
                                "samples")
 
 
@@ -119,19 +148,22 @@ class SettlingConfig:
     dt_over_tau: float = key(1.0, "ODE step (initial step for adaptive) in units of the "
                              "neuron time constant; 1 with euler equals the discrete map. "
                              "Phases last T and K tau.",
-                             p_float(lo=0.0, hi=1.0, lo_open=True), "tau")
-    dt_max_over_tau: float = key(1.0, "Adaptive: largest step.", p_float(lo=0.0, hi=2.0,
-                                                                         lo_open=True), "tau")
-    atol: float = key(1.0e-4, "Adaptive: local error bound per step (max over neurons).",
-                      p_float(lo=0.0, lo_open=True), "state units")
+                             p_float(lo=1.0e-4, hi=1.0), "tau")
+    dt_max_over_tau: float = key(1.0, "Adaptive: largest step.", p_float(lo=1.0e-4, hi=2.0),
+                               "tau")
+    atol: float = key(1.0e-4, "Adaptive: local error bound per step (max over neurons); at "
+                      "least 1e-6 with float32, 1e-8 with float64: below, rounding noise "
+                      "exceeds the bound or the steps (about 1/sqrt(atol) per tau) become "
+                      "countless.",
+                      p_float(lo=MIN_ATOL["float64"], hi=1.0), "state units")
     tau_s: float = key(1.0e-7, "Neuron time constant tau = R C of the neuron nodes; turns "
-                       "settling times into seconds.", p_float(lo=0.0, lo_open=True), "s")
+                       "settling times into seconds.", p_float(lo=1.0e-15, hi=1.0e3), "s")
     early_stop: bool = key(False, "Stop a phase early once the largest state change per "
                            "tau falls below `tolerance`.", p_bool())
     tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau.",
-                           p_float(lo=0.0, lo_open=True), "state units")
+                           p_float(lo=0.0, hi=1.0e3, lo_open=True), "state units")
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
-                                "beyond T, K).", p_optional(p_int(lo=1)), "steps")
+                                "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")
 
 
 @dataclass(frozen=True)
@@ -140,26 +172,26 @@ class PeripheryConfig:
                                "sign); null for an ideal DAC.", p_optional(p_int(lo=2, hi=24)),
                                "bits")
     input_range: float = key(1.0, "DAC full scale: inputs are clipped to +-input_range.",
-                             p_float(lo=0.0, lo_open=True), "state units")
+                             p_float(lo=1.0e-6, hi=1.0e6), "state units")
     v_read_V: float = key(0.2, "Read voltage at full-scale input.",
-                          p_float(lo=0.0, lo_open=True), "V")
+                          p_float(lo=1.0e-6, hi=1.0e3), "V")
     t_read_s: float = key(1.0e-8, "Duration of one array read (the drive pulse): array "
-                          "read energy = V^T Y V x t_read.", p_float(lo=0.0, lo_open=True), "s")
+                          "read energy = V^T Y V x t_read.", p_float(lo=1.0e-15, hi=1.0), "s")
     e_dac_J: float = key(0.0, "Energy per DAC conversion (one driven line, one sample); "
-                         "0 leaves converters out of the energy.", p_float(lo=0.0), "J")
+                         "0 leaves converters out of the energy.", p_float(lo=0.0, hi=1.0), "J")
     e_adc_J: float = key(0.0, "Energy per ADC conversion (one sensed output of one tile, one "
-                         "sample).", p_float(lo=0.0), "J")
+                         "sample).", p_float(lo=0.0, hi=1.0), "J")
     adc_bits: int | None = key(None, "Output ADC resolution per tile, signed; null for ideal.",
                                p_optional(p_int(lo=2, hi=24)), "bits")
     adc_range: float | None = key(None, "Fixed ADC full scale in output units (weight x "
                                   "state); null to calibrate it per tile.",
-                                  p_optional(p_float(lo=0.0, lo_open=True)), "weight x state")
+                                  p_optional(p_float(lo=1.0e-12, hi=1.0e12)), "weight x state")
     adc_sigmas: float = key(4.0, "Calibration rule: full scale = this many standard "
                             "deviations of the tile output for uniform full-range inputs.",
-                            p_float(lo=0.0, lo_open=True), "std")
+                            p_float(lo=0.0, hi=1.0e3, lo_open=True), "std")
     read_noise: float = key(0.0, "Read noise std, redrawn at every read: in output units per "
                             "tile (mode output) or relative to each conductance (mode device).",
-                            p_float(lo=0.0), "output units or G")
+                            p_float(lo=0.0, hi=1.0e3), "output units or G")
     read_noise_mode: str = key("output", "output (additive on each tile output) or device "
                                "(proportional to G on each device).",
                                p_choice("output", "device"))
@@ -175,12 +207,14 @@ class PulseUpdateConfig:
                       p_choice("deterministic", "stochastic"))
     lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
                   "matrix like training.lr; null uses training.lr.",
-                  p_optional(p_scalar_or_list(p_float(lo=0.0))))
+                  p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
     normalise: bool = key(False, "Divide the update by beta_f * beta_i^hops so deep layers "
                           "still learn.", p_bool())
     max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "
-                                 "update; null for no cap.", p_optional(p_int(lo=1)), "pulses")
-    bl: int = key(31, "Stochastic scheme: bit-stream length per sample.", p_int(lo=1), "slots")
+                                 "update; null for no cap.", p_optional(p_int(lo=1, hi=MAX_STEPS)),
+                                 "pulses")
+    bl: int = key(31, "Stochastic scheme: bit-stream length per sample.",
+                  p_int(lo=1, hi=10_000), "slots")
     update_management: bool = key(True, "Stochastic scheme: balance the row and column "
                                   "probabilities by sqrt(max|delta| / max|x|).", p_bool())
 
@@ -188,16 +222,20 @@ class PulseUpdateConfig:
 @dataclass(frozen=True)
 class WiresConfig:
     r_wire_row_ohm: float = key(0.0, "Row (word-line) wire resistance between neighbouring "
-                                "crossings; 0 for ideal wires.", p_float(lo=0.0), "ohm")
+                                "crossings; 0 for ideal wires.", p_float(lo=0.0, hi=MAX_OHM),
+                                "ohm")
     r_wire_col_ohm: float = key(0.0, "Column (bit-line) wire resistance between neighbouring "
-                                "crossings; 0 for ideal wires.", p_float(lo=0.0), "ohm")
+                                "crossings; 0 for ideal wires.", p_float(lo=0.0, hi=MAX_OHM),
+                                "ohm")
     r_driver_ohm: float = key(0.0, "Output resistance of each line driver (DAC buffer), per "
-                              "driven line of every tile.", p_float(lo=0.0), "ohm")
+                              "driven line of every tile.", p_float(lo=0.0, hi=MAX_OHM), "ohm")
     r_sense_ohm: float = key(0.0, "Input resistance of each sense amplifier (virtual ground), "
-                             "per sensed line of every tile.", p_float(lo=0.0), "ohm")
+                             "per sensed line of every tile.", p_float(lo=0.0, hi=MAX_OHM),
+                             "ohm")
     refresh_every: int = key(1, "Exact nodal solve of a tile every N writes (1: after every "
                              "update); in between, the IR-drop maps follow the conductance "
-                             "changes to first order (docs/circuit.md).", p_int(lo=1), "writes")
+                             "changes to first order (docs/circuit.md).",
+                             p_int(lo=1, hi=MAX_STEPS), "writes")
 
 
 @dataclass(frozen=True)
@@ -205,7 +243,7 @@ class IVConfig:
     law: str = key("linear", "Device I-V law of the reads, I = G f(V) with f'(0) = 1: linear, "
                    "sinh (f = v0 sinh(V / v0)) or polynomial (f = V + a3 V^3 + a5 V^5 ...).",
                    p_choice("linear", "sinh", "polynomial"))
-    v0_V: float = key(0.25, "sinh law: voltage scale v0.", p_float(lo=0.0, lo_open=True), "V")
+    v0_V: float = key(0.25, "sinh law: voltage scale v0.", p_float(lo=1.0e-6, hi=1.0e3), "V")
     coeffs: tuple = key((), "polynomial law: [a3, a5, ...], the coefficients of V^3, V^5, ...",
                         p_list(p_float()), "V^-2, V^-4, ...")
 
@@ -228,12 +266,15 @@ class CrossbarConfig:
     signed: str = key("differential", "Signed weights by differential pairs (G+ - G-) or one "
                       "device plus a reference column at mid conductance.",
                       p_choice("differential", "reference"))
-    tile_rows: int = key(256, "Rows (inputs) per physical array.", p_int(lo=1), "rows")
-    tile_cols: int = key(256, "Columns (outputs) per physical array.", p_int(lo=1), "columns")
+    tile_rows: int = key(256, "Rows (inputs) per physical array.", p_int(lo=1, hi=MAX_UNITS),
+                         "rows")
+    tile_cols: int = key(256, "Columns (outputs) per physical array.",
+                         p_int(lo=1, hi=MAX_UNITS), "columns")
     weight_range_factor: float = key(2.0, "Per-layer weight-to-conductance scale: the full "
                                      "conductance swing equals this factor times the largest "
-                                     "initial |W|.", p_float(lo=1.0))
-    seed: int = key(12345, "Seed of the devices' variation, faults and noise.", p_int(lo=0))
+                                     "initial |W|.", p_float(lo=1.0, hi=MAX_GAIN))
+    seed: int = key(12345, "Seed of the devices' variation, faults and noise.",
+                    p_int(lo=0, hi=MAX_SEED))
     periphery: PeripheryConfig = section(PeripheryConfig, "DAC, ADC and read noise.")
     wires: WiresConfig = section(WiresConfig, "Wire, driver and sense resistances of every "
                                  "tile (IR drop by exact nodal analysis in every read).")
@@ -248,12 +289,13 @@ class TracesConfig:
     file: str = key("traces.h5", "Trace file name, inside the run directory.", p_str())
     every_epochs: int = key(1, "Detailed records (conductances, per-device pulses, recorded "
                             "batches) for epoch 1 and every N-th epoch; metrics and settle "
-                            "statistics are kept for every epoch.", p_int(lo=1), "epochs")
+                            "statistics are kept for every epoch.", p_int(lo=1, hi=MAX_STEPS),
+                            "epochs")
     batches: tuple = key((0,), "Batch indices (0-based; negative counts from the end) of a "
                          "recorded epoch whose trajectories, tile reads and per-device pulse "
-                         "counts are kept.", p_list(p_int()))
+                         "counts are kept.", p_list(p_int(lo=-MAX_STEPS, hi=MAX_STEPS)))
     samples: int = key(16, "Samples of each recorded batch whose trajectories and tile reads "
-                       "are kept.", p_int(lo=1), "samples")
+                       "are kept.", p_int(lo=1, hi=MAX_SAMPLES), "samples")
     trajectories: bool = key(True, "Neuron states of every layer at every settle step, free "
                              "and nudged phases.", p_bool())
     conductances: bool = key(True, "Snapshot of every array's conductances (G+ and G-) and "
@@ -331,7 +373,7 @@ def _check_cross_fields(cfg: Config) -> None:
         for i, pair in enumerate(r.pairs):
             pw = rw.child("pairs").child(i)
             if len(pair) != 2:
-                raise pw.fail(f"expected [from, to], got {list(pair)}")
+                raise pw.fail(f"expected [from, to], got {clip(list(pair))}")
             a, b = pair
             if not (1 <= a <= L and 1 <= b <= L):
                 raise pw.fail(f"layers must lie in 1..{L} (hidden layers), got {list(pair)}")
@@ -360,6 +402,47 @@ def _check_cross_fields(cfg: Config) -> None:
     if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
         raise w.child("training").child("update_norm").fail(
             "normalised updates divide by beta_i, so every model.beta_i must be > 0")
+    _check_magnitudes(cfg, w)
+
+
+def _check_magnitudes(cfg: Config, w: Where) -> None:
+    """Products of keys that would mean an absurd allocation, loop or division."""
+    d, t, s = cfg.data, cfg.training, cfg.settling
+    synthetic = d.dataset == "synthetic"
+    if synthetic and (d.synthetic_train + d.synthetic_test) * d.synthetic_features > \
+            MAX_ACTIVATIONS:
+        raise w.child("data").child("synthetic_features").fail(
+            f"(synthetic_train + synthetic_test) x synthetic_features exceeds "
+            f"{MAX_ACTIVATIONS:.0e} values; generate fewer or smaller samples")
+    sizes = [d.synthetic_features if synthetic else 784, *cfg.model.hidden,
+             d.synthetic_classes if synthetic else 10]
+    n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if n_weights > MAX_WEIGHTS:
+        raise w.child("model").child("hidden").fail(
+            f"the net would have {n_weights:.3g} weights, above the limit of "
+            f"{MAX_WEIGHTS:.0e}; use narrower layers")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(t, name) * sum(cfg.model.hidden) > MAX_ACTIVATIONS:
+            raise w.child("training").child(name).fail(
+                f"{name} x the hidden units ({sum(cfg.model.hidden)}) exceeds "
+                f"{MAX_ACTIVATIONS:.0e} states; use smaller batches")
+    if s.mode == "ode" and s.method != "adaptive" and \
+            max(t.T, t.K) / s.dt_over_tau > MAX_STEPS:
+        raise w.child("settling").child("dt_over_tau").fail(
+            f"a phase of {max(t.T, t.K)} tau in steps of {s.dt_over_tau:g} tau takes more than "
+            f"{MAX_STEPS} steps; use a larger step or shorter phases")
+    if s.mode == "ode" and s.method == "adaptive" and s.atol < MIN_ATOL[t.dtype]:
+        raise w.child("settling").child("atol").fail(
+            f"{s.atol:g} is below the floor for {t.dtype} ({MIN_ATOL[t.dtype]:g}): rounding "
+            f"noise or the step count would keep settling from ending; raise atol"
+            + (" or use training.dtype: float64" if t.dtype == "float32" else ""))
+    norm = t.beta_f * math.prod(cfg.beta_per_layer())
+    normalised = t.update_norm == "normalised" or (cfg.crossbar.enabled and
+                                                   cfg.crossbar.update.normalise)
+    if normalised and norm < 1e-30:
+        raise w.child("model").child("beta_i").fail(
+            f"normalised updates divide by beta_f x beta_i over the hops, down to {norm:.3g}; "
+            f"below 1e-30 the division overflows: use larger beta_i or raw updates")
 
 
 def _check_crossbar(cfg: Config, w: Where) -> None:
@@ -390,7 +473,7 @@ def _check_crossbar(cfg: Config, w: Where) -> None:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise cw.child("layers").child(i).fail(
-                f"no matrix {name!r} in this net (has {', '.join(sorted(known))}){hint}")
+                f"no matrix {clip(repr(name))} in this net (has {', '.join(sorted(known))}){hint}")
     if c.iv.law != "linear":
         wi = c.wires
         if wi.r_wire_row_ohm or wi.r_wire_col_ohm or wi.r_driver_ohm or wi.r_sense_ohm:
@@ -417,21 +500,21 @@ def _check_traces(cfg: Config, w: Where) -> None:
     if not t.enabled:
         return
     if os.path.basename(t.file) != t.file or not t.file:
-        raise tw.child("file").fail(f"{t.file!r}: give a plain file name; the file is written "
-                                    f"inside the run directory")
+        raise tw.child("file").fail(f"{clip(repr(t.file))}: give a plain file name; the file "
+                                    f"is written inside the run directory")
     from .traces import parse_tile
     c = cfg.crossbar
     for i, spec in enumerate(t.tiles):
         try:
             name, ri, ci = parse_tile(spec)
         except ValueError as exc:
-            raise tw.child("tiles").child(i).fail(str(exc)) from None
+            raise tw.child("tiles").child(i).fail(clip(exc)) from None
         if not c.enabled:
             raise tw.child("tiles").child(i).fail("tile reads need the crossbar backend "
                                                   "(crossbar.enabled: true)")
         if name not in set(cfg_matrix_names(cfg)):
             raise tw.child("tiles").child(i).fail(
-                f"no matrix {name!r} (has {', '.join(cfg_matrix_names(cfg))})")
+                f"no matrix {clip(repr(name))} (has {', '.join(cfg_matrix_names(cfg))})")
 
 
 def cfg_matrix_names(cfg: Config) -> list:
@@ -440,28 +523,54 @@ def cfg_matrix_names(cfg: Config) -> list:
             *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``training.epochs=2`` -> (['training', 'epochs'], 2); the value is parsed as YAML."""
+def parse_override(text: str, check_key: bool = False) -> tuple[list[str], Any]:
+    """``training.epochs=2`` -> (['training', 'epochs'], 2); the value is parsed as YAML
+    (with the same limits as a file).  ``check_key`` fails on a path naming no config key."""
+    shown = f"--set {clip(text)}"
     if "=" not in text:
-        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set training.epochs=2")
+        raise ConfigError(f"{shown}: expected KEY=VALUE, e.g. --set training.epochs=2")
     k, v = text.split("=", 1)
     path = [p for p in k.strip().split(".") if p]
     if not path:
-        raise ConfigError(f"--set {text}: empty key")
+        raise ConfigError(f"{shown}: empty key")
+    if check_key:
+        _check_override_key(path, shown)
     try:
-        value = yamlio.load(v) if v.strip() else None
+        value = yamlio.load(v, shown) if v.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text}: value is not valid YAML ({exc})") from None
+        raise ConfigError(f"{shown}: value is not valid YAML ({clip(exc, 600)})") from None
     return path, value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def _check_override_key(path: list[str], shown: str) -> None:
+    """Fail on a key path that names no config key (``training.nope``)."""
+    cls, done = Config, []
+    for i, part in enumerate(path):
+        fields = {f.name: f for f in _keys(cls)}
+        f = fields.get(part)
+        if f is None:
+            import difflib
+            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.5)
+            hint = f"did you mean '{'.'.join(done + [close[0]])}'? " if close else ""
+            where = ".".join(done) or "the top level"
+            raise ConfigError(f"{shown}: unknown key '{clip('.'.join(done + [part]), 80)}'; "
+                              f"{hint}({where} has {', '.join(fields)})")
+        done.append(part)
+        if "section" in f.metadata:
+            cls = f.metadata["section"]
+        elif i < len(path) - 1:
+            if "mapping of" in getattr(f.metadata["parse"], "type_name", ""):
+                return   # names inside a mapping (crossbar.device_params.NAME) are free
+            raise ConfigError(f"{shown}: '{'.'.join(done)}' is a value, not a section")
+
+
+def apply_overrides(raw: dict, overrides: list[str], check_keys: bool = False) -> dict:
     """Return a copy of ``raw`` with every ``key.path=value`` override set."""
     import copy
 
     raw = copy.deepcopy(raw)
     for text in overrides:
-        path, value = parse_override(text)
+        path, value = parse_override(text, check_keys)
         node = raw
         for part in path[:-1]:
             nxt = node.get(part)
@@ -470,7 +579,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 nxt = {} if nxt is None else {"kind": nxt}
                 node[part] = nxt
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text}: '{part}' is not a section")
+                raise ConfigError(f"--set {clip(text)}: '{part}' is not a section")
             node = nxt
         node[path[-1]] = value
     return raw
@@ -487,14 +596,18 @@ def config_from_dict(raw: Any, source: str = "<memory>") -> Config:
     return cfg
 
 
-def read_yaml(path: str) -> Any:
+def read_yaml(path: str, what: str = "experiment file") -> Any:
+    """The parsed YAML of ``path`` (limits: :mod:`crossbar_ep.yamlio`); an empty file fails."""
     if not os.path.exists(path):
-        raise ConfigError(f"{path}: no such experiment file")
+        raise ConfigError(f"{path}: no such {what}")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return yamlio.load(fh) or {}
+        raw = yamlio.load_file(path, what)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {clip(exc, 600)}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the {what} is empty; write at least one section (or {{}} "
+                          f"for every default)")
+    return raw
 
 
 def load_config(path: str, overrides: list[str] | None = None) -> Config:
@@ -503,7 +616,7 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     if overrides:
         if not isinstance(raw, dict):
             raw = {}
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(raw, overrides, check_keys=True)
     cfg = config_from_dict(raw, source=path)
     base = os.path.dirname(os.path.abspath(path))
     d = cfg.data

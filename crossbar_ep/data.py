@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
 import os
 import struct
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
+from .errors import CrossbarEPError, DataError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -37,8 +40,23 @@ MD5 = {
         "test_images": "2646ac647ad5339dbf082846283269ea",
         "test_labels": "27ae3e4e09519cfbb04c329615203637",
     },
-    "fashion-mnist": {},  # structure is checked; no payload checksum is pinned
+    "fashion-mnist": {},  # the .gz files are pinned instead (SHA256_GZ)
 }
+
+#: SHA-256 of the published gzip files, checked when a file is the .gz (Fashion-MNIST:
+#: the four files of Zalando Research's release, as served by its S3 mirror and GitHub).
+SHA256_GZ = {
+    "fashion-mnist": {
+        "train_images": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+        "train_labels": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+        "test_images": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+        "test_labels": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+    },
+}
+
+#: Largest decompressed IDX file read (MNIST's largest is 47 MB); guards against gzip bombs.
+MAX_IDX_BYTES_ENV, MAX_IDX_BYTES = "CROSSBAR_EP_IDX_MAX_BYTES", 1 << 30
+N_CLASSES = 10   # MNIST and Fashion-MNIST labels are 0..9
 
 MIRRORS = {
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -64,7 +82,7 @@ def parse_idx(payload: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX header; delete the file and fetch it again")
     shape = struct.unpack(f">{ndim}I", payload[4:header])
     dtype = np.dtype(IDX_DTYPES[code])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize   # exact: huge dims cannot wrap around
     got = len(payload) - header
     if got != expected:
         raise DataError(f"{name}: IDX payload has {got} bytes but its header {shape} needs "
@@ -73,19 +91,52 @@ def parse_idx(payload: bytes, name: str = "<bytes>") -> np.ndarray:
     return np.frombuffer(payload, dtype=dtype, offset=header).reshape(shape)
 
 
-def read_idx_bytes(path: str) -> bytes:
-    """The decompressed bytes of an IDX file (``.gz`` or raw)."""
+def _idx_cap() -> int:
+    from .yamlio import limit
+    try:
+        return limit(MAX_IDX_BYTES_ENV, MAX_IDX_BYTES)
+    except CrossbarEPError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _too_big(name: str, cap: int) -> DataError:
+    return DataError(f"{name}: more than {cap} bytes (decompressed); not an MNIST-style IDX "
+                     f"file. If it is genuine, raise the limit: export {MAX_IDX_BYTES_ENV}=N")
+
+
+def unpack_idx_bytes(blob: bytes, name: str) -> bytes:
+    """``blob`` itself, or its decompressed bytes if it is gzip (at most the size limit)."""
+    if blob[:2] != b"\x1f\x8b":
+        return blob
+    cap = _idx_cap()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(blob)) as fh:
+            payload = fh.read(cap + 1)
+    except (OSError, EOFError, zlib.error) as exc:   # BadGzipFile is an OSError
+        raise DataError(f"{name}: cannot read the gzip stream ({exc}); the file is corrupt or "
+                        f"truncated: delete it and fetch it again") from None
+    if len(payload) > cap:
+        raise _too_big(name, cap)
+    return payload
+
+
+def read_file_bytes(path: str) -> bytes:
+    """The bytes of a data file as stored (at most the size limit)."""
+    cap = _idx_cap()
     try:
         with open(path, "rb") as fh:
-            head = fh.read(2)
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        with open(path, "rb") as fh:
-            return fh.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); delete the file and fetch it "
-                        f"again") from None
+            blob = fh.read(cap + 1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(blob) > cap:
+        raise _too_big(path, cap)
+    return blob
+
+
+def read_idx_bytes(path: str) -> bytes:
+    """The decompressed bytes of an IDX file (``.gz`` or raw), at most
+    ``$CROSSBAR_EP_IDX_MAX_BYTES`` (default 1 GiB)."""
+    return unpack_idx_bytes(read_file_bytes(path), path)
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -130,6 +181,16 @@ def locate(dataset: str, config_dir: str | None = None) -> tuple[str | None, lis
     return None, searched
 
 
+def _check_sha256_gz(dataset: str, part: str, blob: bytes, path: str) -> None:
+    """Check the bytes of a published .gz file against :data:`SHA256_GZ`."""
+    want = SHA256_GZ.get(dataset, {}).get(part)
+    if want is not None:
+        got = hashlib.sha256(blob).hexdigest()
+        if got != want:
+            raise DataError(f"{path}: SHA-256 is {got}, expected {want}; the file is corrupt "
+                            f"or not the published {dataset}: delete it and fetch it again")
+
+
 def _check_md5(dataset: str, part: str, payload: bytes, path: str) -> None:
     want = MD5.get(dataset, {}).get(part)
     if want is not None:
@@ -153,8 +214,9 @@ def download(dataset: str, dest: str, timeout: float = 60.0) -> str:
             url = mirror + stem + ".gz"
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    blob = resp.read()
-                payload = gzip.decompress(blob)
+                    blob = resp.read(_idx_cap() + 1)   # a .gz is smaller than its payload
+                _check_sha256_gz(dataset, part, blob, url)
+                payload = unpack_idx_bytes(blob, url)
                 parse_idx(payload, url)
                 _check_md5(dataset, part, payload, url)
             except Exception as exc:  # noqa: BLE001 - every mirror failure is reported
@@ -209,18 +271,47 @@ def load_idx_dataset(dataset: str, config_dir: str | None = None,
             fix += ", or install the Debian package dataset-fashion-mnist"
         raise DataError(f"{dataset} not found. Searched:\n  " + "\n  ".join(searched) +
                         f"\nFix: {fix}.")
-    arrays = {}
+    arrays, paths = {}, {}
     for part, stem in FILES.items():
-        path = _find_file(folder, stem)
-        payload = read_idx_bytes(path)
+        path = paths[part] = _find_file(folder, stem)
+        blob = read_file_bytes(path)
+        if path.endswith(".gz"):
+            _check_sha256_gz(dataset, part, blob, path)
+        payload = unpack_idx_bytes(blob, path)
         _check_md5(dataset, part, payload, path)
         arrays[part] = parse_idx(payload, path)
+    check_arrays(arrays, paths)
+    return arrays, folder
+
+
+def check_arrays(arrays: dict, paths: dict) -> None:
+    """Images (N, rows, cols) of uint8 with the same image size in both splits; labels (N,)
+    of integers 0..9, one per image.  Fails naming the file at fault."""
+    shapes = {}
     for split in ("train", "test"):
         xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if xi.ndim != 3 or yi.ndim != 1 or xi.shape[0] != yi.shape[0]:
-            raise DataError(f"{folder}: {split} images {xi.shape} and labels {yi.shape} do "
-                            f"not match (expected (N, rows, cols) and (N,))")
-    return arrays, folder
+        px, py = paths[f"{split}_images"], paths[f"{split}_labels"]
+        if xi.ndim != 3 or xi.dtype != np.uint8:
+            raise DataError(f"{px}: expected images as unsigned bytes of shape (N, rows, cols), "
+                            f"got {xi.dtype} {xi.shape}")
+        if min(xi.shape) == 0:
+            raise DataError(f"{px}: empty ({xi.shape}: no images, or images of 0 pixels)")
+        if yi.ndim != 1 or yi.dtype.kind not in "iu":
+            raise DataError(f"{py}: expected integer labels of shape (N,), got {yi.dtype} "
+                            f"{yi.shape}")
+        if xi.shape[0] != yi.shape[0]:
+            raise DataError(f"{py}: {yi.shape[0]} labels for the {xi.shape[0]} images of {px}")
+        bad = (yi < 0) | (yi >= N_CLASSES)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{py}: label {int(yi[i])} at index {i} is outside the classes "
+                            f"0..{N_CLASSES - 1} ({int(bad.sum())} such labels)")
+        shapes[split] = xi.shape[1:]
+    if shapes["train"] != shapes["test"]:
+        raise DataError(f"{paths['test_images']}: test images are {shapes['test'][0]}x"
+                        f"{shapes['test'][1]} but the training images of "
+                        f"{paths['train_images']} are {shapes['train'][0]}x"
+                        f"{shapes['train'][1]}; both splits need the same image size")
 
 
 def synthetic(n_features: int, n_classes: int, n_train: int, n_test: int,

@@ -323,8 +323,14 @@ class Settler:
                 err = 0.0
                 for k in self.layers:
                     err = max(err, kernels.heun_error(buf.S[k], buf.H[k], buf.S0[k], r))
-                if err <= self.atol or r <= self.r_min:
+                if err <= self.atol:
                     break
+                if r <= self.r_min:   # rounding noise exceeds atol: smaller steps won't help
+                    from .errors import CrossbarEPError
+                    raise CrossbarEPError(
+                        f"settling.atol = {self.atol:g}: the adaptive step fell to {r:g} tau "
+                        f"and the error estimate ({err:.3g}) still exceeds atol, which is below "
+                        f"what {self.net.dtype} resolves here; raise settling.atol")
                 r_new = max(self.r_min, r * max(0.2, 0.9 * math.sqrt(self.atol / err)))
                 for k in self.layers:    # reject: redo the predictor with the smaller step
                     kernels.heun_repredict(buf.S[k], buf.S0[k], r, r_new)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .yamlio import clip
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Where:
     def child(self, name: str | int) -> "Where":
         if isinstance(name, int):
             return Where(self.file, f"{self.path}[{name}]")
+        name = clip(name, 60)   # a key is echoed in every message below it
         return Where(self.file, f"{self.path}.{name}" if self.path else name)
 
     def fail(self, msg: str) -> ConfigError:
@@ -39,7 +41,7 @@ Parser = Callable[[Any, Where], Any]
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
-    return f"{value!r} ({type(value).__name__})"
+    return f"{clip(repr(value))} ({type(value).__name__})"
 
 
 def p_int(lo: int | None = None, hi: int | None = None) -> Parser:
@@ -50,17 +52,19 @@ def p_int(lo: int | None = None, hi: int | None = None) -> Parser:
             else:
                 raise w.fail(f"expected an integer, got {_describe(v)}")
         if lo is not None and v < lo:
-            raise w.fail(f"must be >= {lo}, got {v}")
+            raise w.fail(f"must be >= {lo}, got {clip(v, 40)}")
         if hi is not None and v > hi:
-            raise w.fail(f"must be <= {hi}, got {v}")
+            raise w.fail(f"must be <= {hi}, got {clip(v, 40)}")
         return int(v)
 
     parse.type_name = "int"  # type: ignore[attr-defined]
-    parse.range = _range_text(lo, hi, False)  # type: ignore[attr-defined]
+    parse.range = _range_text(lo, hi)  # type: ignore[attr-defined]
     return parse
 
 
-def p_float(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Parser:
+def p_float(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> Parser:
+    """A finite number in [lo, hi]; ``lo_open`` / ``hi_open`` exclude the bound."""
     def parse(v: Any, w: Where) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise w.fail(f"expected a number, got {_describe(v)}")
@@ -69,12 +73,12 @@ def p_float(lo: float | None = None, hi: float | None = None, lo_open: bool = Fa
             raise w.fail(f"must be finite, got {v}")
         if lo is not None and (v <= lo if lo_open else v < lo):
             raise w.fail(f"must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
-        if hi is not None and v > hi:
-            raise w.fail(f"must be <= {hi:g}, got {v:g}")
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            raise w.fail(f"must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
         return v
 
     parse.type_name = "float"  # type: ignore[attr-defined]
-    parse.range = _range_text(lo, hi, lo_open)  # type: ignore[attr-defined]
+    parse.range = _range_text(lo, hi, lo_open, hi_open)  # type: ignore[attr-defined]
     return parse
 
 
@@ -121,12 +125,14 @@ def p_optional(inner: Parser) -> Parser:
     return parse
 
 
-def p_list(inner: Parser, min_len: int = 0) -> Parser:
+def p_list(inner: Parser, min_len: int = 0, max_len: int = 10_000) -> Parser:
     def parse(v: Any, w: Where) -> tuple:
         if not isinstance(v, (list, tuple)):
             raise w.fail(f"expected a list, got {_describe(v)}")
         if len(v) < min_len:
             raise w.fail(f"needs at least {min_len} entries, got {len(v)}")
+        if len(v) > max_len:
+            raise w.fail(f"takes at most {max_len} entries, got {len(v)}")
         return tuple(inner(x, w.child(i)) for i, x in enumerate(v))
 
     parse.type_name = f"list of {getattr(inner, 'type_name', '?')}"  # type: ignore[attr-defined]
@@ -146,10 +152,10 @@ def p_mapping(inner: Parser) -> Parser:
     return parse
 
 
-def p_scalar_or_list(inner: Parser) -> Parser:
+def p_scalar_or_list(inner: Parser, max_len: int = 10_000) -> Parser:
     """One value for all layers, or a list with one value per layer."""
 
-    as_list = p_list(inner, min_len=1)
+    as_list = p_list(inner, min_len=1, max_len=max_len)
 
     def parse(v: Any, w: Where) -> Any:
         if isinstance(v, (list, tuple)):
@@ -161,12 +167,15 @@ def p_scalar_or_list(inner: Parser) -> Parser:
     return parse
 
 
-def _range_text(lo: Any, hi: Any, lo_open: bool) -> str:
+def _range_text(lo: Any, hi: Any, lo_open: bool = False, hi_open: bool = False) -> str:
+    def num(v: Any) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     parts = []
     if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        parts.append(f"{'>' if lo_open else '>='} {num(lo)}")
     if hi is not None:
-        parts.append(f"<= {hi:g}")
+        parts.append(f"{'<' if hi_open else '<='} {num(hi)}")
     return ", ".join(parts)
 
 

@@ -20,8 +20,6 @@ from . import fastrng
 from .crossbar import CrossbarMatrix, Periphery
 from .device_card import load_card
 from .ir_drop import WireSettings
-from .iv import IVLaw
-from .nodal import Wires
 from .network import Network
 
 
@@ -38,18 +36,11 @@ def selected(cfg, net: Network) -> list:
 
 
 def periphery_of(cfg) -> Periphery:
-    p = cfg.crossbar.periphery
-    return Periphery(dac_bits=p.dac_bits, input_range=p.input_range, v_read_V=p.v_read_V,
-                     t_read_s=p.t_read_s, e_dac_J=p.e_dac_J, e_adc_J=p.e_adc_J,
-                     adc_bits=p.adc_bits, adc_range=p.adc_range, adc_sigmas=p.adc_sigmas,
-                     read_noise=p.read_noise, read_noise_mode=p.read_noise_mode,
-                     noise_rng=p.noise_rng)
+    return cfg.crossbar.periphery
 
 
 def wires_of(cfg) -> WireSettings:
-    w = cfg.crossbar.wires
-    return WireSettings(Wires(w.r_wire_row_ohm, w.r_wire_col_ohm, w.r_driver_ohm,
-                              w.r_sense_ohm), w.refresh_every)
+    return cfg.crossbar.wires
 
 
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
@@ -64,7 +55,7 @@ def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
     for name in selected(cfg, net):
         arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
                                       c.tile_cols, c.weight_range_factor, net.dtype, wires,
-                                      IVLaw(c.iv.law, c.iv.v0_V, tuple(c.iv.coeffs)))
+                                      c.iv)
     return arrays, rng
 
 

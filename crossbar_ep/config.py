@@ -17,23 +17,16 @@ import yaml
 from . import yamlio
 from .yamlio import clip
 from .errors import ConfigError
+from .schema import (MAX_ACTIVATIONS, MAX_GAIN, MAX_LAYERS, MAX_OHM, MAX_SAMPLES, MAX_SEED,  # noqa: F401
+                     MAX_STEPS, MAX_UNITS, MAX_WEIGHTS, MIN_ATOL)
+from .ir_drop import WireSettings
+from .iv import IVLaw
+from .periphery import Periphery
 from .schema import (Where, _keys, build_section, key, p_bool, p_choice, p_float, p_int,
                      p_list, p_mapping, p_optional, p_scalar_or_list, p_str, section, to_plain)
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 
-# Sanity ceilings: far above any real experiment, low enough that a typo (hidden: 1e9) fails
-# validation instead of an allocation or a loop that never ends (docs/config.md).
-MAX_UNITS = 100_000          # units per layer, input features, classes
-MAX_LAYERS = 100             # hidden layers
-MAX_SAMPLES = 1_000_000_000  # samples (subsets, splits, batches)
-MAX_STEPS = 1_000_000        # settling steps per phase, epochs, pulses
-MAX_SEED = 2**32 - 1         # seeds also feed NumPy's legacy seeding (< 2^32)
-MAX_GAIN = 1.0e3             # learning rates, pulse gains, beta_i, beta_f, alpha
-MAX_WEIGHTS = 1_000_000_000  # weights of the whole net
-MAX_ACTIVATIONS = 1_000_000_000   # batch x hidden units, and synthetic samples x features
-MAX_OHM = 1.0e9              # wire, driver and sense resistances
-MIN_ATOL = {"float32": 1.0e-6, "float64": 1.0e-8}   # adaptive ODE floors (docs/limits.md)
 
 
 @dataclass(frozen=True)
@@ -167,40 +160,6 @@ class SettlingConfig:
 
 
 @dataclass(frozen=True)
-class PeripheryConfig:
-    dac_bits: int | None = key(None, "Input DAC resolution, signed (2^(bits-1) - 1 levels per "
-                               "sign); null for an ideal DAC.", p_optional(p_int(lo=2, hi=24)),
-                               "bits")
-    input_range: float = key(1.0, "DAC full scale: inputs are clipped to +-input_range.",
-                             p_float(lo=1.0e-6, hi=1.0e6), "state units")
-    v_read_V: float = key(0.2, "Read voltage at full-scale input.",
-                          p_float(lo=1.0e-6, hi=1.0e3), "V")
-    t_read_s: float = key(1.0e-8, "Duration of one array read (the drive pulse): array "
-                          "read energy = V^T Y V x t_read.", p_float(lo=1.0e-15, hi=1.0), "s")
-    e_dac_J: float = key(0.0, "Energy per DAC conversion (one driven line, one sample); "
-                         "0 leaves converters out of the energy.", p_float(lo=0.0, hi=1.0), "J")
-    e_adc_J: float = key(0.0, "Energy per ADC conversion (one sensed output of one tile, one "
-                         "sample).", p_float(lo=0.0, hi=1.0), "J")
-    adc_bits: int | None = key(None, "Output ADC resolution per tile, signed; null for ideal.",
-                               p_optional(p_int(lo=2, hi=24)), "bits")
-    adc_range: float | None = key(None, "Fixed ADC full scale in output units (weight x "
-                                  "state); null to calibrate it per tile.",
-                                  p_optional(p_float(lo=1.0e-12, hi=1.0e12)), "weight x state")
-    adc_sigmas: float = key(4.0, "Calibration rule: full scale = this many standard "
-                            "deviations of the tile output for uniform full-range inputs.",
-                            p_float(lo=0.0, hi=1.0e3, lo_open=True), "std")
-    read_noise: float = key(0.0, "Read noise std, redrawn at every read: in output units per "
-                            "tile (mode output) or relative to each conductance (mode device).",
-                            p_float(lo=0.0, hi=1.0e3), "output units or G")
-    read_noise_mode: str = key("output", "output (additive on each tile output) or device "
-                               "(proportional to G on each device).",
-                               p_choice("output", "device"))
-    noise_rng: str = key("fast", "Output read-noise generator: fast (counter-based sum of 8 "
-                         "uniforms: variance 1, kurtosis 2.85, bounded at 4.9 sigma; ~9x faster) "
-                         "or exact (NumPy's Gaussian).", p_choice("fast", "exact"))
-
-
-@dataclass(frozen=True)
 class PulseUpdateConfig:
     scheme: str = key("deterministic", "deterministic (pulse counts with stochastic rounding "
                       "and a cap) or stochastic (pulse coincidence of bit streams of length bl).",
@@ -217,35 +176,6 @@ class PulseUpdateConfig:
                   p_int(lo=1, hi=10_000), "slots")
     update_management: bool = key(True, "Stochastic scheme: balance the row and column "
                                   "probabilities by sqrt(max|delta| / max|x|).", p_bool())
-
-
-@dataclass(frozen=True)
-class WiresConfig:
-    r_wire_row_ohm: float = key(0.0, "Row (word-line) wire resistance between neighbouring "
-                                "crossings; 0 for ideal wires.", p_float(lo=0.0, hi=MAX_OHM),
-                                "ohm")
-    r_wire_col_ohm: float = key(0.0, "Column (bit-line) wire resistance between neighbouring "
-                                "crossings; 0 for ideal wires.", p_float(lo=0.0, hi=MAX_OHM),
-                                "ohm")
-    r_driver_ohm: float = key(0.0, "Output resistance of each line driver (DAC buffer), per "
-                              "driven line of every tile.", p_float(lo=0.0, hi=MAX_OHM), "ohm")
-    r_sense_ohm: float = key(0.0, "Input resistance of each sense amplifier (virtual ground), "
-                             "per sensed line of every tile.", p_float(lo=0.0, hi=MAX_OHM),
-                             "ohm")
-    refresh_every: int = key(1, "Exact nodal solve of a tile every N writes (1: after every "
-                             "update); in between, the IR-drop maps follow the conductance "
-                             "changes to first order (docs/circuit.md).",
-                             p_int(lo=1, hi=MAX_STEPS), "writes")
-
-
-@dataclass(frozen=True)
-class IVConfig:
-    law: str = key("linear", "Device I-V law of the reads, I = G f(V) with f'(0) = 1: linear, "
-                   "sinh (f = v0 sinh(V / v0)) or polynomial (f = V + a3 V^3 + a5 V^5 ...).",
-                   p_choice("linear", "sinh", "polynomial"))
-    v0_V: float = key(0.25, "sinh law: voltage scale v0.", p_float(lo=1.0e-6, hi=1.0e3), "V")
-    coeffs: tuple = key((), "polynomial law: [a3, a5, ...], the coefficients of V^3, V^5, ...",
-                        p_list(p_float()), "V^-2, V^-4, ...")
 
 
 @dataclass(frozen=True)
@@ -275,10 +205,10 @@ class CrossbarConfig:
                                      "initial |W|.", p_float(lo=1.0, hi=MAX_GAIN))
     seed: int = key(12345, "Seed of the devices' variation, faults and noise.",
                     p_int(lo=0, hi=MAX_SEED))
-    periphery: PeripheryConfig = section(PeripheryConfig, "DAC, ADC and read noise.")
-    wires: WiresConfig = section(WiresConfig, "Wire, driver and sense resistances of every "
+    periphery: Periphery = section(Periphery, "DAC, ADC and read noise.")
+    wires: WireSettings = section(WireSettings, "Wire, driver and sense resistances of every "
                                  "tile (IR drop by exact nodal analysis in every read).")
-    iv: IVConfig = section(IVConfig, "Device current-voltage law of the reads.")
+    iv: IVLaw = section(IVLaw, "Device current-voltage law of the reads.")
     update: PulseUpdateConfig = section(PulseUpdateConfig, "In-situ updates by pulses.")
 
 

@@ -308,6 +308,14 @@ class CrossbarMatrix(WeightOperator):
                 probe.record(transposed, part[:n] * self.current_factor(),
                              np.rint(sensed[:n] / step) if step else None)
 
+    def watch_tile(self, tile: tuple, probe) -> None:
+        """Record the reads of tile (row tile, column tile): ``probe.record(transposed,
+        current_A, adc_codes)`` after each read of it (``probe.samples`` rows)."""
+        self.probes[tile] = probe
+
+    def unwatch_tile(self, tile: tuple) -> None:
+        self.probes.pop(tile, None)
+
     def current_factor(self) -> float:
         """Amperes of differential sensed current (I+ - I-, or I - I_ref for the reference
         column) per output unit (weight x state): inputs become voltages

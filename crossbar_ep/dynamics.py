@@ -81,7 +81,9 @@ class Settler:
     views whenever an operator's ``version`` changes, so they never go stale (:meth:`refresh`
     forces a rebuild, e.g. after writing into ``net.W`` by hand).  Other layers sum one read
     per block (crossbar periphery, wires or I-V law in the loop).  ``meter`` (an energy
-    observer) is reset by the training loop; ``trace`` receives the settling trajectory.
+    observer) is reset by the training loop; ``observers`` (e.g. a trace recorder) receive
+    ``on_phase(nudged, S)`` at the start of each phase and ``on_step(S)`` after every step,
+    with S the dict layer -> state (B, n_k).
     """
 
     def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
@@ -96,7 +98,7 @@ class Settler:
         self.atol, self.r_max = atol, max(float(dt_max_over_tau), float(dt_over_tau))
         self.r_min = 1e-6
         self.reads = 0   # right-hand-side evaluations (one read of every array per layer)
-        self.trace = None  # traces.Recorder while a batch is recorded
+        self.observers: list = []   # trajectory observers (traces.Recorder while recording)
         self.meter = meter
         self.L = L = net.L
         self.layers = list(range(1, L + 1))
@@ -255,9 +257,9 @@ class Settler:
         the residual is max |rho(h(s)) - s| = max |ds/dt| tau at the start of the last step."""
         width = self.width_nudged if nudged else self.width_free
         recompute = nudged and self.nudge_error == "recomputed"
-        trace = self.trace
-        if trace is not None:
-            trace.phase(nudged, buf.S)
+        trace = self.observers
+        for obs in trace:
+            obs.on_phase(nudged, buf.S)
         if self.method == "adaptive":
             return self._run_adaptive(buf, length, width, recompute, y)
         n_steps = self._n_steps(length)
@@ -286,8 +288,8 @@ class Settler:
                     kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
                     self._mirror(buf, k)
             used = t + 1
-            if trace is not None:
-                trace.step(buf.S)
+            for obs in trace:
+                obs.on_step(buf.S)
             if recompute:
                 self._set_error(buf, y, self.readout(buf.S[self.L]))
             if self.early_stop and resid < self.tol:
@@ -300,7 +302,7 @@ class Settler:
         ``r/2 max |f(s_pred) - f(s)|`` is kept below ``atol``; dt never exceeds
         ``dt_max_over_tau`` tau."""
         r, elapsed, used, resid = self.r, 0.0, 0, float("inf")
-        trace = self.trace
+        trace = self.observers
         while elapsed < length - 1e-12:
             if self.max_steps and used >= self.max_steps:
                 break
@@ -340,8 +342,8 @@ class Settler:
                 self._mirror(buf, k)
             elapsed += r
             used += 1
-            if trace is not None:
-                trace.step(buf.S)
+            for obs in trace:
+                obs.on_step(buf.S)
             if recompute:
                 self._set_error(buf, y, self.readout(buf.S[self.L]))
             grow = 2.0 if err == 0.0 else min(2.0, 0.9 * math.sqrt(self.atol / err))

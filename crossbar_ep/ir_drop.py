@@ -26,14 +26,39 @@ from dataclasses import dataclass
 import numpy as np
 
 from .nodal import Wires, tile_maps
+from .schema import MAX_OHM, MAX_STEPS, key, p_float, p_int
 
 
 @dataclass(frozen=True)
 class WireSettings:
-    """Wire resistances of every tile (ohm) and the exact-solve cadence (writes)."""
+    """Wire resistances of every tile (ohm) and the exact-solve cadence (writes); also the
+    ``crossbar.wires`` config section.  :attr:`wires` is the circuit the nodal solvers take."""
 
-    wires: Wires = Wires()
-    refresh_every: int = 1
+    r_wire_row_ohm: float = key(0.0, "Row (word-line) wire resistance between neighbouring "
+                                "crossings; 0 for ideal wires.", p_float(lo=0.0, hi=MAX_OHM),
+                                "ohm")
+    r_wire_col_ohm: float = key(0.0, "Column (bit-line) wire resistance between neighbouring "
+                                "crossings; 0 for ideal wires.", p_float(lo=0.0, hi=MAX_OHM),
+                                "ohm")
+    r_driver_ohm: float = key(0.0, "Output resistance of each line driver (DAC buffer), per "
+                              "driven line of every tile.", p_float(lo=0.0, hi=MAX_OHM), "ohm")
+    r_sense_ohm: float = key(0.0, "Input resistance of each sense amplifier (virtual ground), "
+                             "per sensed line of every tile.", p_float(lo=0.0, hi=MAX_OHM),
+                             "ohm")
+    refresh_every: int = key(1, "Exact nodal solve of a tile every N writes (1: after every "
+                             "update); in between, the IR-drop maps follow the conductance "
+                             "changes to first order (docs/circuit.md).",
+                             p_int(lo=1, hi=MAX_STEPS), "writes")
+
+    @classmethod
+    def of(cls, wires: Wires, refresh_every: int = 1) -> "WireSettings":
+        """Settings for the resistances of a :class:`~crossbar_ep.nodal.Wires`."""
+        return cls(wires.r_row, wires.r_col, wires.r_driver, wires.r_sense, refresh_every)
+
+    @property
+    def wires(self) -> Wires:
+        return Wires(self.r_wire_row_ohm, self.r_wire_col_ohm, self.r_driver_ohm,
+                     self.r_sense_ohm)
 
     @property
     def ideal(self) -> bool:

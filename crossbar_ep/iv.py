@@ -16,12 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .schema import key, p_choice, p_float, p_list
+
 
 @dataclass(frozen=True)
 class IVLaw:
-    law: str = "linear"
-    v0_V: float = 0.25
-    coeffs: tuple = ()
+    """The I-V law of every device read; also the ``crossbar.iv`` config section."""
+
+    law: str = key("linear", "Device I-V law of the reads, I = G f(V) with f'(0) = 1: linear, "
+                   "sinh (f = v0 sinh(V / v0)) or polynomial (f = V + a3 V^3 + a5 V^5 ...).",
+                   p_choice("linear", "sinh", "polynomial"))
+    v0_V: float = key(0.25, "sinh law: voltage scale v0.", p_float(lo=1.0e-6, hi=1.0e3), "V")
+    coeffs: tuple = key((), "polynomial law: [a3, a5, ...], the coefficients of V^3, V^5, ...",
+                        p_list(p_float()), "V^-2, V^-4, ...")
 
     def __post_init__(self):
         if self.law not in ("linear", "sinh", "polynomial"):

@@ -17,6 +17,19 @@ from typing import Any, Callable
 from .errors import ConfigError
 from .yamlio import clip
 
+# Sanity ceilings: far above any real experiment, low enough that a typo (hidden: 1e9) fails
+# validation instead of an allocation or a loop that never ends (docs/config.md).
+MAX_UNITS = 100_000          # units per layer, input features, classes
+MAX_LAYERS = 100             # hidden layers
+MAX_SAMPLES = 1_000_000_000  # samples (subsets, splits, batches)
+MAX_STEPS = 1_000_000        # settling steps per phase, epochs, pulses
+MAX_SEED = 2**32 - 1         # seeds also feed NumPy's legacy seeding (< 2^32)
+MAX_GAIN = 1.0e3             # learning rates, pulse gains, beta_i, beta_f, alpha
+MAX_WEIGHTS = 1_000_000_000  # weights of the whole net
+MAX_ACTIVATIONS = 1_000_000_000   # batch x hidden units, and synthetic samples x features
+MAX_OHM = 1.0e9              # wire, driver and sense resistances
+MIN_ATOL = {"float32": 1.0e-6, "float64": 1.0e-8}   # adaptive ODE floors (docs/limits.md)
+
 
 @dataclass(frozen=True)
 class Where:

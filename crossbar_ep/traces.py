@@ -324,7 +324,7 @@ class Recorder:
         rec = {"index": index, "traj": {p: [] for p in PHASES}, "tiles": {}, "pulses": {}}
         self._batch = rec
         if self.t.trajectories and self.settler is not None:
-            self.settler.trace = self
+            self.settler.observers.append(self)
         for spec in self.t.tiles:
             name, ri, ci = parse_tile(spec)
             cb = self.crossbars.get(name)
@@ -332,10 +332,10 @@ class Recorder:
                 continue
             probe = _TileProbe(self.t.samples, cb.current_factor())
             rec["tiles"][(name, ri, ci)] = probe
-            cb.probes[(ri, ci)] = probe
+            cb.watch_tile((ri, ci), probe)
         self._phase = 0
 
-    def phase(self, nudged: bool, S: list) -> None:
+    def on_phase(self, nudged: bool, S: list) -> None:
         """Settler hook at the start of a phase (S: states, index 1..L)."""
         if self._batch is None:
             return
@@ -344,7 +344,7 @@ class Recorder:
             probe.phase[0] = self._phase
         self._batch["traj"][PHASES[self._phase]].append(self._snap(S))
 
-    def step(self, S: list) -> None:
+    def on_step(self, S: list) -> None:
         """Settler hook after every step: a copy of the recorded samples' states."""
         if self._batch is not None:
             self._batch["traj"][PHASES[self._phase]].append(self._snap(S))
@@ -366,9 +366,10 @@ class Recorder:
         if rec is None:
             return
         if self.settler is not None:
-            self.settler.trace = None
+            if self in self.settler.observers:
+                self.settler.observers.remove(self)
         for (name, ri, ci), _probe in rec["tiles"].items():
-            self.crossbars[name].probes.pop((ri, ci), None)
+            self.crossbars[name].unwatch_tile((ri, ci))
         if self.pulses is not None and self.t.pulses:
             rec["pulses"] = {k: v.astype(np.int16) for k, v in self.pulses.last_counts.items()}
         e["batches"][rec["index"]] = rec

@@ -321,9 +321,7 @@ def _atomic_text(path: str, text: str) -> None:
 
 def save_checkpoint(run: Run) -> None:
     net, opt = run.net, run.learner.opt
-    arrays = {f"W:{k}": v for k, v in net.W.items()}
-    arrays.update({f"b:{k}": v for k, v in net.b.items()})
-    arrays.update({f"fixed:{k}": v for k, v in net.fixed.items()})
+    arrays = network_state(net)
     arrays.update({f"opt:{k}": v for k, v in opt.state_arrays().items()})
     meta = {"epochs_done": run.epochs_done, "opt_t": opt.t,
             "rng_state": run.rng.bit_generator.state, "history": run.history,
@@ -331,15 +329,55 @@ def save_checkpoint(run: Run) -> None:
     meta["config_sha256"] = config_hash(meta["config"])
     pulses = getattr(run.learner, "pulses", None)
     if pulses is not None:
-        for name, cb in pulses.crossbars.items():
-            for side, dev in (("pos", cb.pos), ("neg", cb.neg)):
-                if dev is not None:
-                    arrays[f"xb:{name}:{side}:w"] = dev.w
-                    arrays[f"xb:{name}:{side}:write_noise"] = dev.write_noise
-                    arrays[f"xb:{name}:{side}:t_written"] = dev.t_written
         meta["xb_rng_state"] = pulses.rng.bit_generator.state
     arrays["meta"] = np.array(json.dumps(meta))
     _atomic_write(os.path.join(run.out_dir, CHECKPOINT), lambda fh: np.savez(fh, **arrays))
+
+
+def network_state(net: Network) -> dict:
+    """Checkpoint arrays of a network, assembled from its operators' state dicts:
+    ``W:<name>`` (trained) or ``fixed:<name>`` (fixed feedback) holds every operator's dense
+    matrix, ``xb:<name>:<key>`` the rest of an operator's state (a crossbar array's devices),
+    ``b:<k>`` the biases."""
+    trained = {p.name for p in net.projections}
+    arrays = {}
+    for name, op in net.ops.items():
+        arrays[f"{'W' if name in trained else 'fixed'}:{name}"] = op.dense()
+        state = op.state_dict()
+        if set(state) != {"W"}:
+            arrays.update({f"xb:{name}:{k}": v for k, v in state.items()})
+    arrays.update({f"b:{k}": v for k, v in net.b.items()})
+    return arrays
+
+
+def load_network_state(net: Network, arrays: dict, path: str) -> None:
+    """Restore what :func:`network_state` saved, checking names and shapes."""
+    trained = {p.name for p in net.projections}
+    for name, op in net.ops.items():
+        key = f"{'W' if name in trained else 'fixed'}:{name}"
+        if key not in arrays:
+            raise CheckpointError(f"{path}: checkpoint lacks {key}; it does not match the "
+                                  f"run's config.yaml")
+        if arrays[key].shape != op.shape:
+            raise CheckpointError(f"{path}: {key} has shape {arrays[key].shape}, the config "
+                                  f"needs {op.shape}")
+        wanted = op.state_dict()
+        if set(wanted) == {"W"}:
+            op.load_state_dict({"W": arrays[key]})
+            continue
+        state = {k: arrays[f"xb:{name}:{k}"] for k in wanted if f"xb:{name}:{k}" in arrays}
+        missing = sorted(set(wanted) - set(state))
+        if missing and not getattr(op, "optional_state", set()) >= set(missing):
+            raise CheckpointError(f"{path}: checkpoint lacks the state of {name} "
+                                  f"({', '.join(missing)}); it does not match the run's "
+                                  f"config.yaml")
+        op.load_state_dict(state)
+    for k, b in net.b.items():
+        key = f"b:{k}"
+        if key not in arrays or arrays[key].shape != b.shape:
+            raise CheckpointError(f"{path}: checkpoint lacks {key} (shape {b.shape}); it does "
+                                  f"not match the run's config.yaml")
+        np.copyto(b, arrays[key])
 
 
 def _read_checkpoint(out_dir: str, arrays: bool = True) -> tuple[dict, dict]:
@@ -361,36 +399,17 @@ def load_checkpoint(run: Run) -> None:
     path = os.path.join(run.out_dir, CHECKPOINT)
     meta, arrays = _read_checkpoint(run.out_dir)
     net, opt = run.net, run.learner.opt
-    targets = {**{f"W:{k}": v for k, v in net.W.items()},
-               **{f"b:{k}": v for k, v in net.b.items()},
-               **{f"fixed:{k}": v for k, v in net.fixed.items()}}
-    missing = sorted(set(targets) - set(arrays))
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; it does not "
-                              f"match the run's config.yaml")
-    for k, dst in targets.items():
-        if arrays[k].shape != dst.shape:
-            raise CheckpointError(f"{path}: {k} has shape {arrays[k].shape}, the config "
-                                  f"needs {dst.shape}")
-        np.copyto(dst, arrays[k])
+    pulses = getattr(run.learner, "pulses", None)
+    if pulses is not None and "xb_rng_state" not in meta:
+        raise CheckpointError(f"{path}: checkpoint holds no crossbar state but the config "
+                              f"enables the crossbar backend")
+    load_network_state(net, arrays, path)
     opt.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt:")},
                           meta["opt_t"])
     run.rng.bit_generator.state = meta["rng_state"]
     run.history = meta["history"]
-    pulses = getattr(run.learner, "pulses", None)
     if pulses is not None:
-        if "xb_rng_state" not in meta:
-            raise CheckpointError(f"{path}: checkpoint holds no crossbar state but the config "
-                                  f"enables the crossbar backend")
         pulses.rng.bit_generator.state = meta["xb_rng_state"]
-        for name, cb in pulses.crossbars.items():
-            for side, dev in (("pos", cb.pos), ("neg", cb.neg)):
-                if dev is not None:
-                    np.copyto(dev.w, arrays[f"xb:{name}:{side}:w"])
-                    dev.write_noise = arrays[f"xb:{name}:{side}:write_noise"].copy()
-                    np.copyto(dev.t_written, arrays[f"xb:{name}:{side}:t_written"])
-            cb.refresh(exact=True)
-            np.copyto(run.net.W[name], cb.W_eff)
     if hasattr(run.learner, "settler"):
         run.learner.settler.refresh()
 

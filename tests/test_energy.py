@@ -22,7 +22,7 @@ def make(signed="differential", wires=Wires(), per=None):
                           periphery=per or Periphery(dac_bits=7, v_read_V=0.3,
                                                      t_read_s=5e-9),
                           tile_rows=8, tile_cols=5, dtype=np.float64,
-                          wires=WireSettings(wires))
+                          wires=WireSettings.of(wires))
 
 
 def tiles(cb):

@@ -47,7 +47,7 @@ def brute_force_reads(cb, x, y, wires):
 def test_reads_with_wires_match_direct_nodal_solves(W, signed, wires):
     card = cardfile("ecram_li_tang2018.yaml")
     cb = CrossbarMatrix(W, card, np.random.default_rng(1), signed=signed, tile_rows=8,
-                        tile_cols=5, dtype=np.float64, wires=WireSettings(wires))
+                        tile_cols=5, dtype=np.float64, wires=WireSettings.of(wires))
     x = np.random.default_rng(2).uniform(-1, 1, (4, 21))
     y = np.random.default_rng(3).uniform(-1, 1, (4, 13))
     fwd, bwd = brute_force_reads(cb, x, y, wires)
@@ -60,7 +60,7 @@ def test_reads_with_wires_match_direct_nodal_solves(W, signed, wires):
 def test_negligible_wires_give_the_ideal_read(W):
     card = cardfile("ecram_li_tang2018.yaml")
     cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
-                        dtype=np.float64, wires=WireSettings(Wires(1e-9, 1e-9, 1e-9, 1e-9)))
+                        dtype=np.float64, wires=WireSettings.of(Wires(1e-9, 1e-9, 1e-9, 1e-9)))
     x = np.random.default_rng(2).uniform(-1, 1, (4, 21))
     np.testing.assert_allclose(cb.forward(x), x @ cb.W_eff.T, rtol=1e-6, atol=1e-9)
 
@@ -72,7 +72,7 @@ def test_ir_drop_attenuates_far_devices():
     card = cardfile("ideal.yaml")
     W = np.full((8, 8), 0.05)
     cb = CrossbarMatrix(W, card, np.random.default_rng(0), tile_rows=8, tile_cols=8,
-                        dtype=np.float64, wires=WireSettings(Wires(50.0, 50.0, 0.0, 0.0)))
+                        dtype=np.float64, wires=WireSettings.of(Wires(50.0, 50.0, 0.0, 0.0)))
     fwd = cb._fwd_tiles[(0, 0)]          # (inputs = physical rows, outputs)
     assert np.all(np.diff(fwd, axis=1) < 0)
     assert np.all(np.diff(fwd, axis=0) > 0)
@@ -85,8 +85,8 @@ def test_lagged_refresh_tracks_exact_solves(W):
     card = cardfile("ecram_li_tang2018.yaml")
     wires = Wires(5.0, 5.0, 50.0, 50.0)
     kw = dict(tile_rows=8, tile_cols=5, dtype=np.float64)
-    lag = CrossbarMatrix(W, card, np.random.default_rng(1), wires=WireSettings(wires, 1000), **kw)
-    ref = CrossbarMatrix(W, card, np.random.default_rng(1), wires=WireSettings(wires, 1), **kw)
+    lag = CrossbarMatrix(W, card, np.random.default_rng(1), wires=WireSettings.of(wires, 1000), **kw)
+    ref = CrossbarMatrix(W, card, np.random.default_rng(1), wires=WireSettings.of(wires, 1), **kw)
     frozen = {k: v.copy() for k, v in lag._fwd_tiles.items()}
     rng = np.random.default_rng(7)
     for _ in range(5):
@@ -107,7 +107,7 @@ def test_reciprocity_shortcut_equals_solving_both_circuits(W):
     card = cardfile("ecram_li_tang2018.yaml")
     w = Wires(4.0, 6.0, 30.0, 30.0)
     cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
-                        dtype=np.float64, wires=WireSettings(w))
+                        dtype=np.float64, wires=WireSettings.of(w))
     gp, gn = cb.pos.conductance(), cb.neg.conductance()
     rt, ct = cb.row_tiles[1], cb.col_tiles[2]
     G = physical_tile(gp[ct, rt], gn[ct, rt], 0.0)
@@ -119,7 +119,7 @@ def test_reciprocity_shortcut_equals_solving_both_circuits(W):
 
 def test_periphery_applies_after_the_ir_drop(W):
     card = cardfile("ecram_li_tang2018.yaml")
-    w = WireSettings(Wires(3.0, 3.0, 20.0, 20.0))
+    w = WireSettings.of(Wires(3.0, 3.0, 20.0, 20.0))
     kw = dict(tile_rows=8, tile_cols=5, dtype=np.float64, wires=w)
     plain = CrossbarMatrix(W, card, np.random.default_rng(1), **kw)
     adc = CrossbarMatrix(W, card, np.random.default_rng(1), periphery=Periphery(adc_bits=6),
@@ -136,7 +136,6 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
     from conftest import small_config
     from dataclasses import replace
     from crossbar_ep import train
-    from crossbar_ep.config import WiresConfig
 
     def cfg(r, refresh=1):
         return small_config(model={"hidden": [24, 16], "residual": "none"},
@@ -183,7 +182,7 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
     weak = train.start(cfg(1e-7), str(tmp_path / "b"))
     train.fit(weak, progress=False)
     ideal = train.start(replace(weak.cfg, crossbar=replace(weak.cfg.crossbar,
-                                                            wires=WiresConfig())),
+                                                            wires=WireSettings())),
                         str(tmp_path / "c"))
     train.fit(ideal, progress=False)
     for k in ideal.net.W:     # negligible wires: the ideal-wire run, nearly to rounding
@@ -199,7 +198,7 @@ def test_ir_drop_metric_grows_with_resistance(W):
     devs = []
     for r in (0.0, 1.0, 10.0, 100.0):
         cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
-                            dtype=np.float64, wires=WireSettings(Wires(r, r, 10 * r, 10 * r)))
+                            dtype=np.float64, wires=WireSettings.of(Wires(r, r, 10 * r, 10 * r)))
         d, w = cb.ir_drop_deviation()
         devs.append(np.sqrt(d / w))
     assert devs[0] == 0.0 and devs[1] < devs[2] < devs[3] < 1.0
@@ -210,7 +209,7 @@ def test_unchanged_tiles_are_not_solved_again(W):
     solves that tile alone."""
     card = cardfile("ideal.yaml")
     cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
-                        dtype=np.float64, wires=WireSettings(Wires(3.0, 3.0, 20.0, 20.0)))
+                        dtype=np.float64, wires=WireSettings.of(Wires(3.0, 3.0, 20.0, 20.0)))
     before = {k: ir.exact_solves for k, ir in cb._ir.items()}
     dW = np.zeros(W.shape)
     dW[6:9, 10:14] = 0.01                  # inside row tile 1 (inputs 8..15), col tile 1

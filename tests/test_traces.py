@@ -105,14 +105,15 @@ def test_trajectory_hook_matches_numpy_reference():
         def __init__(self):
             self.snaps = []
 
-        def phase(self, nudged, S):
+        def on_phase(self, nudged, S):
             self.snaps.append([S[k].copy() for k in sorted(S)])
 
-        def step(self, S):
+        def on_step(self, S):
             self.snaps.append([S[k].copy() for k in sorted(S)])
 
     x = np.random.default_rng(1).random((5, 20))
-    settler.trace = stub = Stub()
+    stub = Stub()
+    settler.observers.append(stub)
     settler.free(x)
     assert len(stub.snaps) == 8
     for t, snap in enumerate(stub.snaps):
@@ -127,7 +128,8 @@ def test_tile_probe_currents_and_codes_against_conductances():
     W = rng.uniform(-0.5, 0.5, (20, 30))
     per = Periphery(dac_bits=7, adc_bits=12, v_read_V=0.2, input_range=1.0)
     cb = CrossbarMatrix(W, card, rng, per, tile_rows=16, tile_cols=8, dtype=np.float64)
-    probe = cb.probes[(1, 2)] = _TileProbe(3, cb.current_factor())
+    probe = _TileProbe(3, cb.current_factor())
+    cb.watch_tile((1, 2), probe)
     x = rng.uniform(-1, 1, (6, 30))
     y = cb.forward(x)
     (phase, current, codes), = probe.reads["forward"]

@@ -97,7 +97,6 @@ class Settler:
         self.method = "euler" if mode == "discrete" else method
         self.atol, self.r_max = atol, max(float(dt_max_over_tau), float(dt_over_tau))
         self.r_min = 1e-6
-        self.reads = 0   # right-hand-side evaluations (one read of every array per layer)
         self.observers: list = []   # trajectory observers (traces.Recorder while recording)
         self.meter = meter
         self.L = L = net.L
@@ -224,7 +223,6 @@ class Settler:
         (one read of every array per layer: the circuit's right-hand side)."""
         net = self.net
         nudged = width is self.width_nudged
-        self.reads += 1
         for k in self.layers:
             H = buf.H[k]
             w = width[k]

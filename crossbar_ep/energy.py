@@ -34,14 +34,12 @@ class EnergyMeter:
     array_J: float = 0.0
     dac_conversions: int = 0
     adc_conversions: int = 0
-    reads: int = 0
 
     def add_read(self, cb, v, transposed: bool = False) -> None:
         E, dac, adc = cb.read_energy(v, transposed)
         self.array_J += E
         self.dac_conversions += dac
         self.adc_conversions += adc
-        self.reads += 1
 
     def on_read(self, op, v, transposed: bool) -> None:
         """Observer hook: every read of a crossbar operator it is subscribed to."""
@@ -60,4 +58,4 @@ class EnergyMeter:
         return row
 
     def reset(self) -> None:
-        self.array_J, self.dac_conversions, self.adc_conversions, self.reads = 0.0, 0, 0, 0
+        self.array_J, self.dac_conversions, self.adc_conversions = 0.0, 0, 0

@@ -26,7 +26,6 @@ class BatchStats:
     nudged_steps: int = 0
     free_time_tau: float = 0.0     # integrated time of the free phase (tau)
     nudged_time_tau: float = 0.0   # and of the nudged phase
-    reads: int = 0                 # right-hand-side evaluations of both phases
 
 
 def one_hot(y: np.ndarray, n: int, dtype) -> np.ndarray:

@@ -101,14 +101,6 @@ def heun_repredict(s, s0, r_old, r_new):
         fs[i] = f0[i] + (fs[i] - f0[i]) * q
 
 
-def heun_step_ref(s, rhs, r):
-    """NumPy Heun step of tau ds/dt = -s + rhs(s): returns the new state (for tests)."""
-    k1 = rhs(s) - s
-    sp = s + r * k1
-    k2 = rhs(sp) - sp
-    return s + 0.5 * r * (k1 + k2)
-
-
 @numba.njit(**_JIT)
 def _adam_kernel(w, g, m, v, gscale, lr_t, b1, c1, b2, c2, eps_t):
     fw, fg, fm, fv = w.ravel(), g.ravel(), m.ravel(), v.ravel()

@@ -162,6 +162,9 @@ class CrossbarMatrix(WeightOperator):
 
     ``rule`` (a pulse rule from :mod:`crossbar_ep.backend`) turns the local EP signals into
     pulses with the pulse gain ``lr``; without one, updates use deterministic pulse counts.
+    ``seconds_per_update`` (s, default 0) is the simulated time one update (one training
+    batch) takes: every :meth:`update` advances the devices' clocks by it (:meth:`advance`),
+    so drift acts on the reads that follow.
     """
 
     def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
@@ -173,6 +176,7 @@ class CrossbarMatrix(WeightOperator):
         self.card, self.rng, self.per = card, rng, periphery
         self.wires, self.iv = wires, iv
         self.rule, self.lr = None, 1.0
+        self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
         self._dac_buf = {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
@@ -535,7 +539,7 @@ class CrossbarMatrix(WeightOperator):
     def apply_update(self, dW: np.ndarray, max_pulses: int | None = None) -> int:
         """Change the stored weights by ~dW (weight units, (n_out, n_in)); returns the number
         of pulses fired (0 for the ideal device, which takes the exact change)."""
-        if self.card.model == "ideal":
+        if not self.card.pulsed:
             dw_dev = self._device_change(dW)
             self.pos.update_exact(dw_dev)
             if self.neg is not None:
@@ -566,22 +570,40 @@ class CrossbarMatrix(WeightOperator):
             fired = self.apply_update(self.lr * g)
         else:
             fired = self.rule.apply(self, pre, delta, scale)
+        if self.seconds_per_update:
+            self.advance(self.seconds_per_update)
         self.notify_update({"pulses": fired, "program_J": self.last_program_J,
                             "counts": self.last_counts})
 
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of simulated time pass on the devices' clocks; with a drifting card
+        the effective weights are recomputed (no work without drift)."""
+        for dev in (self.pos, self.neg):
+            if dev is not None:
+                dev.advance(seconds)
+        if self.pos.drifts:
+            self.refresh()
+
     def state_dict(self) -> dict:
+        """Device states per side: ``{side}:w``, ``{side}:write_noise``, ``{side}:t_written``
+        (flat arrays) and ``{side}:t_now`` (the clock, s, a 0-d array)."""
         out = {}
         for side, dev in (("pos", self.pos), ("neg", self.neg)):
             if dev is not None:
                 out[f"{side}:w"] = dev.w
                 out[f"{side}:write_noise"] = dev.write_noise
                 out[f"{side}:t_written"] = dev.t_written
+                out[f"{side}:t_now"] = np.array(dev.t_now)
         return out
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a state without ``t_now`` (older checkpoints) keeps
+        the clock at its time now."""
         for side, dev in (("pos", self.pos), ("neg", self.neg)):
             if dev is not None:
                 np.copyto(dev.w, state[f"{side}:w"])
                 dev.write_noise = np.array(state[f"{side}:write_noise"])
                 np.copyto(dev.t_written, state[f"{side}:t_written"])
+                if f"{side}:t_now" in state:
+                    dev.t_now = float(state[f"{side}:t_now"])
         self.refresh(exact=True)

@@ -228,7 +228,7 @@ def coincidence_counts(cb: CrossbarMatrix, x: np.ndarray, delta: np.ndarray, lr:
     A B = lr / (B_batch * bl * dw_min_in_weight_units); update management balances A and B by
     sqrt(max|delta| / max|x|).  Expected signed count = lr * mean(delta x) / step."""
     Bn = x.shape[0]
-    step_w = cb.card.params["dw_min"] * 2 * cb.scale / (cb.card.w_max - cb.card.w_min)
+    step_w = cb.card.mean_step * 2 * cb.scale / (cb.card.w_max - cb.card.w_min)
     c = lr / (Bn * bl * step_w)
     a = b = np.sqrt(c)
     mx, md = float(np.abs(x).max()), float(np.abs(delta).max())

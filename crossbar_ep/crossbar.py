@@ -531,7 +531,7 @@ class CrossbarMatrix(WeightOperator):
         For a differential pair each device takes half the change, in opposite directions."""
         dW = np.ascontiguousarray(dW, dtype=float)
         n = np.empty(dW.shape, np.int64)
-        factor = (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.params["dw_min"]
+        factor = (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.mean_step
         _round_pulses(dW.reshape(-1), factor, -1 if max_pulses is None else int(max_pulses),
                       int(self.rng.integers(0, 2**62)), n.reshape(-1))
         return n

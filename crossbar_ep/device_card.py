@@ -108,6 +108,11 @@ class DeviceCard:
         return self.model_class.pulsed
 
     @property
+    def mean_step(self) -> float:
+        """Mean state change of one pulse (w units): dw_min, or (w_max - w_min) / p_max."""
+        return self.model_class.mean_step(self.params)
+
+    @property
     def n_states(self) -> float:
         """Number of distinguishable states: (w_max - w_min) / dw_min, or p_max; inf if exact."""
         return self.model_class.n_states(self.params)

@@ -271,3 +271,16 @@ def test_clock_is_in_the_state_dict(tmp_path):
     a.advance(100.0)
     b.advance(100.0)
     np.testing.assert_array_equal(b.W_eff, a.W_eff)
+
+
+@pytest.mark.parametrize("scheme", ["deterministic", "stochastic"])
+def test_pmax_cards_train(tmp_path, scheme):
+    """soft_bounds_pmax cards have no dw_min: pulse rules size updates by the model's mean
+    step, (w_max - w_min) / p_max (before: KeyError 'dw_min' on the first update)."""
+    card = os.path.join(REPO, "device_models", "neurosim_agasi_jo2010.yaml")
+    assert load_card(card).mean_step == pytest.approx(2.0 / 97)
+    cfg = small_config(crossbar={"enabled": True, "device": card, "layers": ["W1"],
+                                 "update": {"lr": 0.5, "scheme": scheme}})
+    run = train.start(cfg, str(tmp_path / "run"))
+    run.learner.train_batch(run.data.x_train[:50], run.data.y_train[:50])
+    assert run.learner.pulses.take_stats()["W1"]["pulses"] > 0

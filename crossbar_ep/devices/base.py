@@ -40,6 +40,11 @@ class DeviceModel:
         return (p["w_max"] - p["w_min"]) / p["dw_min"]
 
     @classmethod
+    def mean_step(cls, p: dict) -> float:
+        """Mean state change of one pulse (w units): dw_min; pulse rules size updates by it."""
+        return p["dw_min"]
+
+    @classmethod
     def draw_bounds(cls, card, xi, n: int) -> tuple:
         """Each device's own (w_min, w_max), shape (n,): relative spreads w_min_dtod,
         w_max_dtod (w_min drawn first), then a non-empty range kept per device."""

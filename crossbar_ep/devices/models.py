@@ -26,6 +26,10 @@ class Ideal(DeviceModel):
         return math.inf
 
     @classmethod
+    def mean_step(cls, p):
+        return 0.0
+
+    @classmethod
     def draw_bounds(cls, card, xi, n):
         return np.full(n, -np.inf), np.full(n, np.inf)
 
@@ -108,6 +112,10 @@ class SoftBoundsPmax(DeviceModel):
     @classmethod
     def n_states(cls, p):
         return float(p["p_max"])
+
+    @classmethod
+    def mean_step(cls, p):
+        return (p["w_max"] - p["w_min"]) / p["p_max"]
 
     @classmethod
     def draw(cls, card, xi, n):

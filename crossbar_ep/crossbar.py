@@ -163,8 +163,8 @@ class CrossbarMatrix(WeightOperator):
     ``rule`` (a pulse rule from :mod:`crossbar_ep.backend`) turns the local EP signals into
     pulses with the pulse gain ``lr``; without one, updates use deterministic pulse counts.
     ``seconds_per_update`` (s, default 0) is the simulated time one update (one training
-    batch) takes: every :meth:`update` advances the devices' clocks by it (:meth:`advance`),
-    so drift acts on the reads that follow.
+    batch) takes: every :meth:`update` advances the devices' clocks by it before its pulses,
+    whose refresh then shows the drift to the reads that follow.
     """
 
     def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
@@ -564,14 +564,17 @@ class CrossbarMatrix(WeightOperator):
     def update(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> None:
         """In-situ EP update: the pulse rule turns ``lr * scale * delta.T @ pre`` (pre
         (B, n_in), delta (B, n_out)) into pulses; observers get the pulses fired, the
-        programming energy and the signed counts."""
+        programming energy and the signed counts.  The batch's simulated time
+        (``seconds_per_update``) passes first; the refresh after the pulses shows the drift."""
+        if self.seconds_per_update:
+            for dev in (self.pos, self.neg):
+                if dev is not None:
+                    dev.advance(self.seconds_per_update)
         if self.rule is None:
             g = scale * (np.asarray(delta).T @ np.asarray(pre))
             fired = self.apply_update(self.lr * g)
         else:
             fired = self.rule.apply(self, pre, delta, scale)
-        if self.seconds_per_update:
-            self.advance(self.seconds_per_update)
         self.notify_update({"pulses": fired, "program_J": self.last_program_J,
                             "counts": self.last_counts})
 

@@ -11,6 +11,8 @@ pulse rule (:class:`DeterministicPulses`, :class:`StochasticCoincidence`); a
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import types
@@ -78,9 +80,29 @@ def attach_crossbars(cfg, net: Network):
     stats, meter = PulseStats(arrays, rng), EnergyMeter()
     for name, cb in arrays.items():
         cb.rule, cb.lr = rule, lrs[name]
+        cb.seconds_per_update = batch_seconds(cfg, cb.card)
         cb.observers += [stats, meter]
         net.attach(name, cb)
     return stats, meter
+
+
+def batch_seconds(cfg, card) -> float:
+    """Simulated time (s) one training batch advances the devices' clocks by:
+    ``crossbar.time_per_batch_s``, or the settling phases ``(T + K) tau_s`` plus the update's
+    pulse slots times the card's ``pulse_width_s`` (deterministic: ``max_pulses``, or the
+    card's number of states without a cap; stochastic: ``batch_size * bl``; exact-update
+    cards fire none)."""
+    c, t = cfg.crossbar, cfg.training
+    if c.time_per_batch_s is not None:
+        return float(c.time_per_batch_s)
+    u = c.update
+    if not card.pulsed:
+        slots = 0
+    elif u.scheme == "stochastic":
+        slots = t.batch_size * u.bl
+    else:
+        slots = u.max_pulses if u.max_pulses is not None else math.ceil(card.n_states)
+    return (t.T + t.K) * cfg.settling.tau_s + slots * card.pulse_width_s
 
 
 def pulse_lrs(cfg, net: Network) -> dict:
@@ -197,7 +219,7 @@ def coincidence_counts(cb: CrossbarMatrix, x: np.ndarray, delta: np.ndarray, lr:
     A B = lr / (B_batch * bl * dw_min_in_weight_units); update management balances A and B by
     sqrt(max|delta| / max|x|).  Expected signed count = lr * mean(delta x) / step."""
     Bn = x.shape[0]
-    step_w = cb.card.params["dw_min"] * 2 * cb.scale / (cb.card.w_max - cb.card.w_min)
+    step_w = cb.card.mean_step * 2 * cb.scale / (cb.card.w_max - cb.card.w_min)
     c = lr / (Bn * bl * step_w)
     a = b = np.sqrt(c)
     mx, md = float(np.abs(x).max()), float(np.abs(delta).max())
@@ -237,7 +259,7 @@ class StochasticCoincidence(DeterministicPulses):
         self.bl, self.management, self.rng = bl, management, rng
 
     def apply(self, cb, pre, delta, scale):
-        if cb.card.model == "ideal":
+        if not cb.card.pulsed:
             return super().apply(cb, pre, delta, scale)
         n = coincidence_counts(cb, pre, delta, cb.lr * scale * pre.shape[0], self.bl,
                                self.management, self.rng)

@@ -184,9 +184,9 @@ def _cmd_device(args) -> int:
     if args.device_command == "info":
         print(describe(card))
         return 0
-    if card.model == "ideal":
-        raise CrossbarEPError(f"{args.card}: the ideal device takes exact updates and has no "
-                              f"pulse response to plot")
+    if not card.pulsed:
+        raise CrossbarEPError(f"{args.card}: the {card.model} device takes exact updates and "
+                              f"has no pulse response to plot")
     from .plots import plot_pulse_response
     out = args.out or os.path.splitext(os.path.basename(args.card))[0] + "_pulse_response.png"
     plot_pulse_response(card, out, args.devices, args.pulses, args.seed)

@@ -205,6 +205,13 @@ class CrossbarConfig:
                                      "initial |W|.", p_float(lo=1.0, hi=MAX_GAIN))
     seed: int = key(12345, "Seed of the devices' variation, faults and noise.",
                     p_int(lo=0, hi=MAX_SEED))
+    time_per_batch_s: float | None = key(
+        None, "Simulated time one training batch takes on the devices' clocks (drift acts on "
+        "the reads as it passes). null computes it: (training.T + training.K) x settling.tau_s "
+        "for the two settling phases, plus the update's pulse slots x the card's pulse_width_s "
+        "(deterministic: update.max_pulses, or the card's number of states without a cap; "
+        "stochastic: batch_size x update.bl; none for exact-update cards).",
+        p_optional(p_float(lo=0.0, hi=1.0e9)), "s")
     periphery: Periphery = section(Periphery, "DAC, ADC and read noise.")
     wires: WireSettings = section(WireSettings, "Wire, driver and sense resistances of every "
                                  "tile (IR drop by exact nodal analysis in every read).")

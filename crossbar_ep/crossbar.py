@@ -62,6 +62,9 @@ class CrossbarMatrix(WeightOperator):
 
     ``rule`` (a pulse rule from :mod:`crossbar_ep.backend`) turns the local EP signals into
     pulses with the pulse gain ``lr``; without one, updates use deterministic pulse counts.
+    ``seconds_per_update`` (s, default 0) is the simulated time one update (one training
+    batch) takes: every :meth:`update` advances the devices' clocks by it before its pulses,
+    whose refresh then shows the drift to the reads that follow.
     """
 
     def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
@@ -73,6 +76,7 @@ class CrossbarMatrix(WeightOperator):
         self.card, self.rng, self.per = card, rng, periphery
         self.wires, self.iv = wires, iv
         self.rule, self.lr = None, 1.0
+        self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
         self._dac_buf = {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
@@ -388,14 +392,15 @@ class CrossbarMatrix(WeightOperator):
         For a differential pair each device takes half the change, in opposite directions."""
         dW = np.ascontiguousarray(dW, dtype=float)
         n = np.empty(dW.shape, np.int64)
-        _round_pulses(dW.reshape(-1), self.mapping.pulse_factor(), -1 if max_pulses is None else int(max_pulses),
+        _round_pulses(dW.reshape(-1), self.mapping.pulse_factor(),
+                      -1 if max_pulses is None else int(max_pulses),
                       int(self.rng.integers(0, 2**62)), n.reshape(-1))
         return n
 
     def apply_update(self, dW: np.ndarray, max_pulses: int | None = None) -> int:
         """Change the stored weights by ~dW (weight units, (n_out, n_in)); returns the number
         of pulses fired (0 for the ideal device, which takes the exact change)."""
-        if self.card.model == "ideal":
+        if not self.card.pulsed:
             self.mapping.change_exact(self.mapping.device_change(dW))
             fired = 0
             self.last_counts = None
@@ -414,7 +419,12 @@ class CrossbarMatrix(WeightOperator):
     def update(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> None:
         """In-situ EP update: the pulse rule turns ``lr * scale * delta.T @ pre`` (pre
         (B, n_in), delta (B, n_out)) into pulses; observers get the pulses fired, the
-        programming energy and the signed counts."""
+        programming energy and the signed counts.  The batch's simulated time
+        (``seconds_per_update``) passes first; the refresh after the pulses shows the drift."""
+        if self.seconds_per_update:
+            for dev in (self.pos, self.neg):
+                if dev is not None:
+                    dev.advance(self.seconds_per_update)
         if self.rule is None:
             g = scale * (np.asarray(delta).T @ np.asarray(pre))
             fired = self.apply_update(self.lr * g)
@@ -423,17 +433,31 @@ class CrossbarMatrix(WeightOperator):
         self.notify_update({"pulses": fired, "program_J": self.last_program_J,
                             "counts": self.last_counts})
 
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of simulated time pass on the devices' clocks; with a drifting card
+        the effective weights are recomputed (no work without drift)."""
+        self.mapping.advance(seconds)
+        if self.pos.drifts:
+            self.refresh()
+
     def state_dict(self) -> dict:
+        """Device states per side: ``{side}:w``, ``{side}:write_noise``, ``{side}:t_written``
+        (flat arrays) and ``{side}:t_now`` (the clock, s, a 0-d array)."""
         out = {}
         for side, dev in self.mapping.arrays:
             out[f"{side}:w"] = dev.w
             out[f"{side}:write_noise"] = dev.write_noise
             out[f"{side}:t_written"] = dev.t_written
+            out[f"{side}:t_now"] = np.array(dev.t_now)
         return out
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a state without ``t_now`` (older checkpoints) keeps
+        the clock at its time now."""
         for side, dev in self.mapping.arrays:
             np.copyto(dev.w, state[f"{side}:w"])
             dev.write_noise = np.array(state[f"{side}:write_noise"])
             np.copyto(dev.t_written, state[f"{side}:t_written"])
+            if f"{side}:t_now" in state:
+                dev.t_now = float(state[f"{side}:t_now"])
         self.refresh(exact=True)

@@ -4,7 +4,8 @@ A card names the update model, the conductance range in siemens, the model's par
 normalised weight units (aihwkit's names, so published fits port one to one), optional faults,
 drift and programming noise, and a ``source`` citation.  :func:`load_card` validates it and
 names the file and key in every error; ``docs/devices.md`` lists every parameter with its unit
-(generated from :data:`PARAMS` by ``python -m crossbar_ep.docs``).
+(generated from the model registry, :mod:`crossbar_ep.devices`, by
+``python -m crossbar_ep.docs``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from . import yamlio
+from .devices.registry import REQUIRED, model_class, model_names
 from .errors import ConfigError
 from .schema import Where
 
@@ -29,74 +31,22 @@ _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 80
 _short.maxlevel = 2
 
-MODELS = ("ideal", "constant_step", "linear_step", "soft_bounds", "soft_bounds_pmax",
-          "exp_step", "pow_step", "piecewise")
 
-# name -> (default or REQUIRED, unit, meaning, kind); kind: 'any' real, 'nonneg', 'pos',
-# 'posint', 'list'.
-REQUIRED = object()
-_STEP = {
-    "dw_min": (REQUIRED, "w", "mean step of one pulse (the state granularity)", "pos"),
-    "w_min": (REQUIRED, "w", "lower bound of the device state", "any"),
-    "w_max": (REQUIRED, "w", "upper bound of the device state", "any"),
-    "up_down": (0.0, "-", "up/down asymmetry b: up steps scale by (1 + b), down by (1 - b)",
-                "any"),
-    "dw_min_dtod": (0.0, "-", "device-to-device spread (relative std) of dw_min", "nonneg"),
-    "up_down_dtod": (0.0, "-", "device-to-device std of up_down", "nonneg"),
-    "w_max_dtod": (0.0, "-", "device-to-device relative std of w_max", "nonneg"),
-    "w_min_dtod": (0.0, "-", "device-to-device relative std of w_min", "nonneg"),
-    "dw_min_std": (0.0, "-", "cycle-to-cycle relative std of each pulse's step", "nonneg"),
-    "write_noise_std": (0.0, "dw_min", "std of the write noise on the readable state, in "
-                        "units of dw_min, redrawn at every update", "nonneg"),
-}
-_PMAX = {
-    "p_max": (REQUIRED, "pulses", "pulses that sweep the full range (the number of states)",
-              "posint"),
-    "A_up": (REQUIRED, "p_max", "nonlinearity of potentiation, in units of p_max (sign sets "
-             "the curvature)", "nonzero"),
-    "A_down": (REQUIRED, "p_max", "nonlinearity of depression, in units of p_max", "nonzero"),
-    "w_min": (-1.0, "w", "lower bound of the device state", "any"),
-    "w_max": (1.0, "w", "upper bound of the device state", "any"),
-    "A_dtod": (0.0, "-", "device-to-device relative std of A_up and A_down", "nonneg"),
-    "w_max_dtod": (0.0, "-", "device-to-device relative std of w_max", "nonneg"),
-    "w_min_dtod": (0.0, "-", "device-to-device relative std of w_min", "nonneg"),
-    "c2c_sigma": (0.0, "w_max - w_min", "cycle-to-cycle std per pulse, absolute, as a "
-                  "fraction of the range (NeuroSim convention)", "nonneg"),
-}
-PARAMS = {
-    "ideal": {},
-    "constant_step": dict(_STEP),
-    "linear_step": {**_STEP,
-                    "gamma_up": (0.0, "-", "slope of the up step: step scales by "
-                                 "(1 - |gamma_up| w / w_max)", "any"),
-                    "gamma_down": (0.0, "-", "slope of the down step: step scales by "
-                                   "(1 - |gamma_down| w / w_min)", "any"),
-                    "gamma_up_dtod": (0.0, "-", "device-to-device std of gamma_up", "nonneg"),
-                    "gamma_down_dtod": (0.0, "-", "device-to-device std of gamma_down",
-                                        "nonneg")},
-    "soft_bounds": dict(_STEP),
-    "soft_bounds_pmax": dict(_PMAX),
-    "exp_step": {**_STEP,
-                 "a": (-0.5, "-", "z = 2 a w / (w_max - w_min) + b", "any"),
-                 "b": (-0.5, "-", "offset of z", "any"),
-                 "gamma_up": (5.0, "-", "exponent of the up step", "any"),
-                 "gamma_down": (5.0, "-", "exponent of the down step", "any"),
-                 "A_up": (REQUIRED, "-", "y = 1 - A_up exp(gamma_up z) for up pulses", "any"),
-                 "A_down": (REQUIRED, "-", "y = 1 - A_down exp(-gamma_down z) for down pulses",
-                            "any")},
-    "pow_step": {**_STEP,
-                 "pow_gamma": (1.0, "-", "exponent of the power-law step", "pos"),
-                 "pow_up_down": (0.0, "-", "asymmetry of the exponent", "any"),
-                 "pow_gamma_dtod": (0.0, "-", "device-to-device relative std of the exponent",
-                                    "nonneg")},
-    "piecewise": {**_STEP,
-                  "piecewise_up": (REQUIRED, "-", "step scale at nodes spread evenly over "
-                                   "[w_min, w_max] for up pulses", "list"),
-                  "piecewise_down": (REQUIRED, "-", "the same for down pulses", "list")},
-}
+
+def __getattr__(name):
+    """``MODELS`` (registered model names) and ``PARAMS`` (model -> parameter spec), read live
+    from the model registry (:mod:`crossbar_ep.devices`)."""
+    if name == "MODELS":
+        return model_names()
+    if name == "PARAMS":
+        return {m: model_class(m).params for m in model_names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 TOP = {
     "name": "device name",
-    "model": f"update model: {', '.join(MODELS)}",
+    "model": "update model: one of the models below (the model registry, "
+             "crossbar_ep/devices/)",
     "source": "citation of the published parameters (required)",
     "g_min_S": "lowest conductance (S); or give r_on_ohm and on_off_ratio",
     "g_max_S": "highest conductance (S)",
@@ -148,13 +98,24 @@ class DeviceCard:
         return self.params.get("w_max", 1.0)
 
     @property
+    def model_class(self):
+        """The registered model class (parameter spec, per-device draw, pulse step)."""
+        return model_class(self.model)
+
+    @property
+    def pulsed(self) -> bool:
+        """False for exact-update models (the ideal device): no pulses, bounds or noise."""
+        return self.model_class.pulsed
+
+    @property
+    def mean_step(self) -> float:
+        """Mean state change of one pulse (w units): dw_min, or (w_max - w_min) / p_max."""
+        return self.model_class.mean_step(self.params)
+
+    @property
     def n_states(self) -> float:
-        """Number of distinguishable states: (w_max - w_min) / dw_min, or p_max; inf if ideal."""
-        if self.model == "ideal":
-            return math.inf
-        if self.model == "soft_bounds_pmax":
-            return float(self.params["p_max"])
-        return (self.w_max - self.w_min) / self.params["dw_min"]
+        """Number of distinguishable states: (w_max - w_min) / dw_min, or p_max; inf if exact."""
+        return self.model_class.n_states(self.params)
 
     def w_to_g(self, w):
         """Normalised state -> conductance (S), linear over [w_min, w_max]."""
@@ -218,11 +179,12 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
     _check_text(raw, top)
     _check_keys(raw, TOP, top, "unknown key")
     model = raw.get("model")
-    if not isinstance(model, str) or model not in MODELS:
-        close = difflib.get_close_matches(model, MODELS, n=1) if isinstance(model, str) else []
+    models = model_names()
+    if not isinstance(model, str) or model not in models:
+        close = difflib.get_close_matches(model, models, n=1) if isinstance(model, str) else []
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise top.child("model").fail(f"unknown model {_short.repr(model)}; use one of "
-                                      f"{', '.join(MODELS)}{hint}")
+                                      f"{', '.join(models)}{hint}")
     for k in ("name", "source"):
         if not isinstance(raw.get(k), str) or not raw.get(k).strip():
             raise top.child(k).fail("missing: give a non-empty string"
@@ -254,7 +216,8 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
             raise top.child("g_min_S").fail(f"G_min ({g_min:g} S) must be below G_max "
                                             f"({g_max:g} S)")
     # model parameters
-    spec = PARAMS[model]
+    cls = model_class(model)
+    spec = cls.params
     praw = raw.get("params") or {}
     pw = top.child("params")
     if not isinstance(praw, dict):
@@ -274,13 +237,12 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
             raise pw.child(k).fail(f"missing: model {model} needs it")
         else:
             params[k] = default
-    if spec and params["w_min"] >= params["w_max"]:
+    if "w_min" in spec and "w_max" in spec and params["w_min"] >= params["w_max"]:
         raise pw.child("w_min").fail(f"must be below w_max ({params['w_max']:g}), got "
                                      f"{params['w_min']:g}")
-    if spec:
-        key = "p_max" if "p_max" in spec else "dw_min"
-        states = params["p_max"] if "p_max" in spec else \
-            (params["w_max"] - params["w_min"]) / params["dw_min"]
+    if cls.pulsed:
+        key = cls.states_key
+        states = cls.n_states(params)
         if not 1 <= states <= MAX_STATES:
             raise pw.child(key).fail(
                 f"gives {states:.4g} device states; the limit is 1 to {MAX_STATES:.0e} (for a "
@@ -374,7 +336,7 @@ def apply_card_overrides(raw: dict, overrides: dict, path: str) -> dict:
         return raw                       # card_from_dict names the bad params section
     raw["params"] = params
     model = raw.get("model")
-    spec = PARAMS.get(model, {}) if isinstance(model, str) else {}
+    spec = model_class(model).params if model in model_names() else {}
 
     def real(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -413,7 +375,7 @@ def apply_card_overrides(raw: dict, overrides: dict, path: str) -> dict:
 
 def describe(card: DeviceCard) -> str:
     """Human-readable parameter listing with units, number of states and citation."""
-    spec = PARAMS[card.model]
+    spec = card.model_class.params
     lines = [f"{card.name}  ({card.path})", f"  model: {card.model}",
              f"  source: {card.source}",
              f"  conductance range: G_min = {card.g_min_S:.4g} S, G_max = {card.g_max_S:.4g} S "

@@ -53,7 +53,8 @@ def render() -> str:
 
 DEVICE_HEADER = """# Device-card reference
 
-Generated from `crossbar_ep/device_card.py` by `python -m crossbar_ep.docs`; do not edit by hand.
+Generated from `crossbar_ep/device_card.py` and the model registry (`crossbar_ep/devices/`) by
+`python -m crossbar_ep.docs`; do not edit by hand.
 
 A device card (`device_models/*.yaml`) describes one resistive device type.  Units: conductances
 in siemens, resistances in ohm, times in seconds; model parameters are in normalised state units
@@ -72,28 +73,69 @@ bounds `w_max (1 + w_max_dtod xi)`, `w_min (1 + w_min_dtod xi)`.  Every pulse's 
 by `(1 + dw_min_std xi)` (fresh xi per pulse), then the state is clipped to the device's bounds.
 Number of states: `(w_max - w_min) / dw_min` (`p_max` for soft_bounds_pmax).
 
-| model | state change per pulse (d = +1 SET, -1 RESET) |
-|---|---|
-| ideal | exact float updates, no bounds, noise or pulses |
-| constant_step | `d dw^d` |
-| linear_step | `d dw^d (1 - abs(gamma_d) w / w_bound_d)`: `w_bound` = w_max up, w_min down |
-| soft_bounds | linear_step with gamma = 1 (step vanishes at each bound) |
-| soft_bounds_pmax | `w(p) = B (1 - exp(-p / A)) + w_min`, `B = (w_max - w_min) / (1 - exp(-p_max / A))`, A = A_d p_max; depression mirrored from w_max; additive noise `c2c_sigma (w_max - w_min) xi` |
-| exp_step | `z = 2 a w / (w_max - w_min) + b`, `y = 1 - A_d exp(d gamma_d z)`, step `d max(y, 0) dw^d` |
-| pow_step | `omega = (w_max - w) / (w_max - w_min)`; up `dw^+ omega^gamma+`, down `dw^- (1 - omega)^gamma-`, `gamma^d = pow_gamma (1 + d pow_up_down)` |
-| piecewise | `d dw^d s(w)`, s linearly interpolated from nodes spread evenly over [w_min, w_max] |
+Every model is a class in the model registry (`crossbar_ep/devices/`); the table below and the
+parameter sections are generated from it.
+"""
+
+DEVICE_CLOCK = """
+## The devices' clock and drift
+
+Every device array has a clock, `t_now` (s of simulated time).  Pulses and programming stamp
+the time each device was written; reads see the card's power-law drift for the time since,
+`G(t) = G_written ((t_now - t_written + t0_s) / t0_s) ^ -nu`.  During training every update of
+a crossbar matrix (one per training batch) advances its arrays' clocks by the time of one batch,
+`crossbar.time_per_batch_s`; by default (null) that is computed from the physics:
+
+    (training.T + training.K) * settling.tau_s  +  pulse slots * pulse_width_s
+
+the two settling phases (T and K steps of one neuron time constant each) plus the update's
+pulse time: `crossbar.update.max_pulses` slots for deterministic pulses (the card's number of
+states without a cap), `batch_size * bl` for stochastic coincidence, none for exact-update cards.
+At the defaults (T 18, K 10, tau 100 ns, 31 pulses of 100 ns) a batch takes 5.9 us, so drift
+over a training run is tiny unless `time_per_batch_s` is set to a realistic chip-level time
+(data movement and digital work included).  Evaluation reads do not advance the clock.  The
+clock is part of the crossbar state (`CrossbarMatrix.state_dict()`: `pos:t_now`, `neg:t_now`).
+
+## Adding a device model
+
+One class, registered with a decorator, plus a card: nothing else changes.
+
+```python
+from crossbar_ep.devices import StepModel, register
+
+@register
+class HalvingStep(StepModel):          # dw_min, w_min, w_max, up_down, ... from StepModel
+    name = "halving_step"              # the card's `model:`
+    summary = "`d dw^d / 2`"           # its row in the table above
+
+    @staticmethod
+    def step(w, d, wmin, wmax, p, c):  # p: this device's dw_up, dw_dn (+ draw_shape columns)
+        return (0.5 * p[0] if d > 0 else -0.5 * p[1]), 0.0
+```
+
+`step` is plain Python over scalars and 1-D arrays, returning (state change of one pulse,
+std of additive noise or 0); the Numba pulse kernel compiles it, and tests run the same
+function un-jitted (`pulse_reference`).  A model with its own parameters sets `params`
+(name -> `Param(default or REQUIRED, unit, meaning, kind)`), draws its per-device columns in
+`draw` / `draw_shape` and its card-wide numbers in `constants` (see `crossbar_ep/devices/`).
+The module defining the class must be imported before the card is loaded.
 """
 
 
 def render_devices() -> str:
-    from .device_card import DRIFT_KEYS, FAULT_KEYS, PARAMS, PROG_KEYS, REQUIRED, TOP
-    out = [DEVICE_HEADER, "\n## Top-level keys\n", "| key | meaning |", "|---|---|"]
+    from .device_card import DRIFT_KEYS, FAULT_KEYS, PROG_KEYS, REQUIRED, TOP
+    from .devices import model_class, model_names
+    out = [DEVICE_HEADER, "| model | state change per pulse (d = +1 SET, -1 RESET) |",
+           "|---|---|"]
+    out += [f"| {m} | {model_class(m).summary} |" for m in model_names()]
+    out += [DEVICE_CLOCK, "## Top-level keys\n", "| key | meaning |", "|---|---|"]
     out += [f"| `{k}` | {v} |" for k, v in TOP.items()]
     for title, keys in (("faults", FAULT_KEYS), ("drift", DRIFT_KEYS),
                         ("programming_noise", PROG_KEYS)):
         out += [f"\n### `{title}`\n", "| key | meaning |", "|---|---|"]
         out += [f"| `{k}` | {v} |" for k, v in keys.items()]
-    for model, spec in PARAMS.items():
+    for model in model_names():
+        spec = model_class(model).params
         out.append(f"\n## `params` of model `{model}`\n")
         if not spec:
             out.append("No parameters.")

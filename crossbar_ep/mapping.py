@@ -47,7 +47,7 @@ class SignedMapping:
 
     def pulse_factor(self) -> float:
         """Pulses per unit of weight change for one device of the mapping (nominal step)."""
-        return (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.params["dw_min"]
+        return (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.mean_step
 
     def conductances(self) -> tuple:
         """(G+ or G, G- or None), each (n_out, n_in) in S."""

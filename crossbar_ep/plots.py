@@ -54,8 +54,9 @@ def plot_pulse_response(card, path, n_devices: int = 5, n_pulses: int | None = N
 
     from .devices import DeviceArray
 
-    if card.model == "ideal":
-        raise ValueError("the ideal device takes exact updates; it has no pulse response")
+    if not card.pulsed:
+        raise ValueError(f"the {card.model} device takes exact updates; it has no pulse "
+                         f"response")
     n = n_pulses or int(min(max(1.2 * card.n_states, 20), 20000))
     rng = np.random.default_rng(seed)
     arr = DeviceArray(card, (1, n_devices), rng)

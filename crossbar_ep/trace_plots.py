@@ -133,7 +133,7 @@ def plot_run_dir(run_dir: str, out_dir: str | None = None) -> list:
         from .device_card import load_card
         from .plots import plot_pulse_response
         card = load_card(cfg.crossbar.device, cfg.crossbar.device_params)
-        if card.model != "ideal":
+        if card.pulsed:
             p = os.path.join(out_dir, "device_pulse_response.png")
             written.append(plot_pulse_response(card, p))
     trace_path = os.path.join(run_dir, cfg.traces.file)

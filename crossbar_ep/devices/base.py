@@ -1,0 +1,114 @@
+"""Base classes of the device models.
+
+A model class holds everything model-specific:
+
+- ``params``: the card parameters, name -> :class:`~crossbar_ep.devices.registry.Param`;
+- ``draw(card, xi, n)``: each device's own parameters, drawn once from the card's
+  device-to-device spreads (``xi()`` returns n standard normals), as named arrays of shape (n,);
+  their order is the column order of the per-device matrix the step sees;
+- ``constants(card)``: card-wide numbers the step needs (1-D float array);
+- ``step(w, d, wmin, wmax, p, c)``: the state change of one pulse of sign d (+1 SET, -1 RESET)
+  at state w for a device with bounds wmin, wmax, own parameters ``p`` (one row, shape (k,))
+  and constants ``c``; returns (step, std of additive noise).  A plain Python function over
+  scalars and 1-D arrays: the Numba pulse kernel calls it compiled
+  (:func:`crossbar_ep.devices.kernel.jit_step`), :func:`~crossbar_ep.devices.pulse_reference`
+  runs the same function un-jitted.
+
+The pulse kernel adds the cycle-to-cycle noise (multiplicative ``(1 + c2c_std xi)`` unless the
+step returns an additive std) and clips to the device's bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import REQUIRED, Param
+
+
+class DeviceModel:
+    """A device model; subclass, set ``name``, ``params``, ``summary`` and register it."""
+
+    name: str = ""
+    summary: str = ""          # state change per pulse, one line for docs/devices.md
+    params: dict = {}
+    pulsed = True              # False: exact float updates (no pulses, bounds or noise)
+    states_key = "dw_min"      # the parameter that sets the number of states (card errors)
+
+    @classmethod
+    def n_states(cls, p: dict) -> float:
+        """Distinguishable states: (w_max - w_min) / dw_min."""
+        return (p["w_max"] - p["w_min"]) / p["dw_min"]
+
+    @classmethod
+    def mean_step(cls, p: dict) -> float:
+        """Mean state change of one pulse (w units): dw_min; pulse rules size updates by it."""
+        return p["dw_min"]
+
+    @classmethod
+    def draw_bounds(cls, card, xi, n: int) -> tuple:
+        """Each device's own (w_min, w_max), shape (n,): relative spreads w_min_dtod,
+        w_max_dtod (w_min drawn first), then a non-empty range kept per device."""
+        p = card.params
+        cw_min, cw_max = card.w_min, card.w_max
+        wmin = cw_min * (1 + p.get("w_min_dtod", 0.0) * xi())
+        wmax = cw_max * (1 + p.get("w_max_dtod", 0.0) * xi())
+        lo = np.minimum(wmin, wmax - 1e-6 * (cw_max - cw_min))
+        return lo, np.maximum(wmax, lo + 1e-6 * (cw_max - cw_min))
+
+    @classmethod
+    def draw(cls, card, xi, n: int) -> dict:
+        """Per-device parameters, name -> array (n,), in the step's column order."""
+        return {}
+
+    @classmethod
+    def constants(cls, card) -> np.ndarray:
+        """Card-wide numbers the step reads (1-D float64)."""
+        return np.zeros(0)
+
+    @classmethod
+    def c2c_std(cls, card) -> float:
+        """Relative cycle-to-cycle std of each pulse's step (multiplicative noise)."""
+        return float(card.params.get("dw_min_std", 0.0))
+
+    @staticmethod
+    def step(w, d, wmin, wmax, p, c):
+        raise NotImplementedError
+
+
+STEP_PARAMS = {
+    "dw_min": Param(REQUIRED, "w", "mean step of one pulse (the state granularity)", "pos"),
+    "w_min": Param(REQUIRED, "w", "lower bound of the device state", "any"),
+    "w_max": Param(REQUIRED, "w", "upper bound of the device state", "any"),
+    "up_down": Param(0.0, "-", "up/down asymmetry b: up steps scale by (1 + b), down by (1 - b)",
+                     "any"),
+    "dw_min_dtod": Param(0.0, "-", "device-to-device spread (relative std) of dw_min", "nonneg"),
+    "up_down_dtod": Param(0.0, "-", "device-to-device std of up_down", "nonneg"),
+    "w_max_dtod": Param(0.0, "-", "device-to-device relative std of w_max", "nonneg"),
+    "w_min_dtod": Param(0.0, "-", "device-to-device relative std of w_min", "nonneg"),
+    "dw_min_std": Param(0.0, "-", "cycle-to-cycle relative std of each pulse's step", "nonneg"),
+    "write_noise_std": Param(0.0, "dw_min", "std of the write noise on the readable state, in "
+                             "units of dw_min, redrawn at every update", "nonneg"),
+}
+
+
+class StepModel(DeviceModel):
+    """Models with a mean step dw_min and up/down asymmetry: each device draws
+    ``dw_up = dw_min (1 + b + dw_min_dtod xi)``, ``dw_down = dw_min (1 - b + dw_min_dtod xi)``
+    with ``b = up_down + up_down_dtod xi'`` (columns 0 and 1 of ``p``), then
+    :meth:`draw_shape`'s columns."""
+
+    params = STEP_PARAMS
+
+    @classmethod
+    def draw(cls, card, xi, n):
+        p = card.params
+        b = p["up_down"] + p["up_down_dtod"] * xi()
+        spread = p["dw_min_dtod"] * xi()
+        return {"dw_up": np.maximum(p["dw_min"] * (1 + b + spread), 0.0),
+                "dw_dn": np.maximum(p["dw_min"] * (1 - b + spread), 0.0),
+                **cls.draw_shape(card, xi, n)}
+
+    @classmethod
+    def draw_shape(cls, card, xi, n: int) -> dict:
+        """Model-specific per-device columns after dw_up, dw_dn."""
+        return {}

@@ -26,9 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from crossbar_ep.config import load_config  # noqa: E402
-from crossbar_ep.ep import make_learner  # noqa: E402
-from crossbar_ep.network import build_network  # noqa: E402
-from crossbar_ep.optim import make_optimizer  # noqa: E402
+from crossbar_ep.build import make_learner
+from crossbar_ep.build import build_network
+from crossbar_ep.build import make_optimizer
 
 
 def learner_for(cfg):

@@ -11,7 +11,6 @@ pulse rule (:class:`DeterministicPulses`, :class:`StochasticCoincidence`); a
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
@@ -19,100 +18,13 @@ from numba import types
 from numba.extending import intrinsic
 
 from . import fastrng
-from .crossbar import CrossbarMatrix, Periphery
-from .device_card import load_card
-from .ir_drop import WireSettings
-from .network import Network
+from .crossbar import CrossbarMatrix
 
 
 @numba.njit(cache=True)
 def _add_abs(acc, n):
     for i in range(acc.size):
         acc[i] += abs(n[i])
-
-
-def selected(cfg, net: Network) -> list:
-    names = [p.name for p in net.projections]
-    layers = cfg.crossbar.layers
-    return names if "all" in layers else [n for n in names if n in layers]
-
-
-def periphery_of(cfg) -> Periphery:
-    return cfg.crossbar.periphery
-
-
-def wires_of(cfg) -> WireSettings:
-    return cfg.crossbar.wires
-
-
-def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
-    """CrossbarMatrix per selected projection, programmed with its current weights (not yet
-    attached to the network), and the devices' rng."""
-    c = cfg.crossbar
-    card = load_card(c.device, c.device_params)
-    rng = np.random.default_rng(c.seed)
-    per = periphery_of(cfg)
-    wires = wires_of(cfg)
-    arrays = {}
-    for name in selected(cfg, net):
-        arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
-                                      c.tile_cols, c.weight_range_factor, net.dtype, wires,
-                                      c.iv)
-    return arrays, rng
-
-
-def make_pulse_rule(update_cfg, rng: np.random.Generator):
-    """The pulse rule ``crossbar.update.scheme`` names."""
-    u = update_cfg
-    if u.scheme == "stochastic":
-        return StochasticCoincidence(u.bl, u.update_management, rng, u.max_pulses)
-    return DeterministicPulses(u.max_pulses)
-
-
-def attach_crossbars(cfg, net: Network):
-    """Put the projections ``crossbar.layers`` names on crossbar arrays (pulse rule and pulse
-    gain from ``crossbar.update``); returns (PulseStats, EnergyMeter) observing them."""
-    from .energy import EnergyMeter
-
-    arrays, rng = build_crossbars(cfg, net)
-    rule = make_pulse_rule(cfg.crossbar.update, rng)
-    lrs = pulse_lrs(cfg, net)
-    stats, meter = PulseStats(arrays, rng), EnergyMeter()
-    for name, cb in arrays.items():
-        cb.rule, cb.lr = rule, lrs[name]
-        cb.seconds_per_update = batch_seconds(cfg, cb.card)
-        cb.observers += [stats, meter]
-        net.attach(name, cb)
-    return stats, meter
-
-
-def batch_seconds(cfg, card) -> float:
-    """Simulated time (s) one training batch advances the devices' clocks by:
-    ``crossbar.time_per_batch_s``, or the settling phases ``(T + K) tau_s`` plus the update's
-    pulse slots times the card's ``pulse_width_s`` (deterministic: ``max_pulses``, or the
-    card's number of states without a cap; stochastic: ``batch_size * bl``; exact-update
-    cards fire none)."""
-    c, t = cfg.crossbar, cfg.training
-    if c.time_per_batch_s is not None:
-        return float(c.time_per_batch_s)
-    u = c.update
-    if not card.pulsed:
-        slots = 0
-    elif u.scheme == "stochastic":
-        slots = t.batch_size * u.bl
-    else:
-        slots = u.max_pulses if u.max_pulses is not None else math.ceil(card.n_states)
-    return (t.T + t.K) * cfg.settling.tau_s + slots * card.pulse_width_s
-
-
-def pulse_lrs(cfg, net: Network) -> dict:
-    """Pulse gain per projection: crossbar.update.lr (or training.lr), per matrix rule."""
-    lr = cfg.crossbar.update.lr
-    if lr is None:
-        return dict(net.lr)
-    L = net.L
-    per = tuple(lr) if isinstance(lr, tuple) else (lr,) * (L + 1)
-    return {p.name: per[p.dst - 1] if p.dst <= L else per[L] for p in net.projections}
 
 
 @intrinsic

@@ -181,27 +181,4 @@ class BPLearner:
         return BatchStats(cross_entropy_sum(p, y), int((p.argmax(1) == y).sum()), 0.0, 0)
 
 
-def make_learner(cfg, net: Network, optimizer: Optimizer | None):
-    """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
-    attached to the projections ``crossbar.layers`` names)."""
-    t, s = cfg.training, cfg.settling
-    if t.algorithm == "bp":
-        return BPLearner(net, optimizer)
-    pulses, meter = None, None
-    norm = {k: (v if t.update_norm == "normalised" else 1.0) for k, v in net.norm.items()}
-    if cfg.crossbar.enabled:
-        from .backend import attach_crossbars
-        pulses, meter = attach_crossbars(cfg, net)
-        if cfg.crossbar.update.normalise or t.update_norm == "normalised":
-            for name in pulses.crossbars:
-                norm[name] = net.norm[name] if cfg.crossbar.update.normalise else 1.0
-        else:
-            for name in pulses.crossbars:
-                norm[name] = 1.0
-    settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
-                      s.max_steps, t.nudge_error, None, s.method, s.atol,
-                      s.dt_max_over_tau, meter=meter)
-    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm)
-
-
-__all__ = ["BatchStats", "EPLearner", "BPLearner", "make_learner", "one_hot", "softmax"]
+__all__ = ["BatchStats", "EPLearner", "BPLearner", "one_hot", "softmax"]

@@ -39,7 +39,7 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
                 wires: Wires | None = None) -> TileExport:
     """``wires``: None takes the run's crossbar.wires."""
     from . import train
-    from .backend import wires_of
+    from .build import wires_of
     run = train.resume(run_dir, record=False)
     if wires is None:
         wires = wires_of(run.cfg).wires

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Config
 
 
 @dataclass(frozen=True)
@@ -163,20 +162,6 @@ def _best_gain(L: int, feedbacks: list, beta_f: float) -> dict:
                 if g > gain.get(f.dst, 0.0):
                     gain[f.dst] = g
     return gain
-
-
-def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) -> Network:
-    """Create the topology of ``cfg`` and draw Glorot-uniform weights from ``rng``."""
-    m, t = cfg.model, cfg.training
-    L = cfg.n_hidden
-    if m.residual.kind == "agt":
-        fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed)
-    else:
-        fwd_links, fb_links = list(cfg.residual_pairs()), None
-    return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),
-                        beta_f=t.beta_f, feedback=m.feedback, activation=m.activation,
-                        bias=m.bias, residual=fwd_links, random_feedback=fb_links,
-                        lr=cfg.lr_per_matrix(), dtype=t.dtype)
 
 
 def make_network(sizes, seed: np.random.Generator | int = 0, *, alpha: float = 1.0,

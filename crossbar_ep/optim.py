@@ -58,10 +58,3 @@ class SGD(Optimizer):
     def step(self, name: str, update: np.ndarray, gscale: float = 1.0) -> None:
         kernels.sgd_step(self.params[name], update, self.state[name]["buf"], float(gscale),
                          float(self.lrs[name]), self.mu)
-
-
-def make_optimizer(training_cfg, params: list, lrs: dict) -> Optimizer:
-    t = training_cfg
-    if t.optimizer == "adam":
-        return Adam(params, lrs, t.adam_beta1, t.adam_beta2, t.adam_eps)
-    return SGD(params, lrs, t.momentum)

@@ -26,10 +26,12 @@ import numpy as np
 
 from .config import Config, config_from_dict, read_yaml
 from .data import Dataset, load_dataset
-from .ep import cross_entropy_sum, make_learner
+from .ep import cross_entropy_sum
+from .build import make_learner
 from .errors import CheckpointError, ConfigError, CrossbarEPError
-from .network import Network, build_network
-from .optim import make_optimizer
+from .network import Network
+from .build import build_network
+from .build import make_optimizer
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc",
                "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps",

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import REPO, small_config
 from crossbar_ep import train
-from crossbar_ep.backend import batch_seconds
+from crossbar_ep.build import batch_seconds
 from crossbar_ep.cli import main
 from crossbar_ep.crossbar import CrossbarMatrix
 from crossbar_ep import device_card

@@ -8,7 +8,7 @@ from crossbar_ep import cli
 from crossbar_ep.config import dump_config
 from crossbar_ep.diagnostics import coupling_matrix, ftle, jacobian
 from crossbar_ep.dynamics import settle_reference
-from crossbar_ep.network import build_network
+from crossbar_ep.build import build_network
 
 
 def net_x(**model):

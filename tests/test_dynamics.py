@@ -7,7 +7,7 @@ from conftest import small_config
 from crossbar_ep import kernels
 from crossbar_ep.dynamics import Settler, settle_reference
 from crossbar_ep.ep import one_hot
-from crossbar_ep.network import build_network
+from crossbar_ep.build import build_network
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from crossbar_ep.ep import BPLearner, make_learner, one_hot
-from crossbar_ep.network import build_network
-from crossbar_ep.optim import make_optimizer
+from crossbar_ep.ep import BPLearner, one_hot
+from crossbar_ep.build import make_learner
+from crossbar_ep.build import build_network
+from crossbar_ep.build import make_optimizer
 
 
 def _cos(a, b):

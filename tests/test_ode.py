@@ -8,7 +8,7 @@ from conftest import small_config
 from crossbar_ep import train
 from crossbar_ep.dynamics import Settler, settle_reference
 from crossbar_ep.ep import one_hot
-from crossbar_ep.network import build_network
+from crossbar_ep.build import build_network
 
 
 @pytest.fixture

@@ -150,11 +150,11 @@ def test_ode_step_counts_and_atol_floor():
 
 def test_adaptive_integrator_stops_when_atol_is_unreachable():
     """Below the dtype's resolution the step size collapses: a clear error, not a hang."""
-    from crossbar_ep import ep, network
+    from crossbar_ep.build import build_network, make_learner
     cfg = small_config(settling={"mode": "ode", "method": "adaptive"},
                        training={"dtype": "float32"})
-    net = network.build_network(cfg, 20, 4, np.random.default_rng(0))
-    settler = ep.make_learner(cfg, net, None).settler
+    net = build_network(cfg, 20, 4, np.random.default_rng(0))
+    settler = make_learner(cfg, net, None).settler
     settler.atol = 1e-10          # bypasses the schema floor on purpose
     x = np.random.default_rng(0).random((8, 20)).astype(np.float32)
     t0 = time.monotonic()

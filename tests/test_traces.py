@@ -19,7 +19,7 @@ from crossbar_ep.crossbar import CrossbarMatrix, Periphery
 from crossbar_ep.device_card import load_card
 from crossbar_ep.dynamics import Settler, settle_reference
 from crossbar_ep.errors import ConfigError
-from crossbar_ep.network import build_network
+from crossbar_ep.build import build_network
 from crossbar_ep.traces import TraceError, _TileProbe, open_run
 
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")

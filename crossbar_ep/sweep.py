@@ -81,6 +81,7 @@ class Sweep:
     points: list
     content: dict = field(default_factory=dict)      # the sweep file, paths resolved
     base_config: dict = field(default_factory=dict)  # the base experiment, resolved
+    cards: dict = field(default_factory=dict)        # device card path -> SHA-1
 
 
 def _fail(source: str, path: str, msg: str) -> ConfigError:
@@ -143,22 +144,23 @@ def max_points() -> int:
     return n
 
 
-def _check_size(obj, where: str, limit: int = MAX_FILE_VALUES) -> None:
+def _check_size(obj, source: str, limit: int = MAX_FILE_VALUES) -> None:
     """Refuse data that expands to more than ``limit`` values (YAML aliases can make a few
     lines stand for billions of values, or a loop); stops walking at the limit."""
-    stack, seen = [obj], 0
+    stack, seen = [(obj, "")], 0
     while stack:
-        x = stack.pop()
+        x, where = stack.pop()
         seen += 1
         if seen > limit:
-            raise ConfigError(f"{where}: holds more than {limit} values once YAML aliases "
-                              f"(*name) are expanded, or refers to itself; write the values "
-                              f"out, or split the file")
+            raise ConfigError(f"{source}: {where or 'the file'}: holds more than {limit} values "
+                              f"once YAML aliases (*name) are expanded, or refers to itself; "
+                              f"write the values out, or split the file")
         if isinstance(x, dict):
-            stack.extend(x.values())
-            stack.extend(x.keys())
+            for k, v in x.items():
+                stack.append((k, where))
+                stack.append((v, where if "." in where else f"{where}.{k}".lstrip(".")))
         elif isinstance(x, (list, tuple)):
-            stack.extend(x)
+            stack.extend((v, where) for v in x)
 
 
 def _random_n(rand: dict, source: str, limit: int) -> int:
@@ -322,7 +324,7 @@ def load_sweep(path: str) -> Sweep:
     content = {k: v for k, v in raw.items() if k not in ("name", "description")}
     content.update(base=os.path.abspath(base), set=fixed, grid=grid, zip=zipped)
     return Sweep(str(name), os.path.abspath(path), os.path.abspath(base), fixed, axes, points,
-                 content, _plain_base(base_raw, base))
+                 content, _plain_base(base_raw, base), cards)
 
 
 def _plain_base(base_raw, base: str) -> dict:
@@ -592,7 +594,8 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list:
 
 def _record(sweep: Sweep) -> dict:
     return {"sweep": json.loads(json.dumps(sweep.content, default=str)),
-            "base_config": json.loads(json.dumps(sweep.base_config, default=str))}
+            "base_config": json.loads(json.dumps(sweep.base_config, default=str)),
+            "cards": sweep.cards}
 
 
 def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
@@ -614,23 +617,27 @@ def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
         started |= set(os.listdir(os.path.join(out_dir, "points")))
     stale = {p.point_id for p in sweep.points
              if p.point_id in started and old_hash.get(p.point_id) != p.config_hash}
-    new = _record(sweep)
-    lines = []
     if old is None:
-        lines.append(f"{RECORD_FILE} is missing: this folder was made by an older crossbar-ep "
-                     f"(or is not a sweep folder), so its points cannot be checked")
+        if not started:
+            return stale
+        lines = [f"{RECORD_FILE} is missing: this folder was made by an older crossbar-ep (or "
+                 f"is not a sweep folder), so its points cannot be checked"]
     else:
-        lines += _diff(old.get("sweep", {}), new["sweep"])
+        new = _record(sweep)
+        lines = _diff(old.get("sweep", {}), new["sweep"])
         if stale:
             lines += _diff(old.get("base_config", {}), new["base_config"], "base: ")
-    if stale and not lines[1 if old is None else 0:]:
-        lines.append("a device card or the resolved defaults changed")
-    if (old is None and not started) or not (lines or stale) or accept:
+            cards = old.get("cards", {})
+            lines += [f"device card {c}: contents changed" for c in sorted(new["cards"])
+                      if c in cards and cards[c] != new["cards"][c]]
+            lines = lines or ["the resolved configs differ (crossbar-ep's defaults changed?)"]
+    if not lines or accept:
         return stale
     shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
     raise ConfigError(
         f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
-        f"({len(stale)} started or finished points would be reused with another config):\n  "
+        f"({len(stale)} started or finished point{'' if len(stale) == 1 else 's'} would be "
+        f"reused with another config):\n  "
         + "\n  ".join(shown) + "\nAdd --accept-changes to rerun the changed points from "
         f"scratch (unchanged points keep their results), or choose another --out.")
 

@@ -155,11 +155,13 @@ grid: {training.lr: [0.1, 0.2]}
 """
 
 
-@pytest.mark.parametrize("text", [BOMB, "base: base.yaml\nset: {model.hidden: &r [*r]}\n"],
-                         ids=["alias-bomb", "self-reference"])
-def test_yaml_alias_bomb_under_set_fails_fast(tmp_path, text):
+@pytest.mark.parametrize("text, key", [
+    (BOMB, "set.model.i"), ("base: base.yaml\nset: {model.hidden: &r [*r]}\n", "set.model.hidden")],
+    ids=["alias-bomb", "self-reference"])
+def test_yaml_alias_bomb_under_set_fails_fast(tmp_path, text, key):
+    # with YAML's own alias limit (crossbar_ep/yamlio.py) the parser may refuse it first
     path = write(tmp_path, text)
-    _fails_fast(path, rf"{path}")
+    _fails_fast(path, rf"{path}: ({key}: holds more than 1000000 values|.*alias)")
 
 
 # ---------------------------------------------------------------------- case 3: stale results
@@ -172,7 +174,7 @@ def test_resume_refuses_changed_config_until_accepted(tmp_path):
 
     path.write_text(path.read_text().replace("0.1", "0.2"))
     with pytest.raises(ConfigError, match=r"no longer matches the sweep in this folder \(1 "
-                       r"started or finished points.*\n  set.training.lr: 0.1 -> 0.2\n"
+                       r"started or finished point .*\n  set.training.lr: 0.1 -> 0.2\n"
                        r"Add --accept-changes"):
         run_sweep(str(path), str(out), resume=True, progress=False, log=quiet)
     assert (out / "sweep.yaml").read_text() == copy          # not overwritten before the check

@@ -284,8 +284,8 @@ def _cmd_sweep(args) -> int:
             again += ["--dask-local", str(args.dask_local)]
         elif args.workers > 1:
             again += ["--workers", str(args.workers)]
-        print(f"\ninterrupted: workers stopped, {n} finished points are in {out}/"
-              f"results.csv; continue with: "
+        print(f"\ninterrupted: workers stopped, {n} finished point{'' if n == 1 else 's'} in "
+              f"{out}/results.csv; continue with: "
               f"{' '.join(shlex.quote(a) for a in again)}", file=sys.stderr)
         return 130
     failed = sum(r["status"] != "ok" for r in rows)

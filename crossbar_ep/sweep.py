@@ -469,9 +469,19 @@ class _Local:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                            mp_context=mp.get_context("spawn"))
+        self.unspawned = workers
 
     def submit(self, *args):
-        return self.pool.submit(_run_point_in_worker, *args)
+        if not self.unspawned or threading.current_thread() is not threading.main_thread():
+            return self.pool.submit(_run_point_in_worker, *args)
+        # this submit starts a worker process: it inherits an ignored Ctrl-C, so a Ctrl-C
+        # while it starts up does not kill it with a traceback
+        self.unspawned -= 1
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return self.pool.submit(_run_point_in_worker, *args)
+        finally:
+            signal.signal(signal.SIGINT, old)
 
     def stop(self, futures, grace: float = 3.0) -> None:
         """Cancel what has not started and end the running points now: SIGTERM, then after
@@ -718,6 +728,9 @@ def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None =
                     fut = finished.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                if stop.is_set():           # a worker that died of the same Ctrl-C
+                    finished.put(fut)
+                    break
                 left -= 1
                 record(fut)
             if stop.is_set():

@@ -165,7 +165,7 @@ def test_yaml_alias_bomb_under_set_fails_fast(tmp_path, text, key):
 
 
 # ---------------------------------------------------------------------- case 3: stale results
-def test_resume_refuses_changed_config_until_accepted(tmp_path):
+def test_resume_refuses_changed_config_until_accepted(tmp_path, capsys):
     path = write(tmp_path, {"set": {"training.lr": 0.1}, "seeds": [0]})
     out = tmp_path / "s"
     (row,) = run_sweep(str(path), str(out), progress=False, log=quiet)
@@ -178,6 +178,10 @@ def test_resume_refuses_changed_config_until_accepted(tmp_path):
                        r"Add --accept-changes"):
         run_sweep(str(path), str(out), resume=True, progress=False, log=quiet)
     assert (out / "sweep.yaml").read_text() == copy          # not overwritten before the check
+    from crossbar_ep.cli import main
+    assert main(["sweep", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "set.training.lr: 0.1 -> 0.2" in err and "Traceback" not in err
 
     path.write_text(copy)                                     # the sweep as it was, base edited
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "model": {"hidden": [9]}}))

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true", help="run only the missing points")
     sw.add_argument("--retry-failed", action="store_true",
                     help="with --resume, run failed points again")
-    sw.add_argument("--accept-changes", action="store_true",
+    sw.add_argument("--accept-config-changes", action="store_true",
                     help="with --resume, accept an edited sweep, base experiment or device "
                     "card: points whose config changed run again from scratch")
     sw.add_argument("--quiet", action="store_true")
@@ -274,7 +274,7 @@ def _cmd_sweep(args) -> int:
         rows = run_sweep(args.sweep_file, out, args.workers, args.scheduler, args.dask_local,
                          args.resume, args.retry_failed, progress=not args.quiet,
                          log=lambda m: print(m, file=sys.stderr),
-                         accept_changes=args.accept_changes, sweep=sweep)
+                         accept_changes=args.accept_config_changes, sweep=sweep)
     except KeyboardInterrupt:
         n = len(read_results(out))
         again = ["crossbar-ep", "sweep", args.sweep_file, "--out", out, "--resume"]

@@ -648,7 +648,7 @@ def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
         f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
         f"({len(stale)} started or finished point{'' if len(stale) == 1 else 's'} would be "
         f"reused with another config):\n  "
-        + "\n  ".join(shown) + "\nAdd --accept-changes to rerun the changed points from "
+        + "\n  ".join(shown) + "\nAdd --accept-config-changes to rerun the changed points from "
         f"scratch (unchanged points keep their results), or choose another --out.")
 
 

@@ -175,7 +175,7 @@ def test_resume_refuses_changed_config_until_accepted(tmp_path, capsys):
     path.write_text(path.read_text().replace("0.1", "0.2"))
     with pytest.raises(ConfigError, match=r"no longer matches the sweep in this folder \(1 "
                        r"started or finished point .*\n  set.training.lr: 0.1 -> 0.2\n"
-                       r"Add --accept-changes"):
+                       r"Add --accept-config-changes"):
         run_sweep(str(path), str(out), resume=True, progress=False, log=quiet)
     assert (out / "sweep.yaml").read_text() == copy          # not overwritten before the check
     from crossbar_ep.cli import main

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true", help="run only the missing points")
     sw.add_argument("--retry-failed", action="store_true",
                     help="with --resume, run failed points again")
+    sw.add_argument("--accept-config-changes", action="store_true",
+                    help="with --resume, accept an edited sweep, base experiment or device "
+                    "card: points whose config changed run again from scratch")
     sw.add_argument("--quiet", action="store_true")
 
     ex = sub.add_parser("export-netlist", help="write an ngspice netlist of one trained tile",
@@ -269,21 +272,32 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_sweep(args) -> int:
     import os
+    import shlex
 
     from .sweep import load_sweep, read_results, run_sweep
     if args.workers < 1 or (args.dask_local is not None and args.dask_local < 1):
         raise CrossbarEPError("--workers and --dask-local need at least 1")
     if args.scheduler and args.dask_local:
         raise CrossbarEPError("give either --scheduler (an existing cluster) or --dask-local")
-    out = args.out or os.path.join("runs", f"sweep-{load_sweep(args.sweep_file).name}")
+    sweep = load_sweep(args.sweep_file)
+    out = args.out or os.path.join("runs", f"sweep-{sweep.name}")
     try:
         rows = run_sweep(args.sweep_file, out, args.workers, args.scheduler, args.dask_local,
                          args.resume, args.retry_failed, progress=not args.quiet,
-                         log=lambda m: print(m, file=sys.stderr))
+                         log=lambda m: print(m, file=sys.stderr),
+                         accept_changes=args.accept_config_changes, sweep=sweep)
     except KeyboardInterrupt:
         n = len(read_results(out))
-        print(f"\ninterrupted; {n} finished points are in {out}/results.csv: continue with "
-              f"crossbar-ep sweep {args.sweep_file} --out {out} --resume", file=sys.stderr)
+        again = ["crossbar-ep", "sweep", args.sweep_file, "--out", out, "--resume"]
+        if args.scheduler:
+            again += ["--scheduler", args.scheduler]
+        elif args.dask_local:
+            again += ["--dask-local", str(args.dask_local)]
+        elif args.workers > 1:
+            again += ["--workers", str(args.workers)]
+        print(f"\ninterrupted: workers stopped, {n} finished point{'' if n == 1 else 's'} in "
+              f"{out}/results.csv; continue with: "
+              f"{' '.join(shlex.quote(a) for a in again)}", file=sys.stderr)
         return 130
     failed = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows)} points ({failed} failed): {out}/results.csv, {out}/results.h5; "

@@ -18,14 +18,19 @@ crash loses no finished point and ``--resume`` runs only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import hashlib
 import io
 import itertools
 import json
+import math
 import os
+import queue
+import signal
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -39,6 +44,10 @@ from .errors import ConfigError
 SWEEP_KEYS = ("name", "description", "base", "set", "grid", "zip", "random", "seeds",
               "reference")
 RESULT_FILE = "results.csv"
+RECORD_FILE = "sweep_record.json"   # what the points were planned from (checked on --resume)
+MAX_POINTS_ENV = "CROSSBAR_EP_MAX_SWEEP_POINTS"
+DEFAULT_MAX_POINTS = 100_000
+MAX_FILE_VALUES = 1_000_000         # values in a sweep or base file once aliases are expanded
 METRIC_COLUMNS = ("best_test_acc", "best_epoch", "final_test_acc", "final_train_acc",
                   "epochs", "train_time_s", "pulses_total", "at_bound_mean")
 META_COLUMNS = ("point_id", "kind", "status", "error", "seed", "config_hash", "version",
@@ -54,6 +63,7 @@ class Point:
     seed: int | None
     kind: str = "point"          # or "reference": the ideal digital run of the base
     overrides: list = field(default_factory=list)
+    config_hash: str = ""
 
     @property
     def point_id(self) -> str:
@@ -69,6 +79,9 @@ class Sweep:
     fixed: dict
     axes: list                   # varied key paths, in order
     points: list
+    content: dict = field(default_factory=dict)      # the sweep file, paths resolved
+    base_config: dict = field(default_factory=dict)  # the base experiment, resolved
+    cards: dict = field(default_factory=dict)        # device card path -> SHA-1
 
 
 def _fail(source: str, path: str, msg: str) -> ConfigError:
@@ -116,12 +129,102 @@ def _draw(spec, rng: np.random.Generator, where: str, source: str):
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+def max_points() -> int:
+    """The most points a sweep may have: ``$CROSSBAR_EP_MAX_SWEEP_POINTS`` or 100000."""
+    text = os.environ.get(MAX_POINTS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_POINTS
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"${MAX_POINTS_ENV}={text!r}: needs a positive whole number (the most "
+                          f"points a sweep may have; default {DEFAULT_MAX_POINTS})")
+    return n
+
+
+def _check_size(obj, source: str, limit: int = MAX_FILE_VALUES) -> None:
+    """Refuse data that expands to more than ``limit`` values (YAML aliases can make a few
+    lines stand for billions of values, or a loop); stops walking at the limit."""
+    stack, seen = [(obj, "")], 0
+    while stack:
+        x, where = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(f"{source}: {where or 'the file'}: holds more than {limit} values "
+                              f"once YAML aliases (*name) are expanded, or refers to itself; "
+                              f"write the values out, or split the file")
+        if isinstance(x, dict):
+            for k, v in x.items():
+                stack.append((k, where))
+                stack.append((v, where if "." in where else f"{where}.{k}".lstrip(".")))
+        elif isinstance(x, (list, tuple)):
+            stack.extend((v, where) for v in x)
+
+
+def _random_n(rand: dict, source: str, limit: int) -> int:
+    n = rand.get("n")
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+        raise _fail(source, "random.n", f"needs a whole number of samples from 1 to {limit} "
+                                        f"(got {n!r}); more points need "
+                                        f"${MAX_POINTS_ENV} raised")
+    return n
+
+
+def _count_points(source: str, grid: dict, zipped: dict, n_random: int, seeds: list,
+                  reference: bool, limit: int) -> int:
+    """The number of points, by arithmetic: nothing is built before it passes the limit."""
+    sizes = [len(v) for v in grid.values()]
+    n = math.prod(sizes) * (len(next(iter(zipped.values()))) if zipped else 1) * n_random
+    n = n * len(seeds) + (len(seeds) if reference else 0)
+    if n > limit:
+        parts = [f"grid {' x '.join(map(str, sizes))}" if sizes else "",
+                 f"zip rows {len(next(iter(zipped.values())))}" if zipped else "",
+                 f"random.n {n_random}" if n_random > 1 else "", f"seeds {len(seeds)}"]
+        raise ConfigError(f"{source}: grid x zip x random x seeds: the sweep has {n} points "
+                          f"({', '.join(p for p in parts if p)}), more than the limit of "
+                          f"{limit}; split the sweep, or raise the limit with "
+                          f"{MAX_POINTS_ENV}={n} in the environment")
+    return n
+
+
+def _card_digest(device, base: str, cache: dict) -> str:
+    """SHA-1 of the device card a config names (found as load_config finds it), or ''."""
+    if not isinstance(device, str):
+        return ""
+    folder = os.path.dirname(base)
+    tries = [device] if os.path.isabs(device) else [
+        os.path.join(folder, device), device, os.path.join(folder, os.pardir, device)]
+    path = next((os.path.abspath(t) for t in tries if os.path.isfile(t)), None)
+    if path is None:
+        return ""
+    if path not in cache:
+        with open(path, "rb") as fh:
+            cache[path] = hashlib.sha1(fh.read()).hexdigest()
+    return cache[path]
+
+
+def config_hash(cfg, base: str, cards: dict) -> str:
+    """Hash of a point's resolved config (every key, defaults filled in), its base
+    experiment's location and its device card's contents: equal hashes, same run."""
+    text = json.dumps([cfg.to_dict(), os.path.abspath(base),
+                       _card_digest(cfg.crossbar.device, base, cards)],
+                      sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def load_sweep(path: str) -> Sweep:
-    """Read and validate a sweep file; every point's config is checked before anything runs."""
+    """Read and validate a sweep file; every point's config is checked before anything runs.
+
+    The points are counted before any is built (limit: :func:`max_points`)."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep file must be a mapping (base, grid, zip, random, "
                           f"seeds, ...)")
+    _check_size(raw, path)
     for k in raw:
         if k not in SWEEP_KEYS:
             import difflib
@@ -155,14 +258,14 @@ def load_sweep(path: str) -> Sweep:
     if len(zip_lens) > 1:
         raise _fail(path, "zip", f"lists have different lengths {sorted(zip_lens)}; zipped "
                                  f"keys vary together and need equal lengths")
+    limit = max_points()
     rand = raw.get("random") or {}
-    rand_params = {}
+    rand_params, n_random = {}, 1
     if rand:
-        if not isinstance(rand, dict) or "params" not in rand or not rand["params"]:
+        if not isinstance(rand, dict) or "params" not in rand or not rand["params"] \
+                or not isinstance(rand["params"], dict):
             raise _fail(path, "random", "needs params: {key.path: {distribution: ...}} and n")
-        n = rand.get("n")
-        if not isinstance(n, int) or n < 1:
-            raise _fail(path, "random.n", "needs a positive integer (samples)")
+        n_random = _random_n(rand, path, limit)
         for key in rand["params"]:
             if key in seen:
                 raise _fail(path, f"random.params.{key}", f"also set in {seen[key]}")
@@ -178,6 +281,8 @@ def load_sweep(path: str) -> Sweep:
         if reserved in seen and seeds != [None]:
             raise _fail(path, f"{seen[reserved]}.{reserved}", "conflicts with seeds: "
                                                                "seeds set it")
+    _count_points(path, sections["grid"], sections["zip"], n_random, seeds,
+                  bool(raw.get("reference")), limit)
 
     fixed = {k: _resolve_paths(k, v, folder) for k, v in sections["set"].items()}
     grid = {k: [_resolve_paths(k, x, folder) for x in v] for k, v in sections["grid"].items()}
@@ -188,31 +293,46 @@ def load_sweep(path: str) -> Sweep:
     if rand_params:
         rng = np.random.default_rng(rand.get("seed", 0))
         rrows = [{k: _resolve_paths(k, _draw(spec, rng, f"random.params.{k}", path), folder)
-                  for k, spec in rand_params.items()} for _ in range(rand["n"])]
+                  for k, spec in rand_params.items()} for _ in range(n_random)]
     axes = [*grid, *zipped, *rand_params]
     points = []
-    base_raw = read_yaml(base)
     for params in (dict(**g, **z, **r) for g in combos for z in zrows for r in rrows):
         for seed in seeds:
             points.append(Point(len(points), params, seed))
     if raw.get("reference"):
         for seed in seeds:
             points.append(Point(len(points), {}, seed, kind="reference"))
+    base_raw = read_yaml(base)
+    _check_size(base_raw, base)
+    fixed_ov = [_as_override(k, v) for k, v in fixed.items()]
+    base_fixed = apply_overrides(base_raw if isinstance(base_raw, dict) else {}, fixed_ov)
+    cards = {}
     for p in points:
-        ov = [_as_override(k, v) for k, v in fixed.items()]
-        ov += [_as_override(k, v) for k, v in p.params.items()]
+        ov = [_as_override(k, v) for k, v in p.params.items()]
         if p.seed is not None:
             ov += [f"training.seed={p.seed}", f"crossbar.seed={p.seed}"]
         if p.kind == "reference":
             ov += ["crossbar.enabled=false", "traces.tiles=[]"]
-        p.overrides = ov
+        p.overrides = fixed_ov + ov
         try:
-            config_from_dict(apply_overrides(base_raw, ov), base)
+            cfg = config_from_dict(apply_overrides(base_fixed, ov), base)
         except ConfigError as exc:
             where = ", ".join(f"{k}={v!r}" for k, v in p.params.items()) or p.kind
             raise ConfigError(f"{path}: point {p.index} ({where}): {exc}") from None
+        p.config_hash = config_hash(cfg, base, cards)
     name = raw.get("name") or os.path.splitext(os.path.basename(path))[0]
-    return Sweep(str(name), os.path.abspath(path), os.path.abspath(base), fixed, axes, points)
+    content = {k: v for k, v in raw.items() if k not in ("name", "description")}
+    content.update(base=os.path.abspath(base), set=fixed, grid=grid, zip=zipped)
+    return Sweep(str(name), os.path.abspath(path), os.path.abspath(base), fixed, axes, points,
+                 content, _plain_base(base_raw, base), cards)
+
+
+def _plain_base(base_raw, base: str) -> dict:
+    """The base experiment resolved (defaults filled in), for listing what changed."""
+    try:
+        return config_from_dict(base_raw, base).to_dict()
+    except ConfigError:     # a base that only validates with the sweep's overrides
+        return base_raw if isinstance(base_raw, dict) else {}
 
 
 # ---------------------------------------------------------------------- one point
@@ -227,9 +347,6 @@ def run_point(base: str, overrides: list, run_dir: str, point_id: str, kind: str
                datetime.timezone.utc).isoformat(timespec="seconds")}
     try:
         cfg = load_config(base, overrides)
-        import yaml
-        row["config_hash"] = hashlib.sha1(yaml.safe_dump(cfg.to_dict(), sort_keys=True)
-                                          .encode()).hexdigest()[:12]
         if os.path.exists(os.path.join(run_dir, train.CHECKPOINT)):
             run = train.resume(run_dir, epochs=cfg.training.epochs)
         else:
@@ -323,6 +440,24 @@ def _num(v):
 
 
 # ---------------------------------------------------------------------- executors
+def _init_worker() -> None:
+    """Ctrl-C belongs to the main process (it stops the workers); SIGTERM from it unwinds the
+    point, so files close, and ends the worker (see :func:`_run_point_in_worker`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _run_point_in_worker(*args) -> dict:
+    try:
+        return run_point(*args)
+    except SystemExit:              # stopped by the sweep: leave, do not take another point
+        os._exit(143)
+
+
 class _Local:
     """A process pool on this machine; BLAS threads split between the workers."""
 
@@ -332,18 +467,41 @@ class _Local:
         cores = os.cpu_count() or 1
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, cores // workers)))
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers,
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                            mp_context=mp.get_context("spawn"))
-        self.cf = cf
+        self.unspawned = workers
 
     def submit(self, *args):
-        return self.pool.submit(run_point, *args)
+        if not self.unspawned or threading.current_thread() is not threading.main_thread():
+            return self.pool.submit(_run_point_in_worker, *args)
+        # this submit starts a worker process: it inherits an ignored Ctrl-C, so a Ctrl-C
+        # while it starts up does not kill it with a traceback
+        self.unspawned -= 1
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return self.pool.submit(_run_point_in_worker, *args)
+        finally:
+            signal.signal(signal.SIGINT, old)
 
-    def as_completed(self, futures):
-        return self.cf.as_completed(futures)
+    def stop(self, futures, grace: float = 3.0) -> None:
+        """Cancel what has not started and end the running points now: SIGTERM, then after
+        ``grace`` seconds SIGKILL.  A killed point resumes from its last checkpoint."""
+        for f in futures:
+            f.cancel()
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())  # no public API
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(2.0)
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def close(self, cancel: bool = False):
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+    def close(self):
+        self.pool.shutdown(wait=True)
 
 
 class _Dask:
@@ -351,11 +509,10 @@ class _Dask:
 
     def __init__(self, address: str | None, n_local: int | None):
         try:
-            from distributed import Client, LocalCluster, as_completed
+            from distributed import Client, LocalCluster
         except ImportError:
             raise ConfigError("Dask scheduling needs dask.distributed: pip install "
                               "'dask[distributed]'") from None
-        self._as_completed = as_completed
         self.cluster = None
         if address:
             try:
@@ -371,40 +528,173 @@ class _Dask:
     def submit(self, *args):
         return self.client.submit(run_point, *args, pure=False)
 
-    def as_completed(self, futures):
-        return self._as_completed(futures)
+    def stop(self, futures) -> None:
+        """Cancel every point; a LocalCluster's worker processes end with it.  A point
+        already running on a remote cluster finishes there (Dask cannot interrupt it)."""
+        try:
+            self.client.cancel(list(futures), force=True)
+        finally:
+            self.close()
 
-    def close(self, cancel: bool = False):
+    def close(self):
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
 
 
+@contextlib.contextmanager
+def _sigint_sets(event: threading.Event):
+    """While inside, Ctrl-C sets ``event`` instead of raising KeyboardInterrupt anywhere."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _row_of(fut, p: Point, sweep: Sweep, out_dir: str) -> dict:
+    """The result row of a finished future (a worker that died is a failed point)."""
+    from .train import _atomic_text
+    exc = fut.exception()
+    if exc is not None:
+        row = {"point_id": p.point_id, "kind": p.kind, "status": "failed",
+               "error": f"{type(exc).__name__}: {exc}".replace("\n", " "),
+               "run_dir": os.path.join(out_dir, "points", p.point_id)}
+    else:
+        row = fut.result()
+    row.update({k: p.params.get(k) for k in sweep.axes})
+    row["seed"] = p.seed
+    row["config_hash"] = p.config_hash
+    tb = row.pop("traceback", "")
+    if tb:
+        os.makedirs(row["run_dir"], exist_ok=True)
+        _atomic_text(os.path.join(row["run_dir"], "error.txt"), tb)
+    return row
+
+
+# ---------------------------------------------------------------------- resume checks
+def _flat(d, prefix: str = "") -> dict:
+    """Nested mappings as {dotted.key: value}; lists stay whole."""
+    if not isinstance(d, dict) or (prefix and not d):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _show(v) -> str:
+    text = "(absent)" if v is _ABSENT else json.dumps(v, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ABSENT = object()
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list:
+    """``key: old -> new`` for every key whose value differs."""
+    a, b = _flat(json.loads(json.dumps(old, default=str))), \
+        _flat(json.loads(json.dumps(new, default=str)))
+    return [f"{prefix}{k}: {_show(a.get(k, _ABSENT))} -> {_show(b.get(k, _ABSENT))}"
+            for k in sorted(set(a) | set(b), key=str) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def _record(sweep: Sweep) -> dict:
+    return {"sweep": json.loads(json.dumps(sweep.content, default=str)),
+            "base_config": json.loads(json.dumps(sweep.base_config, default=str)),
+            "cards": sweep.cards}
+
+
+def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
+    """Before a resume: the ids of started or finished points whose config changed since.
+
+    Refuses (ConfigError listing what changed) unless ``accept``.  Nothing in the folder is
+    touched here."""
+    def load(name, default):
+        try:
+            with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return default
+    old = load(RECORD_FILE, None)
+    old_hash = {p.get("point_id"): p.get("config_hash") for p in load("points.json", [])
+                if isinstance(p, dict)}
+    started = {r["point_id"] for r in read_results(out_dir)}
+    if os.path.isdir(os.path.join(out_dir, "points")):
+        started |= set(os.listdir(os.path.join(out_dir, "points")))
+    stale = {p.point_id for p in sweep.points
+             if p.point_id in started and old_hash.get(p.point_id) != p.config_hash}
+    if old is None:
+        if not started:
+            return stale
+        lines = [f"{RECORD_FILE} is missing: this folder was made by an older crossbar-ep (or "
+                 f"is not a sweep folder), so its points cannot be checked"]
+    else:
+        new = _record(sweep)
+        lines = _diff(old.get("sweep", {}), new["sweep"])
+        if stale:
+            lines += _diff(old.get("base_config", {}), new["base_config"], "base: ")
+            cards = old.get("cards", {})
+            lines += [f"device card {c}: contents changed" for c in sorted(new["cards"])
+                      if c in cards and cards[c] != new["cards"][c]]
+            lines = lines or ["the resolved configs differ (crossbar-ep's defaults changed?)"]
+    if not lines or accept:
+        return stale
+    shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    raise ConfigError(
+        f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
+        f"({len(stale)} started or finished point{'' if len(stale) == 1 else 's'} would be "
+        f"reused with another config):\n  "
+        + "\n  ".join(shown) + "\nAdd --accept-config-changes to rerun the changed points from "
+        f"scratch (unchanged points keep their results), or choose another --out.")
+
+
+# ---------------------------------------------------------------------- run
 def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None = None,
               dask_local: int | None = None, resume: bool = False, retry_failed: bool = False,
-              progress: bool = True, log=print) -> list:
-    """Run (or resume) every point of a sweep file; returns the result rows."""
+              progress: bool = True, log=print, accept_changes: bool = False,
+              sweep: Sweep | None = None) -> list:
+    """Run (or resume) every point of a sweep file; returns the result rows.
+
+    Ctrl-C stops the workers at once and raises KeyboardInterrupt; every finished point is
+    in the table and ``resume=True`` runs the rest.  A resume refuses a sweep whose points
+    changed since unless ``accept_changes`` (then the changed points rerun from scratch)."""
+    import shutil
+
     from .train import _atomic_text
-    sweep = load_sweep(path)
-    if os.path.exists(os.path.join(out_dir, RESULT_FILE)) and not resume:
+    sweep = sweep or load_sweep(path)
+    held = [f for f in (RESULT_FILE, "points.json") if os.path.exists(os.path.join(out_dir, f))]
+    if held and not resume:
         raise ConfigError(f"{out_dir}: already holds a sweep; add --resume to continue it, or "
                           f"choose another --out")
+    stale = _changed_points(sweep, out_dir, accept_changes) if held else set()
+    ids = {p.point_id for p in sweep.points}
+    done = {r["point_id"]: r for r in read_results(out_dir)}
+    gone = [i for i in done if i not in ids]
+    if gone:
+        log(f"{len(gone)} rows of points no longer in the sweep leave the table (their run "
+            f"directories stay in {out_dir}/points)")
+    for pid in stale:
+        log(f"point {pid}: its config changed; it runs again from scratch")
+        shutil.rmtree(os.path.join(out_dir, "points", pid), ignore_errors=True)
+    done = {i: r for i, r in done.items() if i in ids and i not in stale}
     os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
-    import shutil
     shutil.copyfile(sweep.source, os.path.join(out_dir, "sweep.yaml"))
     _atomic_text(os.path.join(out_dir, "points.json"), json.dumps(
         [{"point_id": p.point_id, "kind": p.kind, "params": p.params, "seed": p.seed,
-          "overrides": p.overrides} for p in sweep.points], indent=1, default=str))
-    done = {r["point_id"]: r for r in read_results(out_dir)}
-    rows = [dict(r) for r in done.values()]
+          "overrides": p.overrides, "config_hash": p.config_hash} for p in sweep.points],
+        indent=1, default=str))
+    _atomic_text(os.path.join(out_dir, RECORD_FILE), json.dumps(_record(sweep), indent=1))
     todo = [p for p in sweep.points
             if p.point_id not in done or (retry_failed and done[p.point_id]["status"] != "ok")]
-    rows = [r for r in rows if r["point_id"] not in {p.point_id for p in todo}]
-    by_id = {p.point_id: p for p in sweep.points}
+    rows = [dict(r) for i, r in done.items() if i not in {p.point_id for p in todo}]
     log(f"sweep {sweep.name}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} "
         f"already done, {len(todo)} to run -> {out_dir}")
+    write_results(sweep, out_dir, rows)
     if not todo:
-        write_results(sweep, out_dir, rows)
         return rows
     ex = _Dask(scheduler, dask_local) if (scheduler or dask_local) else _Local(workers)
     bar = None
@@ -413,30 +703,49 @@ def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None =
 
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="point", file=sys.stderr)
-    cancelled = False
+    finished, stop, futures = queue.Queue(), threading.Event(), {}
+    clean = False
+
+    def record(fut):
+        rows.append(_row_of(fut, futures[fut], sweep, out_dir))
+        if rows[-1]["status"] != "ok":
+            log(f"point {rows[-1]['point_id']} failed: {rows[-1]['error']}")
+        write_results(sweep, out_dir, rows)
+        if bar is not None:
+            bar.update(1)
     try:
-        futures = [ex.submit(sweep.base, p.overrides,
-                             os.path.join(out_dir, "points", p.point_id), p.point_id, p.kind)
-                   for p in todo]
-        for fut in ex.as_completed(futures):
-            row = fut.result()
-            p = by_id[row["point_id"]]
-            row.update({k: p.params.get(k) for k in sweep.axes})
-            row["seed"] = p.seed
-            if row["status"] != "ok":
-                log(f"point {row['point_id']} failed: {row['error']}")
-                tb = row.pop("traceback", "")
-                os.makedirs(row["run_dir"], exist_ok=True)
-                _atomic_text(os.path.join(row["run_dir"], "error.txt"), tb)
-            rows.append(row)
-            write_results(sweep, out_dir, rows)
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        cancelled = True
-        raise
+        with _sigint_sets(stop):
+            for p in todo:
+                if stop.is_set():
+                    break
+                fut = ex.submit(sweep.base, p.overrides,
+                                os.path.join(out_dir, "points", p.point_id), p.point_id, p.kind)
+                futures[fut] = p
+                fut.add_done_callback(finished.put)
+            left = len(futures)
+            while left and not stop.is_set():
+                try:
+                    fut = finished.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if stop.is_set():           # a worker that died of the same Ctrl-C
+                    finished.put(fut)
+                    break
+                left -= 1
+                record(fut)
+            if stop.is_set():
+                ex.stop(futures)
+                while not finished.empty():     # points that finished as the sweep stopped
+                    fut = finished.get()
+                    if not fut.cancelled() and fut.exception() is None:
+                        record(fut)
+                raise KeyboardInterrupt
+        clean = True
     finally:
         if bar is not None:
             bar.close()
-        ex.close(cancel=cancelled)
+        if clean:
+            ex.close()
+        elif not stop.is_set():
+            ex.stop(futures)    # an error in the main process: stop the workers too
     return rows

@@ -348,7 +348,7 @@ def run_point(base: str, overrides: list, run_dir: str, point_id: str, kind: str
     try:
         cfg = load_config(base, overrides)
         if os.path.exists(os.path.join(run_dir, train.CHECKPOINT)):
-            run = train.resume(run_dir, epochs=cfg.training.epochs)
+            run = train.resume(run_dir, epochs=cfg.training.epochs, expect=cfg)
         else:
             if os.path.isdir(run_dir):       # a point killed before its first checkpoint
                 import shutil

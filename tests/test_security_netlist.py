@@ -125,7 +125,7 @@ def test_export_with_hostile_card_object_and_run_path(tiny_run, tmp_path, monkey
                                                        capsys):
     """A card built around the load-time check (programmatically) still cannot inject lines,
     through the tile export, the network export and --run-ngspice."""
-    from crossbar_ep import backend
+    from crossbar_ep import build as backend   # the builder loads the card
     from crossbar_ep.export import export_tile
     base, d, card = tiny_run
     marker = tmp_path / "pwned_by_card"

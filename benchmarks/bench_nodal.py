@@ -4,7 +4,7 @@ For square tiles with wire resistance (default 128 x 128 and 256 x 256; 2.5 ohm 
 drivers and sense amplifiers, conductances in the Li-ECRAM range) it times
 
 - the effective matrix M and source admittance Y (all m input responses) by the transfer
-  solver (:func:`crossbar_ep.nodal.transfer_maps`) and by sparse LU (:class:`TileCircuit`);
+  solver (:func:`crossbar_ep.circuit.nodal.transfer_maps`) and by sparse LU (:class:`TileCircuit`);
 - ngspice solving the same tile's exported netlist for ONE input vector (``ngspice -b``,
   parse included),
 
@@ -27,8 +27,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from crossbar_ep.nodal import TileCircuit, Wires, transfer_maps  # noqa: E402
-from crossbar_ep.spice import (ngspice_available, run_ngspice, sensed_currents,  # noqa: E402
+from crossbar_ep.circuit.nodal import TileCircuit, Wires, transfer_maps  # noqa: E402
+from crossbar_ep.circuit.spice import (ngspice_available, run_ngspice, sensed_currents,  # noqa: E402
                                tile_netlist)
 
 

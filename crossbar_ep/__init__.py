@@ -14,24 +14,26 @@ Names are imported on first use, so ``crossbar-ep --help`` stays fast.
 
 from importlib import import_module
 
-from .errors import CheckpointError, ConfigError, CrossbarEPError, DataError
+from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError, DataError
 
 __version__ = "0.1.0"
 
 _LAZY = {
     # network and operators
-    "make_network": "network", "Network": "network", "Block": "network",
-    "WeightOperator": "operators", "DigitalMatrix": "operators",
+    "make_network": "model.network", "Network": "model.network", "Block": "model.network",
+    "WeightOperator": "model.operators", "DigitalMatrix": "model.operators",
     # crossbar arrays and their physics
-    "CrossbarMatrix": "crossbar", "Periphery": "crossbar", "load_card": "device_card",
-    "DeviceCard": "device_card", "WireSettings": "ir_drop", "Wires": "nodal", "IVLaw": "iv",
-    "DeterministicPulses": "backend", "StochasticCoincidence": "backend",
+    "CrossbarMatrix": "crossbar.array", "Periphery": "crossbar.periphery",
+    "DeterministicPulses": "crossbar.pulses", "StochasticCoincidence": "crossbar.pulses",
+    "load_card": "devices.card", "DeviceCard": "devices.card",
+    "WireSettings": "circuit.ir_drop", "Wires": "circuit.nodal", "IVLaw": "circuit.iv",
     # learning
-    "Settler": "dynamics", "EPLearner": "ep", "BPLearner": "ep", "Adam": "optim", "SGD": "optim",
+    "Settler": "model.settle", "EPLearner": "model.learners", "BPLearner": "model.learners",
+    "Adam": "model.optim", "SGD": "model.optim",
     "attach_crossbar": "api", "ep_learner": "api", "bp_learner": "api", "fit": "api",
     "evaluate": "api", "MetricsCSV": "api", "SaveWeights": "api",
     # configs and runs (the CLI's path)
-    "load_config": "config", "load_dataset": "data",
+    "load_config": "config.experiment", "load_dataset": "io.data",
 }
 
 __all__ = ["CrossbarEPError", "ConfigError", "DataError", "CheckpointError", "__version__",

@@ -9,7 +9,7 @@
     model.train_batch(x, y)                # one EP step (local updates, pulses on crossbars)
     history = cx.fit(model, x, y, epochs=3, validation=(x_val, y_val))
 
-The CLI builds the same objects from a config (:mod:`crossbar_ep.ep`, :mod:`crossbar_ep.backend`).
+The CLI builds the same objects from a config (:mod:`crossbar_ep.model.learners`, :mod:`crossbar_ep.crossbar.pulses`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import time
 
 import numpy as np
 
-from .backend import DeterministicPulses, PulseStats
-from .crossbar import CrossbarMatrix, Periphery
-from .device_card import DeviceCard, load_card
-from .dynamics import Settler
-from .energy import EnergyMeter
-from .ep import BPLearner, EPLearner
-from .ir_drop import WireSettings
-from .iv import IVLaw
-from .network import Network
-from .optim import SGD, Adam
+from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.devices.card import DeviceCard, load_card
+from crossbar_ep.model.settle import Settler
+from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.model.learners import BPLearner, EPLearner
+from crossbar_ep.circuit.ir_drop import WireSettings
+from crossbar_ep.circuit.iv import IVLaw
+from crossbar_ep.model.network import Network
+from crossbar_ep.model.optim import SGD, Adam
 
 __all__ = ["attach_crossbar", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
            "SaveWeights"]
@@ -84,7 +84,7 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
                tolerance: float = 1e-3) -> EPLearner:
     """An EP learner over ``net``: free phase T and nudged phase K (steps of the discrete map,
     or units of tau with ``mode="ode"``); ``optimizer`` is ``"adam"``, ``"sgd"`` or an object
-    from :mod:`crossbar_ep.optim`; ``lr`` sets every learning rate (else ``net.lr``).
+    from :mod:`crossbar_ep.model.optim`; ``lr`` sets every learning rate (else ``net.lr``).
     Crossbar arrays in ``net`` are observed for pulse statistics (``learner.pulses``) and
     read energy (``learner.settler.meter``)."""
     opt = _optimizer(net, optimizer, lr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import CrossbarEPError
+from crossbar_ep.errors import CrossbarEPError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,8 +131,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_compare(args) -> int:
-    from . import compare, train
-    from .config import load_config
+    from crossbar_ep.runs import compare
+    from crossbar_ep.runs import train
+    from crossbar_ep.config.experiment import load_config
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
@@ -154,15 +155,15 @@ def _cmd_compare(args) -> int:
 def _cmd_diagnose(args) -> int:
     import os
 
-    from . import train
-    from .diagnostics import diagnose
+    from crossbar_ep.runs import train
+    from crossbar_ep.model.diagnostics import diagnose
     if os.path.isdir(args.target):
         if args.overrides:
             raise CrossbarEPError("--set applies to an experiment file, not a run directory")
         run = train.resume(args.target, record=False)
         what = f"run {args.target} after epoch {run.epochs_done}"
     else:
-        from .config import load_config
+        from crossbar_ep.config.experiment import load_config
         run = train.setup(load_config(args.target, args.overrides), "<no run directory>")
         what = f"{args.target} (initial weights)"
     if run.cfg.training.algorithm != "ep":
@@ -178,7 +179,7 @@ def _cmd_diagnose(args) -> int:
 def _cmd_device(args) -> int:
     import os
 
-    from .device_card import describe, load_card
+    from crossbar_ep.devices.card import describe, load_card
     if args.device_command == "plot" and not (1 <= args.devices <= 100 and (
             args.pulses is None or 1 <= args.pulses <= 100000)):
         raise CrossbarEPError("device plot: --devices must be 1 to 100 and --pulses 1 to "
@@ -190,7 +191,7 @@ def _cmd_device(args) -> int:
     if not card.pulsed:
         raise CrossbarEPError(f"{args.card}: the {card.model} device takes exact updates and "
                               f"has no pulse response to plot")
-    from .plots import plot_pulse_response
+    from crossbar_ep.plots.curves import plot_pulse_response
     out = args.out or os.path.splitext(os.path.basename(args.card))[0] + "_pulse_response.png"
     plot_pulse_response(card, out, args.devices, args.pulses, args.seed)
     print(f"wrote {out}")
@@ -200,20 +201,20 @@ def _cmd_device(args) -> int:
 def _cmd_export(args) -> int:
     import numpy as np
 
-    from .spice import check_netlist_path, write_netlist
+    from crossbar_ep.circuit.spice import check_netlist_path, write_netlist
     check_netlist_path(args.out)            # before the (slow) resume
     if args.network:
         return _export_network(args)
     if not args.layer:
         raise CrossbarEPError("export-netlist: give --layer (one tile) or --network")
-    from .export import export_tile
+    from crossbar_ep.runs.export import export_tile
     e = export_tile(args.run_dir, args.layer, args.tile[0], args.tile[1], args.input,
                     args.split, args.transposed)
     write_netlist(args.out, e.netlist)
     print(f"wrote {args.out}: {e.matrix} tile {e.tile}, {e.G.shape[0]} rows x "
           f"{e.G.shape[1]} physical columns")
     if args.run_ngspice:
-        from .spice import run_ngspice, sensed_currents
+        from crossbar_ep.circuit.spice import run_ngspice, sensed_currents
         n = e.G.shape[0] if args.transposed else e.G.shape[1]
         I = sensed_currents(run_ngspice(e.netlist), n)
         got = I if args.transposed else I[0::2] - I[1::2]
@@ -225,9 +226,9 @@ def _cmd_export(args) -> int:
 def _export_network(args) -> int:
     import numpy as np
 
-    from . import train
-    from .spice import write_netlist
-    from .spice_network import network_netlist, states_from_values
+    from crossbar_ep.runs import train
+    from crossbar_ep.circuit.spice import write_netlist
+    from crossbar_ep.circuit.spice_network import network_netlist, states_from_values
     run = train.resume(args.run_dir, record=False)
     pulses = getattr(run.learner, "pulses", None)
     if pulses is None:
@@ -243,10 +244,10 @@ def _export_network(args) -> int:
     write_netlist(args.out, text)
     print(f"wrote {args.out}: {'-'.join(map(str, run.net.sizes))} network, free phase")
     if args.run_ngspice:
-        from .spice import run_ngspice
+        from crossbar_ep.circuit.spice import run_ngspice
         per = next(iter(pulses.crossbars.values())).per
         got = states_from_values(run_ngspice(text), run.net, per.v_read_V / per.input_range)
-        from .dynamics import settle_reference
+        from crossbar_ep.model.settle import settle_reference
         fixed = settle_reference(run.net, x.astype(float), 1000)
         free = run.learner.settler.free(x)
         err = max(float(np.abs(g - fixed[k + 1][0]).max()) for k, g in enumerate(got))
@@ -259,7 +260,7 @@ def _export_network(args) -> int:
 def _cmd_inspect(args) -> int:
     import os
 
-    from .traces import describe_tree, open_run
+    from crossbar_ep.io.traces import describe_tree, open_run
     path = args.path
     if os.path.isdir(path):
         with open_run(path) as tr:
@@ -274,7 +275,7 @@ def _cmd_sweep(args) -> int:
     import os
     import shlex
 
-    from .sweep import load_sweep, read_results, run_sweep
+    from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
     if args.workers < 1 or (args.dask_local is not None and args.dask_local < 1):
         raise CrossbarEPError("--workers and --dask-local need at least 1")
     if args.scheduler and args.dask_local:
@@ -308,11 +309,11 @@ def _cmd_sweep(args) -> int:
 def _cmd_plot(args) -> int:
     import os
 
-    from .trace_plots import plot_run_dir
+    from crossbar_ep.plots.traces import plot_run_dir
     if not os.path.isdir(args.run_dir):
         raise CrossbarEPError(f"{args.run_dir}: no such directory")
     if os.path.isfile(os.path.join(args.run_dir, "results.csv")):
-        from .sweep_plots import plot_sweep
+        from crossbar_ep.plots.sweeps import plot_sweep
         paths = plot_sweep(args.run_dir, args.out)
     else:
         paths = plot_run_dir(args.run_dir, args.out)
@@ -322,17 +323,17 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from .config import load_config, read_yaml
+    from crossbar_ep.config.experiment import load_config, read_yaml
     raw = read_yaml(args.experiment)
     if isinstance(raw, dict) and "base" in raw and "model" not in raw:
-        from .sweep import load_sweep
+        from crossbar_ep.runs.sweep import load_sweep
         s = load_sweep(args.experiment)
         print(f"{args.experiment}: OK (sweep {s.name}: {len(s.points)} points over "
               f"{', '.join(s.axes) or 'seeds only'}; base {s.base})")
         return 0
     cfg = load_config(args.experiment, args.overrides)
     if cfg.crossbar.enabled:                 # the card is data too: a bad one fails here
-        from .device_card import load_card
+        from crossbar_ep.devices.card import load_card
         try:
             load_card(cfg.crossbar.device, cfg.crossbar.device_params)
         except CrossbarEPError as exc:
@@ -345,7 +346,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from . import train
+    from crossbar_ep.runs import train
 
     if args.resume:
         if args.experiment or args.overrides or args.out or args.overwrite:

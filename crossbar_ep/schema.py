@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ConfigError
-from .yamlio import clip
+from crossbar_ep.errors import ConfigError
+from crossbar_ep.yamlio import clip
 
 # Sanity ceilings: far above any real experiment, low enough that a typo (hidden: 1e9) fails
 # validation instead of an allocation or a loop that never ends (docs/config.md).

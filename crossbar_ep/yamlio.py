@@ -17,7 +17,7 @@ import re
 
 import yaml
 
-from .errors import ConfigError
+from crossbar_ep.errors import ConfigError
 
 MAX_NODES_ENV, MAX_NODES = "CROSSBAR_EP_YAML_MAX_NODES", 100_000
 MAX_BYTES_ENV, MAX_BYTES = "CROSSBAR_EP_YAML_MAX_BYTES", 1_000_000   # ~1 s to parse

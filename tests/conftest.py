@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from crossbar_ep.config import config_from_dict
+from crossbar_ep.config.experiment import config_from_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

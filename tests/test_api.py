@@ -8,7 +8,7 @@ import pytest
 
 import crossbar_ep as cx
 from conftest import REPO
-from crossbar_ep.dynamics import settle_reference
+from crossbar_ep.model.settle import settle_reference
 
 
 def _readme_block() -> str:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from crossbar_ep.backend import binomial_reference, bit_streams, coincidences
+from crossbar_ep.crossbar.pulses import binomial_reference, bit_streams, coincidences
 
 
 def unpack(streams, bl):

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import REPO
 from crossbar_ep.cli import main
-from crossbar_ep.config import config_from_dict, load_config
+from crossbar_ep.config.experiment import config_from_dict, load_config
 from crossbar_ep.errors import ConfigError
 
 
@@ -132,13 +132,13 @@ def test_table1_settings():
 
 def test_resolved_config_roundtrips(tmp_path):
     c = load_config(os.path.join(REPO, "experiments", "mnist_3hl.yaml"))
-    from crossbar_ep.config import dump_config
+    from crossbar_ep.config.experiment import dump_config
     dump_config(c, str(tmp_path / "r.yaml"))
     c2 = load_config(str(tmp_path / "r.yaml"))
     assert c2.to_dict() == c.to_dict()
 
 
 def test_config_reference_is_up_to_date():
-    r = subprocess.run([sys.executable, "-m", "crossbar_ep.docs", "--check"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "crossbar_ep.config.docs", "--check"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout

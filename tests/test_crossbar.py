@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from crossbar_ep.crossbar import CrossbarMatrix, Periphery, quantize
-from crossbar_ep.device_card import load_card
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery, quantize
+from crossbar_ep.devices.card import load_card
 
 
 def cardfile(name):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, small_config
-from crossbar_ep import train
-from crossbar_ep.backend import coincidence_counts
-from crossbar_ep.crossbar import CrossbarMatrix
-from crossbar_ep.device_card import load_card
+from crossbar_ep.runs import train
+from crossbar_ep.crossbar.pulses import coincidence_counts
+from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.devices.card import load_card
 
 IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import idx_bytes, make_fake_dataset, write_idx
-from crossbar_ep import data as D
-from crossbar_ep.config import config_from_dict
+from crossbar_ep.io import data as D
+from crossbar_ep.config.experiment import config_from_dict
 from crossbar_ep.errors import DataError
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 from crossbar_ep.cli import main
-from crossbar_ep.device_card import MODELS, card_from_dict, load_card
+from crossbar_ep.devices.card import MODELS, card_from_dict, load_card
 from crossbar_ep.devices import DeviceArray, pulse_reference
 from crossbar_ep.errors import ConfigError
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, small_config
-from crossbar_ep import train
-from crossbar_ep.crossbar import CrossbarMatrix, Periphery
-from crossbar_ep.device_card import load_card
-from crossbar_ep.ir_drop import WireSettings, combination, physical_tile
-from crossbar_ep.nodal import TileCircuit, Wires
+from crossbar_ep.runs import train
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.devices.card import load_card
+from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile
+from crossbar_ep.circuit.nodal import TileCircuit, Wires
 
 ECRAM = os.path.join(REPO, "device_models", "ecram_li_tang2018.yaml")
 

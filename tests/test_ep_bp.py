@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from crossbar_ep.ep import BPLearner, one_hot
-from crossbar_ep.build import make_learner
-from crossbar_ep.build import build_network
-from crossbar_ep.build import make_optimizer
+from crossbar_ep.model.learners import BPLearner, one_hot
+from crossbar_ep.config.build import make_learner
+from crossbar_ep.config.build import build_network
+from crossbar_ep.config.build import make_optimizer
 
 
 def _cos(a, b):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from crossbar_ep import fastrng
-from crossbar_ep.crossbar import dac_kernel, quantize, sense_accumulate
+from crossbar_ep.crossbar.array import dac_kernel, quantize, sense_accumulate
 
 
 def test_fast_normal_moments_and_determinism():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from crossbar_ep.crossbar import CrossbarMatrix, Periphery
-from crossbar_ep.device_card import load_card
-from crossbar_ep.ir_drop import WireSettings, combination, physical_tile
-from crossbar_ep.nodal import TileCircuit, Wires
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.devices.card import load_card
+from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile
+from crossbar_ep.circuit.nodal import TileCircuit, Wires
 
 
 def cardfile(name):
@@ -135,7 +135,7 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
     and cost accuracy against negligible ones."""
     from conftest import small_config
     from dataclasses import replace
-    from crossbar_ep import train
+    from crossbar_ep.runs import train
 
     def cfg(r, refresh=1):
         return small_config(model={"hidden": [24, 16], "residual": "none"},

@@ -4,8 +4,8 @@ the ideal read; effective matrices against direct solves; reciprocity."""
 import numpy as np
 import pytest
 
-from crossbar_ep.nodal import TileCircuit, Wires, ideal_read
-from crossbar_ep.spice import ngspice_available, run_ngspice, sensed_currents, tile_netlist
+from crossbar_ep.circuit.nodal import TileCircuit, Wires, ideal_read
+from crossbar_ep.circuit.spice import ngspice_available, run_ngspice, sensed_currents, tile_netlist
 
 needs_ngspice = pytest.mark.skipif(not ngspice_available(),
                                    reason="ngspice not installed: apt-get install -y ngspice "
@@ -122,9 +122,9 @@ def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_p
                                                                              transposed, extra):
     """The simulator's own training reads (IR-drop maps, device I-V law) against ngspice."""
     from conftest import REPO, small_config
-    from crossbar_ep import train
+    from crossbar_ep.runs import train
     from crossbar_ep.cli import main
-    from crossbar_ep.export import export_tile
+    from crossbar_ep.runs.export import export_tile
     import os
     rpu = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
     cfg = small_config(training={"optimizer": "sgd", "lr": 0.1, "epochs": 1},
@@ -166,7 +166,7 @@ def test_source_admittance_gives_the_read_power(wires):
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("r_driver", [0.0, 25.0])
 def test_transfer_solver_equals_sparse_solver(m, n, transposed, r_driver):
-    from crossbar_ep.nodal import tile_maps
+    from crossbar_ep.circuit.nodal import tile_maps
     rng = np.random.default_rng(m * 100 + n)
     G = rng.uniform(1e-6, 1e-4, (m, n))
     w = Wires(3.0, 5.0, r_driver, 40.0)
@@ -178,7 +178,7 @@ def test_transfer_solver_equals_sparse_solver(m, n, transposed, r_driver):
 
 @needs_ngspice
 def test_transfer_solver_matches_ngspice_on_a_large_tile():
-    from crossbar_ep.nodal import tile_maps
+    from crossbar_ep.circuit.nodal import tile_maps
     rng = np.random.default_rng(21)
     G = rng.uniform(1e-7, 2.5e-5, (64, 64))
     w = Wires(2.5, 2.5, 100.0, 100.0)
@@ -194,7 +194,7 @@ def test_transfer_solver_matches_ngspice_on_a_large_tile():
                                                (Wires(2.0, 3.0, 30.0, 20.0), True),
                                                (Wires(0.0, 5.0, 0.0, 10.0), False)])
 def test_nonlinear_devices_newton_matches_ngspice(law, wires, transposed):
-    from crossbar_ep.iv import IVLaw
+    from crossbar_ep.circuit.iv import IVLaw
     iv = IVLaw(law[0], law[1], law[2])
     rng = np.random.default_rng(9)
     G = rng.uniform(1e-5, 1e-3, (10, 12))
@@ -208,7 +208,7 @@ def test_nonlinear_devices_newton_matches_ngspice(law, wires, transposed):
 
 
 def test_nonlinear_without_wires_is_G_f_of_the_drive():
-    from crossbar_ep.iv import IVLaw
+    from crossbar_ep.circuit.iv import IVLaw
     iv = IVLaw("sinh", 0.2)
     rng = np.random.default_rng(4)
     G = rng.uniform(1e-6, 1e-4, (6, 8))
@@ -224,9 +224,9 @@ def test_whole_network_netlist_settles_to_the_free_phase_fixed_point(tmp_path):
     """ngspice's DC operating point of the network netlist (arrays, behavioural tanh neurons)
     equals the fixed point of the simulator's settling loop."""
     from conftest import REPO, small_config
-    from crossbar_ep import train
-    from crossbar_ep.dynamics import settle_reference
-    from crossbar_ep.spice_network import network_netlist, states_from_values
+    from crossbar_ep.runs import train
+    from crossbar_ep.model.settle import settle_reference
+    from crossbar_ep.circuit.spice_network import network_netlist, states_from_values
     import os
     card = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
     cfg = small_config(model={"hidden": [6, 5], "bias": True, "beta_i": 0.3},

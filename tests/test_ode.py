@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from crossbar_ep import train
-from crossbar_ep.dynamics import Settler, settle_reference
-from crossbar_ep.ep import one_hot
-from crossbar_ep.build import build_network
+from crossbar_ep.runs import train
+from crossbar_ep.model.settle import Settler, settle_reference
+from crossbar_ep.model.learners import one_hot
+from crossbar_ep.config.build import build_network
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_training_reports_settling_time_in_seconds(tmp_path):
     row = run.history[-1]
     assert 0 < row["settle_time_free_s"] < 40 * 2e-8
     assert 0 < row["settle_time_nudged_s"] < 20 * 2e-8
-    from crossbar_ep.traces import open_run
+    from crossbar_ep.io.traces import open_run
     with open_run(str(tmp_path / "r")) as tr:      # per batch, in the trace file
         s = tr.settle(1)
         assert np.mean(s["free_time_s"]) == pytest.approx(row["settle_time_free_s"], rel=1e-5)

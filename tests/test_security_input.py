@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, idx_bytes, make_fake_dataset, small_config, write_idx
-from crossbar_ep import data as D
+from crossbar_ep.io import data as D
 from crossbar_ep import yamlio
 from crossbar_ep.cli import main
-from crossbar_ep.config import load_config
+from crossbar_ep.config.experiment import load_config
 from crossbar_ep.errors import ConfigError, CrossbarEPError, DataError
 
 EXP = os.path.join(REPO, "experiments", "mnist_3hl.yaml")
@@ -150,7 +150,7 @@ def test_ode_step_counts_and_atol_floor():
 
 def test_adaptive_integrator_stops_when_atol_is_unreachable():
     """Below the dtype's resolution the step size collapses: a clear error, not a hang."""
-    from crossbar_ep.build import build_network, make_learner
+    from crossbar_ep.config.build import build_network, make_learner
     cfg = small_config(settling={"mode": "ode", "method": "adaptive"},
                        training={"dtype": "float32"})
     net = build_network(cfg, 20, 4, np.random.default_rng(0))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO, small_config
-from crossbar_ep import train
+from crossbar_ep.runs import train
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError, ConfigError
 

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO, make_fake_dataset
 from crossbar_ep.errors import ConfigError, CrossbarEPError
-from crossbar_ep.sweep import load_sweep, read_results, run_sweep
+from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
 
 BASE = {"name": "tiny",
         "data": {"dataset": "synthetic", "synthetic_features": 12, "synthetic_classes": 3,

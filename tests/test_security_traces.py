@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from conftest import REPO, small_config
-from crossbar_ep import train, traces
+from crossbar_ep.runs import train
+from crossbar_ep.io import traces
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CrossbarEPError
-from crossbar_ep.traces import TraceError, open_run
+from crossbar_ep.io.traces import TraceError, open_run
 
 MiB = 1 << 20
 
@@ -248,7 +249,7 @@ def test_reader_polling_during_writes_sees_consistent_data(tmp_path):
     stop = tmp_path / "stop"
     code = f"""
 import os, sys
-from crossbar_ep.traces import TraceError, open_run
+from crossbar_ep.io.traces import TraceError, open_run
 ok = errors = 0
 while not os.path.exists({str(stop)!r}):
     try:

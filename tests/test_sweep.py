@@ -9,7 +9,7 @@ import yaml
 
 from conftest import REPO
 from crossbar_ep.errors import ConfigError
-from crossbar_ep.sweep import load_sweep, read_results, run_sweep
+from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
 
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
 METRICS = ("best_test_acc", "final_test_acc", "final_train_acc", "best_epoch", "pulses_total")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO, small_config
-from crossbar_ep import train
+from crossbar_ep.runs import train
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError
 
@@ -125,11 +125,11 @@ def test_cli_run_writes_run_directory(tmp_path, capsys):
 
 
 def test_real_mnist_short_run_learns(tmp_path):
-    from crossbar_ep.data import locate
+    from crossbar_ep.io.data import locate
     if locate("mnist", None)[0] is None:
         pytest.skip("MNIST not available (set CROSSBAR_EP_DATA)")
     cfg_path = os.path.join(REPO, "experiments", "quickstart.yaml")
-    from crossbar_ep.config import load_config
+    from crossbar_ep.config.experiment import load_config
     cfg = load_config(cfg_path, ["training.epochs=1", "data.train_subset=3000",
                                  "data.test_subset=1000"])
     run = train.start(cfg, str(tmp_path / "q"))

@@ -13,11 +13,11 @@ with ``@register``, plus a card with ``model: <its name>``.  Importing this pack
 import Numba (the kernel loads on the first pulse).
 """
 
-from . import models  # noqa: F401  (registers the shipped models, in this order)
-from .array import G_REF_PCM_S, G_REF_RERAM_S, NO_FAULT, STUCK_MAX, STUCK_MIN, DeviceArray, \
+from crossbar_ep.devices import models  # noqa: F401  (registers the shipped models, in this order)
+from crossbar_ep.devices.array import G_REF_PCM_S, G_REF_RERAM_S, NO_FAULT, STUCK_MAX, STUCK_MIN, DeviceArray, \
     pulse_reference
-from .base import DeviceModel, StepModel
-from .registry import REQUIRED, Param, model_class, model_names, register
+from crossbar_ep.devices.base import DeviceModel, StepModel
+from crossbar_ep.devices.registry import REQUIRED, Param, model_class, model_names, register
 
 __all__ = ["DeviceArray", "pulse_reference", "DeviceModel", "StepModel", "Param", "REQUIRED",
            "register", "model_class", "model_names", "NO_FAULT", "STUCK_MIN", "STUCK_MAX",
@@ -26,6 +26,6 @@ __all__ = ["DeviceArray", "pulse_reference", "DeviceModel", "StepModel", "Param"
 
 def __getattr__(name):
     if name == "pulse_kernel":           # the Numba kernel, imported on demand
-        from .kernel import pulse_kernel
+        from crossbar_ep.devices.kernel import pulse_kernel
         return pulse_kernel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -97,7 +97,7 @@ class DeviceArray:
         if not self.pulsed:
             raise TypeError(f"the {self.card.model} device takes exact updates "
                             f"(update_exact), not pulses")
-        from .kernel import jit_step, pulse_kernel
+        from crossbar_ep.devices.kernel import jit_step, pulse_kernel
         n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
         total = pulse_kernel(jit_step(self.model.step), self.w, n, self.wmin, self.wmax,
                              self._P, self._c, self.stuck, float(self.std),
@@ -184,5 +184,5 @@ class DeviceArray:
         stuck devices included."""
         if not self.pulsed:
             return 0.0
-        from .kernel import count_at_bound
+        from crossbar_ep.devices.kernel import count_at_bound
         return count_at_bound(self.w, self.wmin, self.wmax, self.stuck, tol) / self.w.size

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import REQUIRED, Param
+from crossbar_ep.devices.registry import REQUIRED, Param
 
 
 class DeviceModel:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 from numba import types
 
-from .. import fastrng
+from crossbar_ep import fastrng
 
 _f8, _i8 = types.float64, types.int64
 _row = types.Array(_f8, 1, "C")

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from .base import STEP_PARAMS, DeviceModel, StepModel
-from .registry import REQUIRED, Param, register
+from crossbar_ep.devices.base import STEP_PARAMS, DeviceModel, StepModel
+from crossbar_ep.devices.registry import REQUIRED, Param, register
 
 
 @register

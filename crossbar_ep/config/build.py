@@ -1,0 +1,147 @@
+"""The builder: the one module that turns a validated :class:`~crossbar_ep.config.experiment.Config` into
+objects (network of operators, crossbar arrays with pulse rules and observers, optimiser,
+learner).  Nothing below it reads a Config; the Python API builds the same objects directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats, StochasticCoincidence
+from crossbar_ep.config.experiment import Config
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.devices.card import load_card
+from crossbar_ep.model.settle import Settler
+from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.model.learners import BPLearner, EPLearner
+from crossbar_ep.circuit.ir_drop import WireSettings
+from crossbar_ep.model.network import Network, agt_links, make_network
+from crossbar_ep.model.optim import SGD, Adam, Optimizer
+
+
+def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) -> Network:
+    """Create the topology of ``cfg`` and draw Glorot-uniform weights from ``rng``."""
+    m, t = cfg.model, cfg.training
+    L = cfg.n_hidden
+    if m.residual.kind == "agt":
+        fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed)
+    else:
+        fwd_links, fb_links = list(cfg.residual_pairs()), None
+    return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),
+                        beta_f=t.beta_f, feedback=m.feedback, activation=m.activation,
+                        bias=m.bias, residual=fwd_links, random_feedback=fb_links,
+                        lr=cfg.lr_per_matrix(), dtype=t.dtype)
+
+
+
+def make_optimizer(training_cfg, params: list, lrs: dict) -> Optimizer:
+    t = training_cfg
+    if t.optimizer == "adam":
+        return Adam(params, lrs, t.adam_beta1, t.adam_beta2, t.adam_eps)
+    return SGD(params, lrs, t.momentum)
+
+
+def make_learner(cfg, net: Network, optimizer: Optimizer | None):
+    """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
+    attached to the projections ``crossbar.layers`` names)."""
+    t, s = cfg.training, cfg.settling
+    if t.algorithm == "bp":
+        return BPLearner(net, optimizer)
+    pulses, meter = None, None
+    norm = {k: (v if t.update_norm == "normalised" else 1.0) for k, v in net.norm.items()}
+    if cfg.crossbar.enabled:
+        pulses, meter = attach_crossbars(cfg, net)
+        if cfg.crossbar.update.normalise or t.update_norm == "normalised":
+            for name in pulses.crossbars:
+                norm[name] = net.norm[name] if cfg.crossbar.update.normalise else 1.0
+        else:
+            for name in pulses.crossbars:
+                norm[name] = 1.0
+    settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
+                      s.max_steps, t.nudge_error, None, s.method, s.atol,
+                      s.dt_max_over_tau, meter=meter)
+    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm)
+
+
+def selected(cfg, net: Network) -> list:
+    names = [p.name for p in net.projections]
+    layers = cfg.crossbar.layers
+    return names if "all" in layers else [n for n in names if n in layers]
+
+
+def periphery_of(cfg) -> Periphery:
+    return cfg.crossbar.periphery
+
+
+def wires_of(cfg) -> WireSettings:
+    return cfg.crossbar.wires
+
+
+def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
+    """CrossbarMatrix per selected projection, programmed with its current weights (not yet
+    attached to the network), and the devices' rng."""
+    c = cfg.crossbar
+    card = load_card(c.device, c.device_params)
+    rng = np.random.default_rng(c.seed)
+    per = periphery_of(cfg)
+    wires = wires_of(cfg)
+    arrays = {}
+    for name in selected(cfg, net):
+        arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
+                                      c.tile_cols, c.weight_range_factor, net.dtype, wires,
+                                      c.iv)
+    return arrays, rng
+
+
+def make_pulse_rule(update_cfg, rng: np.random.Generator):
+    """The pulse rule ``crossbar.update.scheme`` names."""
+    u = update_cfg
+    if u.scheme == "stochastic":
+        return StochasticCoincidence(u.bl, u.update_management, rng, u.max_pulses)
+    return DeterministicPulses(u.max_pulses)
+
+
+def attach_crossbars(cfg, net: Network):
+    """Put the projections ``crossbar.layers`` names on crossbar arrays (pulse rule and pulse
+    gain from ``crossbar.update``); returns (PulseStats, EnergyMeter) observing them."""
+    arrays, rng = build_crossbars(cfg, net)
+    rule = make_pulse_rule(cfg.crossbar.update, rng)
+    lrs = pulse_lrs(cfg, net)
+    stats, meter = PulseStats(arrays, rng), EnergyMeter()
+    for name, cb in arrays.items():
+        cb.rule, cb.lr = rule, lrs[name]
+        cb.seconds_per_update = batch_seconds(cfg, cb.card)
+        cb.observers += [stats, meter]
+        net.attach(name, cb)
+    return stats, meter
+
+
+def batch_seconds(cfg, card) -> float:
+    """Simulated time (s) one training batch advances the devices' clocks by:
+    ``crossbar.time_per_batch_s``, or the settling phases ``(T + K) tau_s`` plus the update's
+    pulse slots times the card's ``pulse_width_s`` (deterministic: ``max_pulses``, or the
+    card's number of states without a cap; stochastic: ``batch_size * bl``; exact-update
+    cards fire none)."""
+    c, t = cfg.crossbar, cfg.training
+    if c.time_per_batch_s is not None:
+        return float(c.time_per_batch_s)
+    u = c.update
+    if not card.pulsed:
+        slots = 0
+    elif u.scheme == "stochastic":
+        slots = t.batch_size * u.bl
+    else:
+        slots = u.max_pulses if u.max_pulses is not None else math.ceil(card.n_states)
+    return (t.T + t.K) * cfg.settling.tau_s + slots * card.pulse_width_s
+
+
+def pulse_lrs(cfg, net: Network) -> dict:
+    """Pulse gain per projection: crossbar.update.lr (or training.lr), per matrix rule."""
+    lr = cfg.crossbar.update.lr
+    if lr is None:
+        return dict(net.lr)
+    L = net.L
+    per = tuple(lr) if isinstance(lr, tuple) else (lr,) * (L + 1)
+    return {p.name: per[p.dst - 1] if p.dst <= L else per[L] for p in net.projections}

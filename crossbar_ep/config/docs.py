@@ -1,0 +1,177 @@
+"""Generate ``docs/config.md`` (config reference) and ``docs/devices.md`` (device-card
+reference) from the schemas.
+
+    python -m crossbar_ep.config.docs            # rewrite both
+    python -m crossbar_ep.config.docs --check    # exit 1 if either is out of date
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from crossbar_ep.config.experiment import Config
+from crossbar_ep.schema import reference_rows
+
+HEADER = """# Experiment config reference
+
+Generated from `crossbar_ep/config/experiment.py` by `python -m crossbar_ep.config.docs`; do not edit by hand.
+
+An experiment file is YAML with the sections below; every key is optional and takes the
+default shown.  Unknown keys, wrong types, out-of-range values and inconsistent combinations
+are rejected with the file name and key path, e.g.
+`experiments/x.yaml: model.hidden[2]: must be >= 1, got -3`.  Override any key on the command
+line with `--set section.key=value` (the value is parsed as YAML: `--set model.hidden=[64,64]`).
+
+Cross-field rules: `training.T` >= number of hidden layers; a per-layer `model.beta_i` has one
+value per hidden layer and a per-matrix `training.lr` has L+1 (W_0 .. W_{L-1}, W_f); residual
+pairs lie inside 1..L, go upward (from < to) and skip at least one layer; `every-3` needs
+L >= 4; `agt` needs `model.feedback: random`; `settling.dt_over_tau` only with `mode: ode`;
+`update_norm: normalised` needs every beta_i > 0.
+"""
+
+
+def render() -> str:
+    out = [HEADER]
+    for f in dataclasses.fields(Config):
+        if "section" not in f.metadata:
+            continue
+        out.append(f"\n## `{f.name}`: {f.metadata['doc']}\n")
+        out.append("| key | type | default | unit | meaning |")
+        out.append("|---|---|---|---|---|")
+        for k, t, d, u, doc in reference_rows(f.metadata["section"], f.name + "."):
+            out.append(f"| `{k}` | {t} | `{d}` | {u} | {doc} |")
+    top = [r for r in reference_rows(Config) if "." not in r[0]]
+    out.append("\n## Top-level keys\n")
+    out.append("| key | type | default | unit | meaning |")
+    out.append("|---|---|---|---|---|")
+    for k, t, d, u, doc in top:
+        out.append(f"| `{k}` | {t} | `{d}` | {u} | {doc} |")
+    return "\n".join(out) + "\n"
+
+
+DEVICE_HEADER = """# Device-card reference
+
+Generated from `crossbar_ep/devices/card.py` and the model registry (`crossbar_ep/devices/`) by
+`python -m crossbar_ep.config.docs`; do not edit by hand.
+
+A device card (`device_models/*.yaml`) describes one resistive device type.  Units: conductances
+in siemens, resistances in ohm, times in seconds; model parameters are in normalised state units
+`w` on [w_min, w_max], mapped linearly to conductance:
+`G = G_min + (w - w_min) / (w_max - w_min) * (G_max - G_min)`.  Parameter names follow IBM
+aihwkit, so published fits port one to one.  `crossbar-ep device info CARD` prints a card with
+units, number of states and citation; `crossbar-ep device plot CARD` draws its pulse response.
+
+A card is rejected, with the file and key named, when the model is unknown, a required value is
+missing, a value is negative where it cannot be, G_min >= G_max, w_min >= w_max, or a parameter
+is given that the model does not use.
+
+Common to the step models: each device draws, once, `dw_up = dw_min (1 + b + dw_min_dtod xi)`,
+`dw_down = dw_min (1 - b + dw_min_dtod xi)` with `b = up_down + up_down_dtod xi'`, and its own
+bounds `w_max (1 + w_max_dtod xi)`, `w_min (1 + w_min_dtod xi)`.  Every pulse's step is scaled
+by `(1 + dw_min_std xi)` (fresh xi per pulse), then the state is clipped to the device's bounds.
+Number of states: `(w_max - w_min) / dw_min` (`p_max` for soft_bounds_pmax).
+
+Every model is a class in the model registry (`crossbar_ep/devices/`); the table below and the
+parameter sections are generated from it.
+"""
+
+DEVICE_CLOCK = """
+## The devices' clock and drift
+
+Every device array has a clock, `t_now` (s of simulated time).  Pulses and programming stamp
+the time each device was written; reads see the card's power-law drift for the time since,
+`G(t) = G_written ((t_now - t_written + t0_s) / t0_s) ^ -nu`.  During training every update of
+a crossbar matrix (one per training batch) advances its arrays' clocks by the time of one batch,
+`crossbar.time_per_batch_s`; by default (null) that is computed from the physics:
+
+    (training.T + training.K) * settling.tau_s  +  pulse slots * pulse_width_s
+
+the two settling phases (T and K steps of one neuron time constant each) plus the update's
+pulse time: `crossbar.update.max_pulses` slots for deterministic pulses (the card's number of
+states without a cap), `batch_size * bl` for stochastic coincidence, none for exact-update cards.
+At the defaults (T 18, K 10, tau 100 ns, 31 pulses of 100 ns) a batch takes 5.9 us, so drift
+over a training run is tiny unless `time_per_batch_s` is set to a realistic chip-level time
+(data movement and digital work included).  Evaluation reads do not advance the clock.  The
+clock is part of the crossbar state (`CrossbarMatrix.state_dict()`: `pos:t_now`, `neg:t_now`).
+
+## Adding a device model
+
+One class, registered with a decorator, plus a card: nothing else changes.
+
+```python
+from crossbar_ep.devices import StepModel, register
+
+@register
+class HalvingStep(StepModel):          # dw_min, w_min, w_max, up_down, ... from StepModel
+    name = "halving_step"              # the card's `model:`
+    summary = "`d dw^d / 2`"           # its row in the table above
+
+    @staticmethod
+    def step(w, d, wmin, wmax, p, c):  # p: this device's dw_up, dw_dn (+ draw_shape columns)
+        return (0.5 * p[0] if d > 0 else -0.5 * p[1]), 0.0
+```
+
+`step` is plain Python over scalars and 1-D arrays, returning (state change of one pulse,
+std of additive noise or 0); the Numba pulse kernel compiles it, and tests run the same
+function un-jitted (`pulse_reference`).  A model with its own parameters sets `params`
+(name -> `Param(default or REQUIRED, unit, meaning, kind)`), draws its per-device columns in
+`draw` / `draw_shape` and its card-wide numbers in `constants` (see `crossbar_ep/devices/`).
+The module defining the class must be imported before the card is loaded.
+"""
+
+
+def render_devices() -> str:
+    from crossbar_ep.devices.card import DRIFT_KEYS, FAULT_KEYS, PROG_KEYS, REQUIRED, TOP
+    from crossbar_ep.devices import model_class, model_names
+    out = [DEVICE_HEADER, "| model | state change per pulse (d = +1 SET, -1 RESET) |",
+           "|---|---|"]
+    out += [f"| {m} | {model_class(m).summary} |" for m in model_names()]
+    out += [DEVICE_CLOCK, "## Top-level keys\n", "| key | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in TOP.items()]
+    for title, keys in (("faults", FAULT_KEYS), ("drift", DRIFT_KEYS),
+                        ("programming_noise", PROG_KEYS)):
+        out += [f"\n### `{title}`\n", "| key | meaning |", "|---|---|"]
+        out += [f"| `{k}` | {v} |" for k, v in keys.items()]
+    for model in model_names():
+        spec = model_class(model).params
+        out.append(f"\n## `params` of model `{model}`\n")
+        if not spec:
+            out.append("No parameters.")
+            continue
+        out += ["| key | default | unit | meaning |", "|---|---|---|---|"]
+        for k, (default, unit, doc, _kind) in spec.items():
+            d = "required" if default is REQUIRED else f"`{default:g}`"
+            out.append(f"| `{k}` | {d} | {unit} | {doc} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    docs = os.path.join(repo, "docs")
+    pages = {"config.md": render(), "devices.md": render_devices()}
+    stale = []
+    for name, text in pages.items():
+        path = os.path.join(docs, name)
+        if "--check" in sys.argv:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    if fh.read() != text:
+                        stale.append(name)
+            except FileNotFoundError:
+                stale.append(name)
+        else:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale: {', '.join(stale)}: run python -m crossbar_ep.config.docs")
+        return 1
+    if "--check" in sys.argv:
+        print("docs are up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

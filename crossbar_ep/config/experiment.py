@@ -1,0 +1,575 @@
+"""Experiment configuration: YAML -> typed, frozen :class:`Config`, validated with key paths.
+
+Load with :func:`load_config` (a file plus optional ``--set key=value`` overrides).  Every
+key, its default and its unit are listed in ``docs/config.md``, which is generated from
+this module by ``python -m crossbar_ep.config.docs`` and checked by the test suite.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
+
+from crossbar_ep import yamlio
+from crossbar_ep.yamlio import clip
+from crossbar_ep.errors import ConfigError
+from crossbar_ep.schema import (MAX_ACTIVATIONS, MAX_GAIN, MAX_LAYERS, MAX_OHM, MAX_SAMPLES, MAX_SEED,  # noqa: F401
+                     MAX_STEPS, MAX_UNITS, MAX_WEIGHTS, MIN_ATOL)
+from crossbar_ep.circuit.ir_drop import WireSettings
+from crossbar_ep.circuit.iv import IVLaw
+from crossbar_ep.crossbar.periphery import Periphery
+from crossbar_ep.schema import (Where, _keys, build_section, key, p_bool, p_choice, p_float, p_int,
+                     p_list, p_mapping, p_optional, p_scalar_or_list, p_str, section, to_plain)
+
+DATASETS = ("mnist", "fashion-mnist", "synthetic")
+
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, or synthetic (generated, "
+                       "for tests and demos).", p_choice(*DATASETS))
+    dir: str | None = key(None, "Data directory searched first (holding mnist/ or "
+                          "fashion-mnist/, or the IDX files themselves). Relative paths are "
+                          "taken from the experiment file's folder.", p_optional(p_str()))
+    download: bool = key(True, "Download missing MNIST / Fashion-MNIST files into the per-user "
+                         "cache (checksums verified).", p_bool())
+    train_subset: int | None = key(None, "Use only the first N training samples (after the "
+                                   "validation split).", p_optional(p_int(lo=1, hi=MAX_SAMPLES)))
+    test_subset: int | None = key(None, "Use only the first N test samples.",
+                                  p_optional(p_int(lo=1, hi=MAX_SAMPLES)))
+    validation: int = key(0, "Training samples held out (seeded draw) as a validation set; "
+                          "0 for none.", p_int(lo=0, hi=MAX_SAMPLES), "samples")
+    synthetic_features: int = key(64, "Synthetic set: input dimension.",
+                                 p_int(lo=1, hi=MAX_UNITS))
+    synthetic_classes: int = key(10, "Synthetic set: number of classes.",
+                                  p_int(lo=2, hi=MAX_UNITS))
+    synthetic_train: int = key(2000, "Synthetic set: training samples.",
+                              p_int(lo=1, hi=MAX_SAMPLES), "samples")
+    synthetic_test: int = key(500, "Synthetic set: test samples.",
+                             p_int(lo=1, hi=MAX_SAMPLES), "samples")
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    SHORTHAND = "kind"
+    kind: str = key("none", "Residual topology: none; every-3 (long-range bidirectional links "
+                    "1<->4, 4<->7, ...); pairs (the explicit list in `pairs`); agt (arbitrary "
+                    "graph topology: each ordered pair of non-adjacent hidden layers linked "
+                    "with probability p).", p_choice("none", "every-3", "pairs", "agt"))
+    pairs: tuple = key((), "For kind=pairs: forward links [from, to] between hidden layers "
+                       "(1-based, from < to, non-adjacent); each gets a feedback partner.",
+                       p_list(p_list(p_int(lo=1, hi=MAX_LAYERS))))
+    p: float = key(0.2, "For kind=agt: link probability per ordered pair.",
+                   p_float(lo=0.0, hi=1.0))
+    seed: int = key(0, "For kind=agt: seed of the random graph.", p_int(lo=0, hi=MAX_SEED))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple = key((512, 512, 512), "Widths of the hidden layers (the recurrent core).",
+                        p_list(p_int(lo=1, hi=MAX_UNITS), min_len=1, max_len=MAX_LAYERS),
+                        "units")
+    activation: str = key("tanh", "Neuron nonlinearity rho: tanh, or hard_sigmoid = "
+                          "clip(x, 0, 1).", p_choice("tanh", "hard_sigmoid"))
+    beta_i: Any = key(0.01, "Feedback regulation: gain of every feedback path into hidden "
+                      "layer i; one value, or one per hidden layer.",
+                      p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
+    alpha: float = key(1.0, "Forward scale of hidden-to-hidden weights (not W_0, W_f, or "
+                       "residual links).", p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
+    feedback: str = key("symmetric", "Feedback matrices: symmetric (B_i = W_i^T, tied) or "
+                        "random (Glorot-uniform, fixed).", p_choice("symmetric", "random"))
+    residual: ResidualConfig = section(ResidualConfig, "Residual / AGT skip links.")
+    bias: bool = key(False, "Learn a bias per hidden and output unit.", p_bool())
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    algorithm: str = key("ep", "ep (Equilibrium Propagation on the FRE-RNN) or bp "
+                         "(backpropagation through the equivalent feed-forward net).",
+                         p_choice("ep", "bp"))
+    epochs: int = key(50, "Training epochs.", p_int(lo=1, hi=MAX_STEPS))
+    batch_size: int = key(500, "Minibatch size (reshuffled every epoch).",
+                          p_int(lo=1, hi=MAX_SAMPLES),
+                          "samples")
+    optimizer: str = key("adam", "adam or sgd.", p_choice("adam", "sgd"))
+    lr: Any = key(1.0e-3, "Learning rate; one value, or one per weight matrix "
+                  "(W_0 .. W_{L-1}, W_f: L+1 values; a residual link uses the value of the "
+                  "matrix entering the same layer; 0 freezes a matrix).",
+                  p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
+    momentum: float = key(0.0, "SGD momentum.", p_float(lo=0.0, hi=1.0, hi_open=True))
+    adam_beta1: float = key(0.9, "Adam first-moment decay (1 would divide by zero in the bias "
+                            "correction).", p_float(lo=0.0, hi=1.0, hi_open=True))
+    adam_beta2: float = key(0.999, "Adam second-moment decay.",
+                            p_float(lo=0.0, hi=1.0, hi_open=True))
+    adam_eps: float = key(1.0e-8, "Adam epsilon (at least 1e-12: smaller values vanish in "
+                          "float32 and an unvisited weight divides 0 by 0).",
+                          p_float(lo=1.0e-12, hi=1.0))
+    T: int = key(18, "Free-phase length (steps of the discrete map; units of tau for ODE "
+                 "settling). Must be >= the number of hidden layers.",
+                 p_int(lo=1, hi=MAX_STEPS), "steps")
+    K: int = key(10, "Nudged-phase length.", p_int(lo=1, hi=MAX_STEPS), "steps")
+    beta_f: float = key(0.1, "Nudge strength on the top hidden layer.",
+                        p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
+    nudge_error: str = key("recomputed", "Output error during the nudged phase: recomputed "
+                           "every step (paper, Algorithm 1) or frozen at the free-phase value "
+                           "(authors' layered code).", p_choice("recomputed", "frozen"))
+    update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide by beta_f * "
+                           "beta_i^hops so the update tends to the BP gradient).",
+                           p_choice("raw", "normalised"))
+    dtype: str = key("float32", "Floating-point type of states and weights.",
+                     p_choice("float32", "float64"))
+    seed: int = key(0, "Seed of the run's random generator (init, shuffling).",
+                    p_int(lo=0, hi=MAX_SEED))
+    eval_batch_size: int = key(1000, "Batch size for test/validation inference.",
+                               p_int(lo=1, hi=MAX_SAMPLES),
+                               "samples")
+
+
+@dataclass(frozen=True)
+class SettlingConfig:
+    mode: str = key("discrete", "discrete (the paper's synchronous map) or ode (integrate "
+                    "tau ds/dt = -s + rho(h) with `method`).", p_choice("discrete", "ode"))
+    method: str = key("euler", "ODE integrator: euler (fixed step; dt = tau is exactly the "
+                      "discrete map), heun (fixed step, 2nd order, two reads per step) or "
+                      "adaptive (Heun-Euler pair with step-size control to `atol`).",
+                      p_choice("euler", "heun", "adaptive"))
+    dt_over_tau: float = key(1.0, "ODE step (initial step for adaptive) in units of the "
+                             "neuron time constant; 1 with euler equals the discrete map. "
+                             "Phases last T and K tau.",
+                             p_float(lo=1.0e-4, hi=1.0), "tau")
+    dt_max_over_tau: float = key(1.0, "Adaptive: largest step.", p_float(lo=1.0e-4, hi=2.0),
+                               "tau")
+    atol: float = key(1.0e-4, "Adaptive: local error bound per step (max over neurons); at "
+                      "least 1e-6 with float32, 1e-8 with float64: below, rounding noise "
+                      "exceeds the bound or the steps (about 1/sqrt(atol) per tau) become "
+                      "countless.",
+                      p_float(lo=MIN_ATOL["float64"], hi=1.0), "state units")
+    tau_s: float = key(1.0e-7, "Neuron time constant tau = R C of the neuron nodes; turns "
+                       "settling times into seconds.", p_float(lo=1.0e-15, hi=1.0e3), "s")
+    early_stop: bool = key(False, "Stop a phase early once the largest state change per "
+                           "tau falls below `tolerance`.", p_bool())
+    tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau.",
+                           p_float(lo=0.0, hi=1.0e3, lo_open=True), "state units")
+    max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
+                                "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")
+
+
+@dataclass(frozen=True)
+class PulseUpdateConfig:
+    scheme: str = key("deterministic", "deterministic (pulse counts with stochastic rounding "
+                      "and a cap) or stochastic (pulse coincidence of bit streams of length bl).",
+                      p_choice("deterministic", "stochastic"))
+    lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
+                  "matrix like training.lr; null uses training.lr.",
+                  p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
+    normalise: bool = key(False, "Divide the update by beta_f * beta_i^hops so deep layers "
+                          "still learn.", p_bool())
+    max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "
+                                 "update; null for no cap.", p_optional(p_int(lo=1, hi=MAX_STEPS)),
+                                 "pulses")
+    bl: int = key(31, "Stochastic scheme: bit-stream length per sample.",
+                  p_int(lo=1, hi=10_000), "slots")
+    update_management: bool = key(True, "Stochastic scheme: balance the row and column "
+                                  "probabilities by sqrt(max|delta| / max|x|).", p_bool())
+
+
+@dataclass(frozen=True)
+class CrossbarConfig:
+    enabled: bool = key(False, "Store weight matrices on resistive crossbar arrays.", p_bool())
+    device: str | None = key(None, "Device card (YAML). Relative paths: from the experiment "
+                             "file's folder, else from the working directory.",
+                             p_optional(p_str()))
+    device_params: dict | None = key(None, "Overrides of the card's parameters, for sweeps: "
+                                     "a model parameter (up_down, dw_min_dtod, dw_min_std, "
+                                     "...), a fault fraction (stuck_at_gmin_frac, "
+                                     "stuck_at_gmax_frac), g_min_S / g_max_S, n_states (sets "
+                                     "dw_min = (w_max - w_min) / n_states) or variation "
+                                     "(multiplies every *_dtod spread). Units as in "
+                                     "docs/devices.md.", p_optional(p_mapping(p_float())))
+    layers: tuple = key(("all",), "Matrices on crossbars: all, or names W0 .. W{L-1}, Wf, "
+                        "Ra_b (residual links).", p_list(p_str(), min_len=1))
+    signed: str = key("differential", "Signed weights by differential pairs (G+ - G-) or one "
+                      "device plus a reference column at mid conductance.",
+                      p_choice("differential", "reference"))
+    tile_rows: int = key(256, "Rows (inputs) per physical array.", p_int(lo=1, hi=MAX_UNITS),
+                         "rows")
+    tile_cols: int = key(256, "Columns (outputs) per physical array.",
+                         p_int(lo=1, hi=MAX_UNITS), "columns")
+    weight_range_factor: float = key(2.0, "Per-layer weight-to-conductance scale: the full "
+                                     "conductance swing equals this factor times the largest "
+                                     "initial |W|.", p_float(lo=1.0, hi=MAX_GAIN))
+    seed: int = key(12345, "Seed of the devices' variation, faults and noise.",
+                    p_int(lo=0, hi=MAX_SEED))
+    time_per_batch_s: float | None = key(
+        None, "Simulated time one training batch takes on the devices' clocks (drift acts on "
+        "the reads as it passes). null computes it: (training.T + training.K) x settling.tau_s "
+        "for the two settling phases, plus the update's pulse slots x the card's pulse_width_s "
+        "(deterministic: update.max_pulses, or the card's number of states without a cap; "
+        "stochastic: batch_size x update.bl; none for exact-update cards).",
+        p_optional(p_float(lo=0.0, hi=1.0e9)), "s")
+    periphery: Periphery = section(Periphery, "DAC, ADC and read noise.")
+    wires: WireSettings = section(WireSettings, "Wire, driver and sense resistances of every "
+                                 "tile (IR drop by exact nodal analysis in every read).")
+    iv: IVLaw = section(IVLaw, "Device current-voltage law of the reads.")
+    update: PulseUpdateConfig = section(PulseUpdateConfig, "In-situ updates by pulses.")
+
+
+@dataclass(frozen=True)
+class TracesConfig:
+    enabled: bool = key(False, "Record an HDF5 trace file of the run (schema: "
+                        "docs/hdf5_schema.md).", p_bool())
+    file: str = key("traces.h5", "Trace file name, inside the run directory.", p_str())
+    every_epochs: int = key(1, "Detailed records (conductances, per-device pulses, recorded "
+                            "batches) for epoch 1 and every N-th epoch; metrics and settle "
+                            "statistics are kept for every epoch.", p_int(lo=1, hi=MAX_STEPS),
+                            "epochs")
+    batches: tuple = key((0,), "Batch indices (0-based; negative counts from the end) of a "
+                         "recorded epoch whose trajectories, tile reads and per-device pulse "
+                         "counts are kept.", p_list(p_int(lo=-MAX_STEPS, hi=MAX_STEPS)))
+    samples: int = key(16, "Samples of each recorded batch whose trajectories and tile reads "
+                       "are kept.", p_int(lo=1, hi=MAX_SAMPLES), "samples")
+    trajectories: bool = key(True, "Neuron states of every layer at every settle step, free "
+                             "and nudged phases.", p_bool())
+    conductances: bool = key(True, "Snapshot of every array's conductances (G+ and G-) and "
+                             "of the effective weights per recorded epoch.", p_bool())
+    pulses: bool = key(True, "Per-device pulse counts: of each recorded batch's update, and "
+                       "summed over each recorded epoch.", p_bool())
+    settle: bool = key(True, "Settle residual and steps of every batch, both phases.",
+                       p_bool())
+    tiles: tuple = key((), "Tiles whose reads are recorded (sensed currents in A and ADC "
+                       "codes), as MATRIX:ROW_TILE:COL_TILE, e.g. W1:0:0.  Needs non-ideal "
+                       "periphery (ideal reads are exact products).", p_list(p_str()))
+    compression: int = key(4, "gzip level of large datasets (0: none).", p_int(lo=0, hi=9))
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = key("experiment", "Experiment name (used in the run directory name).", p_str())
+    description: str = key("", "Free text.", p_str())
+    data: DataConfig = section(DataConfig, "Data set and splits.")
+    model: ModelConfig = section(ModelConfig, "FRE-RNN architecture.")
+    training: TrainingConfig = section(TrainingConfig, "Learning algorithm and optimiser.")
+    settling: SettlingConfig = section(SettlingConfig, "How each phase is integrated.")
+    crossbar: CrossbarConfig = section(CrossbarConfig, "Crossbar backend (off: ideal digital).")
+    traces: TracesConfig = section(TracesConfig, "HDF5 traces for circuit designers.")
+    source: str = "<memory>"  # file the config came from (not a YAML key)
+
+    @property
+    def n_hidden(self) -> int:
+        return len(self.model.hidden)
+
+    def beta_per_layer(self) -> tuple:
+        """beta_i for hidden layers 1..L (tuple of L floats)."""
+        b = self.model.beta_i
+        return tuple(b) if isinstance(b, tuple) else (b,) * self.n_hidden
+
+    def lr_per_matrix(self) -> tuple:
+        """Learning rate of W_0 .. W_{L-1}, W_f (tuple of L+1 floats)."""
+        lr = self.training.lr
+        return tuple(lr) if isinstance(lr, tuple) else (lr,) * (self.n_hidden + 1)
+
+    def residual_pairs(self) -> tuple:
+        """Forward skip links (from, to), 1-based hidden layers, from the residual kind."""
+        r, L = self.model.residual, self.n_hidden
+        if r.kind == "every-3":
+            return tuple((j, j + 3) for j in range(1, L - 2, 3))
+        if r.kind == "pairs":
+            return tuple(tuple(p) for p in r.pairs)
+        return ()
+
+    def to_dict(self) -> dict:
+        return to_plain(self)
+
+
+def _check_cross_fields(cfg: Config) -> None:
+    w = Where(cfg.source, "")
+    L = cfg.n_hidden
+    if cfg.training.T < L:
+        raise w.child("training").child("T").fail(
+            f"must be >= the number of hidden layers ({L}) so the input reaches the top "
+            f"layer; got {cfg.training.T}")
+    if isinstance(cfg.model.beta_i, tuple) and len(cfg.model.beta_i) != L:
+        raise w.child("model").child("beta_i").fail(
+            f"has {len(cfg.model.beta_i)} values but model.hidden has {L} layers; give one "
+            f"value or {L}")
+    if isinstance(cfg.training.lr, tuple) and len(cfg.training.lr) != L + 1:
+        raise w.child("training").child("lr").fail(
+            f"has {len(cfg.training.lr)} values; give one value or {L + 1} "
+            f"(W_0 .. W_{L - 1}, W_f)")
+    r = cfg.model.residual
+    rw = w.child("model").child("residual")
+    if r.kind == "pairs":
+        if not r.pairs:
+            raise rw.child("pairs").fail("kind is 'pairs' but the list is empty")
+        seen = set()
+        for i, pair in enumerate(r.pairs):
+            pw = rw.child("pairs").child(i)
+            if len(pair) != 2:
+                raise pw.fail(f"expected [from, to], got {clip(list(pair))}")
+            a, b = pair
+            if not (1 <= a <= L and 1 <= b <= L):
+                raise pw.fail(f"layers must lie in 1..{L} (hidden layers), got {list(pair)}")
+            if a >= b:
+                raise pw.fail(f"from must be < to (feedback partners are added "
+                              f"automatically), got {list(pair)}")
+            if b - a < 2:
+                raise pw.fail(f"layers {a} and {b} are adjacent and already linked")
+            if (a, b) in seen:
+                raise pw.fail(f"duplicate link {list(pair)}")
+            seen.add((a, b))
+    elif r.pairs:
+        raise rw.child("pairs").fail(f"only used with kind: pairs (kind is '{r.kind}')")
+    if r.kind == "every-3" and L < 4:
+        raise rw.child("kind").fail(f"every-3 needs at least 4 hidden layers, model has {L}")
+    if r.kind == "agt" and cfg.model.feedback != "random":
+        raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
+    if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
+        raise w.child("settling").child("dt_over_tau").fail(
+            "only used with settling.mode: ode (the discrete map has dt = tau)")
+    if cfg.settling.max_steps is not None and cfg.settling.max_steps < L:
+        raise w.child("settling").child("max_steps").fail(
+            f"must be >= the number of hidden layers ({L})")
+    _check_crossbar(cfg, w)
+    _check_traces(cfg, w)
+    if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
+        raise w.child("training").child("update_norm").fail(
+            "normalised updates divide by beta_i, so every model.beta_i must be > 0")
+    _check_magnitudes(cfg, w)
+
+
+def _check_magnitudes(cfg: Config, w: Where) -> None:
+    """Products of keys that would mean an absurd allocation, loop or division."""
+    d, t, s = cfg.data, cfg.training, cfg.settling
+    synthetic = d.dataset == "synthetic"
+    if synthetic and (d.synthetic_train + d.synthetic_test) * d.synthetic_features > \
+            MAX_ACTIVATIONS:
+        raise w.child("data").child("synthetic_features").fail(
+            f"(synthetic_train + synthetic_test) x synthetic_features exceeds "
+            f"{MAX_ACTIVATIONS:.0e} values; generate fewer or smaller samples")
+    sizes = [d.synthetic_features if synthetic else 784, *cfg.model.hidden,
+             d.synthetic_classes if synthetic else 10]
+    n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if n_weights > MAX_WEIGHTS:
+        raise w.child("model").child("hidden").fail(
+            f"the net would have {n_weights:.3g} weights, above the limit of "
+            f"{MAX_WEIGHTS:.0e}; use narrower layers")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(t, name) * sum(cfg.model.hidden) > MAX_ACTIVATIONS:
+            raise w.child("training").child(name).fail(
+                f"{name} x the hidden units ({sum(cfg.model.hidden)}) exceeds "
+                f"{MAX_ACTIVATIONS:.0e} states; use smaller batches")
+    if s.mode == "ode" and s.method != "adaptive" and \
+            max(t.T, t.K) / s.dt_over_tau > MAX_STEPS:
+        raise w.child("settling").child("dt_over_tau").fail(
+            f"a phase of {max(t.T, t.K)} tau in steps of {s.dt_over_tau:g} tau takes more than "
+            f"{MAX_STEPS} steps; use a larger step or shorter phases")
+    if s.mode == "ode" and s.method == "adaptive" and s.atol < MIN_ATOL[t.dtype]:
+        raise w.child("settling").child("atol").fail(
+            f"{s.atol:g} is below the floor for {t.dtype} ({MIN_ATOL[t.dtype]:g}): rounding "
+            f"noise or the step count would keep settling from ending; raise atol"
+            + (" or use training.dtype: float64" if t.dtype == "float32" else ""))
+    norm = t.beta_f * math.prod(cfg.beta_per_layer())
+    normalised = t.update_norm == "normalised" or (cfg.crossbar.enabled and
+                                                   cfg.crossbar.update.normalise)
+    if normalised and norm < 1e-30:
+        raise w.child("model").child("beta_i").fail(
+            f"normalised updates divide by beta_f x beta_i over the hops, down to {norm:.3g}; "
+            f"below 1e-30 the division overflows: use larger beta_i or raw updates")
+
+
+def _check_crossbar(cfg: Config, w: Where) -> None:
+    c = cfg.crossbar
+    cw = w.child("crossbar")
+    if not c.enabled:
+        return
+    if cfg.training.algorithm != "ep":
+        raise cw.child("enabled").fail("crossbar training is in situ EP: set training.algorithm"
+                                       ": ep (the BP twin runs on the ideal backend)")
+    if not c.device:
+        raise cw.child("device").fail("missing: name a device card, e.g. "
+                                      "device_models/ecram_li_tang2018.yaml")
+    if c.device_params:
+        from crossbar_ep.devices.card import load_card
+        if os.path.isfile(c.device):
+            load_card(c.device, c.device_params)   # bad names or values fail here
+    L = cfg.n_hidden
+    known = {"W0", "Wf", *(f"W{k}" for k in range(1, L))}
+    known |= {f"R{a}_{b}" for a, b in cfg.residual_pairs()}
+    for i, name in enumerate(c.layers):
+        if name == "all":
+            if len(c.layers) > 1:
+                raise cw.child("layers").child(i).fail("'all' cannot be combined with names")
+            continue
+        if name not in known and not (cfg.model.residual.kind == "agt" and name.startswith("R")):
+            import difflib
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise cw.child("layers").child(i).fail(
+                f"no matrix {clip(repr(name))} in this net (has {', '.join(sorted(known))}){hint}")
+    if c.iv.law != "linear":
+        wi = c.wires
+        if wi.r_wire_row_ohm or wi.r_wire_col_ohm or wi.r_driver_ohm or wi.r_sense_ohm:
+            raise cw.child("iv").child("law").fail(
+                f"{c.iv.law} devices with wire resistance need a Newton solve per read and "
+                f"sample, too costly in the settling loop: train with law linear and wires, "
+                f"or ideal wires and a nonlinear law (the nodal solver and export-netlist "
+                f"handle both together)")
+        if c.signed != "differential":
+            raise cw.child("iv").child("law").fail(
+                "a nonlinear law needs crossbar.signed: differential (the reference column's "
+                "transposed read would not superpose)")
+    lr = c.update.lr
+    if isinstance(lr, tuple) and len(lr) != L + 1:
+        raise cw.child("update").child("lr").fail(
+            f"has {len(lr)} values; give one value or {L + 1} (W_0 .. W_{L - 1}, W_f)")
+    if c.update.normalise and min(cfg.beta_per_layer()) <= 0.0:
+        raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
+
+
+def _check_traces(cfg: Config, w: Where) -> None:
+    t = cfg.traces
+    tw = w.child("traces")
+    if not t.enabled:
+        return
+    if os.path.basename(t.file) != t.file or not t.file:
+        raise tw.child("file").fail(f"{clip(repr(t.file))}: give a plain file name; the file "
+                                    f"is written inside the run directory")
+    from crossbar_ep.io.traces import parse_tile
+    c = cfg.crossbar
+    for i, spec in enumerate(t.tiles):
+        try:
+            name, ri, ci = parse_tile(spec)
+        except ValueError as exc:
+            raise tw.child("tiles").child(i).fail(clip(exc)) from None
+        if not c.enabled:
+            raise tw.child("tiles").child(i).fail("tile reads need the crossbar backend "
+                                                  "(crossbar.enabled: true)")
+        if name not in set(cfg_matrix_names(cfg)):
+            raise tw.child("tiles").child(i).fail(
+                f"no matrix {clip(repr(name))} (has {', '.join(cfg_matrix_names(cfg))})")
+
+
+def cfg_matrix_names(cfg: Config) -> list:
+    L = cfg.n_hidden
+    return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
+            *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]
+
+
+def parse_override(text: str, check_key: bool = False) -> tuple[list[str], Any]:
+    """``training.epochs=2`` -> (['training', 'epochs'], 2); the value is parsed as YAML
+    (with the same limits as a file).  ``check_key`` fails on a path naming no config key."""
+    shown = f"--set {clip(text)}"
+    if "=" not in text:
+        raise ConfigError(f"{shown}: expected KEY=VALUE, e.g. --set training.epochs=2")
+    k, v = text.split("=", 1)
+    path = [p for p in k.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"{shown}: empty key")
+    if check_key:
+        _check_override_key(path, shown)
+    try:
+        value = yamlio.load(v, shown) if v.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{shown}: value is not valid YAML ({clip(exc, 600)})") from None
+    return path, value
+
+
+def _check_override_key(path: list[str], shown: str) -> None:
+    """Fail on a key path that names no config key (``training.nope``)."""
+    cls, done = Config, []
+    for i, part in enumerate(path):
+        fields = {f.name: f for f in _keys(cls)}
+        f = fields.get(part)
+        if f is None:
+            import difflib
+            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.5)
+            hint = f"did you mean '{'.'.join(done + [close[0]])}'? " if close else ""
+            where = ".".join(done) or "the top level"
+            raise ConfigError(f"{shown}: unknown key '{clip('.'.join(done + [part]), 80)}'; "
+                              f"{hint}({where} has {', '.join(fields)})")
+        done.append(part)
+        if "section" in f.metadata:
+            cls = f.metadata["section"]
+        elif i < len(path) - 1:
+            if "mapping of" in getattr(f.metadata["parse"], "type_name", ""):
+                return   # names inside a mapping (crossbar.device_params.NAME) are free
+            raise ConfigError(f"{shown}: '{'.'.join(done)}' is a value, not a section")
+
+
+def apply_overrides(raw: dict, overrides: list[str], check_keys: bool = False) -> dict:
+    """Return a copy of ``raw`` with every ``key.path=value`` override set."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text, check_keys)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None or isinstance(nxt, str):
+                # a shorthand scalar (residual: every-3) becomes a mapping
+                nxt = {} if nxt is None else {"kind": nxt}
+                node[part] = nxt
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {clip(text)}: '{part}' is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: Any, source: str = "<memory>") -> Config:
+    """Validate a plain mapping (as read from YAML) into a :class:`Config`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping of sections "
+                          f"(data, model, training, settling), got {type(raw).__name__}")
+    cfg = build_section(Config, raw, Where(source, ""))
+    cfg = replace(cfg, source=source)
+    _check_cross_fields(cfg)
+    return cfg
+
+
+def read_yaml(path: str, what: str = "experiment file") -> Any:
+    """The parsed YAML of ``path`` (limits: :mod:`crossbar_ep.yamlio`); an empty file fails."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        raw = yamlio.load_file(path, what)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {clip(exc, 600)}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the {what} is empty; write at least one section (or {{}} "
+                          f"for every default)")
+    return raw
+
+
+def load_config(path: str, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate an experiment file."""
+    raw = read_yaml(path)
+    if overrides:
+        if not isinstance(raw, dict):
+            raw = {}
+        raw = apply_overrides(raw, overrides, check_keys=True)
+    cfg = config_from_dict(raw, source=path)
+    base = os.path.dirname(os.path.abspath(path))
+    d = cfg.data
+    if d.dir is not None and not os.path.isabs(d.dir):
+        cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(base, d.dir))))
+    dev = cfg.crossbar.device
+    if dev is not None and not os.path.isabs(dev):
+        # from the experiment's folder, the working directory, or the folder above experiments/
+        tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
+        here = next((os.path.abspath(t) for t in tries if os.path.exists(t)),
+                    os.path.abspath(tries[0]))
+        cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=here))
+    return cfg
+
+
+def dump_config(cfg: Config, path: str) -> None:
+    """Write the fully resolved config (every key, defaults filled in) as YAML."""
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)

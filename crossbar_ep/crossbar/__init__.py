@@ -1,0 +1,1 @@
+"""The crossbar-array weight operator: signed mappings, periphery, pulse rules, energy."""

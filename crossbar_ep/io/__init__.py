@@ -1,0 +1,1 @@
+"""Files: data sets, HDF5 traces."""

@@ -1,0 +1,428 @@
+"""Settling the FRE-RNN: the synchronous discrete map or Euler steps of its ODE.
+
+Each hidden layer k gathers its inputs with ONE GEMM per step: the states that feed it
+(layer k-1 forward, layer k+1 and residual partners as feedback, and in the nudged phase the
+output error) are kept side by side in an input buffer ``X_k`` of shape (B, sum n_src), and
+the matching blocks ``alpha W^T``, ``beta_k W``, ``beta_f W_f`` are stacked in ``M_k`` of
+shape (sum n_src, n_k).  So the sum over incoming paths happens inside BLAS, only the blocks
+the topology has are multiplied (no dense (L n) x (L n) coupling matrix), the input drive
+``W_0 x`` is computed once per batch, and the activation is applied in place.
+
+Shapes: states (B, n_k) C-contiguous, weights as in :mod:`crossbar_ep.model.network`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from crossbar_ep.model import kernels
+from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.model.network import Block, Network
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits (B, C)."""
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def activate(h: np.ndarray, kind: str) -> np.ndarray:
+    """rho(h) in place: tanh or hard_sigmoid = clip(h, 0, 1)."""
+    if kind == "tanh":
+        return np.tanh(h, out=h)
+    return np.clip(h, 0.0, 1.0, out=h)
+
+
+def activation_derivative(s: np.ndarray, h: np.ndarray | None, kind: str) -> np.ndarray:
+    """rho'(h) given the state s = rho(h): 1 - s^2 for tanh, 1 inside (0, 1) for hard_sigmoid."""
+    if kind == "tanh":
+        return 1.0 - s * s
+    return ((h > 0.0) & (h < 1.0)).astype(s.dtype)
+
+
+@dataclass
+class PhaseResult:
+    """Final states of a phase: ``s[k]`` for k = 1..L (``s[0]`` is the input), the readout
+    probabilities ``p`` (B, n_out), the last step's max |ds| per tau, and steps used."""
+
+    s: list
+    p: np.ndarray
+    residual: float
+    steps: int
+    time_tau: float = 0.0    # integrated time of the phase, in units of tau
+
+
+class _Buffers:
+    """Per-batch-size work arrays: input buffers X_k, pre-activations H_k, states S_k, and the
+    input drive D_k of the layers that have one."""
+
+    def __init__(self, settler: "Settler", B: int):
+        net, dt = settler.net, settler.net.dtype
+        self.X = {k: np.zeros((B, settler.width_nudged[k]), dt) for k in settler.layers
+                  if settler.width_nudged[k] > 0}
+        self.H = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
+        self.S = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
+        self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
+                   if settler.method != "euler" else {})
+        self.D = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.drive}
+
+
+class Settler:
+    """Runs the free and nudged phases of one :class:`Network` over its weight operators.
+
+    The settle loop sees only the network's blocks (operator, source, destination, gain,
+    direction).  A layer all of whose incoming operators have exact linear reads is evaluated
+    by one stacked GEMM per step; the stacked matrices are rebuilt from the operators' dense
+    views whenever an operator's ``version`` changes, so they never go stale (:meth:`refresh`
+    forces a rebuild, e.g. after writing into ``net.W`` by hand).  Other layers sum one read
+    per block (crossbar periphery, wires or I-V law in the loop).  ``meter`` (an energy
+    observer) is reset by the training loop; ``observers`` (e.g. a trace recorder) receive
+    ``on_phase(nudged, S)`` at the start of each phase and ``on_step(S)`` after every step,
+    with S the dict layer -> state (B, n_k).
+    """
+
+    def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
+                 dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
+                 max_steps: int | None = None, nudge_error: str = "recomputed",
+                 crossbars: dict | None = None, method: str = "euler", atol: float = 1e-4,
+                 dt_max_over_tau: float = 1.0, meter: EnergyMeter | None = None):
+        if method not in ("euler", "heun", "adaptive"):
+            raise ValueError(f"method {method!r}: use euler, heun or adaptive")
+        self.net = net
+        self.method = "euler" if mode == "discrete" else method
+        self.atol, self.r_max = atol, max(float(dt_max_over_tau), float(dt_over_tau))
+        self.r_min = 1e-6
+        self.observers: list = []   # trajectory observers (traces.Recorder while recording)
+        self.meter = meter
+        self.L = L = net.L
+        self.layers = list(range(1, L + 1))
+        self.r = 1.0 if mode == "discrete" else float(dt_over_tau)
+        self.early_stop, self.tol = early_stop, tolerance
+        self.max_steps, self.nudge_error = max_steps, nudge_error
+        self.T, self.K = T, K
+        ops, sizes = net.ops, net.sizes
+        # incoming blocks per hidden layer: state sources first, error (nudge) sources last
+        self.inc = {k: sorted((b for b in net.blocks if b.dst == k and b.src >= 1),
+                              key=lambda b: b.src > L) for k in self.layers}
+        self.drive = {k: [b for b in net.blocks if b.dst == k and b.src == 0]
+                      for k in self.layers}
+        self.drive = {k: v for k, v in self.drive.items() if v}
+        self.out_blocks = [b for b in net.blocks if b.dst == L + 1]
+        self.offsets, self.width_free, self.width_nudged = {}, {}, {}
+        for k in self.layers:
+            off, offs, free = 0, [], None
+            for b in self.inc[k]:
+                if b.src > L and free is None:
+                    free = off
+                offs.append(off)
+                off += sizes[b.src]
+            self.offsets[k] = offs
+            self.width_nudged[k] = off
+            self.width_free[k] = off if free is None else free
+        # where each state / error is copied: source -> [(target layer, column offset)]
+        self.slots: dict = {}
+        for k in self.layers:
+            for b, off in zip(self.inc[k], self.offsets[k]):
+                self.slots.setdefault(b.src, []).append((k, off))
+        for k in self.layers:
+            self.slots.setdefault(k, [])
+        # layers summed read by read (an operator whose reads are not exact linear maps)
+        self.read_layers = {k for k in self.layers
+                            if not all(ops[b.op].exact_linear for b in self.inc[k])}
+        self.M: dict = {}
+        self._seen: dict = {}
+        self._buffers: dict = {}
+        self.refresh()
+
+    # ------------------------------------------------------------------ weights
+    def _stack(self, k: int, i: int) -> None:
+        b, off = self.inc[k][i], self.offsets[k][i]
+        op = self.net.ops[b.op]
+        W = op.dense()
+        np.multiply(W if b.transposed else W.T, b.gain,
+                    out=self.M[k][off:off + self.net.sizes[b.src]])
+        self._seen[(k, i)] = op.version
+
+    def refresh(self) -> None:
+        """Re-stack every coupling block from the operators' dense views."""
+        for k in self.layers:
+            if k in self.read_layers or not self.inc[k]:
+                continue
+            if k not in self.M:
+                self.M[k] = np.empty((self.width_nudged[k], self.net.sizes[k]), self.net.dtype)
+            for i in range(len(self.inc[k])):
+                self._stack(k, i)
+
+    def sync(self) -> None:
+        """Re-stack the blocks whose operator changed since they were stacked."""
+        ops = self.net.ops
+        for (k, i), seen in self._seen.items():
+            if ops[self.inc[k][i].op].version != seen:
+                self._stack(k, i)
+
+    def buffers(self, B: int) -> _Buffers:
+        buf = self._buffers.get(B)
+        if buf is None:
+            if len(self._buffers) > 4:
+                self._buffers.clear()
+            buf = self._buffers[B] = _Buffers(self, B)
+        return buf
+
+    # ------------------------------------------------------------------ helpers
+    def _read(self, b: Block, v: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+        op = self.net.ops[b.op]
+        if b.transposed:
+            op.read_transposed_into(v, out, b.gain, accumulate)
+        else:
+            op.read_into(v, out, b.gain, accumulate)
+
+    def readout(self, sL: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (B, n_out) of the top hidden state."""
+        net = self.net
+        z = np.empty((sL.shape[0], net.sizes[self.L + 1]), net.dtype)
+        for i, b in enumerate(self.out_blocks):
+            self._read(b, sL, z, accumulate=i > 0)
+        if self.L + 1 in net.b:
+            z += net.b[self.L + 1]
+        return softmax(z)
+
+    def _n_steps(self, length: float) -> int:
+        n = int(math.ceil(length / self.r - 1e-9))
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def _load_state(self, buf: _Buffers, s: list | None) -> None:
+        for k in self.layers:
+            if s is None:
+                buf.S[k].fill(0.0)
+            else:
+                np.copyto(buf.S[k], s[k])
+            self._mirror(buf, k)
+
+    def _set_error(self, buf: _Buffers, y: np.ndarray, p: np.ndarray) -> None:
+        """Write the output error y - p into the input buffers of the layers it nudges."""
+        e, n = self.L + 1, self.net.sizes[self.L + 1]
+        first = None
+        for tgt, off in self.slots.get(e, ()):
+            dst = buf.X[tgt][:, off:off + n]
+            if first is None:
+                np.subtract(y, p, out=dst)
+                first = dst
+            else:
+                dst[...] = first
+
+    def _source(self, buf: _Buffers, b: Block, k: int, off: int) -> np.ndarray:
+        return buf.S[b.src] if b.src <= self.L else buf.X[k][:, off:off + self.net.sizes[b.src]]
+
+    def _eval(self, buf: _Buffers, width: dict) -> None:
+        """H_k = rho(h_k) for every layer from the states mirrored in the input buffers X
+        (one read of every array per layer: the circuit's right-hand side)."""
+        net = self.net
+        nudged = width is self.width_nudged
+        for k in self.layers:
+            H = buf.H[k]
+            w = width[k]
+            if k in self.read_layers:
+                self._sum_reads(buf, k, nudged, H)
+            elif w > 0:
+                np.matmul(buf.X[k][:, :w], self.M[k][:w], out=H)
+                for b, off in zip(self.inc[k], self.offsets[k]):
+                    op = net.ops[b.op]
+                    if op.observers and off < w:   # reads folded into the stacked GEMM
+                        op.notify_read(self._source(buf, b, k, off), b.transposed)
+            else:
+                H.fill(0.0)
+            if k in buf.D:
+                H += buf.D[k]
+            elif k in net.b:
+                H += net.b[k]
+        for k in self.layers:
+            activate(buf.H[k], net.activation)
+
+    def _mirror(self, buf: _Buffers, k: int) -> None:
+        S = buf.S[k]
+        for tgt, off in self.slots[k]:
+            buf.X[tgt][:, off:off + self.net.sizes[k]] = S
+
+    def _run(self, buf: _Buffers, x_rows: int, length: float, nudged: bool,
+             y: np.ndarray | None) -> tuple[float, int, float]:
+        """Integrate one phase for ``length`` tau (or until the residual falls below the
+        tolerance with early stopping).  Returns (residual, steps, elapsed time in tau);
+        the residual is max |rho(h(s)) - s| = max |ds/dt| tau at the start of the last step."""
+        width = self.width_nudged if nudged else self.width_free
+        recompute = nudged and self.nudge_error == "recomputed"
+        trace = self.observers
+        for obs in trace:
+            obs.on_phase(nudged, buf.S)
+        if self.method == "adaptive":
+            return self._run_adaptive(buf, length, width, recompute, y)
+        n_steps = self._n_steps(length)
+        r, heun = self.r, self.method == "heun"
+        resid, used = float("inf"), 0
+        for t in range(n_steps):
+            check = self.early_stop or t == n_steps - 1 or heun
+            self._eval(buf, width)
+            resid = 0.0
+            for k in self.layers:
+                H, S = buf.H[k], buf.S[k]
+                if heun:       # predictor: Euler; K1 = f(s) kept for the corrector
+                    resid = max(resid, kernels.heun_predict(S, H, buf.S0[k], r))
+                elif r == 1.0:
+                    if check:
+                        resid = max(resid, kernels.max_abs_diff(H, S))
+                    buf.S[k], buf.H[k] = H, S
+                else:
+                    resid = max(resid, kernels.ode_step(S, H, r))
+                self._mirror(buf, k)
+            if heun:
+                if recompute:
+                    self._set_error(buf, y, self.readout(buf.S[self.L]))
+                self._eval(buf, width)
+                for k in self.layers:
+                    kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
+                    self._mirror(buf, k)
+            used = t + 1
+            for obs in trace:
+                obs.on_step(buf.S)
+            if recompute:
+                self._set_error(buf, y, self.readout(buf.S[self.L]))
+            if self.early_stop and resid < self.tol:
+                break
+        return resid, used, used * r
+
+    def _run_adaptive(self, buf: _Buffers, length: float, width: dict, recompute: bool,
+                      y: np.ndarray | None) -> tuple[float, int, float]:
+        """Heun-Euler embedded pair with step-size control: the local error estimate
+        ``r/2 max |f(s_pred) - f(s)|`` is kept below ``atol``; dt never exceeds
+        ``dt_max_over_tau`` tau."""
+        r, elapsed, used, resid = self.r, 0.0, 0, float("inf")
+        trace = self.observers
+        while elapsed < length - 1e-12:
+            if self.max_steps and used >= self.max_steps:
+                break
+            r = min(r, length - elapsed)
+            self._eval(buf, width)
+            resid = 0.0
+            for k in self.layers:        # s0 := s, K1 := f(s) (in H), s := s + r K1
+                resid = max(resid, kernels.heun_predict(buf.S[k], buf.H[k], buf.S0[k], r))
+            if self.early_stop and resid < self.tol:
+                for k in self.layers:    # converged at the start of this step: undo it
+                    np.copyto(buf.S[k], buf.S0[k])
+                    self._mirror(buf, k)
+                break
+            while True:
+                for k in self.layers:
+                    self._mirror(buf, k)
+                if recompute:
+                    self._set_error(buf, y, self.readout(buf.S[self.L]))
+                self._eval(buf, width)
+                err = 0.0
+                for k in self.layers:
+                    err = max(err, kernels.heun_error(buf.S[k], buf.H[k], buf.S0[k], r))
+                if err <= self.atol:
+                    break
+                if r <= self.r_min:   # rounding noise exceeds atol: smaller steps won't help
+                    from crossbar_ep.errors import CrossbarEPError
+                    raise CrossbarEPError(
+                        f"settling.atol = {self.atol:g}: the adaptive step fell to {r:g} tau "
+                        f"and the error estimate ({err:.3g}) still exceeds atol, which is below "
+                        f"what {self.net.dtype} resolves here; raise settling.atol")
+                r_new = max(self.r_min, r * max(0.2, 0.9 * math.sqrt(self.atol / err)))
+                for k in self.layers:    # reject: redo the predictor with the smaller step
+                    kernels.heun_repredict(buf.S[k], buf.S0[k], r, r_new)
+                r = r_new
+            for k in self.layers:
+                kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
+                self._mirror(buf, k)
+            elapsed += r
+            used += 1
+            for obs in trace:
+                obs.on_step(buf.S)
+            if recompute:
+                self._set_error(buf, y, self.readout(buf.S[self.L]))
+            grow = 2.0 if err == 0.0 else min(2.0, 0.9 * math.sqrt(self.atol / err))
+            r = min(self.r_max, r * max(grow, 0.2))
+        return resid, used, elapsed
+
+    def _sum_reads(self, buf: _Buffers, k: int, nudged: bool, H: np.ndarray) -> None:
+        """h_k (without drive and bias) as the sum of one read per incoming block."""
+        first = True
+        for b, off in zip(self.inc[k], self.offsets[k]):
+            if b.src > self.L and not nudged:
+                continue
+            self._read(b, self._source(buf, b, k, off), H, accumulate=not first)
+            first = False
+        if first:
+            H.fill(0.0)
+
+    # ------------------------------------------------------------------ phases
+    def drive_input(self, buf: _Buffers, x: np.ndarray) -> None:
+        """Input drive (e.g. W_0 x, plus the layer's bias), computed once per batch."""
+        for k, blocks in self.drive.items():
+            D = buf.D[k]
+            for i, b in enumerate(blocks):
+                self._read(b, x, D, accumulate=i > 0)
+            if k in self.net.b:
+                D += self.net.b[k]
+
+    def free(self, x: np.ndarray) -> PhaseResult:
+        """Free phase from s = 0 for T (units of tau); x: (B, n_in)."""
+        self.sync()
+        buf = self.buffers(x.shape[0])
+        self.drive_input(buf, x)
+        self._load_state(buf, None)
+        resid, used, tau = self._run(buf, x.shape[0], self.T, False, None)
+        s = [x] + [buf.S[k].copy() for k in self.layers]
+        return PhaseResult(s, self.readout(s[self.L]), resid, used, tau)
+
+    def nudged(self, free: PhaseResult, y: np.ndarray) -> PhaseResult:
+        """Nudged phase from the free state for K, nudge beta_f * (y - p) @ B_f into layer L.
+
+        Reuses the input drive of the preceding :meth:`free` call on the same batch.
+        """
+        self.sync()
+        buf = self.buffers(y.shape[0])
+        self._load_state(buf, free.s)
+        self._set_error(buf, y, free.p)
+        resid, used, tau = self._run(buf, y.shape[0], self.K, True, y)
+        s = [free.s[0]] + [buf.S[k].copy() for k in self.layers]
+        return PhaseResult(s, self.readout(s[self.L]), resid, used, tau)
+
+
+def settle_reference(net: Network, x: np.ndarray, steps: int, s_init: list | None = None,
+                     y: np.ndarray | None = None, frozen_p: np.ndarray | None = None,
+                     r: float = 1.0) -> list:
+    """Plain NumPy settle, one term at a time from the definitions (for tests).
+
+    With ``y`` given, the nudge ``beta_f * (y - p) @ B_f`` enters layer L; ``p`` is
+    recomputed every step unless ``frozen_p`` is given.  Returns [x, s_1, ..., s_L].
+    """
+    L = net.L
+    s = [x] + ([np.zeros((x.shape[0], n), x.dtype) for n in net.sizes[1:L + 1]]
+               if s_init is None else [a.copy() for a in s_init[1:]])
+
+    def probs(sL):
+        z = sL @ net.W["Wf"].T + (net.b[L + 1] if L + 1 in net.b else 0.0)
+        return softmax(z)
+
+    for _ in range(steps):
+        h = [None] + [np.zeros_like(s[k]) for k in range(1, L + 1)]
+        for p in net.projections:
+            if p.dst <= L:
+                h[p.dst] += p.scale * s[p.src] @ net.W[p.name].T
+        for f in net.feedbacks:
+            h[f.dst] += f.scale * s[f.src] @ net.feedback_matrix(f)
+        if y is not None:
+            pr = frozen_p if frozen_p is not None else probs(s[L])
+            h[L] += net.beta_f * (y - pr) @ net.nudge_matrix()
+        for k in range(1, L + 1):
+            if k in net.b:
+                h[k] += net.b[k]
+            f_k = np.tanh(h[k]) if net.activation == "tanh" else np.clip(h[k], 0, 1)
+            h[k] = s[k] + r * (f_k - s[k])
+        s = [x] + h[1:]
+    return s

@@ -1,0 +1,1 @@
+"""Figures: curves, traces, sweeps, device responses."""

@@ -1,0 +1,1 @@
+"""Training runs with run directories and checkpoints, compare, sweeps, netlist export."""

@@ -1,0 +1,751 @@
+"""Non-ideality sweeps: many runs of one base experiment, on this machine or a Dask cluster.
+
+A sweep file names a base experiment and what to vary by config key path (``docs/sweeps.md``)::
+
+    base: mnist_3hl_crossbar.yaml
+    set: {training.epochs: 2}                 # fixed for every point
+    grid: {crossbar.periphery.adc_bits: [5, 7, 9], crossbar.device_params.n_states: [8, 64]}
+    zip: {crossbar.device: [a.yaml, b.yaml], crossbar.update.lr: [0.1, 0.2]}
+    random: {n: 4, seed: 0, params: {crossbar.periphery.read_noise: {log_uniform: [1e-3, 0.1]}}}
+    seeds: [0, 1]                             # each sets training.seed and crossbar.seed
+    reference: true                           # the ideal digital run per seed
+
+Points are the product of the grid, the zipped rows, the random samples and the seeds.  Each
+point trains in its own run directory under ``SWEEP_DIR/points/``; the results land in one tidy
+table (``results.csv`` and ``results.h5``) that is rewritten as points finish, so Ctrl-C or a
+crash loses no finished point and ``--resume`` runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossbar_ep import __version__
+from crossbar_ep.config.experiment import apply_overrides, config_from_dict, read_yaml
+from crossbar_ep.errors import ConfigError
+
+SWEEP_KEYS = ("name", "description", "base", "set", "grid", "zip", "random", "seeds",
+              "reference")
+RESULT_FILE = "results.csv"
+RECORD_FILE = "sweep_record.json"   # what the points were planned from (checked on --resume)
+MAX_POINTS_ENV = "CROSSBAR_EP_MAX_SWEEP_POINTS"
+DEFAULT_MAX_POINTS = 100_000
+MAX_FILE_VALUES = 1_000_000         # values in a sweep or base file once aliases are expanded
+METRIC_COLUMNS = ("best_test_acc", "best_epoch", "final_test_acc", "final_train_acc",
+                  "epochs", "train_time_s", "pulses_total", "at_bound_mean")
+META_COLUMNS = ("point_id", "kind", "status", "error", "seed", "config_hash", "version",
+                "host", "started_utc", "duration_s", "run_dir")
+
+
+@dataclass
+class Point:
+    """One run of the sweep: the varied values (path -> value) and its seed."""
+
+    index: int
+    params: dict
+    seed: int | None
+    kind: str = "point"          # or "reference": the ideal digital run of the base
+    overrides: list = field(default_factory=list)
+    config_hash: str = ""
+
+    @property
+    def point_id(self) -> str:
+        text = json.dumps([self.kind, self.params, self.seed], sort_keys=True, default=str)
+        return f"p{self.index:04d}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Sweep:
+    name: str
+    source: str
+    base: str                    # absolute path of the base experiment
+    fixed: dict
+    axes: list                   # varied key paths, in order
+    points: list
+    content: dict = field(default_factory=dict)      # the sweep file, paths resolved
+    base_config: dict = field(default_factory=dict)  # the base experiment, resolved
+    cards: dict = field(default_factory=dict)        # device card path -> SHA-1
+
+
+def _fail(source: str, path: str, msg: str) -> ConfigError:
+    return ConfigError(f"{source}: {path}: {msg}")
+
+
+def _as_override(path: str, value) -> str:
+    return f"{path}={json.dumps(value)}"
+
+
+def _resolve_paths(path: str, value, folder: str):
+    """Device cards and data dirs given relative to the sweep file become absolute."""
+    if path in ("crossbar.device", "data.dir") and isinstance(value, str) \
+            and not os.path.isabs(value):
+        cand = os.path.join(folder, value)
+        if os.path.exists(cand):
+            return os.path.abspath(cand)
+        if os.path.exists(value):
+            return os.path.abspath(value)
+    return value
+
+
+def _draw(spec, rng: np.random.Generator, where: str, source: str):
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise _fail(source, where, "give one of {uniform: [lo, hi]}, {log_uniform: [lo, hi]}, "
+                                   "{int: [lo, hi]}, {choice: [a, b, ...]}")
+    (kind, arg), = spec.items()
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise _fail(source, f"{where}.choice", "needs a non-empty list")
+        return arg[int(rng.integers(len(arg)))]
+    if kind not in ("uniform", "log_uniform", "int"):
+        raise _fail(source, where, f"unknown distribution {kind!r} (uniform, log_uniform, int, "
+                                   f"choice)")
+    if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, (int, float))
+                                                             for a in arg) and arg[0] < arg[1]):
+        raise _fail(source, f"{where}.{kind}", "needs [lo, hi] with lo < hi")
+    lo, hi = arg
+    if kind == "uniform":
+        return float(rng.uniform(lo, hi))
+    if kind == "int":
+        return int(rng.integers(int(lo), int(hi) + 1))
+    if lo <= 0:
+        raise _fail(source, f"{where}.log_uniform", "needs lo > 0")
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def max_points() -> int:
+    """The most points a sweep may have: ``$CROSSBAR_EP_MAX_SWEEP_POINTS`` or 100000."""
+    text = os.environ.get(MAX_POINTS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_POINTS
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"${MAX_POINTS_ENV}={text!r}: needs a positive whole number (the most "
+                          f"points a sweep may have; default {DEFAULT_MAX_POINTS})")
+    return n
+
+
+def _check_size(obj, source: str, limit: int = MAX_FILE_VALUES) -> None:
+    """Refuse data that expands to more than ``limit`` values (YAML aliases can make a few
+    lines stand for billions of values, or a loop); stops walking at the limit."""
+    stack, seen = [(obj, "")], 0
+    while stack:
+        x, where = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(f"{source}: {where or 'the file'}: holds more than {limit} values "
+                              f"once YAML aliases (*name) are expanded, or refers to itself; "
+                              f"write the values out, or split the file")
+        if isinstance(x, dict):
+            for k, v in x.items():
+                stack.append((k, where))
+                stack.append((v, where if "." in where else f"{where}.{k}".lstrip(".")))
+        elif isinstance(x, (list, tuple)):
+            stack.extend((v, where) for v in x)
+
+
+def _random_n(rand: dict, source: str, limit: int) -> int:
+    n = rand.get("n")
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+        raise _fail(source, "random.n", f"needs a whole number of samples from 1 to {limit} "
+                                        f"(got {n!r}); more points need "
+                                        f"${MAX_POINTS_ENV} raised")
+    return n
+
+
+def _count_points(source: str, grid: dict, zipped: dict, n_random: int, seeds: list,
+                  reference: bool, limit: int) -> int:
+    """The number of points, by arithmetic: nothing is built before it passes the limit."""
+    sizes = [len(v) for v in grid.values()]
+    n = math.prod(sizes) * (len(next(iter(zipped.values()))) if zipped else 1) * n_random
+    n = n * len(seeds) + (len(seeds) if reference else 0)
+    if n > limit:
+        parts = [f"grid {' x '.join(map(str, sizes))}" if sizes else "",
+                 f"zip rows {len(next(iter(zipped.values())))}" if zipped else "",
+                 f"random.n {n_random}" if n_random > 1 else "", f"seeds {len(seeds)}"]
+        raise ConfigError(f"{source}: grid x zip x random x seeds: the sweep has {n} points "
+                          f"({', '.join(p for p in parts if p)}), more than the limit of "
+                          f"{limit}; split the sweep, or raise the limit with "
+                          f"{MAX_POINTS_ENV}={n} in the environment")
+    return n
+
+
+def _card_digest(device, base: str, cache: dict) -> str:
+    """SHA-1 of the device card a config names (found as load_config finds it), or ''."""
+    if not isinstance(device, str):
+        return ""
+    folder = os.path.dirname(base)
+    tries = [device] if os.path.isabs(device) else [
+        os.path.join(folder, device), device, os.path.join(folder, os.pardir, device)]
+    path = next((os.path.abspath(t) for t in tries if os.path.isfile(t)), None)
+    if path is None:
+        return ""
+    if path not in cache:
+        with open(path, "rb") as fh:
+            cache[path] = hashlib.sha1(fh.read()).hexdigest()
+    return cache[path]
+
+
+def config_hash(cfg, base: str, cards: dict) -> str:
+    """Hash of a point's resolved config (every key, defaults filled in), its base
+    experiment's location and its device card's contents: equal hashes, same run."""
+    text = json.dumps([cfg.to_dict(), os.path.abspath(base),
+                       _card_digest(cfg.crossbar.device, base, cards)],
+                      sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def load_sweep(path: str) -> Sweep:
+    """Read and validate a sweep file; every point's config is checked before anything runs.
+
+    The points are counted before any is built (limit: :func:`max_points`)."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep file must be a mapping (base, grid, zip, random, "
+                          f"seeds, ...)")
+    _check_size(raw, path)
+    for k in raw:
+        if k not in SWEEP_KEYS:
+            import difflib
+            close = difflib.get_close_matches(str(k), SWEEP_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise _fail(path, str(k), f"unknown key; {hint}(allowed: {', '.join(SWEEP_KEYS)})")
+    folder = os.path.dirname(os.path.abspath(path))
+    if "base" not in raw or not isinstance(raw["base"], str):
+        raise _fail(path, "base", "missing: name the base experiment file")
+    base = raw["base"] if os.path.isabs(raw["base"]) else os.path.join(folder, raw["base"])
+    if not os.path.isfile(base):
+        raise _fail(path, "base", f"{base}: no such experiment file")
+    sections = {}
+    for sec in ("set", "grid", "zip"):
+        v = raw.get(sec) or {}
+        if not isinstance(v, dict):
+            raise _fail(path, sec, "expected a mapping of key paths")
+        sections[sec] = v
+    seen = {}
+    for sec in ("set", "grid", "zip"):
+        for key in sections[sec]:
+            if key in seen:
+                raise _fail(path, f"{sec}.{key}", f"also set in {seen[key]}: a key may be "
+                                                  f"varied (or fixed) in one place only")
+            seen[key] = sec
+    for key, vals in {**sections["grid"], **sections["zip"]}.items():
+        sec = seen[key]
+        if not isinstance(vals, list) or not vals:
+            raise _fail(path, f"{sec}.{key}", "needs a non-empty list of values")
+    zip_lens = {len(v) for v in sections["zip"].values()}
+    if len(zip_lens) > 1:
+        raise _fail(path, "zip", f"lists have different lengths {sorted(zip_lens)}; zipped "
+                                 f"keys vary together and need equal lengths")
+    limit = max_points()
+    rand = raw.get("random") or {}
+    rand_params, n_random = {}, 1
+    if rand:
+        if not isinstance(rand, dict) or "params" not in rand or not rand["params"] \
+                or not isinstance(rand["params"], dict):
+            raise _fail(path, "random", "needs params: {key.path: {distribution: ...}} and n")
+        n_random = _random_n(rand, path, limit)
+        for key in rand["params"]:
+            if key in seen:
+                raise _fail(path, f"random.params.{key}", f"also set in {seen[key]}")
+            seen[key] = "random"
+        rand_params = rand["params"]
+    seeds = raw.get("seeds", [None])
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(
+            s is None or (isinstance(s, int) and s >= 0) for s in seeds):
+        raise _fail(path, "seeds", "needs a non-empty list of non-negative integers")
+    for reserved in ("training.seed", "crossbar.seed"):
+        if reserved in seen and seeds != [None]:
+            raise _fail(path, f"{seen[reserved]}.{reserved}", "conflicts with seeds: "
+                                                               "seeds set it")
+    _count_points(path, sections["grid"], sections["zip"], n_random, seeds,
+                  bool(raw.get("reference")), limit)
+
+    fixed = {k: _resolve_paths(k, v, folder) for k, v in sections["set"].items()}
+    grid = {k: [_resolve_paths(k, x, folder) for x in v] for k, v in sections["grid"].items()}
+    zipped = {k: [_resolve_paths(k, x, folder) for x in v] for k, v in sections["zip"].items()}
+    combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
+    zrows = ([dict(zip(zipped, vals)) for vals in zip(*zipped.values())] if zipped else [{}])
+    rrows = [{}]
+    if rand_params:
+        rng = np.random.default_rng(rand.get("seed", 0))
+        rrows = [{k: _resolve_paths(k, _draw(spec, rng, f"random.params.{k}", path), folder)
+                  for k, spec in rand_params.items()} for _ in range(n_random)]
+    axes = [*grid, *zipped, *rand_params]
+    points = []
+    for params in (dict(**g, **z, **r) for g in combos for z in zrows for r in rrows):
+        for seed in seeds:
+            points.append(Point(len(points), params, seed))
+    if raw.get("reference"):
+        for seed in seeds:
+            points.append(Point(len(points), {}, seed, kind="reference"))
+    base_raw = read_yaml(base)
+    _check_size(base_raw, base)
+    fixed_ov = [_as_override(k, v) for k, v in fixed.items()]
+    base_fixed = apply_overrides(base_raw if isinstance(base_raw, dict) else {}, fixed_ov)
+    cards = {}
+    for p in points:
+        ov = [_as_override(k, v) for k, v in p.params.items()]
+        if p.seed is not None:
+            ov += [f"training.seed={p.seed}", f"crossbar.seed={p.seed}"]
+        if p.kind == "reference":
+            ov += ["crossbar.enabled=false", "traces.tiles=[]"]
+        p.overrides = fixed_ov + ov
+        try:
+            cfg = config_from_dict(apply_overrides(base_fixed, ov), base)
+        except ConfigError as exc:
+            where = ", ".join(f"{k}={v!r}" for k, v in p.params.items()) or p.kind
+            raise ConfigError(f"{path}: point {p.index} ({where}): {exc}") from None
+        p.config_hash = config_hash(cfg, base, cards)
+    name = raw.get("name") or os.path.splitext(os.path.basename(path))[0]
+    content = {k: v for k, v in raw.items() if k not in ("name", "description")}
+    content.update(base=os.path.abspath(base), set=fixed, grid=grid, zip=zipped)
+    return Sweep(str(name), os.path.abspath(path), os.path.abspath(base), fixed, axes, points,
+                 content, _plain_base(base_raw, base), cards)
+
+
+def _plain_base(base_raw, base: str) -> dict:
+    """The base experiment resolved (defaults filled in), for listing what changed."""
+    try:
+        return config_from_dict(base_raw, base).to_dict()
+    except ConfigError:     # a base that only validates with the sweep's overrides
+        return base_raw if isinstance(base_raw, dict) else {}
+
+
+# ---------------------------------------------------------------------- one point
+def run_point(base: str, overrides: list, run_dir: str, point_id: str, kind: str) -> dict:
+    """Train one point (resuming its own checkpoint if one exists); never raises: a failure
+    becomes a row with status 'failed' and the error text.  Runs in a worker process."""
+    from crossbar_ep.runs import train
+    from crossbar_ep.config.experiment import load_config
+    started = time.time()
+    row = {"point_id": point_id, "kind": kind, "run_dir": run_dir, "host": socket.gethostname(),
+           "version": __version__, "started_utc": datetime.datetime.now(
+               datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        cfg = load_config(base, overrides)
+        if os.path.exists(os.path.join(run_dir, train.CHECKPOINT)):
+            run = train.resume(run_dir, epochs=cfg.training.epochs, expect=cfg)
+        else:
+            if os.path.isdir(run_dir):       # a point killed before its first checkpoint
+                import shutil
+                shutil.rmtree(run_dir)
+            run = train.start(cfg, run_dir)
+        s = train.fit(run, progress=False)
+        h = run.history
+        row.update(status="ok", error="", best_test_acc=s["best_test_acc"],
+                   best_epoch=s["best_epoch"], final_test_acc=s["final_test_acc"],
+                   final_train_acc=h[-1]["train_acc"], epochs=s["epochs"],
+                   train_time_s=s["time_s"],
+                   pulses_total=sum(r.get("pulses_total") or 0 for r in h),
+                   at_bound_mean=h[-1].get("at_bound_mean"))
+        for k, v in h[-1].items():          # later metrics (energy, settling time) ride along
+            if k.startswith(("energy", "settle_time", "ir_drop")) and \
+                    isinstance(v, (int, float)):
+                row[k] = v
+    except Exception as exc:  # noqa: BLE001 - a failed point is data, not a crash
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
+        row["traceback"] = traceback.format_exc(limit=5)
+    row["duration_s"] = time.time() - started
+    return row
+
+
+# ---------------------------------------------------------------------- table
+def read_results(sweep_dir: str) -> list:
+    path = os.path.join(sweep_dir, RESULT_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _columns(sweep: Sweep, rows: list) -> list:
+    extra = sorted({k for r in rows for k in r} - set(META_COLUMNS) - set(METRIC_COLUMNS)
+                   - set(sweep.axes) - {"traceback"})
+    return [*META_COLUMNS[:3], *sweep.axes, "seed", *METRIC_COLUMNS, *extra,
+            *[c for c in META_COLUMNS[3:] if c != "seed"]]
+
+
+def write_results(sweep: Sweep, sweep_dir: str, rows: list) -> None:
+    """results.csv and results.h5 (same columns), sorted by point, written atomically."""
+    from crossbar_ep.runs.train import _atomic_text
+    rows = sorted(rows, key=lambda r: r["point_id"])
+    cols = _columns(sweep, rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else r[c]) for c in cols})
+    _atomic_text(os.path.join(sweep_dir, RESULT_FILE), buf.getvalue())
+
+    import h5py
+    final = os.path.join(sweep_dir, "results.h5")
+    tmp = os.path.join(sweep_dir, ".tmp-results.h5")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["sweep"] = sweep.name
+            f.attrs["sweep_file"] = sweep.source
+            f.attrs["base"] = sweep.base
+            f.attrs["crossbar_ep_version"] = __version__
+            f.attrs["axes"] = json.dumps(sweep.axes)
+            for c in cols:
+                vals = [r.get(c) for r in rows]
+                num = [_num(v) for v in vals]
+                if all(v is not None for v in num) and any(v != "" for v in vals):
+                    f.create_dataset(c, data=np.array(num, float))
+                else:
+                    f.create_dataset(c, data=np.array(["" if v is None else str(v)
+                                                       for v in vals], dtype=object),
+                                     dtype=h5py.string_dtype())
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _num(v):
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    if v in ("", None):
+        return np.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------- executors
+def _init_worker() -> None:
+    """Ctrl-C belongs to the main process (it stops the workers); SIGTERM from it unwinds the
+    point, so files close, and ends the worker (see :func:`_run_point_in_worker`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _run_point_in_worker(*args) -> dict:
+    try:
+        return run_point(*args)
+    except SystemExit:              # stopped by the sweep: leave, do not take another point
+        os._exit(143)
+
+
+class _Local:
+    """A process pool on this machine; BLAS threads split between the workers."""
+
+    def __init__(self, workers: int):
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        cores = os.cpu_count() or 1
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, cores // workers)))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                           mp_context=mp.get_context("spawn"))
+        self.unspawned = workers
+
+    def submit(self, *args):
+        if not self.unspawned or threading.current_thread() is not threading.main_thread():
+            return self.pool.submit(_run_point_in_worker, *args)
+        # this submit starts a worker process: it inherits an ignored Ctrl-C, so a Ctrl-C
+        # while it starts up does not kill it with a traceback
+        self.unspawned -= 1
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return self.pool.submit(_run_point_in_worker, *args)
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    def stop(self, futures, grace: float = 3.0) -> None:
+        """Cancel what has not started and end the running points now: SIGTERM, then after
+        ``grace`` seconds SIGKILL.  A killed point resumes from its last checkpoint."""
+        for f in futures:
+            f.cancel()
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())  # no public API
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(2.0)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+
+class _Dask:
+    """An existing Dask scheduler (``tcp://host:8786``) or a LocalCluster of N workers."""
+
+    def __init__(self, address: str | None, n_local: int | None):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("Dask scheduling needs dask.distributed: pip install "
+                              "'dask[distributed]'") from None
+        self.cluster = None
+        if address:
+            try:
+                self.client = Client(address, timeout="20s")
+            except OSError as exc:
+                raise ConfigError(f"--scheduler {address}: cannot reach the Dask scheduler "
+                                  f"({exc})") from None
+        else:
+            self.cluster = LocalCluster(n_workers=n_local, threads_per_worker=1,
+                                        processes=True, dashboard_address=None)
+            self.client = Client(self.cluster)
+
+    def submit(self, *args):
+        return self.client.submit(run_point, *args, pure=False)
+
+    def stop(self, futures) -> None:
+        """Cancel every point; a LocalCluster's worker processes end with it.  A point
+        already running on a remote cluster finishes there (Dask cannot interrupt it)."""
+        try:
+            self.client.cancel(list(futures), force=True)
+        finally:
+            self.close()
+
+    def close(self):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_sets(event: threading.Event):
+    """While inside, Ctrl-C sets ``event`` instead of raising KeyboardInterrupt anywhere."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _row_of(fut, p: Point, sweep: Sweep, out_dir: str) -> dict:
+    """The result row of a finished future (a worker that died is a failed point)."""
+    from crossbar_ep.runs.train import _atomic_text
+    exc = fut.exception()
+    if exc is not None:
+        row = {"point_id": p.point_id, "kind": p.kind, "status": "failed",
+               "error": f"{type(exc).__name__}: {exc}".replace("\n", " "),
+               "run_dir": os.path.join(out_dir, "points", p.point_id)}
+    else:
+        row = fut.result()
+    row.update({k: p.params.get(k) for k in sweep.axes})
+    row["seed"] = p.seed
+    row["config_hash"] = p.config_hash
+    tb = row.pop("traceback", "")
+    if tb:
+        os.makedirs(row["run_dir"], exist_ok=True)
+        _atomic_text(os.path.join(row["run_dir"], "error.txt"), tb)
+    return row
+
+
+# ---------------------------------------------------------------------- resume checks
+def _flat(d, prefix: str = "") -> dict:
+    """Nested mappings as {dotted.key: value}; lists stay whole."""
+    if not isinstance(d, dict) or (prefix and not d):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _show(v) -> str:
+    text = "(absent)" if v is _ABSENT else json.dumps(v, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ABSENT = object()
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list:
+    """``key: old -> new`` for every key whose value differs."""
+    a, b = _flat(json.loads(json.dumps(old, default=str))), \
+        _flat(json.loads(json.dumps(new, default=str)))
+    return [f"{prefix}{k}: {_show(a.get(k, _ABSENT))} -> {_show(b.get(k, _ABSENT))}"
+            for k in sorted(set(a) | set(b), key=str) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def _record(sweep: Sweep) -> dict:
+    return {"sweep": json.loads(json.dumps(sweep.content, default=str)),
+            "base_config": json.loads(json.dumps(sweep.base_config, default=str)),
+            "cards": sweep.cards}
+
+
+def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
+    """Before a resume: the ids of started or finished points whose config changed since.
+
+    Refuses (ConfigError listing what changed) unless ``accept``.  Nothing in the folder is
+    touched here."""
+    def load(name, default):
+        try:
+            with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return default
+    old = load(RECORD_FILE, None)
+    old_hash = {p.get("point_id"): p.get("config_hash") for p in load("points.json", [])
+                if isinstance(p, dict)}
+    started = {r["point_id"] for r in read_results(out_dir)}
+    if os.path.isdir(os.path.join(out_dir, "points")):
+        started |= set(os.listdir(os.path.join(out_dir, "points")))
+    stale = {p.point_id for p in sweep.points
+             if p.point_id in started and old_hash.get(p.point_id) != p.config_hash}
+    if old is None:
+        if not started:
+            return stale
+        lines = [f"{RECORD_FILE} is missing: this folder was made by an older crossbar-ep (or "
+                 f"is not a sweep folder), so its points cannot be checked"]
+    else:
+        new = _record(sweep)
+        lines = _diff(old.get("sweep", {}), new["sweep"])
+        if stale:
+            lines += _diff(old.get("base_config", {}), new["base_config"], "base: ")
+            cards = old.get("cards", {})
+            lines += [f"device card {c}: contents changed" for c in sorted(new["cards"])
+                      if c in cards and cards[c] != new["cards"][c]]
+            lines = lines or ["the resolved configs differ (crossbar-ep's defaults changed?)"]
+    if not lines or accept:
+        return stale
+    shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    raise ConfigError(
+        f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
+        f"({len(stale)} started or finished point{'' if len(stale) == 1 else 's'} would be "
+        f"reused with another config):\n  "
+        + "\n  ".join(shown) + "\nAdd --accept-config-changes to rerun the changed points from "
+        f"scratch (unchanged points keep their results), or choose another --out.")
+
+
+# ---------------------------------------------------------------------- run
+def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None = None,
+              dask_local: int | None = None, resume: bool = False, retry_failed: bool = False,
+              progress: bool = True, log=print, accept_changes: bool = False,
+              sweep: Sweep | None = None) -> list:
+    """Run (or resume) every point of a sweep file; returns the result rows.
+
+    Ctrl-C stops the workers at once and raises KeyboardInterrupt; every finished point is
+    in the table and ``resume=True`` runs the rest.  A resume refuses a sweep whose points
+    changed since unless ``accept_changes`` (then the changed points rerun from scratch)."""
+    import shutil
+
+    from crossbar_ep.runs.train import _atomic_text
+    sweep = sweep or load_sweep(path)
+    held = [f for f in (RESULT_FILE, "points.json") if os.path.exists(os.path.join(out_dir, f))]
+    if held and not resume:
+        raise ConfigError(f"{out_dir}: already holds a sweep; add --resume to continue it, or "
+                          f"choose another --out")
+    stale = _changed_points(sweep, out_dir, accept_changes) if held else set()
+    ids = {p.point_id for p in sweep.points}
+    done = {r["point_id"]: r for r in read_results(out_dir)}
+    gone = [i for i in done if i not in ids]
+    if gone:
+        log(f"{len(gone)} rows of points no longer in the sweep leave the table (their run "
+            f"directories stay in {out_dir}/points)")
+    for pid in stale:
+        log(f"point {pid}: its config changed; it runs again from scratch")
+        shutil.rmtree(os.path.join(out_dir, "points", pid), ignore_errors=True)
+    done = {i: r for i, r in done.items() if i in ids and i not in stale}
+    os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
+    shutil.copyfile(sweep.source, os.path.join(out_dir, "sweep.yaml"))
+    _atomic_text(os.path.join(out_dir, "points.json"), json.dumps(
+        [{"point_id": p.point_id, "kind": p.kind, "params": p.params, "seed": p.seed,
+          "overrides": p.overrides, "config_hash": p.config_hash} for p in sweep.points],
+        indent=1, default=str))
+    _atomic_text(os.path.join(out_dir, RECORD_FILE), json.dumps(_record(sweep), indent=1))
+    todo = [p for p in sweep.points
+            if p.point_id not in done or (retry_failed and done[p.point_id]["status"] != "ok")]
+    rows = [dict(r) for i, r in done.items() if i not in {p.point_id for p in todo}]
+    log(f"sweep {sweep.name}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} "
+        f"already done, {len(todo)} to run -> {out_dir}")
+    write_results(sweep, out_dir, rows)
+    if not todo:
+        return rows
+    ex = _Dask(scheduler, dask_local) if (scheduler or dask_local) else _Local(workers)
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="point", file=sys.stderr)
+    finished, stop, futures = queue.Queue(), threading.Event(), {}
+    clean = False
+
+    def record(fut):
+        rows.append(_row_of(fut, futures[fut], sweep, out_dir))
+        if rows[-1]["status"] != "ok":
+            log(f"point {rows[-1]['point_id']} failed: {rows[-1]['error']}")
+        write_results(sweep, out_dir, rows)
+        if bar is not None:
+            bar.update(1)
+    try:
+        with _sigint_sets(stop):
+            for p in todo:
+                if stop.is_set():
+                    break
+                fut = ex.submit(sweep.base, p.overrides,
+                                os.path.join(out_dir, "points", p.point_id), p.point_id, p.kind)
+                futures[fut] = p
+                fut.add_done_callback(finished.put)
+            left = len(futures)
+            while left and not stop.is_set():
+                try:
+                    fut = finished.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if stop.is_set():           # a worker that died of the same Ctrl-C
+                    finished.put(fut)
+                    break
+                left -= 1
+                record(fut)
+            if stop.is_set():
+                ex.stop(futures)
+                while not finished.empty():     # points that finished as the sweep stopped
+                    fut = finished.get()
+                    if not fut.cancelled() and fut.exception() is None:
+                        record(fut)
+                raise KeyboardInterrupt
+        clean = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if clean:
+            ex.close()
+        elif not stop.is_set():
+            ex.stop(futures)    # an error in the main process: stop the workers too
+    return rows

@@ -22,10 +22,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from crossbar_ep.config.build import build_network, make_learner, make_optimizer  # noqa: E402
 from crossbar_ep.config.experiment import load_config  # noqa: E402
-from crossbar_ep.config.build import make_learner
-from crossbar_ep.config.build import build_network
-from crossbar_ep.config.build import make_optimizer
 
 
 def learner_for(cfg):

@@ -28,8 +28,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from crossbar_ep.circuit.nodal import TileCircuit, Wires, transfer_maps  # noqa: E402
-from crossbar_ep.circuit.spice import (ngspice_available, run_ngspice, sensed_currents,  # noqa: E402
-                               tile_netlist)
+from crossbar_ep.circuit.spice import (  # noqa: E402
+    ngspice_available,
+    run_ngspice,
+    sensed_currents,
+    tile_netlist,
+)
 
 
 def main() -> int:

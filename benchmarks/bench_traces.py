@@ -20,8 +20,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from crossbar_ep.runs import train  # noqa: E402
 from crossbar_ep.config.experiment import load_config  # noqa: E402
+from crossbar_ep.runs import train  # noqa: E402
 
 
 def main() -> int:

@@ -20,16 +20,16 @@ import time
 
 import numpy as np
 
-from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
-from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
-from crossbar_ep.devices.card import DeviceCard, load_card
-from crossbar_ep.model.settle import Settler
-from crossbar_ep.crossbar.energy import EnergyMeter
-from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
+from crossbar_ep.devices.card import DeviceCard, load_card
+from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.optim import SGD, Adam
+from crossbar_ep.model.settle import Settler
 
 __all__ = ["attach_crossbar", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
            "SaveWeights"]

@@ -131,9 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_compare(args) -> int:
-    from crossbar_ep.runs import compare
-    from crossbar_ep.runs import train
     from crossbar_ep.config.experiment import load_config
+    from crossbar_ep.runs import compare, train
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
@@ -155,8 +154,8 @@ def _cmd_compare(args) -> int:
 def _cmd_diagnose(args) -> int:
     import os
 
-    from crossbar_ep.runs import train
     from crossbar_ep.model.diagnostics import diagnose
+    from crossbar_ep.runs import train
     if os.path.isdir(args.target):
         if args.overrides:
             raise CrossbarEPError("--set applies to an experiment file, not a run directory")
@@ -226,9 +225,9 @@ def _cmd_export(args) -> int:
 def _export_network(args) -> int:
     import numpy as np
 
-    from crossbar_ep.runs import train
     from crossbar_ep.circuit.spice import write_netlist
     from crossbar_ep.circuit.spice_network import network_netlist, states_from_values
+    from crossbar_ep.runs import train
     run = train.resume(args.run_dir, record=False)
     pulses = getattr(run.learner, "pulses", None)
     if pulses is None:

@@ -272,3 +272,11 @@ def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str
             default_text = str(default).lower()
         rows.append((name, type_name, default_text, f.metadata["unit"], f.metadata["doc"]))
     return rows
+
+
+def parse_tile(spec: str) -> tuple[str, int, int]:
+    """'W1:0:1' -> ('W1', 0, 1): matrix, row-tile index, column-tile index."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"{spec!r}: expected MATRIX:ROW_TILE:COL_TILE, e.g. W1:0:0")
+    return parts[0], int(parts[1]), int(parts[2])

@@ -5,9 +5,9 @@ import re
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 import crossbar_ep as cx
-from conftest import REPO
 from crossbar_ep.model.settle import settle_reference
 
 

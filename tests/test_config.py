@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from crossbar_ep.cli import main
 from crossbar_ep.config.experiment import config_from_dict, load_config
 from crossbar_ep.errors import ConfigError

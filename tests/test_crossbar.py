@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery, quantize
 from crossbar_ep.devices.card import load_card
 

@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
-from crossbar_ep.crossbar.pulses import coincidence_counts
+
 from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.crossbar.pulses import coincidence_counts
 from crossbar_ep.devices.card import load_card
+from crossbar_ep.runs import train
 
 IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
@@ -120,6 +120,7 @@ def test_crossbar_config_errors():
 
 def test_compare_cli(tmp_path, capsys):
     import yaml
+
     from crossbar_ep.cli import main
     exp = tmp_path / "x.yaml"
     exp.write_text(yaml.safe_dump({

@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import idx_bytes, make_fake_dataset, write_idx
-from crossbar_ep.io import data as D
+
 from crossbar_ep.config.experiment import config_from_dict
 from crossbar_ep.errors import DataError
+from crossbar_ep.io import data as D
 
 
 @pytest.mark.parametrize("compress", [True, False])

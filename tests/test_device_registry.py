@@ -16,17 +16,26 @@ import re
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
-from crossbar_ep.config.build import batch_seconds
+
 from crossbar_ep.cli import main
+from crossbar_ep.config.build import batch_seconds
+from crossbar_ep.config.docs import render_devices
 from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.devices import (
+    REQUIRED,
+    DeviceArray,
+    DeviceModel,
+    Param,
+    model_class,
+    model_names,
+    pulse_reference,
+    register,
+    registry,
+)
 from crossbar_ep.devices import card as device_card
 from crossbar_ep.devices.card import card_from_dict, describe, load_card
-from crossbar_ep.devices import (REQUIRED, DeviceArray, DeviceModel, Param, model_class,
-                                 model_names, pulse_reference, register, registry)
-from crossbar_ep.config.docs import render_devices
+from crossbar_ep.runs import train
 
 CARDS = sorted(glob.glob(os.path.join(REPO, "device_models", "*.yaml")))
 

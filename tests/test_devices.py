@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from crossbar_ep.cli import main
-from crossbar_ep.devices.card import MODELS, card_from_dict, load_card
 from crossbar_ep.devices import DeviceArray, pulse_reference
+from crossbar_ep.devices.card import MODELS, card_from_dict, load_card
 from crossbar_ep.errors import ConfigError
 
 CARDS = sorted(glob.glob(os.path.join(REPO, "device_models", "*.yaml")))

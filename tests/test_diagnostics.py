@@ -2,13 +2,13 @@
 the fixed point against log of the spectral radius, and the CLI."""
 
 import numpy as np
-
 from conftest import small_config
+
 from crossbar_ep import cli
+from crossbar_ep.config.build import build_network
 from crossbar_ep.config.experiment import dump_config
 from crossbar_ep.model.diagnostics import coupling_matrix, ftle, jacobian
 from crossbar_ep.model.settle import settle_reference
-from crossbar_ep.config.build import build_network
 
 
 def net_x(**model):

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-
 from conftest import small_config
-from crossbar_ep.model import kernels
-from crossbar_ep.model.settle import Settler, settle_reference
-from crossbar_ep.model.learners import one_hot
+
 from crossbar_ep.config.build import build_network
+from crossbar_ep.model import kernels
+from crossbar_ep.model.learners import one_hot
+from crossbar_ep.model.settle import Settler, settle_reference
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

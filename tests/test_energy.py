@@ -5,13 +5,13 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
-from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
-from crossbar_ep.devices.card import load_card
+
 from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile
 from crossbar_ep.circuit.nodal import TileCircuit, Wires
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.devices.card import load_card
+from crossbar_ep.runs import train
 
 ECRAM = os.path.join(REPO, "device_models", "ecram_li_tang2018.yaml")
 

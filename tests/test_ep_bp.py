@@ -3,12 +3,10 @@ align with the backpropagation gradients of the equivalent feed-forward net."""
 
 import numpy as np
 import pytest
-
 from conftest import small_config
+
+from crossbar_ep.config.build import build_network, make_learner, make_optimizer
 from crossbar_ep.model.learners import BPLearner, one_hot
-from crossbar_ep.config.build import make_learner
-from crossbar_ep.config.build import build_network
-from crossbar_ep.config.build import make_optimizer
 
 
 def _cos(a, b):

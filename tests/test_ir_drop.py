@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
-from crossbar_ep.devices.card import load_card
+
 from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile
 from crossbar_ep.circuit.nodal import TileCircuit, Wires
+from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.devices.card import load_card
 
 
 def cardfile(name):
@@ -133,8 +133,10 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
     """Every read of the settling loop goes through the IR-drop maps: the free phase equals a
     NumPy settle built from the tiles' forward and transposed operands; resistive wires train
     and cost accuracy against negligible ones."""
-    from conftest import small_config
     from dataclasses import replace
+
+    from conftest import small_config
+
     from crossbar_ep.runs import train
 
     def cfg(r, refresh=1):

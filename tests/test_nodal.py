@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from crossbar_ep.circuit.nodal import TileCircuit, Wires, ideal_read
-from crossbar_ep.circuit.spice import ngspice_available, run_ngspice, sensed_currents, tile_netlist
+from crossbar_ep.circuit.spice import (
+    ngspice_available,
+    run_ngspice,
+    sensed_currents,
+    tile_netlist,
+)
 
 needs_ngspice = pytest.mark.skipif(not ngspice_available(),
                                    reason="ngspice not installed: apt-get install -y ngspice "
@@ -121,11 +126,13 @@ def test_bad_inputs():
 def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_path,
                                                                              transposed, extra):
     """The simulator's own training reads (IR-drop maps, device I-V law) against ngspice."""
-    from conftest import REPO, small_config
-    from crossbar_ep.runs import train
-    from crossbar_ep.cli import main
-    from crossbar_ep.runs.export import export_tile
     import os
+
+    from conftest import REPO, small_config
+
+    from crossbar_ep.cli import main
+    from crossbar_ep.runs import train
+    from crossbar_ep.runs.export import export_tile
     rpu = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
     cfg = small_config(training={"optimizer": "sgd", "lr": 0.1, "epochs": 1},
                        crossbar={"enabled": True, "device": rpu, "tile_rows": 16,
@@ -223,11 +230,13 @@ def test_nonlinear_without_wires_is_G_f_of_the_drive():
 def test_whole_network_netlist_settles_to_the_free_phase_fixed_point(tmp_path):
     """ngspice's DC operating point of the network netlist (arrays, behavioural tanh neurons)
     equals the fixed point of the simulator's settling loop."""
-    from conftest import REPO, small_config
-    from crossbar_ep.runs import train
-    from crossbar_ep.model.settle import settle_reference
-    from crossbar_ep.circuit.spice_network import network_netlist, states_from_values
     import os
+
+    from conftest import REPO, small_config
+
+    from crossbar_ep.circuit.spice_network import network_netlist, states_from_values
+    from crossbar_ep.model.settle import settle_reference
+    from crossbar_ep.runs import train
     card = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
     cfg = small_config(model={"hidden": [6, 5], "bias": True, "beta_i": 0.3},
                        data={"synthetic_features": 8},

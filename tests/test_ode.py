@@ -3,12 +3,12 @@ Heun and its convergence order, the adaptive integrator, and settling times in s
 
 import numpy as np
 import pytest
-
 from conftest import small_config
-from crossbar_ep.runs import train
-from crossbar_ep.model.settle import Settler, settle_reference
-from crossbar_ep.model.learners import one_hot
+
 from crossbar_ep.config.build import build_network
+from crossbar_ep.model.learners import one_hot
+from crossbar_ep.model.settle import Settler, settle_reference
+from crossbar_ep.runs import train
 
 
 @pytest.fixture

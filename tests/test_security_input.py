@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO, idx_bytes, make_fake_dataset, small_config, write_idx
-from crossbar_ep.io import data as D
+
 from crossbar_ep import yamlio
 from crossbar_ep.cli import main
 from crossbar_ep.config.experiment import load_config
 from crossbar_ep.errors import ConfigError, CrossbarEPError, DataError
+from crossbar_ep.io import data as D
 
 EXP = os.path.join(REPO, "experiments", "mnist_3hl.yaml")
 

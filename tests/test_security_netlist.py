@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO
+
+from crossbar_ep.circuit.nodal import Wires
+from crossbar_ep.circuit.spice import netlist_text, tile_netlist
 from crossbar_ep.cli import main
 from crossbar_ep.devices.card import MAX_STATES, load_card
 from crossbar_ep.errors import ConfigError, CrossbarEPError
-from crossbar_ep.circuit.nodal import Wires
-from crossbar_ep.circuit.spice import netlist_text, tile_netlist
 
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
 
@@ -66,6 +66,7 @@ def tiny_run(tmp_path_factory):
     """A trained 8-6-5-4 crossbar run in a directory whose name holds a newline and a
     .control block (when the file system allows it)."""
     from conftest import small_config
+
     from crossbar_ep.runs import train
     base = tmp_path_factory.mktemp("sec")
     card = write_card(base / "card.yaml")
@@ -125,7 +126,7 @@ def test_export_with_hostile_card_object_and_run_path(tiny_run, tmp_path, monkey
                                                        capsys):
     """A card built around the load-time check (programmatically) still cannot inject lines,
     through the tile export, the network export and --run-ngspice."""
-    from crossbar_ep.config import build as backend   # the builder loads the card
+    from crossbar_ep.config import build as backend  # the builder loads the card
     from crossbar_ep.runs.export import export_tile
     base, d, card = tiny_run
     marker = tmp_path / "pwned_by_card"

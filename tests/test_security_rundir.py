@@ -12,11 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
+
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError, ConfigError
+from crossbar_ep.runs import train
 
 TINY = {"data": {"synthetic_train": 100, "synthetic_test": 50}, "model": {"hidden": [8, 8]},
         "training": {"epochs": 1, "T": 4, "K": 2}}

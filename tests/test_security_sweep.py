@@ -10,8 +10,8 @@ import time
 
 import pytest
 import yaml
-
 from conftest import REPO, make_fake_dataset
+
 from crossbar_ep.errors import ConfigError, CrossbarEPError
 from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
 

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
-from crossbar_ep.io import traces
+
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CrossbarEPError
+from crossbar_ep.io import traces
 from crossbar_ep.io.traces import TraceError, open_run
+from crossbar_ep.runs import train
 
 MiB = 1 << 20
 

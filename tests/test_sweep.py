@@ -6,8 +6,8 @@ import os
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from crossbar_ep.errors import ConfigError
 from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
 

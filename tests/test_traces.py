@@ -12,15 +12,15 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
+
+from crossbar_ep.config.build import build_network
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.devices.card import load_card
-from crossbar_ep.model.settle import Settler, settle_reference
 from crossbar_ep.errors import ConfigError
-from crossbar_ep.config.build import build_network
 from crossbar_ep.io.traces import TraceError, _TileProbe, open_run
+from crossbar_ep.model.settle import Settler, settle_reference
+from crossbar_ep.runs import train
 
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
 IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")

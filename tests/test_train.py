@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, small_config
-from crossbar_ep.runs import train
+
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError
+from crossbar_ep.runs import train
 
 
 def _weights(run):

@@ -29,8 +29,8 @@ import tempfile
 
 import numpy as np
 
-from crossbar_ep.errors import CrossbarEPError
 from crossbar_ep.circuit.nodal import Wires
+from crossbar_ep.errors import CrossbarEPError
 
 
 class SpiceError(CrossbarEPError):

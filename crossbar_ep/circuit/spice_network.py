@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossbar_ep.errors import CrossbarEPError
 from crossbar_ep.circuit.spice import finish_netlist, netlist_text
+from crossbar_ep.errors import CrossbarEPError
 
 MAX_DEVICES = 40000
 

@@ -9,16 +9,20 @@ import math
 
 import numpy as np
 
-from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats, StochasticCoincidence
+from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.config.experiment import Config
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
-from crossbar_ep.devices.card import load_card
-from crossbar_ep.model.settle import Settler
 from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.crossbar.pulses import (
+    DeterministicPulses,
+    PulseStats,
+    StochasticCoincidence,
+)
+from crossbar_ep.devices.card import load_card
 from crossbar_ep.model.learners import BPLearner, EPLearner
-from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.model.network import Network, agt_links, make_network
 from crossbar_ep.model.optim import SGD, Adam, Optimizer
+from crossbar_ep.model.settle import Settler
 
 
 def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) -> Network:

@@ -123,8 +123,14 @@ The module defining the class must be imported before the card is loaded.
 
 
 def render_devices() -> str:
-    from crossbar_ep.devices.card import DRIFT_KEYS, FAULT_KEYS, PROG_KEYS, REQUIRED, TOP
     from crossbar_ep.devices import model_class, model_names
+    from crossbar_ep.devices.card import (
+        DRIFT_KEYS,
+        FAULT_KEYS,
+        PROG_KEYS,
+        REQUIRED,
+        TOP,
+    )
     out = [DEVICE_HEADER, "| model | state change per pulse (d = +1 SET, -1 RESET) |",
            "|---|---|"]
     out += [f"| {m} | {model_class(m).summary} |" for m in model_names()]

@@ -18,17 +18,21 @@ products with the effective matrix ``W_eff`` and tiling changes nothing.
 
 from __future__ import annotations
 
-
 import numba
 import numpy as np
 
 from crossbar_ep import fastrng
+from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings
+from crossbar_ep.circuit.iv import IVLaw
+from crossbar_ep.crossbar.mapping import MAPPINGS
+from crossbar_ep.crossbar.periphery import (  # noqa: F401
+    Periphery,
+    dac_kernel,
+    quantize,
+    sense_accumulate,
+)
 from crossbar_ep.devices.card import DeviceCard
 from crossbar_ep.model.operators import WeightOperator
-from crossbar_ep.crossbar.periphery import Periphery, dac_kernel, quantize, sense_accumulate  # noqa: F401
-from crossbar_ep.circuit.iv import IVLaw
-from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings
-from crossbar_ep.crossbar.mapping import MAPPINGS
 
 
 @numba.njit(cache=True)

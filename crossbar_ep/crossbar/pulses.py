@@ -11,7 +11,6 @@ pulse rule (:class:`DeterministicPulses`, :class:`StochasticCoincidence`); a
 
 from __future__ import annotations
 
-
 import numba
 import numpy as np
 from numba import types

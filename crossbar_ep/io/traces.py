@@ -17,142 +17,33 @@ from __future__ import annotations
 
 import datetime
 import errno
-import glob
 import os
-import re
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from crossbar_ep import __version__
-from crossbar_ep.crossbar.energy import ENERGY_METRICS
-from crossbar_ep.errors import CrossbarEPError
-
-SCHEMA_VERSION = 1
-LOCK_WAIT_S = 5.0      # how long the writer retries a file another process holds (s)
-
-PHASES = ("free", "nudged")
+from crossbar_ep.io.trace_files import (  # noqa: F401
+    LOCK_WAIT_S,
+    METRIC_UNITS,
+    PHASES,
+    SCHEMA_VERSION,
+    TraceError,
+    _busy,
+    _io_error,
+    _pending_epoch,
+    _reading,
+    io_hint,
+    pending_paths,
+)
+from crossbar_ep.io.trace_reader import TraceRun, describe_tree, open_run  # noqa: F401
+from crossbar_ep.schema import parse_tile  # noqa: F401
 
 # units and descriptions of the per-epoch metrics (others are stored with unit "-")
-METRIC_UNITS = {
-    "epoch": ("-", "epoch number (1-based)"),
-    "train_loss": ("nats", "mean cross-entropy on the training set during the epoch"),
-    "train_acc": ("fraction", "training accuracy during the epoch"),
-    "test_loss": ("nats", "mean cross-entropy on the test set after the epoch"),
-    "test_acc": ("fraction", "test accuracy after the epoch"),
-    "val_acc": ("fraction", "validation accuracy after the epoch (NaN: no validation set)"),
-    "epoch_time_s": ("s", "wall time of the epoch including evaluation"),
-    "samples_per_s": ("samples/s", "training throughput"),
-    "settle_residual": ("1/tau", "mean over batches of the last free-phase max |ds|"),
-    "settle_steps": ("steps", "mean free-phase steps used"),
-    "settle_time_free_s": ("s", "mean free-phase settling time: tau_s x integrated tau"),
-    "settle_time_nudged_s": ("s", "mean nudged-phase settling time"),
-    **{k: ("J", v) for k, v in ENERGY_METRICS.items()},
-    "ir_drop_rel": ("fraction", "IR drop: ||W_read - W_programmed|| / ||W_programmed|| over "
-                                "the forward reads of all arrays, at the end of the epoch"),
-    "pulses_total": ("pulses", "programming pulses fired in the epoch, all arrays"),
-    "at_bound_mean": ("fraction", "mean fraction of devices at a conductance bound"),
-}
 
 
-class TraceError(CrossbarEPError):
-    """The trace file cannot be written or read."""
-
-
-def _busy(exc: Exception) -> bool:
-    """True if HDF5 refused to open a file because another handle holds it."""
-    text = str(exc)
-    return (isinstance(exc, BlockingIOError) or getattr(exc, "errno", None) == errno.EAGAIN
-            or "unable to lock file" in text or "already open" in text)
-
-
-def io_hint(exc: Exception) -> str:
-    """What to do about an OSError from a write in the run directory."""
-    if _busy(exc):
-        return ("another process holds the file open (a reader such as HDFView, or an "
-                "h5py.File left open in a notebook): close it")
-    code = getattr(exc, "errno", None)
-    return {errno.ENOSPC: "the disk is full: free space",
-            errno.EDQUOT: "the disk quota is exceeded: free space",
-            errno.EACCES: "permission denied: make the run directory writable",
-            errno.EPERM: "permission denied: make the run directory writable",
-            errno.EROFS: "the file system is read-only: move the run directory"}.get(
-        code, "check the path, free space and permissions")
-
-
-def _io_error(path: str, exc: Exception, action: str) -> TraceError:
-    hint = io_hint(exc)
-    if action == "create":
-        tail = "nothing was trained yet: fix this, or switch traces off (traces.enabled: false)"
-    else:
-        tail = (f"the checkpoint of the last completed epoch is kept: fix this and continue "
-                f"with crossbar-ep run --resume {os.path.dirname(path) or '.'}")
-    return TraceError(f"{path}: cannot {action} the trace file ({exc}); {hint}; {tail}")
-
-
-def pending_paths(path: str) -> list:
-    """Side files ``<stem>.pending-NNNN.h5`` of a trace file, by epoch."""
-    stem = os.path.splitext(path)[0]
-    found = glob.glob(glob.escape(stem) + ".pending-*.h5")
-    return sorted((p for p in found if _pending_epoch(p)), key=_pending_epoch)
-
-
-def _pending_epoch(path: str) -> int:
-    m = re.search(r"\.pending-(\d+)\.h5$", path)
-    return int(m.group(1)) if m else 0
-
-
-try:
-    import fcntl
-except ImportError:        # not POSIX: no reader lock
-    fcntl = None
-
-
-@contextmanager
-def _reading(path: str, wait_s: float = 2 * LOCK_WAIT_S):
-    """An HDF5 file open for one read access, never blocking a writer between accesses.
-
-    Holds a shared ``flock`` on the file while open, so an access waits for a running
-    epoch write (HDF5's writer lock) to finish, and the writer waits for the access;
-    HDF5's own lock is off (``locking=False``) so the file stays writable for the run.
-    """
-    import h5py
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot open the trace file ({exc})") from None
-    try:
-        deadline = time.monotonic() + wait_s
-        while fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TraceError(f"{path}: another process holds the file for writing "
-                                     f"(the run writes an epoch in one go); try again in a "
-                                     f"moment") from None
-                time.sleep(0.05)
-            except OSError:     # file system without flock: read unlocked
-                break
-        try:
-            try:
-                f = h5py.File(path, "r", locking=False)
-            except ValueError:      # HDF5 older than 1.10.7 / 1.12.1: no locking switch
-                f = h5py.File(path, "r")
-        except OSError as exc:
-            raise TraceError(f"{path}: not a readable HDF5 trace file ({exc})") from None
-        with f:
-            try:
-                yield f
-            except OSError as exc:
-                raise TraceError(f"{path}: read failed ({exc}); if another program writes "
-                                 f"the file, try again once it has finished") from None
-    finally:
-        os.close(fd)      # releases the lock
 
 
 # ---------------------------------------------------------------------- recording
@@ -546,195 +437,6 @@ class Recorder:
                      "RESET on G-; - the opposite)", "(n_out, n_in)")
 
 
-def parse_tile(spec: str) -> tuple[str, int, int]:
-    """'W1:0:1' -> ('W1', 0, 1): matrix, row-tile index, column-tile index."""
-    parts = spec.split(":")
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        raise ValueError(f"{spec!r}: expected MATRIX:ROW_TILE:COL_TILE, e.g. W1:0:0")
-    return parts[0], int(parts[1]), int(parts[2])
-
-
 # ---------------------------------------------------------------------- reading
-class TraceRun:
-    """Read access to a trace file without knowing its layout (NumPy arrays, metadata).
-
-    The file is opened only during each access (see :func:`_reading`), so holding a
-    ``TraceRun`` never stops a run from writing; epochs still in side files
-    (``<stem>.pending-NNNN.h5``) are read as well.
-
-    >>> r = open_run("runs/x/traces.h5")
-    >>> r.metrics["test_acc"], r.epochs, r.conductance(r.epochs[-1], "W1")["G_pos"]
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        with _reading(path) as f:
-            if "epochs" not in f:
-                raise TraceError(f"{path}: HDF5 file without an 'epochs' group: not a "
-                                 f"crossbar-ep trace file")
-
-    def close(self) -> None:
-        """Nothing stays open between accesses (kept for ``with`` and old code)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _attr(self, name: str, default=None):
-        with _reading(self.path) as f:
-            return f.attrs.get(name, default)
-
-    # metadata
-    @property
-    def version(self) -> str:
-        return str(self._attr("crossbar_ep_version", ""))
-
-    @property
-    def schema_version(self) -> int:
-        return int(self._attr("schema_version", 0))
-
-    @property
-    def config(self) -> dict:
-        """The run's resolved config as a plain dict."""
-        import yaml
-        return yaml.safe_load(str(self._attr("config_yaml")))
-
-    def _sources(self) -> list:
-        return [self.path] + pending_paths(self.path)
-
-    @property
-    def epochs(self) -> list:
-        """Epoch numbers with a group in the file (or a side file), ascending."""
-        found = set()
-        for path in self._sources():
-            with _reading(path) as f:
-                found.update(int(k) for k in f["epochs"])
-        return sorted(found)
-
-    @property
-    def metrics(self) -> dict:
-        """Per-epoch metrics: name -> float array (index e holds epoch e + 1)."""
-        with _reading(self.path) as f:
-            out = {k: ds[()] for k, ds in f["metrics"].items()}
-        for path in pending_paths(self.path):
-            e = _pending_epoch(path)
-            with _reading(path) as f:
-                for k, ds in f["metrics"].items():
-                    a = out.get(k, np.zeros(0))
-                    if a.shape[0] < e:
-                        a = np.concatenate([a, np.full(e - a.shape[0], np.nan)])
-                    a[e - 1] = ds[e - 1]
-                    out[k] = a
-        return out
-
-    @contextmanager
-    def _epoch(self, epoch: int):
-        key = f"epochs/{epoch:04d}"
-        for path in self._sources():
-            with _reading(path) as f:
-                if key in f:
-                    yield f[key]
-                    return
-        raise KeyError(f"{self.path}: no epoch {epoch} (has {self.epochs})")
-
-    def _read(self, epoch: int, sub: str) -> dict:
-        with self._epoch(epoch) as g:
-            g = g.get(sub)
-            return {k: v[()] for k, v in g.items()} if g is not None else {}
-
-    def _names(self, epoch: int, sub: str) -> list:
-        with self._epoch(epoch) as g:
-            g = g.get(sub)
-            return sorted(g) if g is not None else []
-
-    def settle(self, epoch: int) -> dict:
-        """Per-batch settle statistics of an epoch: name -> array (batches,)."""
-        return self._read(epoch, "settle")
-
-    def conductance(self, epoch: int, matrix: str) -> dict:
-        """{'G_pos': (n_out, n_in) S, 'G_neg': ...} of one array at the end of an epoch."""
-        return self._read(epoch, f"conductance/{matrix}")
-
-    def weights(self, epoch: int) -> dict:
-        """Effective weight matrices at the end of an epoch: name -> (n_out, n_in)."""
-        return self._read(epoch, "weights")
-
-    def matrices(self, epoch: int) -> list:
-        return self._names(epoch, "conductance")
-
-    def pulse_totals(self, epoch: int) -> dict:
-        """Pulses per device summed over an epoch: matrix -> (n_out, n_in) int."""
-        with self._epoch(epoch) as g:
-            g = g.get("pulses")
-            return ({k: v["per_device_total"][()] for k, v in g.items()} if g is not None
-                    else {})
-
-    def batches(self, epoch: int) -> list:
-        return [int(k) for k in self._names(epoch, "batches")]
-
-    def _batch(self, epoch: int, batch: int, sub: str) -> dict:
-        have = self.batches(epoch)
-        if batch not in have:
-            raise KeyError(f"{self.path}: epoch {epoch} has no recorded batch {batch} "
-                           f"(has {have})")
-        return self._read(epoch, f"batches/{batch:05d}/{sub}") if sub else {}
-
-    def trajectories(self, epoch: int, batch: int, phase: str = "free") -> dict:
-        """Layer k -> states (steps + 1, samples, n_k) of a recorded batch and phase."""
-        return {int(k[1:]): v for k, v in
-                self._batch(epoch, batch, f"trajectories/{phase}").items()}
-
-    def batch_pulses(self, epoch: int, batch: int) -> dict:
-        """Signed pulse counts per device of a recorded batch's update: matrix -> array."""
-        return self._batch(epoch, batch, "pulses")
-
-    def tiles(self, epoch: int, batch: int) -> list:
-        self._batch(epoch, batch, "")
-        return self._names(epoch, f"batches/{batch:05d}/tiles")
-
-    def tile_reads(self, epoch: int, batch: int, tile: str, direction: str = "forward") -> dict:
-        """{'phase', 'current_A', 'adc_code'} of one recorded tile ('W1_r0_c0')."""
-        return self._batch(epoch, batch, f"tiles/{tile}/{direction}")
 
 
-def open_run(path: str) -> TraceRun:
-    """Open a trace file (or a run directory holding ``traces.h5``) for reading."""
-    if os.path.isdir(path):
-        from crossbar_ep.config.experiment import config_from_dict, read_yaml
-        name = "traces.h5"
-        cfg_path = os.path.join(path, "config.yaml")
-        if os.path.isfile(cfg_path):
-            name = config_from_dict(read_yaml(cfg_path), cfg_path).traces.file
-        path = os.path.join(path, name)
-    if not os.path.exists(path):
-        raise TraceError(f"{path}: no trace file; enable traces in the experiment "
-                         f"(traces: {{enabled: true}}) and run it")
-    return TraceRun(path)
-
-
-def describe_tree(path: str) -> str:
-    """Text tree of a trace file: groups, datasets with shape, dtype and units."""
-    import h5py
-    lines = []
-    with _reading(path) as f:
-        lines.append(f"{path}")
-        for k, v in f.attrs.items():
-            text = str(v)
-            if "\n" in text:
-                text = f"<{text.count(chr(10))} lines of YAML>"
-            lines.append(f"  @{k} = {text}")
-
-        def walk(g, depth):
-            for name, obj in g.items():
-                pad = "  " * depth
-                if isinstance(obj, h5py.Dataset):
-                    units = obj.attrs.get("units", "")
-                    lines.append(f"{pad}{name}  {obj.shape} {obj.dtype}"
-                                 + (f"  [{units}]" if units else ""))
-                else:
-                    lines.append(f"{pad}{name}/")
-                    walk(obj, depth + 1)
-        walk(f, 1)
-    return "\n".join(lines)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossbar_ep.model.settle import activation_derivative, settle_reference
 from crossbar_ep.model.network import Network
+from crossbar_ep.model.settle import activation_derivative, settle_reference
 
 
 def coupling_matrix(net: Network) -> np.ndarray:

@@ -11,9 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossbar_ep.model.settle import PhaseResult, Settler, activation_derivative, softmax
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.optim import Optimizer
+from crossbar_ep.model.settle import (
+    PhaseResult,
+    Settler,
+    activation_derivative,
+    softmax,
+)
 
 
 @dataclass

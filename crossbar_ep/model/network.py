@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class Projection:
     """A trained forward matrix ``src -> dst`` (W[name] has shape (n_dst, n_src))."""

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model import kernels
-from crossbar_ep.crossbar.energy import EnergyMeter
 from crossbar_ep.model.network import Block, Network
 
 
@@ -90,7 +89,7 @@ class Settler:
                  dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
                  max_steps: int | None = None, nudge_error: str = "recomputed",
                  crossbars: dict | None = None, method: str = "euler", atol: float = 1e-4,
-                 dt_max_over_tau: float = 1.0, meter: EnergyMeter | None = None):
+                 dt_max_over_tau: float = 1.0, meter=None):
         if method not in ("euler", "heun", "adaptive"):
             raise ValueError(f"method {method!r}: use euler, heun or adaptive")
         self.net = net

@@ -12,8 +12,8 @@ import io
 import os
 from dataclasses import replace
 
-from crossbar_ep.runs import train
 from crossbar_ep.config.experiment import Config
+from crossbar_ep.runs import train
 
 
 def twin_configs(cfg: Config, devices: list | None = None) -> dict:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossbar_ep.errors import CrossbarEPError
 from crossbar_ep.circuit.nodal import TileCircuit, Wires
 from crossbar_ep.circuit.spice import tile_netlist
+from crossbar_ep.errors import CrossbarEPError
 
 
 @dataclass
@@ -38,8 +38,8 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
                 split: str = "test", transposed: bool = False,
                 wires: Wires | None = None) -> TileExport:
     """``wires``: None takes the run's crossbar.wires."""
-    from crossbar_ep.runs import train
     from crossbar_ep.config.build import wires_of
+    from crossbar_ep.runs import train
     run = train.resume(run_dir, record=False)
     if wires is None:
         wires = wires_of(run.cfg).wires

@@ -10,35 +10,51 @@ with) and ``summary.txt``.  A process that starts or resumes a run holds an excl
 from __future__ import annotations
 
 import csv
-import errno
-import hashlib
 import io
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
-import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from crossbar_ep.config.experiment import Config, config_from_dict, read_yaml
+from crossbar_ep.config.build import build_network, make_learner, make_optimizer
+from crossbar_ep.config.experiment import Config, config_from_dict
+from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError
 from crossbar_ep.io.data import Dataset, load_dataset
 from crossbar_ep.model.learners import cross_entropy_sum
-from crossbar_ep.config.build import make_learner
-from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError
 from crossbar_ep.model.network import Network
-from crossbar_ep.config.build import build_network
-from crossbar_ep.config.build import make_optimizer
+from crossbar_ep.runs.checkpoint import (
+    CHECKPOINT,
+    _read_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from crossbar_ep.runs.rundir import (
+    LOCK,
+    _atomic_text,
+    _atomic_write,
+    _changes_text,
+    _check_out_dir,
+    _config_yaml,
+    _DirLock,
+    _makedirs,
+    _remove_run_files,
+    _run_config,
+    config_changes,
+    config_hash,
+    default_run_dir,
+    hashed_config,
+    load_experiment,  # noqa: F401  (the CLI's entry)
+)
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc",
                "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps",
                "settle_time_free_s", "settle_time_nudged_s", "pulses_total", "at_bound_mean",
                "energy_array_J", "energy_dac_J", "energy_adc_J", "energy_program_J",
                "energy_total_J", "ir_drop_rel")
-CHECKPOINT = "checkpoint.npz"
 MAX_ABS_WEIGHT = 1e6          # |w| or |b| above this (or NaN/inf) stops a run as diverged
 FREE_MARGIN_BYTES = 64 << 20  # free space kept beyond an epoch's estimated writes
 
@@ -49,11 +65,6 @@ class DivergenceError(CrossbarEPError):
 
 class RunWriteError(CrossbarEPError):
     """A run's files cannot be written (full disk, permissions)."""
-
-
-LOCK = "run.lock"
-RUN_FILES = ("config.yaml", CHECKPOINT, "metrics.csv", "metrics.json", "curves.png",
-             "summary.txt")
 
 
 @dataclass
@@ -87,333 +98,10 @@ def setup(cfg: Config, out_dir: str, data: Dataset | None = None) -> Run:
     return Run(cfg, data, net, learner, rng, out_dir)
 
 
-def check_name(cfg: Config) -> None:
-    """``name`` becomes part of a folder name: no path separators or control characters."""
-    n = cfg.name
-    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in n) or os.path.isabs(n):
-        import re
-        safe = re.sub(r"[^\w.+-]+", "-", n).strip("-.") or "experiment"
-        raise ConfigError(f"{cfg.source}: name: {n!r} is used in the run directory name and "
-                          f"may not hold path separators (/ or \\) or control characters; "
-                          f"use e.g. {safe!r}, or give the folder with --out")
-
-
-def default_run_dir(cfg: Config, root: str = "runs") -> str:
-    """``runs/<name>-<timestamp>`` (``-2``, ``-3``, ... when taken)."""
-    check_name(cfg)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(root, f"{cfg.name}-{stamp}")
-    path, i = base, 1
-    while os.path.exists(path):
-        i += 1
-        path = f"{base}-{i}"
-    return path
-
-
 # ---------------------------------------------------------------------- run directory
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: runs are not locked
-    fcntl = None
-
-_HELD: dict = {}   # realpath of a run directory -> [fd of its lock file, users]
-
-
-class _DirLock:
-    """An exclusive ``flock`` on ``RUN_DIR/run.lock`` held while this object lives.
-
-    The OS drops the lock when the process dies (even by SIGKILL), so a lock file left
-    behind never blocks.  Re-entrant within one process: reopening a directory this process
-    already holds (e.g. resume after an interrupted fit) shares the lock.
-    """
-
-    def __init__(self, out_dir: str):
-        key = os.path.realpath(out_dir)
-        held = _HELD.get(key)
-        if held is not None and _same_file(held[0], os.path.join(key, LOCK)):
-            held[1] += 1
-        else:
-            _HELD[key] = [_acquire(out_dir), 1]
-        weakref.finalize(self, _release, key, _HELD[key][0])
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _acquire(out_dir: str) -> int:
-    path = os.path.join(out_dir, LOCK)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise CheckpointError(f"{out_dir}: cannot write in the run directory ({exc.strerror}); "
-                              f"choose a writable folder with --out") from None
-    if fcntl is None:
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise CheckpointError(f"{path}: cannot lock the run directory ({exc.strerror})") \
-                from None
-        who = f"pid {pid}" if pid.isdigit() else "pid unknown"
-        raise CheckpointError(f"{out_dir}: another process ({who}) is using this run directory "
-                              f"(it holds {LOCK}); wait for it to finish or stop it, or choose "
-                              f"another --out") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
-
-
-def _release(key: str, fd: int) -> None:
-    held = _HELD.get(key)
-    if held is None or held[0] != fd:
-        return
-    held[1] -= 1
-    if held[1] == 0:
-        del _HELD[key]
-        os.close(fd)   # closing the descriptor releases the flock
-
-
-def _makedirs(out_dir: str) -> None:
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise CheckpointError(f"{out_dir}: is a file, not a folder; choose another --out")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"{out_dir}: cannot create the run directory ({exc.strerror}); "
-                              f"choose a writable place with --out") from None
-
-
-def load_experiment(path: str, overrides: list | None = None) -> Config:
-    """:func:`config.load_config` with unreadable files (a folder, not UTF-8) as ConfigError."""
-    from crossbar_ep.config.experiment import load_config
-    if os.path.isdir(path):
-        raise ConfigError(f"{path}: is a folder, not an experiment file; give the YAML file "
-                          f"(to continue a run directory: crossbar-ep run --resume {path})")
-    return _reading(path, load_config, path, overrides)
-
-
-def _reading(path: str, fn, *args):
-    try:
-        return fn(*args)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the "
-                          f"file as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-
-
-def _run_config(out_dir: str) -> Config:
-    """The validated ``config.yaml`` of a run directory."""
-    if not os.path.isdir(out_dir):
-        what = "no such folder" if not os.path.exists(out_dir) else "a file, not a folder"
-        raise CheckpointError(f"{out_dir}: not a run directory ({what}); give the folder a run "
-                              f"wrote (it holds config.yaml and {CHECKPOINT})")
-    path = os.path.join(out_dir, "config.yaml")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{out_dir}: not a run directory (no config.yaml)")
-    return _reading(path, lambda: config_from_dict(read_yaml(path), source=path))
-
-
-def _config_yaml(cfg: Config) -> str:
-    import yaml
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-def hashed_config(cfg: Config) -> dict:
-    """The resolved config whose hash identifies a run: every key but ``training.epochs``
-    (the one key a resume may change: ``--epochs`` extends a run)."""
-    d = cfg.to_dict()
-    d["training"] = {k: v for k, v in d["training"].items() if k != "epochs"}
-    return d
-
-
-def config_hash(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def config_changes(old: dict, new: dict, prefix: str = "") -> list:
-    """``key: old -> new`` for every key whose value differs (sections flattened)."""
-    out = []
-    for k in sorted(set(old) | set(new), key=str):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_changes(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
-
-
-def _changes_text(changes: list, most: int = 8) -> str:
-    more = f"; and {len(changes) - most} more" if len(changes) > most else ""
-    return "; ".join(changes[:most]) + more
-
-
-def _check_out_dir(cfg: Config, out_dir: str, overwrite: bool) -> None:
-    """Refuse to start in a folder that holds anything but a run of this same experiment
-    (same resolved config, ``training.epochs`` aside) that stopped before its first
-    checkpoint, unless ``overwrite``."""
-    if not os.path.exists(out_dir):
-        return
-    if not os.path.isdir(out_dir):
-        raise CheckpointError(f"{out_dir}: is a file, not a folder; choose another --out")
-    entries = sorted(e for e in os.listdir(out_dir) if e != LOCK and not e.startswith(".tmp-"))
-    if not entries or overwrite:
-        return
-    try:
-        old = _run_config(out_dir)
-    except CrossbarEPError:   # not a run directory, or its config.yaml does not load
-        old = None
-    if old is None:
-        more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
-        raise CheckpointError(f"{out_dir}: the folder is not empty (it holds {entries[0]!r}"
-                              f"{more}) and holds no run; choose a new or empty "
-                              f"--out, or add --overwrite to write the run into it anyway")
-    changes = config_changes(hashed_config(old), hashed_config(cfg))
-    if changes:
-        raise CheckpointError(f"{out_dir}: already holds a run of another config ("
-                              f"{_changes_text(changes)}); choose another --out, or add "
-                              f"--overwrite to replace that run")
-    if os.path.exists(os.path.join(out_dir, CHECKPOINT)):
-        raise CheckpointError(f"{out_dir}: already holds a run; use --resume {out_dir} to "
-                              f"continue it, or choose another --out (--overwrite starts it "
-                              f"again from scratch)")
-
-
-def _remove_run_files(out_dir: str) -> None:
-    """Delete the files an earlier run wrote here (other files are left alone)."""
-    names = list(RUN_FILES)
-    try:
-        names.append(_run_config(out_dir).traces.file)
-    except CrossbarEPError:
-        names.append("traces.h5")
-    for name in names:
-        path = os.path.join(out_dir, name)
-        if os.path.isfile(path) or os.path.islink(path):
-            os.unlink(path)
 
 
 # ---------------------------------------------------------------------- files
-def _atomic_write(path: str, write) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_text(path: str, text: str) -> None:
-    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
-def save_checkpoint(run: Run) -> None:
-    net, opt = run.net, run.learner.opt
-    arrays = network_state(net)
-    arrays.update({f"opt:{k}": v for k, v in opt.state_arrays().items()})
-    meta = {"epochs_done": run.epochs_done, "opt_t": opt.t,
-            "rng_state": run.rng.bit_generator.state, "history": run.history,
-            "format": 2, "config": hashed_config(run.cfg)}
-    meta["config_sha256"] = config_hash(meta["config"])
-    pulses = getattr(run.learner, "pulses", None)
-    if pulses is not None:
-        meta["xb_rng_state"] = pulses.rng.bit_generator.state
-    arrays["meta"] = np.array(json.dumps(meta))
-    _atomic_write(os.path.join(run.out_dir, CHECKPOINT), lambda fh: np.savez(fh, **arrays))
-
-
-def network_state(net: Network) -> dict:
-    """Checkpoint arrays of a network, assembled from its operators' state dicts:
-    ``W:<name>`` (trained) or ``fixed:<name>`` (fixed feedback) holds every operator's dense
-    matrix, ``xb:<name>:<key>`` the rest of an operator's state (a crossbar array's devices),
-    ``b:<k>`` the biases."""
-    trained = {p.name for p in net.projections}
-    arrays = {}
-    for name, op in net.ops.items():
-        arrays[f"{'W' if name in trained else 'fixed'}:{name}"] = op.dense()
-        state = op.state_dict()
-        if set(state) != {"W"}:
-            arrays.update({f"xb:{name}:{k}": v for k, v in state.items()})
-    arrays.update({f"b:{k}": v for k, v in net.b.items()})
-    return arrays
-
-
-def load_network_state(net: Network, arrays: dict, path: str) -> None:
-    """Restore what :func:`network_state` saved, checking names and shapes."""
-    trained = {p.name for p in net.projections}
-    for name, op in net.ops.items():
-        key = f"{'W' if name in trained else 'fixed'}:{name}"
-        if key not in arrays:
-            raise CheckpointError(f"{path}: checkpoint lacks {key}; it does not match the "
-                                  f"run's config.yaml")
-        if arrays[key].shape != op.shape:
-            raise CheckpointError(f"{path}: {key} has shape {arrays[key].shape}, the config "
-                                  f"needs {op.shape}")
-        wanted = op.state_dict()
-        if set(wanted) == {"W"}:
-            op.load_state_dict({"W": arrays[key]})
-            continue
-        state = {k: arrays[f"xb:{name}:{k}"] for k in wanted if f"xb:{name}:{k}" in arrays}
-        missing = sorted(set(wanted) - set(state))
-        if missing and not getattr(op, "optional_state", set()) >= set(missing):
-            raise CheckpointError(f"{path}: checkpoint lacks the state of {name} "
-                                  f"({', '.join(missing)}); it does not match the run's "
-                                  f"config.yaml")
-        op.load_state_dict(state)
-    for k, b in net.b.items():
-        key = f"b:{k}"
-        if key not in arrays or arrays[key].shape != b.shape:
-            raise CheckpointError(f"{path}: checkpoint lacks {key} (shape {b.shape}); it does "
-                                  f"not match the run's config.yaml")
-        np.copyto(b, arrays[key])
-
-
-def _read_checkpoint(out_dir: str, arrays: bool = True) -> tuple[dict, dict]:
-    """(meta, arrays) of a run's checkpoint; ``arrays=False`` reads the meta only."""
-    path = os.path.join(out_dir, CHECKPOINT)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            data = {k: z[k] for k in z.files if k != "meta"} if arrays else {}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint; the run stopped before its first "
-                              f"epoch ended: start it again without --resume") from None
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
-    return meta, data
-
-
-def load_checkpoint(run: Run) -> None:
-    path = os.path.join(run.out_dir, CHECKPOINT)
-    meta, arrays = _read_checkpoint(run.out_dir)
-    net, opt = run.net, run.learner.opt
-    pulses = getattr(run.learner, "pulses", None)
-    if pulses is not None and "xb_rng_state" not in meta:
-        raise CheckpointError(f"{path}: checkpoint holds no crossbar state but the config "
-                              f"enables the crossbar backend")
-    load_network_state(net, arrays, path)
-    opt.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt:")},
-                          meta["opt_t"])
-    run.rng.bit_generator.state = meta["rng_state"]
-    run.history = meta["history"]
-    if pulses is not None:
-        pulses.rng.bit_generator.state = meta["xb_rng_state"]
-    if hasattr(run.learner, "settler"):
-        run.learner.settler.refresh()
 
 
 def write_curves(run: Run) -> None:

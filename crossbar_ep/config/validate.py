@@ -1,0 +1,189 @@
+"""Cross-field checks of a parsed Config: combinations that single keys cannot express
+(crossbar layers and card, trace selections, totals that bound the work), each error naming
+the file, the key and the fix."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+from crossbar_ep.schema import MAX_ACTIVATIONS, MAX_STEPS, MAX_WEIGHTS, MIN_ATOL, Where
+from crossbar_ep.yamlio import clip
+
+if TYPE_CHECKING:
+    from crossbar_ep.config.experiment import Config
+
+
+def _check_cross_fields(cfg: Config) -> None:
+    w = Where(cfg.source, "")
+    L = cfg.n_hidden
+    if cfg.training.T < L:
+        raise w.child("training").child("T").fail(
+            f"must be >= the number of hidden layers ({L}) so the input reaches the top "
+            f"layer; got {cfg.training.T}")
+    if isinstance(cfg.model.beta_i, tuple) and len(cfg.model.beta_i) != L:
+        raise w.child("model").child("beta_i").fail(
+            f"has {len(cfg.model.beta_i)} values but model.hidden has {L} layers; give one "
+            f"value or {L}")
+    if isinstance(cfg.training.lr, tuple) and len(cfg.training.lr) != L + 1:
+        raise w.child("training").child("lr").fail(
+            f"has {len(cfg.training.lr)} values; give one value or {L + 1} "
+            f"(W_0 .. W_{L - 1}, W_f)")
+    r = cfg.model.residual
+    rw = w.child("model").child("residual")
+    if r.kind == "pairs":
+        if not r.pairs:
+            raise rw.child("pairs").fail("kind is 'pairs' but the list is empty")
+        seen = set()
+        for i, pair in enumerate(r.pairs):
+            pw = rw.child("pairs").child(i)
+            if len(pair) != 2:
+                raise pw.fail(f"expected [from, to], got {clip(list(pair))}")
+            a, b = pair
+            if not (1 <= a <= L and 1 <= b <= L):
+                raise pw.fail(f"layers must lie in 1..{L} (hidden layers), got {list(pair)}")
+            if a >= b:
+                raise pw.fail(f"from must be < to (feedback partners are added "
+                              f"automatically), got {list(pair)}")
+            if b - a < 2:
+                raise pw.fail(f"layers {a} and {b} are adjacent and already linked")
+            if (a, b) in seen:
+                raise pw.fail(f"duplicate link {list(pair)}")
+            seen.add((a, b))
+    elif r.pairs:
+        raise rw.child("pairs").fail(f"only used with kind: pairs (kind is '{r.kind}')")
+    if r.kind == "every-3" and L < 4:
+        raise rw.child("kind").fail(f"every-3 needs at least 4 hidden layers, model has {L}")
+    if r.kind == "agt" and cfg.model.feedback != "random":
+        raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
+    if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
+        raise w.child("settling").child("dt_over_tau").fail(
+            "only used with settling.mode: ode (the discrete map has dt = tau)")
+    if cfg.settling.max_steps is not None and cfg.settling.max_steps < L:
+        raise w.child("settling").child("max_steps").fail(
+            f"must be >= the number of hidden layers ({L})")
+    _check_crossbar(cfg, w)
+    _check_traces(cfg, w)
+    if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
+        raise w.child("training").child("update_norm").fail(
+            "normalised updates divide by beta_i, so every model.beta_i must be > 0")
+    _check_magnitudes(cfg, w)
+
+
+def _check_magnitudes(cfg: Config, w: Where) -> None:
+    """Products of keys that would mean an absurd allocation, loop or division."""
+    d, t, s = cfg.data, cfg.training, cfg.settling
+    synthetic = d.dataset == "synthetic"
+    if synthetic and (d.synthetic_train + d.synthetic_test) * d.synthetic_features > \
+            MAX_ACTIVATIONS:
+        raise w.child("data").child("synthetic_features").fail(
+            f"(synthetic_train + synthetic_test) x synthetic_features exceeds "
+            f"{MAX_ACTIVATIONS:.0e} values; generate fewer or smaller samples")
+    sizes = [d.synthetic_features if synthetic else 784, *cfg.model.hidden,
+             d.synthetic_classes if synthetic else 10]
+    n_weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if n_weights > MAX_WEIGHTS:
+        raise w.child("model").child("hidden").fail(
+            f"the net would have {n_weights:.3g} weights, above the limit of "
+            f"{MAX_WEIGHTS:.0e}; use narrower layers")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(t, name) * sum(cfg.model.hidden) > MAX_ACTIVATIONS:
+            raise w.child("training").child(name).fail(
+                f"{name} x the hidden units ({sum(cfg.model.hidden)}) exceeds "
+                f"{MAX_ACTIVATIONS:.0e} states; use smaller batches")
+    if s.mode == "ode" and s.method != "adaptive" and \
+            max(t.T, t.K) / s.dt_over_tau > MAX_STEPS:
+        raise w.child("settling").child("dt_over_tau").fail(
+            f"a phase of {max(t.T, t.K)} tau in steps of {s.dt_over_tau:g} tau takes more than "
+            f"{MAX_STEPS} steps; use a larger step or shorter phases")
+    if s.mode == "ode" and s.method == "adaptive" and s.atol < MIN_ATOL[t.dtype]:
+        raise w.child("settling").child("atol").fail(
+            f"{s.atol:g} is below the floor for {t.dtype} ({MIN_ATOL[t.dtype]:g}): rounding "
+            f"noise or the step count would keep settling from ending; raise atol"
+            + (" or use training.dtype: float64" if t.dtype == "float32" else ""))
+    norm = t.beta_f * math.prod(cfg.beta_per_layer())
+    normalised = t.update_norm == "normalised" or (cfg.crossbar.enabled and
+                                                   cfg.crossbar.update.normalise)
+    if normalised and norm < 1e-30:
+        raise w.child("model").child("beta_i").fail(
+            f"normalised updates divide by beta_f x beta_i over the hops, down to {norm:.3g}; "
+            f"below 1e-30 the division overflows: use larger beta_i or raw updates")
+
+
+def _check_crossbar(cfg: Config, w: Where) -> None:
+    c = cfg.crossbar
+    cw = w.child("crossbar")
+    if not c.enabled:
+        return
+    if cfg.training.algorithm != "ep":
+        raise cw.child("enabled").fail("crossbar training is in situ EP: set training.algorithm"
+                                       ": ep (the BP twin runs on the ideal backend)")
+    if not c.device:
+        raise cw.child("device").fail("missing: name a device card, e.g. "
+                                      "device_models/ecram_li_tang2018.yaml")
+    if c.device_params:
+        from crossbar_ep.devices.card import load_card
+        if os.path.isfile(c.device):
+            load_card(c.device, c.device_params)   # bad names or values fail here
+    L = cfg.n_hidden
+    known = {"W0", "Wf", *(f"W{k}" for k in range(1, L))}
+    known |= {f"R{a}_{b}" for a, b in cfg.residual_pairs()}
+    for i, name in enumerate(c.layers):
+        if name == "all":
+            if len(c.layers) > 1:
+                raise cw.child("layers").child(i).fail("'all' cannot be combined with names")
+            continue
+        if name not in known and not (cfg.model.residual.kind == "agt" and name.startswith("R")):
+            import difflib
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise cw.child("layers").child(i).fail(
+                f"no matrix {clip(repr(name))} in this net (has {', '.join(sorted(known))}){hint}")
+    if c.iv.law != "linear":
+        wi = c.wires
+        if wi.r_wire_row_ohm or wi.r_wire_col_ohm or wi.r_driver_ohm or wi.r_sense_ohm:
+            raise cw.child("iv").child("law").fail(
+                f"{c.iv.law} devices with wire resistance need a Newton solve per read and "
+                f"sample, too costly in the settling loop: train with law linear and wires, "
+                f"or ideal wires and a nonlinear law (the nodal solver and export-netlist "
+                f"handle both together)")
+        if c.signed != "differential":
+            raise cw.child("iv").child("law").fail(
+                "a nonlinear law needs crossbar.signed: differential (the reference column's "
+                "transposed read would not superpose)")
+    lr = c.update.lr
+    if isinstance(lr, tuple) and len(lr) != L + 1:
+        raise cw.child("update").child("lr").fail(
+            f"has {len(lr)} values; give one value or {L + 1} (W_0 .. W_{L - 1}, W_f)")
+    if c.update.normalise and min(cfg.beta_per_layer()) <= 0.0:
+        raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
+
+
+def _check_traces(cfg: Config, w: Where) -> None:
+    t = cfg.traces
+    tw = w.child("traces")
+    if not t.enabled:
+        return
+    if os.path.basename(t.file) != t.file or not t.file:
+        raise tw.child("file").fail(f"{clip(repr(t.file))}: give a plain file name; the file "
+                                    f"is written inside the run directory")
+    from crossbar_ep.schema import parse_tile
+    c = cfg.crossbar
+    for i, spec in enumerate(t.tiles):
+        try:
+            name, ri, ci = parse_tile(spec)
+        except ValueError as exc:
+            raise tw.child("tiles").child(i).fail(clip(exc)) from None
+        if not c.enabled:
+            raise tw.child("tiles").child(i).fail("tile reads need the crossbar backend "
+                                                  "(crossbar.enabled: true)")
+        if name not in set(cfg_matrix_names(cfg)):
+            raise tw.child("tiles").child(i).fail(
+                f"no matrix {clip(repr(name))} (has {', '.join(cfg_matrix_names(cfg))})")
+
+
+def cfg_matrix_names(cfg: Config) -> list:
+    L = cfg.n_hidden
+    return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
+            *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]

@@ -229,7 +229,7 @@ def _export_network(args) -> int:
     from crossbar_ep.circuit.spice_network import network_netlist, states_from_values
     from crossbar_ep.runs import train
     run = train.resume(args.run_dir, record=False)
-    pulses = getattr(run.learner, "pulses", None)
+    pulses = run.learner.pulses
     if pulses is None:
         raise CrossbarEPError(f"{args.run_dir}: not a crossbar run (crossbar.enabled is false)")
     xs = run.data.x_test if args.split == "test" else run.data.x_train

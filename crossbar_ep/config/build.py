@@ -54,15 +54,14 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
     pulses, meter = None, None
-    norm = {k: (v if t.update_norm == "normalised" else 1.0) for k, v in net.norm.items()}
+    digital = t.update_norm == "normalised"
+    norm = {k: (v if digital else 1.0) for k, v in net.norm.items()}
     if cfg.crossbar.enabled:
         pulses, meter = attach_crossbars(cfg, net)
-        if cfg.crossbar.update.normalise or t.update_norm == "normalised":
-            for name in pulses.crossbars:
-                norm[name] = net.norm[name] if cfg.crossbar.update.normalise else 1.0
-        else:
-            for name in pulses.crossbars:
-                norm[name] = 1.0
+        arrays = cfg.crossbar.update.normalise
+        arrays = digital if arrays is None else arrays    # one normalisation, one override
+        for name in pulses.crossbars:
+            norm[name] = net.norm[name] if arrays else 1.0
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)

@@ -186,8 +186,10 @@ class PulseUpdateConfig:
     lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
                   "matrix like training.lr; null uses training.lr.",
                   p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
-    normalise: bool = key(False, "Divide the update by beta_f * beta_i^hops so deep layers "
-                          "still learn.", p_bool())
+    normalise: bool | None = key(None, "Divide the arrays' updates by beta_f * beta_i^hops "
+                                 "so deep layers still learn; null follows "
+                                 "training.update_norm (true/false override it for the "
+                                 "crossbar arrays only).", p_optional(p_bool()))
     max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "
                                  "update; null for no cap.", p_optional(p_int(lo=1, hi=MAX_STEPS)),
                                  "pulses")

@@ -77,8 +77,8 @@ class Recorder:
         self.tau_s = tau_s
         self.path = os.path.join(run_dir, tcfg.file)
         self.learner = learner
-        self.settler = getattr(learner, "settler", None)
-        self.pulses = getattr(learner, "pulses", None)
+        self.settler = learner.settler
+        self.pulses = learner.pulses
         self.crossbars = self.pulses.crossbars if self.pulses is not None else {}
         self._epoch = None
         self._batch = None
@@ -279,7 +279,7 @@ class Recorder:
                      for probe in rec["tiles"].values() for reads in probe.reads.values()
                      for r in reads)
             n += sum(a.nbytes for a in rec["pulses"].values())
-        net = getattr(self.learner, "net", None)
+        net = self.learner.net
         if net is not None:    # G+, G- or weights (f4) and per-device pulse totals (i4)
             n += 12 * sum(W.size for W in net.W.values())
         return n
@@ -398,7 +398,7 @@ class Recorder:
                                 if cb.neg is not None else
                                 "W = weight_scale * (2 (G_pos - g_min_S) / (g_max_S - g_min_S) "
                                 "- 1)")
-        net = getattr(self.learner, "net", None)
+        net = self.learner.net
         if net is not None:   # digital matrices (crossbar ones follow from G)
             for name, W in net.W.items():
                 if name in self.crossbars:

@@ -135,6 +135,9 @@ class BPLearner:
     """Backpropagation through the feed-forward net the FRE-RNN tends to as beta_i -> 0:
     ``s_k = rho(alpha W_{k-1} s_{k-1} + sum of residual links + b_k)``, softmax readout."""
 
+    settler = None   # no settling and no crossbar arrays: the BP twin is digital
+    pulses = None
+
     def __init__(self, net: Network, optimizer: Optimizer | None):
         self.net, self.opt = net, optimizer
 

@@ -32,7 +32,7 @@ def save_checkpoint(run: Run) -> None:
             "rng_state": run.rng.bit_generator.state, "history": run.history,
             "format": 2, "config": hashed_config(run.cfg)}
     meta["config_sha256"] = config_hash(meta["config"])
-    pulses = getattr(run.learner, "pulses", None)
+    pulses = run.learner.pulses
     if pulses is not None:
         meta["xb_rng_state"] = pulses.rng.bit_generator.state
     arrays["meta"] = np.array(json.dumps(meta))
@@ -104,7 +104,7 @@ def load_checkpoint(run: Run) -> None:
     path = os.path.join(run.out_dir, CHECKPOINT)
     meta, arrays = _read_checkpoint(run.out_dir)
     net, opt = run.net, run.learner.opt
-    pulses = getattr(run.learner, "pulses", None)
+    pulses = run.learner.pulses
     if pulses is not None and "xb_rng_state" not in meta:
         raise CheckpointError(f"{path}: checkpoint holds no crossbar state but the config "
                               f"enables the crossbar backend")

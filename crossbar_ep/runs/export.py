@@ -43,7 +43,7 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
     run = train.resume(run_dir, record=False)
     if wires is None:
         wires = wires_of(run.cfg).wires
-    pulses = getattr(run.learner, "pulses", None)
+    pulses = run.learner.pulses
     if pulses is None:
         raise CrossbarEPError(f"{run_dir}: not a crossbar run (crossbar.enabled is false)")
     name = matrix_name(layer)

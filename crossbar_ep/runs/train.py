@@ -145,7 +145,7 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     if rec is not None:
         rec.begin_epoch(epoch, n_batches)
     loss = correct = seen = 0
-    if getattr(getattr(run.learner, "settler", None), "meter", None) is not None:
+    if run.learner.settler is not None and run.learner.settler.meter is not None:
         run.learner.settler.meter.reset()
     resid, steps, t_free, t_nudged = [], [], [], []
     t0 = time.perf_counter()
@@ -172,10 +172,10 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
             bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
                             refresh=False)
     train_time = time.perf_counter() - t0
-    settler = getattr(run.learner, "settler", None)
+    settler = run.learner.settler
     meter = settler.meter if settler is not None else None
     energy = {}
-    pulses = getattr(run.learner, "pulses", None)
+    pulses = run.learner.pulses
     if meter is not None:
         per = cfg.crossbar.periphery
         program = sum(s.get("program_J", 0.0) for s in pulses.stats.values()) if pulses else 0.0
@@ -239,7 +239,7 @@ def _check_finite(run: Run, epoch: int, batch: int, loss: float, x: np.ndarray) 
     for name, w in run.net.trainable():
         big = max(float(w.max()), -float(w.min())) if w.size else 0.0
         if not big <= MAX_ABS_WEIGHT:      # also catches NaN
-            lr = getattr(getattr(run.learner, "opt", None), "lrs", run.net.lr).get(name)
+            lr = run.net.lr.get(name)
             lr = f" (learning rate {lr:g})" if lr is not None else ""
             raise DivergenceError(f"{where}: {name}{lr} reached "
                                   f"max |w| = {big:.3g} (limit {MAX_ABS_WEIGHT:g}); {cause}; "

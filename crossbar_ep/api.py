@@ -32,7 +32,7 @@ from crossbar_ep.model.optim import SGD, Adam
 from crossbar_ep.model.settle import Settler
 
 __all__ = ["attach_crossbar", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
-           "SaveWeights"]
+           "SaveWeights", "Traces"]
 
 
 def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
@@ -145,13 +145,51 @@ class SaveWeights:
         np.savez(self.path, **arrays)
 
 
+class Traces:
+    """Callback: HDF5 traces of the run in ``run_dir``/traces.h5, the same file and schema as
+    a CLI run's (``docs/hdf5_schema.md``; read it with ``crossbar_ep.io.traces.open_run``).
+    Keyword options are the ``traces`` config keys (``every``, ``batches``, ``samples``,
+    ``conductances``, ``trajectories``, ``tiles``, ``pulses``...); ``tau_s`` converts settling
+    time to seconds."""
+
+    def __init__(self, run_dir: str, tau_s: float = 1e-7, **options):
+        from crossbar_ep.config.experiment import TracesConfig
+        self.run_dir, self.tau_s = run_dir, tau_s
+        self.tcfg = TracesConfig(**{"enabled": True, **options})
+        self.recorder = None
+
+    def on_fit_begin(self, model) -> None:
+        from crossbar_ep.io.traces import Recorder
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.recorder = Recorder(self.tcfg, self.run_dir, "# built with the Python API\n",
+                                 model, None, self.tau_s)
+
+    def on_epoch_begin(self, model, epoch: int, n_batches: int) -> None:
+        self.recorder.begin_epoch(epoch, n_batches)
+
+    def on_batch_begin(self, model, index: int) -> None:
+        self.recorder.begin_batch(index)
+
+    def on_batch_end(self, model, index: int, stats) -> None:
+        self.recorder.end_batch(stats)
+
+    def on_epoch_end(self, model, row: dict) -> None:
+        self.recorder.end_epoch(row)
+
+
+def _hook(callbacks, name: str, *args) -> list:
+    return [getattr(cb, name)(*args) for cb in callbacks if hasattr(cb, name)]
+
+
 def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 100, *,
         validation: tuple | None = None, callbacks: list = (), seed: int = 0,
         progress: bool = False) -> list:
     """Train ``model`` (an EP or BP learner) for ``epochs`` passes over (x (N, n_in), y (N,)
     integer labels) in shuffled mini-batches; returns one dict per epoch (train loss and
-    accuracy, validation accuracy, time).  Each callback's ``on_epoch_end(model, row)`` runs
-    after every epoch; one returning True stops training."""
+    accuracy, validation accuracy, time).  Callbacks may define ``on_fit_begin(model)``,
+    ``on_epoch_begin(model, epoch, n_batches)``, ``on_batch_begin(model, index)``,
+    ``on_batch_end(model, index, stats)`` and ``on_epoch_end(model, row)``; one whose
+    ``on_epoch_end`` returns True stops training."""
     x = np.ascontiguousarray(x, dtype=model.net.dtype)
     y = np.asarray(y)
     if x.ndim != 2 or y.shape != (x.shape[0],):
@@ -159,17 +197,22 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 
                          f"{y.shape}")
     rng = np.random.default_rng(seed)
     history = []
+    _hook(callbacks, "on_fit_begin", model)
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         perm = rng.permutation(x.shape[0])
         loss = correct = 0.0
-        batches = range(0, x.shape[0], batch_size)
+        starts = range(0, x.shape[0], batch_size)
+        _hook(callbacks, "on_epoch_begin", model, epoch, len(starts))
+        batches = starts
         if progress:
             from tqdm import tqdm
-            batches = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch")
-        for i in batches:
+            batches = tqdm(starts, desc=f"epoch {epoch}/{epochs}", unit="batch")
+        for n, i in enumerate(batches):
             idx = perm[i:i + batch_size]
+            _hook(callbacks, "on_batch_begin", model, n)
             st = model.train_batch(x[idx], y[idx])
+            _hook(callbacks, "on_batch_end", model, n, st)
             loss += st.loss_sum
             correct += st.correct
         row = {"epoch": epoch, "train_loss": loss / x.shape[0],
@@ -179,6 +222,6 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 
             row["val_loss"], row["val_acc"] = evaluate(
                 model, np.ascontiguousarray(xv, dtype=model.net.dtype), np.asarray(yv))
         history.append(row)
-        if any([cb.on_epoch_end(model, row) for cb in callbacks]):
+        if any(_hook(callbacks, "on_epoch_end", model, row)):
             break
     return history

@@ -93,3 +93,59 @@ def test_settler_restacks_only_when_an_operator_changes():
     ref = settle_reference(net, x, 8)
     np.testing.assert_allclose(after.s[1], ref[1], atol=1e-12)
     assert np.abs(after.s[1] - before).max() > 1e-6
+
+
+def test_any_number_of_nudge_sources_is_one_more_block():
+    """An auxiliary head on layer 1 (its own readout operator, error and nudge gain) settles
+    like a brute-force NumPy loop over the same equations; the settle loop is unchanged."""
+    from crossbar_ep.model.network import Block
+    from crossbar_ep.model.settle import softmax
+
+    net = cx.make_network([10, 8, 6, 3], beta_i=0.2, beta_f=0.3, seed=4, dtype="float64")
+    rng = np.random.default_rng(5)
+    A = rng.uniform(-0.5, 0.5, (3, 8))
+    net.ops["A1"] = cx.DigitalMatrix(A.copy(), "A1", trainable=False)
+    aux, beta_a = 4, 0.25
+    net.head_sizes[aux] = 3
+    net.blocks += [Block("A1", 1, aux), Block("A1", aux, 1, beta_a, True)]
+    model = cx.ep_learner(net, T=12, K=7, nudge_error="recomputed")
+    x, y = rng.random((5, 10)), rng.integers(0, 3, 5)
+    y1h = np.eye(3)[y]
+    free = model.settle(x)
+    nudged = model.settle(x, y, free)
+    assert set(free.heads) == {3, aux}
+
+    W0, W1, Wf = (net.W[n] for n in ("W0", "W1", "Wf"))
+    s1, s2 = free.s[1].copy(), free.s[2].copy()
+    for _ in range(7):       # nudged phase from the free fixed point, errors recomputed
+        p_out = softmax(s2 @ Wf.T)
+        p_aux = softmax(s1 @ A.T)
+        h1 = x @ W0.T + 0.2 * s2 @ W1 + beta_a * (y1h - p_aux) @ A
+        h2 = s1 @ W1.T + 0.3 * (y1h - p_out) @ Wf
+        s1, s2 = np.tanh(h1), np.tanh(h2)
+    np.testing.assert_allclose(nudged.s[1], s1, atol=1e-12)
+    np.testing.assert_allclose(nudged.s[2], s2, atol=1e-12)
+    np.testing.assert_allclose(nudged.heads[aux], softmax(s1 @ A.T), atol=1e-12)
+    # without the auxiliary nudge block the aux head only reads: layer 1 differs
+    net.blocks.pop()
+    plain = cx.ep_learner(net, T=12, K=7).settle(x, y)
+    assert np.abs(plain.s[1] - nudged.s[1]).max() > 1e-6
+
+
+def test_fit_with_trace_callback_writes_a_readable_trace_file(tmp_path):
+    from crossbar_ep.io.traces import open_run
+
+    net = cx.make_network([12, 8, 6, 3], beta_i=0.1, beta_f=0.5, lr=0.05, seed=2)
+    cx.attach_crossbar(net, "W1", os.path.join(REPO, "device_models", "ecram_li_tang2018.yaml"),
+                       periphery=cx.Periphery(adc_bits=8), tile_rows=4)
+    model = cx.ep_learner(net, T=6, K=3, optimizer="sgd")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 12)), rng.integers(0, 3, 60)
+    hist = cx.fit(model, x, y, epochs=2, batch_size=20,
+                  callbacks=[cx.Traces(str(tmp_path / "run"), batches=(0,), samples=2)])
+    with open_run(str(tmp_path / "run")) as tr:
+        assert tr.epochs == [1, 2]
+        np.testing.assert_allclose(tr.metrics["train_acc"], [r["train_acc"] for r in hist])
+        assert tr.settle(2)["free_steps"].shape == (3,)
+        G = tr.conductance(2, "W1")                   # the array's conductances (S)
+        np.testing.assert_allclose(G["G_pos"], net.ops["W1"].pos.conductance(), rtol=1e-6)

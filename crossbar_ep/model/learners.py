@@ -86,7 +86,8 @@ class EPLearner:
         nudged = self.settler.nudged(free, y1h)
         L = self.net.L
         delta = {k: nudged.s[k] - free.s[k] for k in range(1, L + 1)}
-        delta[L + 1] = y1h - free.p
+        for e, p in (free.heads or {L + 1: free.p}).items():   # readout and auxiliary heads
+            delta[e] = (y1h[e] if isinstance(y1h, dict) else y1h) - p
         return free, nudged, delta
 
     def local_signals(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:

@@ -75,6 +75,7 @@ class Network:
     beta_f: float
     activation: str
     ops: dict = field(default_factory=dict)    # name -> WeightOperator
+    head_sizes: dict = field(default_factory=dict)  # auxiliary head index (> L + 1) -> classes
     blocks: list = field(default_factory=list)  # the settle graph (list of Block)
     b: dict = field(default_factory=dict)      # layer index -> (n_layer,), if biases learned
     lr: dict = field(default_factory=dict)     # projection name / 'b<k>' -> learning rate

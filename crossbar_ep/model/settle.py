@@ -54,6 +54,7 @@ class PhaseResult:
     residual: float
     steps: int
     time_tau: float = 0.0    # integrated time of the phase, in units of tau
+    heads: dict | None = None   # head index -> probabilities, with auxiliary heads
 
 
 class _Buffers:
@@ -104,14 +105,18 @@ class Settler:
         self.early_stop, self.tol = early_stop, tolerance
         self.max_steps, self.nudge_error = max_steps, nudge_error
         self.T, self.K = T, K
-        ops, sizes = net.ops, net.sizes
+        ops = net.ops
+        sizes = self.size = {**dict(enumerate(net.sizes)), **net.head_sizes}
         # incoming blocks per hidden layer: state sources first, error (nudge) sources last
         self.inc = {k: sorted((b for b in net.blocks if b.dst == k and b.src >= 1),
                               key=lambda b: b.src > L) for k in self.layers}
         self.drive = {k: [b for b in net.blocks if b.dst == k and b.src == 0]
                       for k in self.layers}
         self.drive = {k: v for k, v in self.drive.items() if v}
-        self.out_blocks = [b for b in net.blocks if b.dst == L + 1]
+        # heads: readout blocks into index e > L; the error y_e - p_e of head e is source e
+        self.heads = {e: [b for b in net.blocks if b.dst == e]
+                      for e in sorted({b.dst for b in net.blocks if b.dst > L})}
+        self.out_blocks = self.heads.get(L + 1, [])
         self.offsets, self.width_free, self.width_nudged = {}, {}, {}
         for k in self.layers:
             off, offs, free = 0, [], None
@@ -144,7 +149,7 @@ class Settler:
         op = self.net.ops[b.op]
         W = op.dense()
         np.multiply(W if b.transposed else W.T, b.gain,
-                    out=self.M[k][off:off + self.net.sizes[b.src]])
+                    out=self.M[k][off:off + self.size[b.src]])
         self._seen[(k, i)] = op.version
 
     def refresh(self) -> None:
@@ -181,14 +186,23 @@ class Settler:
             op.read_into(v, out, b.gain, accumulate)
 
     def readout(self, sL: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (B, n_out) of the top hidden state."""
+        """Softmax probabilities (B, n_out) of the output head from the top hidden state."""
+        return self.head(self.L + 1, {self.L: sL})
+
+    def head(self, e: int, S) -> np.ndarray:
+        """Softmax probabilities of head ``e`` from the states ``S`` (layer -> (B, n_k))."""
         net = self.net
-        z = np.empty((sL.shape[0], net.sizes[self.L + 1]), net.dtype)
-        for i, b in enumerate(self.out_blocks):
-            self._read(b, sL, z, accumulate=i > 0)
-        if self.L + 1 in net.b:
-            z += net.b[self.L + 1]
+        blocks = self.heads[e]
+        z = np.empty((S[blocks[0].src].shape[0], self.size[e]), net.dtype)
+        for i, b in enumerate(blocks):
+            self._read(b, S[b.src], z, accumulate=i > 0)
+        if e in net.b:
+            z += net.b[e]
         return softmax(z)
+
+    def _probs(self, S) -> dict:
+        """Probabilities of every head that nudges (head index -> (B, n_e))."""
+        return {e: self.head(e, S) for e in self.heads if e in self.slots}
 
     def _n_steps(self, length: float) -> int:
         n = int(math.ceil(length / self.r - 1e-9))
@@ -202,20 +216,22 @@ class Settler:
                 np.copyto(buf.S[k], s[k])
             self._mirror(buf, k)
 
-    def _set_error(self, buf: _Buffers, y: np.ndarray, p: np.ndarray) -> None:
-        """Write the output error y - p into the input buffers of the layers it nudges."""
-        e, n = self.L + 1, self.net.sizes[self.L + 1]
-        first = None
-        for tgt, off in self.slots.get(e, ()):
-            dst = buf.X[tgt][:, off:off + n]
-            if first is None:
-                np.subtract(y, p, out=dst)
-                first = dst
-            else:
-                dst[...] = first
+    def _set_error(self, buf: _Buffers, y, probs: dict) -> None:
+        """Write each head's error y_e - p_e into the input buffers of the layers it nudges;
+        ``y`` is one target (B, n_out) for every head or a dict head index -> target."""
+        for e, p in probs.items():
+            target = y[e] if isinstance(y, dict) else y
+            first = None
+            for tgt, off in self.slots.get(e, ()):
+                dst = buf.X[tgt][:, off:off + self.size[e]]
+                if first is None:
+                    np.subtract(target, p, out=dst)
+                    first = dst
+                else:
+                    dst[...] = first
 
     def _source(self, buf: _Buffers, b: Block, k: int, off: int) -> np.ndarray:
-        return buf.S[b.src] if b.src <= self.L else buf.X[k][:, off:off + self.net.sizes[b.src]]
+        return buf.S[b.src] if b.src <= self.L else buf.X[k][:, off:off + self.size[b.src]]
 
     def _eval(self, buf: _Buffers, width: dict) -> None:
         """H_k = rho(h_k) for every layer from the states mirrored in the input buffers X
@@ -279,7 +295,7 @@ class Settler:
                 self._mirror(buf, k)
             if heun:
                 if recompute:
-                    self._set_error(buf, y, self.readout(buf.S[self.L]))
+                    self._set_error(buf, y, self._probs(buf.S))
                 self._eval(buf, width)
                 for k in self.layers:
                     kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
@@ -288,7 +304,7 @@ class Settler:
             for obs in trace:
                 obs.on_step(buf.S)
             if recompute:
-                self._set_error(buf, y, self.readout(buf.S[self.L]))
+                self._set_error(buf, y, self._probs(buf.S))
             if self.early_stop and resid < self.tol:
                 break
         return resid, used, used * r
@@ -317,7 +333,7 @@ class Settler:
                 for k in self.layers:
                     self._mirror(buf, k)
                 if recompute:
-                    self._set_error(buf, y, self.readout(buf.S[self.L]))
+                    self._set_error(buf, y, self._probs(buf.S))
                 self._eval(buf, width)
                 err = 0.0
                 for k in self.layers:
@@ -342,7 +358,7 @@ class Settler:
             for obs in trace:
                 obs.on_step(buf.S)
             if recompute:
-                self._set_error(buf, y, self.readout(buf.S[self.L]))
+                self._set_error(buf, y, self._probs(buf.S))
             grow = 2.0 if err == 0.0 else min(2.0, 0.9 * math.sqrt(self.atol / err))
             r = min(self.r_max, r * max(grow, 0.2))
         return resid, used, elapsed
@@ -375,8 +391,13 @@ class Settler:
         self.drive_input(buf, x)
         self._load_state(buf, None)
         resid, used, tau = self._run(buf, x.shape[0], self.T, False, None)
-        s = [x] + [buf.S[k].copy() for k in self.layers]
-        return PhaseResult(s, self.readout(s[self.L]), resid, used, tau)
+        return self._result([x] + [buf.S[k].copy() for k in self.layers], resid, used, tau)
+
+    def _result(self, s: list, resid: float, used: int, tau: float) -> PhaseResult:
+        S = dict(enumerate(s))
+        heads = {e: self.head(e, S) for e in self.heads}
+        return PhaseResult(s, heads.get(self.L + 1), resid, used, tau,
+                           heads if len(heads) > 1 else None)
 
     def nudged(self, free: PhaseResult, y: np.ndarray) -> PhaseResult:
         """Nudged phase from the free state for K, nudge beta_f * (y - p) @ B_f into layer L.
@@ -384,12 +405,14 @@ class Settler:
         Reuses the input drive of the preceding :meth:`free` call on the same batch.
         """
         self.sync()
-        buf = self.buffers(y.shape[0])
+        buf = self.buffers(free.s[0].shape[0])
         self._load_state(buf, free.s)
-        self._set_error(buf, y, free.p)
-        resid, used, tau = self._run(buf, y.shape[0], self.K, True, y)
-        s = [free.s[0]] + [buf.S[k].copy() for k in self.layers]
-        return PhaseResult(s, self.readout(s[self.L]), resid, used, tau)
+        probs = free.heads or {self.L + 1: free.p}
+        self._set_error(buf, y, {e: p for e, p in probs.items() if e in self.slots})
+        B = free.s[0].shape[0]
+        resid, used, tau = self._run(buf, B, self.K, True, y)
+        return self._result([free.s[0]] + [buf.S[k].copy() for k in self.layers], resid, used,
+                            tau)
 
 
 def settle_reference(net: Network, x: np.ndarray, steps: int, s_init: list | None = None,

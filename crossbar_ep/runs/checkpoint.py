@@ -115,5 +115,5 @@ def load_checkpoint(run: Run) -> None:
     run.history = meta["history"]
     if pulses is not None:
         pulses.rng.bit_generator.state = meta["xb_rng_state"]
-    if hasattr(run.learner, "settler"):
+    if run.learner.settler is not None:
         run.learner.settler.refresh()

@@ -239,7 +239,7 @@ def _check_finite(run: Run, epoch: int, batch: int, loss: float, x: np.ndarray) 
     for name, w in run.net.trainable():
         big = max(float(w.max()), -float(w.min())) if w.size else 0.0
         if not big <= MAX_ABS_WEIGHT:      # also catches NaN
-            lr = run.net.lr.get(name)
+            lr = (run.learner.opt.lrs if run.learner.opt is not None else run.net.lr).get(name)
             lr = f" (learning rate {lr:g})" if lr is not None else ""
             raise DivergenceError(f"{where}: {name}{lr} reached "
                                   f"max |w| = {big:.3g} (limit {MAX_ABS_WEIGHT:g}); {cause}; "

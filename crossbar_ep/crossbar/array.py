@@ -129,7 +129,22 @@ class CrossbarMatrix(WeightOperator):
                         bwd, ref = C @ Yt @ C.T, 0.0
                 ops[key] = (fwd, bwd, ref)
         self._eops = ops
+        self._eflat = {False: self._flat_admittance(ops, 0, self.n_in, True),
+                       True: self._flat_admittance(ops, 1, self.n_out, False)}
         return ops
+
+    def _flat_admittance(self, ops: dict, i: int, n: int, by_rows: bool):
+        """The per-line conductances of one read direction summed over the tiles it drives,
+        (n,) in S, when every tile's is a vector (ideal wires); None with dense admittances.
+        A read's energy is then one product instead of one per tile."""
+        full = np.zeros(n)
+        for (r0, c0), op in ops.items():
+            Y = op[i]
+            if Y.ndim != 1:
+                return None
+            start = r0 if by_rows else c0
+            full[start:start + Y.size] += Y
+        return full
 
     def read_energy(self, v: np.ndarray, transposed: bool = False) -> tuple[float, int, int]:
         """Energy of one read driven by v (B, n_in) (or (B, n_out) transposed), summed over
@@ -141,9 +156,17 @@ class CrossbarMatrix(WeightOperator):
         vq = np.asarray(self._dac_only(v[:Bs]), float) * (self.per.v_read_V /
                                                            self.per.input_range)
         ops = self._energy_operands()
+        flat = self._eflat[transposed]
         E = 0.0
-        for rt in self.row_tiles:
+        if flat is not None:      # ideal wires: sum_b sum_i V_bi^2 Y_i over the whole read
+            E = float(np.einsum("bi,bi,i->", vq, vq, flat))
+        for rt in self.row_tiles if flat is None or transposed else ():
             for ct in self.col_tiles:
+                if flat is not None:     # only the reference column's share is left
+                    ref = ops[(rt.start, ct.start)][2]
+                    if ref:
+                        E += float(ref * np.sum(vq[:, ct].sum(axis=1) ** 2))
+                    continue
                 fwd, bwd, ref = ops[(rt.start, ct.start)]
                 V = vq[:, ct] if transposed else vq[:, rt]
                 Y = bwd if transposed else fwd

@@ -293,3 +293,24 @@ def test_pmax_cards_train(tmp_path, scheme):
     run = train.start(cfg, str(tmp_path / "run"))
     run.learner.train_batch(run.data.x_train[:50], run.data.y_train[:50])
     assert run.learner.pulses.take_stats()["W1"]["pulses"] > 0
+
+
+def test_resume_with_drift_equals_uninterrupted(tmp_path):
+    """The devices' clock is part of the checkpoint: a drifting card resumed after epoch 1
+    ends with the same conductances as an uninterrupted run."""
+    from crossbar_ep.runs import train
+
+    pcm = os.path.join(REPO, "device_models", "pcm_nandakumar2020.yaml")
+    xb = {"enabled": True, "device": pcm, "layers": ["W1"], "time_per_batch_s": 30.0}
+    over = {"training": {"epochs": 2, "optimizer": "sgd", "lr": 0.05}}
+    full = train.start(small_config(**over, crossbar=xb), str(tmp_path / "full"))
+    train.fit(full, progress=False)
+    part = train.start(small_config(training={**over["training"], "epochs": 1}, crossbar=xb),
+                       str(tmp_path / "part"))
+    train.fit(part, progress=False)
+    resumed = train.resume(str(tmp_path / "part"), epochs=2)
+    train.fit(resumed, progress=False)
+    a, b = full.net.ops["W1"], resumed.net.ops["W1"]
+    assert a.pos.t_now == b.pos.t_now == 2 * 8 * 30.0      # 2 epochs x 8 batches x 30 s
+    np.testing.assert_array_equal(a.pos.conductance(), b.pos.conductance())
+    np.testing.assert_array_equal(full.net.W["W1"], resumed.net.W["W1"])

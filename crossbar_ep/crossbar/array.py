@@ -32,7 +32,7 @@ from crossbar_ep.crossbar.periphery import (  # noqa: F401
     sense_accumulate,
 )
 from crossbar_ep.devices.card import DeviceCard
-from crossbar_ep.model.operators import WeightOperator
+from crossbar_ep.model.operators import WeightOperator, gemm_into
 
 
 @numba.njit(cache=True)
@@ -387,18 +387,7 @@ class CrossbarMatrix(WeightOperator):
         vq = self._dac(v)
         if self._untiled():
             M = self._noisy_matrix()
-            M = M if transposed else M.T
-            if not accumulate and gain == 1.0:
-                np.matmul(vq, M, out=out)
-            else:
-                part = vq @ M
-                if gain != 1.0:
-                    part *= self.dtype.type(gain)
-                if accumulate:
-                    out += part
-                else:
-                    np.copyto(out, part)
-            return out
+            return gemm_into(vq, M if transposed else M.T, out, gain, accumulate)
         if not accumulate:
             out.fill(0.0)
         self._tiled_into(vq, out, gain, transposed)

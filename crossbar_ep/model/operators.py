@@ -96,7 +96,7 @@ class WeightOperator:
         return self.read_transposed_into(y, np.empty((y.shape[0], self.n_in), self.dtype))
 
 
-def _gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray, gain: float,
+def gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray, gain: float,
                accumulate: bool) -> np.ndarray:
     """out (+)= gain * a @ b, without a temporary when it can."""
     if not accumulate and gain == 1.0:
@@ -134,12 +134,12 @@ class DigitalMatrix(WeightOperator):
     def read_into(self, v, out, gain=1.0, accumulate=False):
         if self.observers:
             self.notify_read(v, False)
-        return _gemm_into(v, self.W.T, out, gain, accumulate)
+        return gemm_into(v, self.W.T, out, gain, accumulate)
 
     def read_transposed_into(self, y, out, gain=1.0, accumulate=False):
         if self.observers:
             self.notify_read(y, True)
-        return _gemm_into(y, self.W, out, gain, accumulate)
+        return gemm_into(y, self.W, out, gain, accumulate)
 
     def local_gradient(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> np.ndarray:
         """``scale * delta.T @ pre`` (n_out, n_in) in a reused buffer."""

@@ -30,7 +30,8 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
     m, t = cfg.model, cfg.training
     L = cfg.n_hidden
     if m.residual.kind == "agt":
-        fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed)
+        fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed,
+                                        m.residual.seed_mode == "legacy")
     else:
         fwd_links, fb_links = list(cfg.residual_pairs()), None
     return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),

@@ -86,6 +86,11 @@ class ResidualConfig:
     p: float = key(0.2, "For kind=agt: link probability per ordered pair.",
                    p_float(lo=0.0, hi=1.0))
     seed: int = key(0, "For kind=agt: seed of the random graph.", p_int(lo=0, hi=MAX_SEED))
+    seed_mode: str = key("default", "For kind=agt: how the seed draws the graph. default: "
+                         "NumPy's Generator over the non-adjacent ordered pairs; legacy: the "
+                         "authors' code (np.random.seed(seed), then one rand() per ordered pair "
+                         "i != j, adjacent pairs included), so their seeds reproduce their "
+                         "graphs.", p_choice("default", "legacy"))
 
 
 @dataclass(frozen=True)

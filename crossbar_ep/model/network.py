@@ -140,10 +140,26 @@ def glorot(rng: np.random.Generator, n_out: int, n_in: int, dtype) -> np.ndarray
     return rng.uniform(-lim, lim, size=(n_out, n_in)).astype(dtype)
 
 
-def agt_links(L: int, p: float, seed: int) -> tuple[list, list]:
-    """Non-adjacent AGT links: (forward pairs a<b, feedback pairs a>b), drawn independently."""
-    g = np.random.default_rng(seed)
+def agt_links(L: int, p: float, seed: int, legacy: bool = False) -> tuple[list, list]:
+    """Non-adjacent AGT links: (forward pairs a<b, feedback pairs a>b), drawn independently.
+
+    ``legacy`` reproduces the authors' generator: NumPy's legacy global state seeded with
+    ``seed`` and one ``rand()`` per ordered pair (i, j), i != j, in row-major order, adjacent
+    pairs included (they consume a draw; adjacent links exist anyway).  The global state is
+    restored afterwards."""
     fwd, fb = [], []
+    if legacy:
+        saved = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            for a in range(1, L + 1):
+                for b in range(1, L + 1):
+                    if a != b and np.random.rand() < p and abs(a - b) >= 2:
+                        (fwd if a < b else fb).append((a, b))
+        finally:
+            np.random.set_state(saved)
+        return fwd, fb
+    g = np.random.default_rng(seed)
     for a in range(1, L + 1):
         for b in range(1, L + 1):
             if abs(a - b) >= 2 and g.random() < p:

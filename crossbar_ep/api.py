@@ -81,7 +81,7 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
                lr: float | None = None, normalised: bool = False, mode: str = "discrete",
                dt_over_tau: float = 1.0, method: str = "euler",
                nudge_error: str = "recomputed", early_stop: bool = False,
-               tolerance: float = 1e-3) -> EPLearner:
+               tolerance: float = 1e-3, readout_error: str = "free") -> EPLearner:
     """An EP learner over ``net``: free phase T and nudged phase K (steps of the discrete map,
     or units of tau with ``mode="ode"``); ``optimizer`` is ``"adam"``, ``"sgd"`` or an object
     from :mod:`crossbar_ep.model.optim`; ``lr`` sets every learning rate (else ``net.lr``).
@@ -96,7 +96,8 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
             cb.observers += [pulses, meter]
     settler = Settler(net, T, K, mode, dt_over_tau, early_stop, tolerance, None, nudge_error,
                       None, method, meter=meter)
-    return EPLearner(net, settler, opt, normalised=normalised, pulses=pulses)
+    return EPLearner(net, settler, opt, normalised=normalised, pulses=pulses,
+                     readout_error=readout_error)
 
 
 def bp_learner(net: Network, *, optimizer="adam", lr: float | None = None) -> BPLearner:

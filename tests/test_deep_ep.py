@@ -44,3 +44,55 @@ def test_agt_seed_mode_reaches_the_network_and_keeps_numpy_state():
     assert skips == sorted(_pairs(PUBLISHED[199][0]))
     fixed = sorted((f.src, f.dst) for f in net.feedbacks if f.name.startswith("BR"))
     assert fixed == sorted(_pairs(PUBLISHED[199][1]))
+
+
+def test_cumulative_nudge_grows_with_the_step_against_numpy():
+    """nudge_error: cumulative drives layer L with k beta_f B_f e0 at nudged step k, e0 the
+    free output error (the authors' graph code)."""
+    import numpy as np
+
+    import crossbar_ep as cx
+    from crossbar_ep.model.settle import softmax
+
+    net = cx.make_network([10, 8, 6, 3], beta_i=0.1, beta_f=0.1, seed=3, dtype="float64")
+    model = cx.ep_learner(net, T=15, K=6, nudge_error="cumulative")
+    rng = np.random.default_rng(1)
+    x, y = rng.random((4, 10)), rng.integers(0, 3, 4)
+    free = model.settle(x)
+    nudged = model.settle(x, y, free)
+    W0, W1, Wf = (net.W[n] for n in ("W0", "W1", "Wf"))
+    e0 = np.eye(3)[y] - softmax(free.s[2] @ Wf.T)
+    s1, s2 = free.s[1].copy(), free.s[2].copy()
+    for k in range(1, 7):
+        s1, s2 = (np.tanh(x @ W0.T + 0.1 * s2 @ W1),
+                  np.tanh(s1 @ W1.T + k * 0.1 * e0 @ Wf))
+    np.testing.assert_allclose(nudged.s[1], s1, atol=1e-12)
+    np.testing.assert_allclose(nudged.s[2], s2, atol=1e-12)
+    with pytest.raises(ValueError, match="cumulative"):
+        cx.ep_learner(net, mode="ode", method="heun", nudge_error="cumulative")
+
+
+@pytest.mark.parametrize("readout", ["free", "nudged"])
+def test_readout_error_free_or_nudged(readout):
+    import numpy as np
+
+    import crossbar_ep as cx
+
+    net = cx.make_network([10, 8, 3], beta_f=0.5, seed=2, dtype="float64")
+    model = cx.ep_learner(net, T=10, K=5, readout_error=readout)
+    rng = np.random.default_rng(4)
+    x, y = rng.random((6, 10)), rng.integers(0, 3, 6)
+    y1h = np.eye(3)[y]
+    g, free = model.updates(x, y1h)
+    end = model.last_nudged if readout == "nudged" else free
+    np.testing.assert_allclose(g["Wf"], (y1h - end.p).T @ free.s[1] / 6, atol=1e-12)
+    assert np.abs(model.last_nudged.p - free.p).max() > 1e-6   # the two really differ
+
+
+def test_config_keys_for_the_graph_code_conventions():
+    cfg = small_config(training={"nudge_error": "cumulative", "readout_error": "nudged"})
+    assert cfg.training.nudge_error == "cumulative" and cfg.training.readout_error == "nudged"
+    from crossbar_ep.errors import ConfigError
+    with pytest.raises(ConfigError, match="nudge_error"):
+        small_config(training={"nudge_error": "cumulative"},
+                     settling={"mode": "ode", "method": "heun"})

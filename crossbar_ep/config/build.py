@@ -66,7 +66,8 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)
-    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm)
+    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
+                     readout_error=t.readout_error)
 
 
 def selected(cfg, net: Network) -> list:

@@ -140,8 +140,13 @@ class TrainingConfig:
     beta_f: float = key(0.1, "Nudge strength on the top hidden layer.",
                         p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
     nudge_error: str = key("recomputed", "Output error during the nudged phase: recomputed "
-                           "every step (paper, Algorithm 1) or frozen at the free-phase value "
-                           "(authors' layered code).", p_choice("recomputed", "frozen"))
+                           "every step (paper, Algorithm 1); frozen at the free-phase value "
+                           "e0 (authors' layered code); or cumulative, k e0 at nudged step k "
+                           "(authors' residual/AGT graph code, docs/model.md).",
+                           p_choice("recomputed", "frozen", "cumulative"))
+    readout_error: str = key("free", "Error the readout (Wf) update uses: free (y - p of the "
+                             "free phase) or nudged (y - p at the end of the nudged phase, "
+                             "as the authors' graph code).", p_choice("free", "nudged"))
     update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide by beta_f * "
                            "beta_i^hops so the update tends to the BP gradient).",
                            p_choice("raw", "normalised"))

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 def _check_cross_fields(cfg: Config) -> None:
     w = Where(cfg.source, "")
+    if cfg.training.nudge_error == "cumulative" and cfg.settling.mode == "ode" and \
+            cfg.settling.method != "euler":
+        raise w.child("training").child("nudge_error").fail(
+            "cumulative grows the nudge step by step, defined for the discrete map and Euler "
+            "steps only; use settling.method: euler, or another nudge_error")
     L = cfg.n_hidden
     if cfg.training.T < L:
         raise w.child("training").child("T").fail(

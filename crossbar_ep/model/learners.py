@@ -54,8 +54,10 @@ class EPLearner:
     """
 
     def __init__(self, net: Network, settler: Settler, optimizer: Optimizer,
-                 normalised: bool = False, pulses=None, norm: dict | None = None):
+                 normalised: bool = False, pulses=None, norm: dict | None = None,
+                 readout_error: str = "free"):
         self.net, self.settler, self.opt = net, settler, optimizer
+        self.readout_error = readout_error   # free: y - p0; nudged: y - p at the nudged end
         self.pulses = pulses            # backend.PulseStats over the crossbar operators
         if norm is None:
             norm = {k: (v if normalised else 1.0) for k, v in net.norm.items()}
@@ -86,7 +88,8 @@ class EPLearner:
         nudged = self.settler.nudged(free, y1h)
         L = self.net.L
         delta = {k: nudged.s[k] - free.s[k] for k in range(1, L + 1)}
-        for e, p in (free.heads or {L + 1: free.p}).items():   # readout and auxiliary heads
+        end = nudged if self.readout_error == "nudged" else free
+        for e, p in (end.heads or {L + 1: end.p}).items():   # readout and auxiliary heads
             delta[e] = (y1h[e] if isinstance(y1h, dict) else y1h) - p
         return free, nudged, delta
 

@@ -93,6 +93,9 @@ class Settler:
                  dt_max_over_tau: float = 1.0, meter=None):
         if method not in ("euler", "heun", "adaptive"):
             raise ValueError(f"method {method!r}: use euler, heun or adaptive")
+        if nudge_error == "cumulative" and mode != "discrete" and method != "euler":
+            raise ValueError("nudge_error cumulative is defined step by step: use the discrete "
+                             "map or Euler steps")
         self.net = net
         self.method = "euler" if mode == "discrete" else method
         self.atol, self.r_max = atol, max(float(dt_max_over_tau), float(dt_over_tau))
@@ -270,6 +273,10 @@ class Settler:
         the residual is max |rho(h(s)) - s| = max |ds/dt| tau at the start of the last step."""
         width = self.width_nudged if nudged else self.width_free
         recompute = nudged and self.nudge_error == "recomputed"
+        grow = nudged and self.nudge_error == "cumulative"
+        if grow:      # the frozen error e0 as written by nudged(); step t drives (t + 1) e0
+            e0 = {(k, off): buf.X[k][:, off:off + self.size[e]].copy()
+                  for e in self.heads for k, off in self.slots.get(e, ())}
         trace = self.observers
         for obs in trace:
             obs.on_phase(nudged, buf.S)
@@ -280,6 +287,9 @@ class Settler:
         resid, used = float("inf"), 0
         for t in range(n_steps):
             check = self.early_stop or t == n_steps - 1 or heun
+            if grow:
+                for (k, off), e in e0.items():
+                    np.multiply(e, t + 1, out=buf.X[k][:, off:off + e.shape[1]])
             self._eval(buf, width)
             resid = 0.0
             for k in self.layers:

@@ -96,3 +96,22 @@ def test_config_keys_for_the_graph_code_conventions():
     with pytest.raises(ConfigError, match="nudge_error"):
         small_config(training={"nudge_error": "cumulative"},
                      settling={"mode": "ode", "method": "heun"})
+
+
+def test_run_directory_records_the_drawn_graph(tmp_path):
+    import json
+
+    from crossbar_ep.runs import train
+    cfg = small_config(model={"hidden": [8] * 10, "feedback": "random",
+                              "residual": {"kind": "agt", "p": 0.2, "seed": 200,
+                                           "seed_mode": "legacy"}},
+                       training={"T": 20, "K": 10, "epochs": 1})
+    run = train.start(cfg, str(tmp_path / "r"))
+    g = json.load(open(tmp_path / "r" / "graph.json"))
+    skips = sorted((f["src"], f["dst"]) for f in g["forward"] if f["name"].startswith("R"))
+    assert skips == sorted(_pairs(PUBLISHED[200][0]))
+    fixed = sorted((f["src"], f["dst"]) for f in g["feedback"] if f["tied"] is None
+                   and f["name"].startswith("BR"))
+    assert fixed == sorted(_pairs(PUBLISHED[200][1]))
+    assert g["sizes"] == [20] + [8] * 10 + [4]
+    run.lock = None

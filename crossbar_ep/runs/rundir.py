@@ -27,7 +27,7 @@ LOCK = "run.lock"
 
 
 RUN_FILES = ("config.yaml", CHECKPOINT, "metrics.csv", "metrics.json", "curves.png",
-             "summary.txt")
+             "summary.txt", "graph.json")
 
 
 def check_name(cfg: Config) -> None:

@@ -360,8 +360,21 @@ def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None,
     run = setup(cfg, out_dir, data)
     run.lock = lock
     _atomic_text(os.path.join(out_dir, "config.yaml"), _config_yaml(cfg))
+    _atomic_text(os.path.join(out_dir, "graph.json"), json.dumps(network_graph(run.net), indent=1))
     attach_recorder(run, None)
     return run
+
+
+def network_graph(net) -> dict:
+    """The drawn topology of a run (``graph.json``): layer sizes, trained forward links,
+    feedback links (gain, tied matrix or fixed random) and nudge paths."""
+    return {"sizes": list(net.sizes),
+            "forward": [{"name": p.name, "src": p.src, "dst": p.dst, "scale": p.scale}
+                        for p in net.projections],
+            "feedback": [{"name": f.name, "src": f.src, "dst": f.dst, "gain": f.scale,
+                          "tied": f.tied} for f in net.feedbacks],
+            "blocks": [{"op": b.op, "src": b.src, "dst": b.dst, "gain": b.gain,
+                        "transposed": b.transposed} for b in net.blocks]}
 
 
 def attach_recorder(run: Run, resume_epochs: int | None) -> None:

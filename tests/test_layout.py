@@ -27,7 +27,15 @@ def _modules() -> dict:
 
 def _imports(path: str, top_level_only: bool) -> set:
     tree = ast.parse(open(path, encoding="utf-8").read())
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    if top_level_only:   # module level, including `if TYPE_CHECKING:` and `try:` blocks
+        nodes, todo = [], list(tree.body)
+        while todo:
+            node = todo.pop()
+            nodes.append(node)
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                todo.extend(n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt))
+    else:
+        nodes = list(ast.walk(tree))
     found = set()
     for node in nodes:
         if isinstance(node, ast.Import):

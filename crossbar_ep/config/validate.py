@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING
 
 from crossbar_ep.schema import MAX_ACTIVATIONS, MAX_STEPS, MAX_WEIGHTS, MIN_ATOL, Where
 from crossbar_ep.yamlio import clip
 
-if TYPE_CHECKING:
-    from crossbar_ep.config.experiment import Config
 
-
-def _check_cross_fields(cfg: Config) -> None:
+def _check_cross_fields(cfg) -> None:
     w = Where(cfg.source, "")
     if cfg.training.nudge_error == "cumulative" and cfg.settling.mode == "ode" and \
             cfg.settling.method != "euler":
@@ -76,7 +72,7 @@ def _check_cross_fields(cfg: Config) -> None:
     _check_magnitudes(cfg, w)
 
 
-def _check_magnitudes(cfg: Config, w: Where) -> None:
+def _check_magnitudes(cfg, w: Where) -> None:
     """Products of keys that would mean an absurd allocation, loop or division."""
     d, t, s = cfg.data, cfg.training, cfg.settling
     synthetic = d.dataset == "synthetic"
@@ -116,7 +112,7 @@ def _check_magnitudes(cfg: Config, w: Where) -> None:
             f"below 1e-30 the division overflows: use larger beta_i or raw updates")
 
 
-def _check_crossbar(cfg: Config, w: Where) -> None:
+def _check_crossbar(cfg, w: Where) -> None:
     c = cfg.crossbar
     cw = w.child("crossbar")
     if not c.enabled:
@@ -165,7 +161,7 @@ def _check_crossbar(cfg: Config, w: Where) -> None:
         raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
 
 
-def _check_traces(cfg: Config, w: Where) -> None:
+def _check_traces(cfg, w: Where) -> None:
     t = cfg.traces
     tw = w.child("traces")
     if not t.enabled:
@@ -188,7 +184,7 @@ def _check_traces(cfg: Config, w: Where) -> None:
                 f"no matrix {clip(repr(name))} (has {', '.join(cfg_matrix_names(cfg))})")
 
 
-def cfg_matrix_names(cfg: Config) -> list:
+def cfg_matrix_names(cfg) -> list:
     L = cfg.n_hidden
     return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
             *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,13 +17,9 @@ from crossbar_ep.runs.rundir import (
     hashed_config,
 )
 
-if TYPE_CHECKING:
-    from crossbar_ep.runs.train import Run
 
-
-
-
-def save_checkpoint(run: Run) -> None:
+def save_checkpoint(run) -> None:
+    """Write ``run``'s (a :class:`~crossbar_ep.runs.train.Run`) checkpoint atomically."""
     net, opt = run.net, run.learner.opt
     arrays = network_state(net)
     arrays.update({f"opt:{k}": v for k, v in opt.state_arrays().items()})
@@ -100,7 +95,8 @@ def _read_checkpoint(out_dir: str, arrays: bool = True) -> tuple[dict, dict]:
     return meta, data
 
 
-def load_checkpoint(run: Run) -> None:
+def load_checkpoint(run) -> None:
+    """Restore ``run`` (a :class:`~crossbar_ep.runs.train.Run`) from its checkpoint."""
     path = os.path.join(run.out_dir, CHECKPOINT)
     meta, arrays = _read_checkpoint(run.out_dir)
     net, opt = run.net, run.learner.opt

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model.network import Network
-from crossbar_ep.model.settle import activation_derivative, settle_reference
+from crossbar_ep.model.settle import activation_derivative, preactivations, settle_reference
 
 
 def coupling_matrix(net: Network) -> np.ndarray:
@@ -36,24 +36,9 @@ def coupling_matrix(net: Network) -> np.ndarray:
     return M
 
 
-def _preacts(net: Network, x: np.ndarray, s: list) -> list:
-    """Pre-activations h_k (B, n_k) of the free phase at states s."""
-    L = net.L
-    h = [None] + [np.zeros_like(s[k]) for k in range(1, L + 1)]
-    for p in net.projections:
-        if p.dst <= L:
-            h[p.dst] += p.scale * s[p.src] @ net.W[p.name].T
-    for f in net.feedbacks:
-        h[f.dst] += f.scale * s[f.src] @ net.feedback_matrix(f)
-    for k in range(1, L + 1):
-        if k in net.b:
-            h[k] += net.b[k]
-    return h
-
-
 def jacobian(net: Network, x: np.ndarray, s: list, sample: int) -> np.ndarray:
     """J = diag(rho'(h)) M of the discrete map at the states s, for one sample."""
-    h = _preacts(net, x, s)
+    h = preactivations(net, s)
     d = np.concatenate([activation_derivative(np.tanh(h[k][sample]) if net.activation ==
                                               "tanh" else np.clip(h[k][sample], 0, 1),
                                               h[k][sample], net.activation)
@@ -113,7 +98,7 @@ def diagnose(net: Network, settler, x: np.ndarray, tau_s: float,
     for the eigenvalues, which cost O(N^3) each)."""
     free = settler.free(x.astype(net.dtype))
     s = [x.astype(float)] + [np.asarray(a, float) for a in free.s[1:]]
-    h = _preacts(net, x, s)
+    h = preactivations(net, s)
     res = []
     for k in range(1, net.L + 1):
         f = np.tanh(h[k]) if net.activation == "tanh" else np.clip(h[k], 0, 1)

@@ -145,6 +145,7 @@ class Settler:
         self._seen: dict = {}
         self._buffers: dict = {}
         self.refresh()
+        self.sync()
 
     # ------------------------------------------------------------------ weights
     def _stack(self, k: int, i: int) -> None:
@@ -166,11 +167,15 @@ class Settler:
                 self._stack(k, i)
 
     def sync(self) -> None:
-        """Re-stack the blocks whose operator changed since they were stacked."""
+        """Re-stack the blocks whose operator changed since they were stacked, and note which
+        stacked blocks have read observers (energy meters) to tell about their reads."""
         ops = self.net.ops
         for (k, i), seen in self._seen.items():
             if ops[self.inc[k][i].op].version != seen:
                 self._stack(k, i)
+        self._observed = {k: [(b, off) for b, off in zip(self.inc[k], self.offsets[k])
+                              if ops[b.op].observers]
+                          for k in self.layers if k not in self.read_layers}
 
     def buffers(self, B: int) -> _Buffers:
         buf = self._buffers.get(B)
@@ -248,10 +253,9 @@ class Settler:
                 self._sum_reads(buf, k, nudged, H)
             elif w > 0:
                 np.matmul(buf.X[k][:, :w], self.M[k][:w], out=H)
-                for b, off in zip(self.inc[k], self.offsets[k]):
-                    op = net.ops[b.op]
-                    if op.observers and off < w:   # reads folded into the stacked GEMM
-                        op.notify_read(self._source(buf, b, k, off), b.transposed)
+                for b, off in self._observed[k]:   # reads folded into the stacked GEMM
+                    if off < w:
+                        net.ops[b.op].notify_read(self._source(buf, b, k, off), b.transposed)
             else:
                 H.fill(0.0)
             if k in buf.D:
@@ -425,6 +429,23 @@ class Settler:
                             tau)
 
 
+def preactivations(net: Network, s: list) -> list:
+    """Free-phase pre-activations [None, h_1, ..., h_L] (B, n_k) at the states s = [x, s_1,
+    ..., s_L], one term at a time from the definitions: forward and residual projections,
+    feedback paths, biases (plain NumPy, the reference for tests and diagnostics)."""
+    L = net.L
+    h = [None] + [np.zeros_like(s[k]) for k in range(1, L + 1)]
+    for p in net.projections:
+        if p.dst <= L:
+            h[p.dst] += p.scale * s[p.src] @ net.W[p.name].T
+    for f in net.feedbacks:
+        h[f.dst] += f.scale * s[f.src] @ net.feedback_matrix(f)
+    for k in range(1, L + 1):
+        if k in net.b:
+            h[k] += net.b[k]
+    return h
+
+
 def settle_reference(net: Network, x: np.ndarray, steps: int, s_init: list | None = None,
                      y: np.ndarray | None = None, frozen_p: np.ndarray | None = None,
                      r: float = 1.0) -> list:
@@ -442,18 +463,11 @@ def settle_reference(net: Network, x: np.ndarray, steps: int, s_init: list | Non
         return softmax(z)
 
     for _ in range(steps):
-        h = [None] + [np.zeros_like(s[k]) for k in range(1, L + 1)]
-        for p in net.projections:
-            if p.dst <= L:
-                h[p.dst] += p.scale * s[p.src] @ net.W[p.name].T
-        for f in net.feedbacks:
-            h[f.dst] += f.scale * s[f.src] @ net.feedback_matrix(f)
+        h = preactivations(net, s)
         if y is not None:
             pr = frozen_p if frozen_p is not None else probs(s[L])
             h[L] += net.beta_f * (y - pr) @ net.nudge_matrix()
         for k in range(1, L + 1):
-            if k in net.b:
-                h[k] += net.b[k]
             f_k = np.tanh(h[k]) if net.activation == "tanh" else np.clip(h[k], 0, 1)
             h[k] = s[k] + r * (f_k - s[k])
         s = [x] + h[1:]

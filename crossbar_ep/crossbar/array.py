@@ -30,6 +30,7 @@ from crossbar_ep.crossbar.periphery import (  # noqa: F401
     dac_kernel,
     quantize,
     sense_accumulate,
+    sense_tiles,
 )
 from crossbar_ep.devices.card import DeviceCard
 from crossbar_ep.model.operators import WeightOperator, gemm_into
@@ -81,7 +82,7 @@ class CrossbarMatrix(WeightOperator):
         self.wires, self.iv = wires, iv
         self.rule, self.lr = None, 1.0
         self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
-        self._dac_buf = {}
+        self._dac_buf, self._part_buf = {}, {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
         self.probes = {}  # (row tile, col tile) -> traces probe recording that tile's reads
@@ -95,6 +96,8 @@ class CrossbarMatrix(WeightOperator):
         self.pos, self.neg = self.mapping.pos, self.mapping.neg
         self.row_tiles = _blocks(self.n_in, tile_rows)
         self.col_tiles = _blocks(self.n_out, tile_cols)
+        self._bounds = {t: np.array([s.start for s in tiles] + [tiles[-1].stop], np.int64)
+                        for t, tiles in ((False, self.col_tiles), (True, self.row_tiles))}
         self._ir = ({} if wires.ideal else
                     {(rt.start, ct.start): TileIRDrop(wires, signed, self.mapping.weight_per_S)
                      for rt in self.row_tiles for ct in self.col_tiles})
@@ -230,11 +233,6 @@ class CrossbarMatrix(WeightOperator):
             self._calibrate()
             return
         self._calibrate()
-        if not self.per.ideal:  # contiguous per-tile operands for the tiled reads
-            self._fwd_tiles = {(rt.start, ct.start): np.ascontiguousarray(self.W_eff[ct, rt].T)
-                               for rt in self.row_tiles for ct in self.col_tiles}
-            self._bwd_tiles = {(rt.start, ct.start): np.ascontiguousarray(self.W_eff[ct, rt])
-                               for rt in self.row_tiles for ct in self.col_tiles}
 
     def _calibrate(self) -> None:
         """ADC full scale per tile and direction: fixed, or ``adc_sigmas`` std of the tile
@@ -295,9 +293,9 @@ class CrossbarMatrix(WeightOperator):
         return self.W_eff
 
     def _tiled_into(self, v: np.ndarray, out: np.ndarray, gain: float,
-                    transposed: bool) -> None:
+                    transposed: bool, assign: bool) -> None:
         """Tile by tile: partial products, per-tile read noise and ADC, digital partial sums
-        added (times the sense gain) into ``out`` (B, n) in place."""
+        added (times the sense gain) into ``out`` (B, n) in place (over it if ``assign``)."""
         p = self.per
         device_noise = p.read_noise and p.read_noise_mode == "device"
         W = self._noisy_matrix() if device_noise else None
@@ -306,6 +304,11 @@ class CrossbarMatrix(WeightOperator):
         levels = 2 ** (p.adc_bits - 1) - 1 if p.adc_bits is not None else 0
         ranges = self.bwd_range if transposed else self.fwd_range
         c = self.dtype.type
+        if not (device_noise or exact or self._ir or self.probes):
+            self._lines_into(v, out, c(gain), c(std), c(levels), ranges, transposed, assign)
+            return
+        if assign:
+            out.fill(0.0)
         for ri, rt in enumerate(self.row_tiles):
             for ci, ct in enumerate(self.col_tiles):
                 key = (rt.start, ct.start)
@@ -314,8 +317,10 @@ class CrossbarMatrix(WeightOperator):
                     fwd_op, bwd_op = self._fwd_tiles[key] + dW.T, self._bwd_tiles[key] + dW
                 elif device_noise:
                     fwd_op, bwd_op = W[ct, rt].T, W[ct, rt]
-                else:
+                elif self._ir:
                     fwd_op, bwd_op = self._fwd_tiles[key], self._bwd_tiles[key]
+                else:
+                    fwd_op, bwd_op = self.W_eff[ct, rt].T, self.W_eff[ct, rt]
                 if transposed:
                     part = v[:, ct] @ bwd_op
                     c0 = rt.start
@@ -338,6 +343,33 @@ class CrossbarMatrix(WeightOperator):
                 n = probe.samples
                 probe.record(transposed, part[:n] * self.current_factor(),
                              np.rint(sensed[:n] / step) if step else None)
+
+    def _lines_into(self, v, out, gain, std, levels, ranges, transposed: bool,
+                    assign: bool) -> None:
+        """:meth:`_tiled_into` for the common case (output read noise from the fast
+        generator, ideal wires, no recorded tile): one GEMM per driven tile row (forward) or
+        tile column (transposed) over all the lines it senses, then one fused sense pass over
+        its tiles.  Same noise streams, tile ADC ranges and summation order as tile by tile."""
+        c = self.dtype.type
+        seeds = self.rng.integers(0, 2**62, (len(self.row_tiles), len(self.col_tiles)))
+        driven, sensed = ((self.col_tiles, self.row_tiles) if transposed else
+                          (self.row_tiles, self.col_tiles))
+        bounds = self._bounds[transposed]
+        part = self._part_buf.get(out.shape)
+        if part is None:
+            part = self._part_buf[out.shape] = np.empty(out.shape, self.dtype)
+        for i, d in enumerate(driven):
+            if transposed:      # columns d driven, every row line sensed: y[:, d] @ W[d, :]
+                np.matmul(v[:, d], self.W_eff[d, :], out=part)
+                keys = [(s.start, d.start) for s in sensed]
+                tile_seeds = seeds[:, i]
+            else:               # rows d driven, every output line sensed: x[:, d] @ W[:, d]^T
+                np.matmul(v[:, d], self.W_eff[:, d].T, out=part)
+                keys = [(d.start, s.start) for s in sensed]
+                tile_seeds = seeds[i, :]
+            steps = np.array([ranges[k] / levels if levels else 0.0 for k in keys], c)
+            sense_tiles(out, part, bounds, gain, std, steps, levels,
+                        np.ascontiguousarray(tile_seeds), assign and i == 0)
 
     def watch_tile(self, tile: tuple, probe) -> None:
         """Record the reads of tile (row tile, column tile): ``probe.record(transposed,
@@ -388,9 +420,7 @@ class CrossbarMatrix(WeightOperator):
         if self._untiled():
             M = self._noisy_matrix()
             return gemm_into(vq, M if transposed else M.T, out, gain, accumulate)
-        if not accumulate:
-            out.fill(0.0)
-        self._tiled_into(vq, out, gain, transposed)
+        self._tiled_into(vq, out, gain, transposed, not accumulate)
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -476,4 +506,5 @@ class CrossbarMatrix(WeightOperator):
             np.copyto(dev.t_written, state[f"{side}:t_written"])
             if f"{side}:t_now" in state:
                 dev.t_now = float(state[f"{side}:t_now"])
+            dev.touch()
         self.refresh(exact=True)

@@ -111,6 +111,48 @@ def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
 
 
 @numba.njit(cache=True, fastmath=True)
+def sense_tiles(out, part, bounds, gain, noise_std, steps, levels, seeds, assign):
+    """Every tile of one read at once: ``out (+)= gain * ADC(part + noise)`` where ``part``
+    (B, n) holds the partial outputs of one driven tile row (or column) for all n sensed
+    lines, and tile t owns lines ``bounds[t]:bounds[t+1]`` with ADC step ``steps[t]`` and
+    noise stream ``seeds[t]``.  Tile by tile this is exactly :func:`sense_accumulate` (same
+    lane streams, same arithmetic); one call and one GEMM replace one per tile.
+    ``assign`` writes instead of adding (the first partial sum of a read).
+    """
+    for t in range(bounds.size - 1):
+        a, b = bounds[t], bounds[t + 1]
+        n = b - a
+        l0 = np.empty(n, np.uint64)
+        l1 = np.empty(n, np.uint64)
+        if noise_std > 0.0:
+            fastrng.seed_lanes(fastrng.key(seeds[t]), l0, l1)
+        step = steps[t]
+        lim = step * levels
+        inv = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
+        gstep = gain * step
+        for r in range(part.shape[0]):
+            row_in, row_out = part[r, a:b], out[r, a:b]
+            if assign:
+                row_out[:] = 0.0
+            if noise_std > 0.0 and step > 0.0:
+                for j in range(n):
+                    v = row_in[j] + noise_std * fastrng.lane_normal(l0, l1, j)
+                    v = min(max(v, -lim), lim)
+                    row_out[j] += np.rint(v * inv) * gstep
+            elif noise_std > 0.0:
+                for j in range(n):
+                    row_out[j] += gain * (row_in[j] + noise_std *
+                                          fastrng.lane_normal(l0, l1, j))
+            elif step > 0.0:
+                for j in range(n):
+                    v = min(max(row_in[j], -lim), lim)
+                    row_out[j] += np.rint(v * inv) * gstep
+            else:
+                for j in range(n):
+                    row_out[j] += gain * row_in[j]
+
+
+@numba.njit(cache=True, fastmath=True)
 def dac_kernel(x, out, step, levels):
     """out = DAC(x): clip to +-levels steps and round to the step, in one pass (C-contiguous,
     out of the compute dtype)."""

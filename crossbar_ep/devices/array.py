@@ -75,6 +75,12 @@ class DeviceArray:
         if self.pulsed:
             np.clip(self.w, self.wmin, self.wmax, out=self.w)
         self.write_noise = np.zeros(n)
+        self._g = None      # conductances of the present state and clock (read-only)
+
+    def touch(self) -> None:
+        """Forget the cached conductances: call after writing ``w``, ``write_noise``,
+        ``t_written``, ``t_now`` or ``stuck`` directly (the methods here do it themselves)."""
+        self._g = None
 
     def __getattr__(self, name):
         """A drawn per-device parameter by name (``dw_up``, ``gamma_up``, ...), flat (n,)."""
@@ -105,12 +111,14 @@ class DeviceArray:
         if self.card.drift:
             self.t_written[n != 0] = self.t_now
         self._redraw_write_noise()
+        self.touch()
         return int(total)
 
     def update_exact(self, dw: np.ndarray) -> None:
         """Exact models (``pulsed`` False, the ideal device): add an exact float change (no
         bounds, noise or pulses)."""
         self.w += np.asarray(dw, float).reshape(-1)
+        self.touch()
 
     def _redraw_write_noise(self) -> None:
         s = self.card.params.get("write_noise_std", 0.0)
@@ -143,11 +151,14 @@ class DeviceArray:
         self.w = w
         self.t_written[:] = self.t_now
         self._redraw_write_noise()
+        self.touch()
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` of simulated time pass on the clock ``t_now`` (s); with drift,
         reads then see the conductances decayed for the time since each write."""
         self.t_now += float(seconds)
+        if self.card.drift:
+            self.touch()
 
     # ------------------------------------------------------------------ reads
     def states(self) -> np.ndarray:
@@ -159,12 +170,18 @@ class DeviceArray:
         return w.reshape(self.shape)
 
     def conductance(self) -> np.ndarray:
-        """Conductances (S), shape (rows, cols), with drift for the time since each write."""
+        """Conductances (S), shape (rows, cols), with drift for the time since each write.
+        Read-only: computed once per state and clock (see :meth:`touch`)."""
+        if self._g is not None:
+            return self._g
         g = self.card.w_to_g(self.states().reshape(-1))
         g = np.maximum(g, 0.0) if self.pulsed else g
         if self.card.drift:
             g = g * self._drift_factor(g)
-        return g.reshape(self.shape)
+        g = g.reshape(self.shape)
+        g.flags.writeable = False
+        self._g = g
+        return g
 
     def _drift_factor(self, g: np.ndarray) -> np.ndarray:
         d = self.card.drift

@@ -158,11 +158,12 @@ class DeviceArray:
             w = np.where(self.stuck == STUCK_MAX, self.wmax, w)
         return w.reshape(self.shape)
 
-    def conductance(self) -> np.ndarray:
-        """Conductances (S), shape (rows, cols), with drift for the time since each write."""
+    def conductance(self, drifted: bool = True) -> np.ndarray:
+        """Conductances (S), shape (rows, cols), with drift for the time since each write
+        (``drifted=False``: as written)."""
         g = self.card.w_to_g(self.states().reshape(-1))
         g = np.maximum(g, 0.0) if self.pulsed else g
-        if self.card.drift:
+        if self.card.drift and drifted:
             g = g * self._drift_factor(g)
         return g.reshape(self.shape)
 

@@ -23,9 +23,11 @@ import numpy as np
 from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
+from crossbar_ep.crossbar.drift import DRIFT_COMPENSATION
 from crossbar_ep.crossbar.energy import EnergyMeter
 from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
 from crossbar_ep.devices.card import DeviceCard, load_card
+from crossbar_ep.errors import CrossbarEPError
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.optim import SGD, Adam
@@ -40,14 +42,18 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
                     tile_rows: int = 256, tile_cols: int = 256,
                     weight_range_factor: float = 2.0, wires: WireSettings | None = None,
                     iv: IVLaw | None = None, rule=None, lr: float | None = None,
-                    seed: int | np.random.Generator = 0) -> CrossbarMatrix:
+                    seed: int | np.random.Generator = 0,
+                    drift_compensation: str = "none") -> CrossbarMatrix:
     """Put projection ``name`` (e.g. ``"W1"``) of ``net`` on a crossbar array.
 
     card: a :class:`DeviceCard` or the path of a card file; periphery: DAC/ADC/read noise
     (default ideal); signed: ``differential`` or ``reference``; rule: a pulse rule
     (:class:`DeterministicPulses` by default, or :class:`StochasticCoincidence`); lr: pulse
-    gain (default the projection's learning rate).  The current weights are programmed
-    through the device model.  Returns the array (also ``net.ops[name]``).
+    gain (default the projection's learning rate); drift_compensation: ``none``,
+    ``global`` or ``column`` (:mod:`crossbar_ep.crossbar.drift`).  The current weights are
+    programmed through the device model.  A nonlinear ``iv`` law together with wire
+    resistance raises :class:`~crossbar_ep.errors.CrossbarEPError`.  Returns the array (also
+    ``net.ops[name]``).
     """
     if name not in {p.name for p in net.projections}:
         raise KeyError(f"{name!r}: not a projection of this network "
@@ -58,6 +64,10 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
     cb = CrossbarMatrix(net.W[name], card, rng, periphery or Periphery(), signed, tile_rows,
                         tile_cols, weight_range_factor, net.dtype, wires or WireSettings(),
                         iv or IVLaw())
+    if drift_compensation not in DRIFT_COMPENSATION:
+        raise CrossbarEPError(f"attach_crossbar: drift_compensation {drift_compensation!r}; "
+                              f"use {', '.join(DRIFT_COMPENSATION)}")
+    cb.drift_compensation = drift_compensation
     cb.rule = rule if rule is not None else DeterministicPulses()
     cb.lr = net.lr[name] if lr is None else float(lr)
     net.attach(name, cb)

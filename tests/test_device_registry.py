@@ -137,7 +137,11 @@ def published(card, w, pulses):
             step = ((p["w_min"] + B - w) if d > 0 else -(w - (p["w_max"] - B))) * \
                 (1 - math.exp(-1 / A))
         else:
-            dw = p["dw_min"] * (1 + d * p["up_down"])
+            b = p["up_down"]
+            if card.conventions.get("up_down") == "larger_is_dw_min":   # the fits' form
+                dw = p["dw_min"] * (1 - abs(b) if d * b < 0 else 1.0)
+            else:
+                dw = p["dw_min"] * (1 + d * b)
             if card.model == "constant_step":
                 step = d * dw
             elif card.model in ("linear_step", "soft_bounds"):
@@ -151,7 +155,11 @@ def published(card, w, pulses):
                 step = d * dw * max(y, 0)
             elif card.model == "pow_step":
                 om = (p["w_max"] - w) / (p["w_max"] - p["w_min"])
-                gam = p["pow_gamma"] * (1 + d * p["pow_up_down"])
+                pb = p["pow_up_down"]
+                if card.conventions.get("up_down") == "larger_is_dw_min":
+                    gam = p["pow_gamma"] * (1 - abs(pb) if d * pb < 0 else 1.0)
+                else:
+                    gam = p["pow_gamma"] * (1 + d * pb)
                 step = dw * om ** gam if d > 0 else -dw * (1 - om) ** gam
             else:  # piecewise
                 nodes = np.asarray(p["piecewise_up" if d > 0 else "piecewise_down"])

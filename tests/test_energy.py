@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import REPO, small_config
 
-from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile
+from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile, transposed_drive
 from crossbar_ep.circuit.nodal import TileCircuit, Wires
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.devices.card import load_card
@@ -46,11 +46,10 @@ def test_read_energy_is_the_sum_over_devices_of_G_V2_t(signed):
     Vx, Vy = volts(cb, x), volts(cb, y)
     fwd = bwd = 0.0
     for rt, ct, G in tiles(cb):
-        C = combination(ct.stop - ct.start, signed)
         for b in range(3):
             V = Vx[b, rt]
             fwd += sum(G[i, j] * V[i] ** 2 for i in range(G.shape[0]) for j in range(G.shape[1]))
-            Vp = C.T @ Vy[b, ct]              # +V on G+, -V on G- (or -sum V on the reference)
+            Vp = transposed_drive(Vy[b, ct], signed)   # +V / -V on a pair; reference at 0 V
             bwd += sum(G[i, j] * Vp[j] ** 2 for i in range(G.shape[0])
                        for j in range(G.shape[1]))
     E, dac, adc = cb.read_energy(x)

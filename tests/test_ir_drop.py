@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile
+from crossbar_ep.circuit.ir_drop import WireSettings, combination, physical_tile, transposed_drive
 from crossbar_ep.circuit.nodal import TileCircuit, Wires
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.devices.card import load_card
@@ -37,7 +37,10 @@ def brute_force_reads(cb, x, y, wires):
             C = combination(ct.stop - ct.start, cb.signed)
             I = TileCircuit(G, wires, False).sensed_currents(x[:, rt].T * volts)
             fwd[:, ct] += (C @ I).T / cb.current_factor()
-            I = TileCircuit(G, wires, True).sensed_currents(C.T @ (y[:, ct].T * volts))
+            Vy = y[:, ct].T * volts
+            I = TileCircuit(G, wires, True).sensed_currents(transposed_drive(Vy, cb.signed))
+            if cb.signed == "reference":     # reference column at 0 V, subtracted digitally
+                I = I - g_ref * Vy.sum(axis=0)
             bwd[:, rt] += I.T / cb.current_factor()
     return fwd, bwd
 

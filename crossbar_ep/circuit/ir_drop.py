@@ -7,12 +7,17 @@ and ``2j + 1`` its G- (neighbours, as in most layouts); for the reference mappin
 conductance.  A forward read senses every physical column and forms output j as
 ``C @ I`` with the signed combination matrix ``C`` (tile_cols, n_phys) (+1 on the device
 column, -1 on its partner or the reference); a transposed read drives the physical columns
-with ``C^T V`` (+V on G+, -V on G-; the reference column with -sum V) and senses the rows.
+with ``C^T V`` (+V on G+, -V on G-) and senses the rows.  For the reference mapping the
+transposed read drives the device columns with V and holds the reference column at 0 V (its
+driver idle); the periphery subtracts the reference current ``g_ref sum_j V_j`` of every row
+digitally (:func:`transposed_drive`).
 
 :class:`TileIRDrop` solves the tile's circuit exactly (:class:`~crossbar_ep.circuit.nodal.TileCircuit`)
 and turns the sensed-current maps into effective weights in output units.  With equal driver
 and sense resistance the transposed map is the transpose of the forward one (reciprocity)
-and only one circuit is solved.  An exact solve costs seconds for a 256 x 512 physical array,
+and only one circuit is solved for the reads; the read energy's transposed source
+admittance is then solved lazily, once per exact solve, when an energy meter asks for it
+(:meth:`TileIRDrop.admittances`).  An exact solve costs seconds for a 256 x 512 physical array,
 so between exact solves (every ``refresh_every`` writes) the maps follow the conductance
 changes to first order: ``M = M_ref + A o (G - G_ref)`` with each device's attenuation
 ``A = M_ref / G_ref`` frozen at the last exact solve (the change of the IR-drop pattern itself
@@ -78,6 +83,18 @@ def combination(n_out: int, signed: str) -> np.ndarray:
     return C
 
 
+def transposed_drive(V: np.ndarray, signed: str) -> np.ndarray:
+    """Physical column voltages of a transposed read for output-drive voltages V
+    (n_out,) or (n_out, k): ``+V, -V`` on each G+, G- pair, or V on the device columns and 0 V
+    on the (undriven) reference column."""
+    V = np.asarray(V, float)
+    if signed == "differential":
+        out = np.empty((2 * V.shape[0],) + V.shape[1:])
+        out[0::2], out[1::2] = V, -V
+        return out
+    return np.concatenate([V, np.zeros((1,) + V.shape[1:])])
+
+
 def physical_tile(g_pos: np.ndarray, g_neg: np.ndarray | None, g_ref: float) -> np.ndarray:
     """Physical conductances (rows, n_phys) in S of one tile from the (n_out, n_in) blocks of
     the logical matrix: G+ and G- interleaved, or devices then one reference column."""
@@ -105,6 +122,7 @@ class TileIRDrop:
         self.G_ref = None
         self.since_exact = 0
         self.exact_solves = 0
+        self.lazy_solves = 0          # transposed admittances solved for the energy only
 
     def _exact(self, G: np.ndarray) -> None:
         w = self.s.wires
@@ -113,7 +131,7 @@ class TileIRDrop:
             Mt, Yt = Mf.T, None                                           # reciprocity
         else:
             Mt, Yt = tile_maps(G, w, transposed=True)                     # (rows, n_phys)
-        self.Yf_ref, self.Yt_ref = Yf, Yt
+        self.Yf_ref, self.Yt_ref = Yf, Yt       # Yt None: solved lazily for the energy
         with np.errstate(divide="ignore", invalid="ignore"):
             att_f = np.where(G > 0, Mf.T / G, 1.0)
             att_t = np.where(G > 0, Mt / G, 1.0)
@@ -145,13 +163,17 @@ class TileIRDrop:
         return self.s.wires.r_driver == self.s.wires.r_sense
 
     def admittances(self, G: np.ndarray) -> tuple:
-        """Source admittances for the read energy: (Yf (rows, rows), Yt (n_phys, n_phys) or
-        None) in S, from the last exact solve plus the diagonal change ``sum_j dG`` since
-        (first order).  Yt is None when the reciprocity shortcut skipped the transposed
-        circuit; the caller then uses the ideal-wire column sums."""
+        """Source admittances for the read energy: (Yf (rows, rows), Yt (n_phys, n_phys))
+        in S, from the last exact solve plus the diagonal change ``sum_j dG`` since (first
+        order).  When the reciprocity shortcut skipped the transposed circuit for the reads,
+        its exact admittance is solved here, once per exact solve, at the conductances of
+        that solve (reads without an energy meter never pay for it)."""
+        if self.Yt_ref is None:
+            self.Yt_ref = tile_maps(self.G_ref, self.s.wires, transposed=True)[1]
+            self.lazy_solves += 1
         dG = G - self.G_ref
         Yf = self.Yf_ref + np.diag(dG.sum(axis=1))
-        Yt = None if self.Yt_ref is None else self.Yt_ref + np.diag(dG.sum(axis=0))
+        Yt = self.Yt_ref + np.diag(dG.sum(axis=0))
         return Yf, Yt
 
     def weights(self, G: np.ndarray, force_exact: bool = False) -> tuple:
@@ -161,7 +183,7 @@ class TileIRDrop:
         if self.signed == "differential":     # C @ Mf and Mt @ C^T without the dense C
             fwd = (Mf[0::2] - Mf[1::2]).T
             bwd = fwd.T if self.reciprocal else (Mt[:, 0::2] - Mt[:, 1::2]).T
-        else:
+        else:     # transposed: reference column at 0 V, g_ref sum V subtracted digitally
             fwd = (Mf[:-1] - Mf[-1]).T
-            bwd = (Mt[:, :-1] - Mt[:, -1:]).T
+            bwd = (Mt[:, :-1] - self.G_ref[:, -1:]).T
         return fwd * self.units, bwd * self.units

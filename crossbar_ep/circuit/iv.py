@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossbar_ep.errors import CrossbarEPError
 from crossbar_ep.schema import key, p_choice, p_float, p_list
 
 
@@ -39,6 +40,26 @@ class IVLaw:
     @property
     def linear(self) -> bool:
         return self.law == "linear" or (self.law == "polynomial" and not any(self.coeffs))
+
+    def check_reads(self, signed: str, ideal_wires: bool) -> None:
+        """Raise :class:`~crossbar_ep.errors.CrossbarEPError` for the crossbar reads this law
+        cannot be simulated in exactly (the config's ``crossbar.iv.law`` rules): a nonlinear
+        law with wire resistance (the settling loop reads through linear nodal maps) or with
+        the reference mapping."""
+        if self.linear:
+            return
+        if not ideal_wires:
+            raise CrossbarEPError(
+                f"CrossbarMatrix: the {self.law} I-V law together with wire resistance would "
+                f"be read through linear nodal maps with f applied to the drive (off by tens of "
+                f"percent against ngspice); pass wires=WireSettings() (ideal wires) with the nonlinear law, or "
+                f"iv=IVLaw('linear') with the wires (TileCircuit.nonlinear_sensed_currents "
+                f"solves single reads with both exactly)")
+        if signed != "differential":
+            raise CrossbarEPError(
+                f"CrossbarMatrix: the {self.law} I-V law needs signed='differential' (with "
+                f"signed={signed!r} the reference current the periphery subtracts would not "
+                f"follow the device law)")
 
     def f(self, V):
         """Current per siemens (A/S = V) at device voltage V (V)."""

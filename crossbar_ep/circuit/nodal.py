@@ -216,6 +216,16 @@ class TileCircuit:
         leave += np.bincount(al, dl, self.N) - np.bincount(bl, dl, self.N)
         return -leave[self.gnd]
 
+    def nonlinear_read_power(self, V: np.ndarray, iv) -> float:
+        """Power (W) one read with the nonlinear device law ``iv`` dissipates, at the node
+        voltages of the Newton solution: ``sum_dev G V_dev f(V_dev)`` plus the wires' and
+        terminals' ``g dV^2`` (equal to the drivers' ``sum V I``)."""
+        x, _ = self.nonlinear_node_voltages(V, iv)
+        a, b, g, n_dev = self._edges
+        d = x[a[:n_dev]] - x[b[:n_dev]]
+        dl = x[a[n_dev:]] - x[b[n_dev:]]
+        return float(np.sum(g[:n_dev] * d * iv.f(d)) + np.sum(g[n_dev:] * dl * dl))
+
     def device_voltages(self, V: np.ndarray) -> np.ndarray:
         """Voltage across every device, u - v (m, n), for one drive vector V."""
         x = self.node_voltages(V)

@@ -118,6 +118,7 @@ def attach_crossbars(cfg, net: Network):
     for name, cb in arrays.items():
         cb.rule, cb.lr = rule, lrs[name]
         cb.seconds_per_update = batch_seconds(cfg, cb.card)
+        cb.drift_compensation = cfg.crossbar.drift_compensation
         cb.observers += [stats, meter]
         net.attach(name, cb)
     return stats, meter

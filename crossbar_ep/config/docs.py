@@ -73,6 +73,26 @@ bounds `w_max (1 + w_max_dtod xi)`, `w_min (1 + w_min_dtod xi)`.  Every pulse's 
 by `(1 + dw_min_std xi)` (fresh xi per pulse), then the state is clipped to the device's bounds.
 Number of states: `(w_max - w_min) / dw_min` (`p_max` for soft_bounds_pmax).
 
+### Conventions of the fits (`conventions`)
+
+The published fits these cards port (IBM aihwkit's presets) were made with slightly different
+forms of the equations than the plain ones above; a card says which it was fitted with, and the
+ported cards do (the defaults keep the plain forms):
+
+| key | default | the fits' form |
+|---|---|---|
+| `up_down` | `symmetric`: `dw_up = dw_min (1 + b)`, `dw_down = dw_min (1 - b)` | `larger_is_dw_min`: the larger step is dw_min, only the other shrinks by abs(b): `dw_up = dw_min (1 + min(b, 0) + dw_min_dtod xi)`, `dw_down = dw_min (1 - max(b, 0) + dw_min_dtod xi)`; the same for pow_step's exponents, `gamma^+ = pow_gamma (1 + min(pow_up_down, 0))`, `gamma^- = pow_gamma (1 - max(pow_up_down, 0))` |
+| `slope_bound` | `device`: linear_step's slope divides by each device's drawn bound | `nominal`: by the card's `w_max` (up) / `w_min` (down) |
+| `exp_range` | `card`: exp_step's `z = 2 a w / (w_max - w_min) + b` with the card's range | `device`: with each device's own drawn range |
+
+For `reram_gong2018_exp.yaml` (up_down 0.259) the up/down step ratio is 1 / (1 - 0.259) = 1.35
+with `larger_is_dw_min` and 1.259 / 0.741 = 1.70 with `symmetric`; after 200 SET pulses from
+w = 0 the nominal device sits at w = 0.289 (214 dw_min) with the fit's form against 0.362
+(268 dw_min) with `symmetric`: 54 dw_min, 3.7 % of the range, apart.
+`ecram_*`, `capacitor_li2018` and `reram_gong2018_*` set the fits' forms;
+`pcm_nandakumar2020.yaml` (up_down 0, a Nandakumar et al. fit) and the RPU and NeuroSim cards
+keep the defaults.
+
 Every model is a class in the model registry (`crossbar_ep/devices/`); the table below and the
 parameter sections are generated from it.
 """

@@ -243,6 +243,11 @@ class CrossbarConfig:
         "(deterministic: update.max_pulses, or the card's number of states without a cap; "
         "stochastic: batch_size x update.bl; none for exact-update cards).",
         p_optional(p_float(lo=0.0, hi=1.0e9)), "s")
+    drift_compensation: str = key(
+        "none", "Drift compensation in the periphery (docs/devices.md): none; global (one "
+        "digital output gain per matrix, the ratio of a calibration read's column-current sum "
+        "as written to now); column (one gain per output column).",
+        p_choice("none", "global", "column"))
     periphery: Periphery = section(Periphery, "DAC, ADC and read noise.")
     wires: WireSettings = section(WireSettings, "Wire, driver and sense resistances of every "
                                  "tile (IR drop by exact nodal analysis in every read).")

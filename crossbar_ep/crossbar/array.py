@@ -22,8 +22,9 @@ import numba
 import numpy as np
 
 from crossbar_ep import fastrng
-from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings
+from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings, transposed_drive
 from crossbar_ep.circuit.iv import IVLaw
+from crossbar_ep.crossbar.drift import compensation_gain
 from crossbar_ep.crossbar.mapping import MAPPINGS
 from crossbar_ep.crossbar.periphery import (  # noqa: F401
     Periphery,
@@ -78,10 +79,12 @@ class CrossbarMatrix(WeightOperator):
                  weight_range_factor: float = 2.0, dtype=np.float32,
                  wires: WireSettings = WireSettings(), iv: IVLaw = IVLaw()):
         super().__init__()
+        iv.check_reads(signed, wires.ideal)
         self.card, self.rng, self.per = card, rng, periphery
         self.wires, self.iv = wires, iv
         self.rule, self.lr = None, 1.0
         self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
+        self.drift_compensation = "none"  # none | global | column (crossbar/drift.py)
         self._dac_buf, self._part_buf = {}, {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
@@ -111,9 +114,11 @@ class CrossbarMatrix(WeightOperator):
     # ------------------------------------------------------------------ energy
     def _energy_operands(self) -> dict:
         """Per tile: (forward admittance: row sums (rows,) or dense (rows, rows); transposed:
-        per-output sums (outputs,) or dense C Y C^T (outputs, outputs); reference-column sum
-        (S)).  Ideal wires: a driven line draws V sum_j G; with wires, the exact source
-        admittance of the last nodal solve (first order since)."""
+        per-output sums (outputs,) or dense D^T Y D (outputs, outputs)) in S, with D the
+        transposed drive (+V / -V on a pair; V on the devices and 0 V on the reference
+        column).  Ideal wires: a driven line draws ``V sum_j G f(V) / V``; with wires, the
+        exact source admittance of each direction at the last nodal solve (first order
+        since; the transposed one is solved here when the reads did not need it)."""
         if self._eops is not None:
             return self._eops
         m = self.mapping
@@ -123,14 +128,12 @@ class CrossbarMatrix(WeightOperator):
             for ct in self.col_tiles:
                 key = (rt.start, ct.start)
                 bp, bn = gp[ct, rt], (None if gn is None else gn[ct, rt])
-                fwd, bwd, ref = m.line_sums(bp, bn)
+                fwd, bwd, _ = m.line_sums(bp, bn)
                 if self._ir:
-                    Yf, Yt = self._ir[key].admittances(m.physical_tile(bp, bn))
-                    fwd = Yf
-                    if Yt is not None:
-                        C = m.combination(ct.stop - ct.start)
-                        bwd, ref = C @ Yt @ C.T, 0.0
-                ops[key] = (fwd, bwd, ref)
+                    fwd, Yt = self._ir[key].admittances(m.physical_tile(bp, bn))
+                    D = transposed_drive(np.eye(ct.stop - ct.start), self.signed)
+                    bwd = D.T @ Yt @ D
+                ops[key] = (fwd, bwd)
         self._eops = ops
         self._eflat = {False: self._flat_admittance(ops, 0, self.n_in, True),
                        True: self._flat_admittance(ops, 1, self.n_out, False)}
@@ -151,34 +154,27 @@ class CrossbarMatrix(WeightOperator):
 
     def read_energy(self, v: np.ndarray, transposed: bool = False) -> tuple[float, int, int]:
         """Energy of one read driven by v (B, n_in) (or (B, n_out) transposed), summed over
-        the batch: (array energy in J = t_read x sum over tiles of V^T Y V with the DAC's
-        voltages, from the first ``_ENERGY_SAMPLES`` samples scaled to B; DAC conversions,
-        ADC conversions)."""
+        the batch: (array energy in J = t_read x sum over tiles of the drivers' power with the
+        DAC's voltages V: ``sum_i V_i f(V_i) Y_i`` with ideal wires and the device I-V law f,
+        ``V^T Y V`` with wires (linear devices); from the first ``_ENERGY_SAMPLES`` samples
+        scaled to B; DAC conversions, ADC conversions).  The reference column is not driven
+        in the transposed read (its current is subtracted in the periphery): no energy."""
         B = v.shape[0]
         Bs = min(B, _ENERGY_SAMPLES)      # subsample of the batch, scaled to the batch
         vq = np.asarray(self._dac_only(v[:Bs]), float) * (self.per.v_read_V /
                                                            self.per.input_range)
         ops = self._energy_operands()
         flat = self._eflat[transposed]
-        E = 0.0
-        if flat is not None:      # ideal wires: sum_b sum_i V_bi^2 Y_i over the whole read
-            E = float(np.einsum("bi,bi,i->", vq, vq, flat))
-        for rt in self.row_tiles if flat is None or transposed else ():
-            for ct in self.col_tiles:
-                if flat is not None:     # only the reference column's share is left
-                    ref = ops[(rt.start, ct.start)][2]
-                    if ref:
-                        E += float(ref * np.sum(vq[:, ct].sum(axis=1) ** 2))
-                    continue
-                fwd, bwd, ref = ops[(rt.start, ct.start)]
-                V = vq[:, ct] if transposed else vq[:, rt]
-                Y = bwd if transposed else fwd
-                if Y.ndim == 1:
-                    E += float(np.einsum("bi,bi,i->", V, V, Y))
-                else:
-                    E += float(np.sum((V @ Y) * V))
-                if transposed and ref:
-                    E += float(ref * np.sum(V.sum(axis=1) ** 2))
+        if flat is not None:      # ideal wires: sum_b sum_i V_bi f(V_bi) Y_i over the read
+            fv = vq if self.iv.linear else self.iv.f(vq)
+            E = float(np.einsum("bi,bi,i->", vq, fv, flat))
+        else:
+            E = 0.0
+            for (r0, c0), (fwd, bwd) in ops.items():
+                n = bwd.shape[0] if transposed else fwd.shape[0]
+                s0 = c0 if transposed else r0
+                V = vq[:, s0:s0 + n]
+                E += float(np.sum((V @ (bwd if transposed else fwd)) * V))
         E *= B / Bs
         n_tiles_other = len(self.row_tiles) if transposed else len(self.col_tiles)
         dac = B * (self.n_out if transposed else self.n_in) * n_tiles_other
@@ -218,6 +214,9 @@ class CrossbarMatrix(WeightOperator):
         m = self.mapping
         gp, gn = m.conductances()
         W = m.weights(gp, gn)
+        gain = self._gain = compensation_gain(m, self.drift_compensation)
+        if gain is not None:          # digital output gain of the drift compensation
+            W = W * gain[:, None]
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
         self._eops = None
         self.changed()
@@ -228,6 +227,8 @@ class CrossbarMatrix(WeightOperator):
                     key = (rt.start, ct.start)
                     G = m.physical_tile(gp[ct, rt], None if gn is None else gn[ct, rt])
                     fwd, bwd = self._ir[key].weights(G, exact)
+                    if gain is not None:
+                        fwd, bwd = fwd * gain[None, ct], bwd * gain[ct, None]
                     self._fwd_tiles[key] = np.ascontiguousarray(fwd, dtype=self.dtype)
                     self._bwd_tiles[key] = np.ascontiguousarray(bwd, dtype=self.dtype)
             self._calibrate()

@@ -8,7 +8,9 @@ with a per-matrix scale ``S`` (weight units per unit of u):
   symmetrically ``u+- = 1/2 +- W / (2 S)``; physically G+ and G- sit in neighbouring columns
   and the sense amplifier takes I+ - I-;
 - :class:`ReferenceColumn`: one device per weight and a shared column at mid conductance,
-  ``W = S (2 u - 1)``; the sense amplifier takes I - I_ref.
+  ``W = S (2 u - 1)``; the forward read's sense amplifier takes I - I_ref; the transposed read
+  drives the device columns only (reference column at 0 V) and the periphery subtracts the
+  reference current ``g_ref sum_j V_j`` of each row digitally.
 
 A mapping owns the device arrays and answers everything that depends on the mapping: the
 weights the conductances encode, exact and pulsed changes, the physical tile layout for nodal
@@ -180,8 +182,10 @@ class ReferenceColumn(SignedMapping):
         return C
 
     def line_sums(self, gp: np.ndarray, gn=None) -> tuple:
-        n_in = gp.shape[1]
-        return gp.sum(axis=0) + self.g_ref_S, gp.sum(axis=1), self.g_ref_S * n_in
+        """As :meth:`DifferentialPair.line_sums`; the reference column is read forward
+        (every row drives it) but not driven in the transposed read (0 V; the periphery
+        subtracts ``g_ref sum_j V_j`` from each row digitally), so it draws no energy there."""
+        return gp.sum(axis=0) + self.g_ref_S, gp.sum(axis=1), 0.0
 
 
 MAPPINGS = {m.name: m for m in (DifferentialPair, ReferenceColumn)}

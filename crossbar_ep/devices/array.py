@@ -169,18 +169,20 @@ class DeviceArray:
             w = np.where(self.stuck == STUCK_MAX, self.wmax, w)
         return w.reshape(self.shape)
 
-    def conductance(self) -> np.ndarray:
-        """Conductances (S), shape (rows, cols), with drift for the time since each write.
-        Read-only: computed once per state and clock (see :meth:`touch`)."""
-        if self._g is not None:
+    def conductance(self, drifted: bool = True) -> np.ndarray:
+        """Conductances (S), shape (rows, cols), with drift for the time since each write
+        (``drifted=False``: as written).  Read-only; the drifted ones are computed once per
+        state and clock (see :meth:`touch`)."""
+        if drifted and self._g is not None:
             return self._g
         g = self.card.w_to_g(self.states().reshape(-1))
         g = np.maximum(g, 0.0) if self.pulsed else g
-        if self.card.drift:
+        if self.card.drift and drifted:
             g = g * self._drift_factor(g)
         g = g.reshape(self.shape)
         g.flags.writeable = False
-        self._g = g
+        if drifted or not self.card.drift:
+            self._g = g
         return g
 
     def _drift_factor(self, g: np.ndarray) -> np.ndarray:

@@ -79,8 +79,9 @@ STEP_PARAMS = {
     "dw_min": Param(REQUIRED, "w", "mean step of one pulse (the state granularity)", "pos"),
     "w_min": Param(REQUIRED, "w", "lower bound of the device state", "any"),
     "w_max": Param(REQUIRED, "w", "upper bound of the device state", "any"),
-    "up_down": Param(0.0, "-", "up/down asymmetry b: up steps scale by (1 + b), down by (1 - b)",
-                     "any"),
+    "up_down": Param(0.0, "-", "up/down asymmetry b: up steps scale by (1 + b), down by (1 - b); "
+                     "with conventions.up_down larger_is_dw_min the larger step stays dw_min "
+                     "and the other scales by (1 - abs(b))", "any"),
     "dw_min_dtod": Param(0.0, "-", "device-to-device spread (relative std) of dw_min", "nonneg"),
     "up_down_dtod": Param(0.0, "-", "device-to-device std of up_down", "nonneg"),
     "w_max_dtod": Param(0.0, "-", "device-to-device relative std of w_max", "nonneg"),
@@ -91,11 +92,21 @@ STEP_PARAMS = {
 }
 
 
+def asymmetric(b, convention: str) -> tuple:
+    """(up, down) factors of an up/down asymmetry b (arrays or floats): ``symmetric``
+    ``(1 + b, 1 - b)``; ``larger_is_dw_min`` (the convention of the published fits): the larger
+    of the two stays 1 and only the other shrinks by |b|, ``(1 + min(b, 0), 1 - max(b, 0))``."""
+    if convention == "larger_is_dw_min":
+        return 1 + np.minimum(b, 0.0), 1 - np.maximum(b, 0.0)
+    return 1 + b, 1 - b
+
+
 class StepModel(DeviceModel):
     """Models with a mean step dw_min and up/down asymmetry: each device draws
-    ``dw_up = dw_min (1 + b + dw_min_dtod xi)``, ``dw_down = dw_min (1 - b + dw_min_dtod xi)``
-    with ``b = up_down + up_down_dtod xi'`` (columns 0 and 1 of ``p``), then
-    :meth:`draw_shape`'s columns."""
+    ``dw_up = dw_min (a_up + dw_min_dtod xi)``, ``dw_down = dw_min (a_down + dw_min_dtod xi)``
+    with ``(a_up, a_down) = asymmetric(b)`` for ``b = up_down + up_down_dtod xi'`` under the
+    card's ``conventions.up_down`` (columns 0 and 1 of ``p``), then :meth:`draw_shape`'s
+    columns."""
 
     params = STEP_PARAMS
 
@@ -104,8 +115,9 @@ class StepModel(DeviceModel):
         p = card.params
         b = p["up_down"] + p["up_down_dtod"] * xi()
         spread = p["dw_min_dtod"] * xi()
-        return {"dw_up": np.maximum(p["dw_min"] * (1 + b + spread), 0.0),
-                "dw_dn": np.maximum(p["dw_min"] * (1 - b + spread), 0.0),
+        up, dn = asymmetric(b, card.convention("up_down"))
+        return {"dw_up": np.maximum(p["dw_min"] * (up + spread), 0.0),
+                "dw_dn": np.maximum(p["dw_min"] * (dn + spread), 0.0),
                 **cls.draw_shape(card, xi, n)}
 
     @classmethod

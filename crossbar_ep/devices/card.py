@@ -61,12 +61,25 @@ TOP = {
     "drift": "power-law drift: nu_mean, nu_std (-), t0_s (s); or nu_model: pcm_nandakumar",
     "programming_noise": "noise when a target is written: model none | constant | "
                          "pcm_nandakumar | reram_wan, std_S for constant",
+    "conventions": "which published form of the model equations the card's fit was made with: "
+                   "up_down, slope_bound, exp_range (see Conventions of the fits)",
 }
 FAULT_KEYS = {"stuck_at_gmin_frac": "fraction of devices stuck at G_min (SA0)",
               "stuck_at_gmax_frac": "fraction of devices stuck at G_max (SA1)"}
 DRIFT_KEYS = {"nu_mean": "mean drift exponent nu (-)", "nu_std": "device spread of nu (-)",
               "t0_s": "reference time t0 (s), default 20",
               "nu_model": "pcm_nandakumar: nu from the conductance (Nandakumar et al. 2019)"}
+CONVENTION_KEYS = {
+    "up_down": "symmetric (default): dw_up = dw_min (1 + b), dw_down = dw_min (1 - b); "
+               "larger_is_dw_min: the larger step is dw_min and only the other shrinks by "
+               "|b| (the same for pow_up_down on pow_step's exponent)",
+    "slope_bound": "linear_step: device (default): the slope uses each device's drawn bound; "
+                   "nominal: the card's w_max / w_min",
+    "exp_range": "exp_step: card (default): z uses the card's w_max - w_min; device: each "
+                 "device's own drawn range",
+}
+CONVENTION_VALUES = {"up_down": ("symmetric", "larger_is_dw_min"),
+                     "slope_bound": ("device", "nominal"), "exp_range": ("card", "device")}
 PROG_KEYS = {"model": "none | constant | pcm_nandakumar | reram_wan",
              "std_S": "std (S) for model constant"}
 
@@ -88,6 +101,12 @@ class DeviceCard:
     description: str = ""
     write_voltage_V: float = 1.0
     pulse_width_s: float = 1e-7
+    conventions: dict = field(default_factory=dict)
+
+    def convention(self, key: str) -> str:
+        """The card's choice for a convention key (:data:`CONVENTION_VALUES`), or the
+        default (the first value)."""
+        return self.conventions.get(key, CONVENTION_VALUES[key][0])
 
     @property
     def w_min(self) -> float:
@@ -278,12 +297,17 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
         elif "std_S" in prog:
             raise top.child("programming_noise").child("std_S").fail(
                 f"only used with model constant (model is {pm})")
+    conv = _section(raw, "conventions", CONVENTION_KEYS, top)
+    for k, v in conv.items():
+        if v not in CONVENTION_VALUES[k]:
+            raise top.child("conventions").child(k).fail(
+                f"unknown value {_short.repr(v)}; use {' or '.join(CONVENTION_VALUES[k])}")
     write = {}
     for k in ("write_voltage_V", "pulse_width_s"):
         if k in raw:
             write[k] = _num(raw[k], top.child(k), "pos")
     return DeviceCard(raw["name"], model, raw["source"], g_min, g_max, params, faults, drift,
-                      prog, path, raw.get("description", ""), **write)
+                      prog, path, raw.get("description", ""), **write, conventions=conv)
 
 
 def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from crossbar_ep.devices.base import STEP_PARAMS, DeviceModel, StepModel
+from crossbar_ep.devices.base import STEP_PARAMS, DeviceModel, StepModel, asymmetric
 from crossbar_ep.devices.registry import REQUIRED, Param, register
 
 
@@ -46,10 +46,14 @@ class ConstantStep(StepModel):
 
 @register
 class LinearStep(StepModel):
-    """Columns: dw_up, dw_dn, gamma_up, gamma_down (per device)."""
+    """Columns: dw_up, dw_dn, gamma_up, gamma_down (per device); constants: nominal bounds
+    flag (1: the slope uses the card's w_min / w_max, ``conventions.slope_bound: nominal``),
+    the card's w_min, w_max."""
 
     name = "linear_step"
-    summary = ("`d dw^d (1 - abs(gamma_d) w / w_bound_d)`: `w_bound` = w_max up, w_min down")
+    summary = ("`d dw^d (1 - abs(gamma_d) w / w_bound_d)`: `w_bound` = w_max up, w_min down "
+               "(each device's drawn bound, or the card's with `conventions.slope_bound: "
+               "nominal`)")
     params = {**STEP_PARAMS,
               "gamma_up": Param(0.0, "-", "slope of the up step: step scales by "
                                 "(1 - |gamma_up| w / w_max)", "any"),
@@ -65,8 +69,15 @@ class LinearStep(StepModel):
         return {"gamma_up": p["gamma_up"] + p["gamma_up_dtod"] * xi(),
                 "gamma_dn": p["gamma_down"] + p["gamma_down_dtod"] * xi()}
 
+    @classmethod
+    def constants(cls, card):
+        return np.array([card.convention("slope_bound") == "nominal", card.w_min, card.w_max],
+                        float)
+
     @staticmethod
     def step(w, d, wmin, wmax, p, c):
+        if c[0] > 0:
+            wmin, wmax = c[1], c[2]
         if d > 0:
             return p[0] * max(1.0 - abs(p[2]) * w / wmax, 0.0), 0.0
         return -p[1] * max(1.0 - abs(p[3]) * w / wmin, 0.0), 0.0
@@ -144,10 +155,12 @@ class SoftBoundsPmax(DeviceModel):
 
 @register
 class ExpStep(StepModel):
-    """Constants: a, b, gamma_up, gamma_down, A_up, A_down, w_min, w_max of the card."""
+    """Constants: a, b, gamma_up, gamma_down, A_up, A_down, w_min, w_max of the card, and a
+    flag (1: z uses each device's own range, ``conventions.exp_range: device``)."""
 
     name = "exp_step"
-    summary = ("`z = 2 a w / (w_max - w_min) + b`, `y = 1 - A_d exp(d gamma_d z)`, step "
+    summary = ("`z = 2 a w / (w_max - w_min) + b` (the card's range, or each device's with "
+               "`conventions.exp_range: device`), `y = 1 - A_d exp(d gamma_d z)`, step "
                "`d max(y, 0) dw^d`")
     params = {**STEP_PARAMS,
               "a": Param(-0.5, "-", "z = 2 a w / (w_max - w_min) + b", "any"),
@@ -162,11 +175,13 @@ class ExpStep(StepModel):
     def constants(cls, card):
         p = card.params
         return np.array([p["a"], p["b"], p["gamma_up"], p["gamma_down"], p["A_up"],
-                         p["A_down"], card.w_min, card.w_max], float)
+                         p["A_down"], card.w_min, card.w_max,
+                         card.convention("exp_range") == "device"], float)
 
     @staticmethod
     def step(w, d, wmin, wmax, p, c):
-        z = 2.0 * c[0] * w / (c[7] - c[6]) + c[1]
+        span = (wmax - wmin) if c[8] > 0 else (c[7] - c[6])
+        z = 2.0 * c[0] * w / span + c[1]
         if d > 0:
             y = 1.0 - c[4] * math.exp(c[2] * z)
             return p[0] * max(y, 0.0), 0.0
@@ -180,7 +195,8 @@ class PowStep(StepModel):
 
     name = "pow_step"
     summary = ("`omega = (w_max - w) / (w_max - w_min)`; up `dw^+ omega^gamma+`, down "
-               "`dw^- (1 - omega)^gamma-`, `gamma^d = pow_gamma (1 + d pow_up_down)`")
+               "`dw^- (1 - omega)^gamma-`, `gamma^d = pow_gamma (1 + d pow_up_down)` (with "
+               "`conventions.up_down: larger_is_dw_min` the larger exponent stays pow_gamma)")
     params = {**STEP_PARAMS,
               "pow_gamma": Param(1.0, "-", "exponent of the power-law step", "pos"),
               "pow_up_down": Param(0.0, "-", "asymmetry of the exponent", "any"),
@@ -191,8 +207,8 @@ class PowStep(StepModel):
     def draw_shape(cls, card, xi, n):
         p = card.params
         g = p["pow_gamma"] * (1 + p["pow_gamma_dtod"] * xi())
-        return {"gamma_up": np.maximum(g * (1 + p["pow_up_down"]), 0.0),
-                "gamma_dn": np.maximum(g * (1 - p["pow_up_down"]), 0.0)}
+        up, dn = asymmetric(p["pow_up_down"], card.convention("up_down"))
+        return {"gamma_up": np.maximum(g * up, 0.0), "gamma_dn": np.maximum(g * dn, 0.0)}
 
     @staticmethod
     def step(w, d, wmin, wmax, p, c):

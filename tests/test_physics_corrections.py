@@ -14,7 +14,7 @@ from conftest import REPO, small_config
 import crossbar_ep as cx
 from crossbar_ep.circuit.ir_drop import WireSettings, physical_tile, transposed_drive
 from crossbar_ep.circuit.iv import IVLaw
-from crossbar_ep.circuit.nodal import TileCircuit, Wires
+from crossbar_ep.circuit.nodal import TileCircuit, Wires, transposed_admittance
 from crossbar_ep.circuit.spice import (
     ngspice_available,
     run_ngspice,
@@ -119,6 +119,17 @@ def test_transposed_energy_with_equal_terminals_is_the_nodal_power(signed):
     # the column sums (the former shortcut) over-count: the wires take part of the drive
     ideal = make(signed).read_energy(y, transposed=True)[0]
     assert cb.read_energy(y, transposed=True)[0] < 0.99 * ideal
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (7, 5), (12, 9)])
+@pytest.mark.parametrize("r_sense", [0.0, 40.0, 50.0])
+def test_transposed_admittance_equals_the_sparse_solve(shape, r_sense):
+    rng = np.random.default_rng(shape[0] * 10 + shape[1])
+    G = rng.uniform(1e-7, 25e-6, shape) * 1e3
+    w = Wires(2.0, 3.0, 40.0, r_sense)
+    ref = TileCircuit(G, w, True).effective_maps()[1]
+    np.testing.assert_allclose(transposed_admittance(G, w), ref, rtol=0,
+                               atol=1e-12 * np.abs(ref).max())
 
 
 # ---------------------------------------------------------------- 3. the fits' convention

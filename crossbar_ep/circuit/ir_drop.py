@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossbar_ep.circuit.nodal import Wires, tile_maps
+from crossbar_ep.circuit.nodal import Wires, tile_maps, transposed_admittance
 from crossbar_ep.schema import MAX_OHM, MAX_STEPS, key, p_float, p_int
 
 
@@ -169,7 +169,11 @@ class TileIRDrop:
         its exact admittance is solved here, once per exact solve, at the conductances of
         that solve (reads without an energy meter never pay for it)."""
         if self.Yt_ref is None:
-            self.Yt_ref = tile_maps(self.G_ref, self.s.wires, transposed=True)[1]
+            w = self.s.wires
+            if w.r_row > 0 and w.r_col > 0 and w.r_driver > 0:
+                self.Yt_ref = transposed_admittance(self.G_ref, w)
+            else:
+                self.Yt_ref = tile_maps(self.G_ref, w, transposed=True)[1]
             self.lazy_solves += 1
         dG = G - self.G_ref
         Yf = self.Yf_ref + np.diag(dG.sum(axis=1))

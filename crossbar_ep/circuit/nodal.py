@@ -338,6 +338,47 @@ def transfer_maps(G: np.ndarray, wires: Wires) -> tuple[np.ndarray, np.ndarray]:
     return M, Y
 
 
+def transposed_admittance(G: np.ndarray, wires: Wires) -> np.ndarray:
+    """Source admittance Yt (n, n) in S of the transposed read (column feet driven behind
+    r_driver, rows sensed at their starts behind r_sense): ``tile_maps(G, wires, True)[1]``
+    without the sensed-current map, by block elimination along the rows that keeps the n
+    column ports, at about the cost of the forward transfer solve (the turned-over array
+    costs ~(n / m)^2 times more).  Needs r_row, r_col and r_driver > 0.
+
+    Each column line is eliminated in closed form with its foot behind r_driver, leaving the
+    m x m block K_j between the row nodes and the coupling c_j to its port; eliminating the
+    row-node blocks from the far end accumulates ``Yt = diag(sum_i c_j) - sum_j H_j^T S_j^-1
+    H_j`` with H_j the (m, n) coupling of block j to the ports at its elimination."""
+    import scipy.linalg as sla
+
+    w = wires
+    if not (w.r_row > 0 and w.r_col > 0 and w.r_driver > 0):
+        raise ValueError("transposed_admittance needs r_row, r_col and r_driver > 0")
+    G = np.asarray(G, float)
+    m, n = G.shape
+    g_r = 1.0 / w.r_row
+    g_s = 1.0 / w.r_sense if w.r_sense > 0 else None     # None: row starts at ground
+    K = np.empty((n, m, m))
+    c = np.empty((n, m))
+    _column_blocks(np.ascontiguousarray(G), 1.0 / w.r_col, 1.0 / w.r_driver, K, c)
+    Q = np.diag(c.sum(axis=1))
+    H = np.zeros((m, n))
+    diag = np.arange(m) * (m + 1)
+    Sinv = None
+    for j in range(n - 1, (0 if g_s is not None else 1) - 1, -1):
+        S = K[j]
+        if j < n - 1:
+            S -= (g_r * g_r) * Sinv
+        S.ravel()[diag] += ((g_r if j < n - 1 else 0.0) + (g_r if j > 0 else 0.0)
+                            + (g_s if j == 0 else 0.0))
+        H[:, j] += c[j]
+        Sinv = sla.inv(S, overwrite_a=True, check_finite=False)
+        X = Sinv @ H[:, j:]
+        Q[j:, j:] -= H[:, j:].T @ X
+        H[:, j:] = g_r * X
+    return Q
+
+
 def tile_maps(G: np.ndarray, wires: Wires, transposed: bool = False,
               method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(M, Y) of one read direction: sensed-current map M (n_sense, n_src) in A/V and source

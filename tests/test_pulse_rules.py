@@ -153,3 +153,37 @@ def test_centered_nudging_on_ideal_crossbar_equals_digital(tmp_path):
     train.fit(xbar, progress=False)
     for k in digital.net.W:
         np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-6)
+
+
+def test_compare_uses_trained_twin(tmp_path, capsys):
+    """compare --twin RUN_DIR takes the digital row from a trained twin's run directory
+    (nothing retrained); a twin of another net is refused with the key and the fix."""
+    import yaml
+
+    from crossbar_ep.cli import main
+    base = {"name": "tinyx",
+            "data": {"dataset": "synthetic", "synthetic_features": 20, "synthetic_classes": 4,
+                     "synthetic_train": 200, "synthetic_test": 50},
+            "model": {"hidden": [16, 12]},
+            "training": {"optimizer": "sgd", "lr": 0.1, "epochs": 1, "batch_size": 50, "T": 6,
+                         "K": 4}}
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(yaml.safe_dump({**base, "name": "tinytwin", "training": {
+        **base["training"], "momentum": 0.9, "update_norm": "normalised"}}))
+    assert main(["run", str(twin), "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    exp = tmp_path / "x.yaml"
+    exp.write_text(yaml.safe_dump({**base, "crossbar": {
+        "enabled": True, "device": RPU, "update": {"scheme": "mixed_precision"}}}))
+    hist = yaml.safe_load((tmp_path / "t" / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["compare", str(exp), "--out", str(tmp_path / "c"), "--quiet", "--twin",
+                 str(tmp_path / "t")]) == 0
+    text = capsys.readouterr().out
+    assert f"| digital | digital ({tmp_path / 't'}) | {100 * hist[0]['test_acc']:.2f} |" in text
+    assert not (tmp_path / "c" / "digital").exists()
+    bad = tmp_path / "y.yaml"
+    bad.write_text(yaml.safe_dump({**base, "model": {"hidden": [8]}, "crossbar": {
+        "enabled": True, "device": RPU}}))
+    assert main(["compare", str(bad), "--out", str(tmp_path / "d"), "--quiet", "--twin",
+                 str(tmp_path / "t")]) == 2
+    assert "model.hidden" in capsys.readouterr().err

@@ -121,6 +121,20 @@ def test_rule_state_resumes_exactly(tmp_path, scheme):
         st = row["crossbar"]["W1"]
         assert st["transfer_reads"] == st["updates"]      # one column per update
         assert st["fast_pulses"] > 0 and 0.0 <= st["fast_at_bound"] <= 1.0
+        assert row["transfer_reads_total"] == sum(v["transfer_reads"]
+                                                  for v in row["crossbar"].values())
+
+
+def test_tiki_taka_statistics_in_traces(tmp_path):
+    import h5py
+    cfg = _cfg("tiki_taka", 1)
+    cfg = replace(cfg, traces=replace(cfg.traces, enabled=True))
+    run = train.start(cfg, str(tmp_path / "t"))
+    train.fit(run, progress=False)
+    with h5py.File(tmp_path / "t" / "traces.h5", "r") as f:
+        reads = f["metrics/transfer_reads_total"][:]
+        assert f["metrics/transfer_reads_total"].attrs["units"] == "columns"
+    assert reads[0] == run.history[0]["transfer_reads_total"] > 0
 
 
 def test_tiki_taka_reads_cost_energy(tmp_path):

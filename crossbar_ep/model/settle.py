@@ -71,8 +71,7 @@ class _Buffers:
         self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
                    if settler.method != "euler" else {})
         self.D = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.drive}
-        self.A = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
-                  if settler.average_last > 1 else {})
+        self.A: dict = {}   # running sums of the averaged states (made when averaging)
 
 
 class Settler:
@@ -299,8 +298,7 @@ class Settler:
             return self._run_adaptive(buf, length, width, recompute, y)
         n_steps = self._n_steps(length)
         r, heun = self.r, self.method == "heun"
-        for a in buf.A.values():
-            a.fill(0.0)
+        buf.A = {k: np.zeros_like(buf.S[k]) for k in self.layers} if m > 1 else {}
         resid, used = float("inf"), 0
         for t in range(n_steps):
             check = self.early_stop or t == n_steps - 1 or heun

@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--device", dest="devices", action="append", metavar="CARD.yaml",
                       help="train one crossbar run per card given (repeatable) against one "
                       "digital twin; default: the experiment's crossbar.device")
+    cmp_.add_argument("--twin", metavar="RUN_DIR|TWIN.yaml",
+                      help="the digital row: a trained twin's run directory (e.g. "
+                      "runs/twin3hl, nothing retrained) or an experiment file trained as the "
+                      "twin (e.g. experiments/mnist_3hl_twin.yaml); default: the experiment "
+                      "itself with the crossbar off")
     cmp_.add_argument("--quiet", action="store_true")
 
     sw = sub.add_parser("sweep", help="run a sweep file (grids, zips, random samples, seeds)",
@@ -141,7 +146,7 @@ def _cmd_compare(args) -> int:
     try:
         results = compare.run_pair(cfg, out, progress=not args.quiet,
                                    log=lambda m: print(m, file=sys.stderr),
-                                   devices=args.devices)
+                                   devices=args.devices, twin=args.twin)
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished epochs are checkpointed: crossbar-ep compare "
               f"{args.experiment} --out {out}", file=sys.stderr)

@@ -13,11 +13,13 @@ from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.config.experiment import Config
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.crossbar.mixed_precision import MixedPrecision
 from crossbar_ep.crossbar.pulses import (
     DeterministicPulses,
     PulseStats,
     StochasticCoincidence,
 )
+from crossbar_ep.crossbar.tiki_taka import TikiTaka
 from crossbar_ep.devices.card import load_card
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network, agt_links, make_network
@@ -66,8 +68,9 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)
+    settler.average_last = s.average_last
     return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
-                     readout_error=t.readout_error)
+                     readout_error=t.readout_error, centered=t.nudging == "centered")
 
 
 def selected(cfg, net: Network) -> list:
@@ -105,6 +108,12 @@ def make_pulse_rule(update_cfg, rng: np.random.Generator):
     u = update_cfg
     if u.scheme == "stochastic":
         return StochasticCoincidence(u.bl, u.update_management, rng, u.max_pulses)
+    if u.scheme == "mixed_precision":
+        return MixedPrecision(u.max_pulses)
+    if u.scheme in ("tiki_taka", "chopped_tiki_taka"):
+        return TikiTaka(u.max_pulses, u.transfer_every, u.transfer_columns, u.transfer_lr,
+                        u.transfer_max_pulses, u.scheme == "chopped_tiki_taka", u.chop_prob,
+                        rng)
     return DeterministicPulses(u.max_pulses)
 
 
@@ -117,6 +126,8 @@ def attach_crossbars(cfg, net: Network):
     stats, meter = PulseStats(arrays, rng), EnergyMeter()
     for name, cb in arrays.items():
         cb.rule, cb.lr = rule, lrs[name]
+        if hasattr(rule, "attach"):       # per-array rule state (accumulators, fast arrays)
+            rule.attach(cb)
         cb.seconds_per_update = batch_seconds(cfg, cb.card)
         cb.drift_compensation = cfg.crossbar.drift_compensation
         cb.observers += [stats, meter]

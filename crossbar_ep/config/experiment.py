@@ -147,6 +147,10 @@ class TrainingConfig:
     readout_error: str = key("free", "Error the readout (Wf) update uses: free (y - p of the "
                              "free phase) or nudged (y - p at the end of the nudged phase, "
                              "as the authors' graph code).", p_choice("free", "nudged"))
+    nudging: str = key("one_sided", "one_sided (nudged phase at +beta_f) or centered (phases "
+                       "at +beta_f and -beta_f, update from their difference / 2: no O(beta_f) "
+                       "bias; one more nudged phase per batch).",
+                       p_choice("one_sided", "centered"))
     update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide by beta_f * "
                            "beta_i^hops so the update tends to the BP gradient).",
                            p_choice("raw", "normalised"))
@@ -184,6 +188,10 @@ class SettlingConfig:
                            "tau falls below `tolerance`.", p_bool())
     tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau.",
                            p_float(lo=0.0, hi=1.0e3, lo_open=True), "state units")
+    average_last: int = key(1, "States the update uses: averaged over the last N steps of "
+                            "each phase (1: the final state); N-fold less read-noise variance "
+                            "near the fixed point, no extra reads (fixed-step methods only).",
+                            p_int(lo=1, hi=MAX_STEPS), "steps")
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")
 
@@ -191,8 +199,12 @@ class SettlingConfig:
 @dataclass(frozen=True)
 class PulseUpdateConfig:
     scheme: str = key("deterministic", "deterministic (pulse counts with stochastic rounding "
-                      "and a cap) or stochastic (pulse coincidence of bit streams of length bl).",
-                      p_choice("deterministic", "stochastic"))
+                      "and a cap), stochastic (pulse coincidence of bit streams of length bl), "
+                      "mixed_precision (digital accumulator per device, Nandakumar 2020), "
+                      "tiki_taka (TTv2, Gokmen 2021) or chopped_tiki_taka (c-TTv2, Rasch 2023); "
+                      "docs/crossbar.md.",
+                      p_choice("deterministic", "stochastic", "mixed_precision", "tiki_taka",
+                               "chopped_tiki_taka"))
     lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
                   "matrix like training.lr; null uses training.lr.",
                   p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
@@ -207,6 +219,16 @@ class PulseUpdateConfig:
                   p_int(lo=1, hi=10_000), "slots")
     update_management: bool = key(True, "Stochastic scheme: balance the row and column "
                                   "probabilities by sqrt(max|delta| / max|x|).", p_bool())
+    transfer_every: int = key(1, "Tiki-Taka: updates between read-outs of the fast array.",
+                              p_int(lo=1, hi=MAX_STEPS), "updates")
+    transfer_columns: int = key(1, "Tiki-Taka: fast-array columns (input lines) read out "
+                                "per transfer, in turn.", p_int(lo=1, hi=MAX_STEPS), "columns")
+    transfer_lr: float = key(1.0, "Tiki-Taka: gain from the fast array's read-out into the "
+                             "digital buffer.", p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
+    transfer_max_pulses: int = key(1, "Tiki-Taka: cap on pulses per slow device per transfer.",
+                                   p_int(lo=1, hi=MAX_STEPS), "pulses")
+    chop_prob: float = key(0.1, "Chopped Tiki-Taka: probability that a column's chopper sign "
+                           "flips after its read-out.", p_float(lo=0.0, hi=1.0))
 
 
 @dataclass(frozen=True)

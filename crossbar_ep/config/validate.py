@@ -103,6 +103,10 @@ def _check_magnitudes(cfg, w: Where) -> None:
             f"{s.atol:g} is below the floor for {t.dtype} ({MIN_ATOL[t.dtype]:g}): rounding "
             f"noise or the step count would keep settling from ending; raise atol"
             + (" or use training.dtype: float64" if t.dtype == "float32" else ""))
+    if s.average_last > 1 and s.mode == "ode" and s.method == "adaptive":
+        raise w.child("settling").child("average_last").fail(
+            f"{s.average_last}: phase averaging needs fixed steps; use method euler or heun, "
+            f"or average_last: 1")
     norm = t.beta_f * math.prod(cfg.beta_per_layer())
     normalised = t.update_norm == "normalised" or (cfg.crossbar.enabled and
                                                    cfg.crossbar.update.normalise)

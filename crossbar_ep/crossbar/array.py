@@ -83,6 +83,7 @@ class CrossbarMatrix(WeightOperator):
         self.card, self.rng, self.per = card, rng, periphery
         self.wires, self.iv = wires, iv
         self.rule, self.lr = None, 1.0
+        self.rule_state, self.rule_info = {}, {}   # a stateful rule's arrays; its last stats
         self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
         self.drift_compensation = "none"  # none | global | column (crossbar/drift.py)
         self._dac_buf, self._part_buf = {}, {}
@@ -478,7 +479,7 @@ class CrossbarMatrix(WeightOperator):
         else:
             fired = self.rule.apply(self, pre, delta, scale)
         self.notify_update({"pulses": fired, "program_J": self.last_program_J,
-                            "counts": self.last_counts})
+                            "counts": self.last_counts, **self.rule_info})
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` of simulated time pass on the devices' clocks; with a drifting card
@@ -496,6 +497,8 @@ class CrossbarMatrix(WeightOperator):
             out[f"{side}:write_noise"] = dev.write_noise
             out[f"{side}:t_written"] = dev.t_written
             out[f"{side}:t_now"] = np.array(dev.t_now)
+        if hasattr(self.rule, "state_dict"):    # mixed precision, Tiki-Taka: rule:<key>
+            out.update({f"rule:{k}": v for k, v in self.rule.state_dict(self).items()})
         return out
 
     def load_state_dict(self, state: dict) -> None:
@@ -508,4 +511,7 @@ class CrossbarMatrix(WeightOperator):
             if f"{side}:t_now" in state:
                 dev.t_now = float(state[f"{side}:t_now"])
             dev.touch()
+        if hasattr(self.rule, "load_state_dict"):
+            self.rule.load_state_dict(self, {k[5:]: v for k, v in state.items()
+                                             if k.startswith("rule:")})
         self.refresh(exact=True)

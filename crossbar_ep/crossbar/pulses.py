@@ -208,6 +208,9 @@ class PulseStats:
         s["pulses"] += info["pulses"]
         s["program_J"] += info["program_J"]
         s["updates"] += 1
+        for k, v in info.items():     # a rule's own statistics (mixed precision, Tiki-Taka)
+            if k not in ("pulses", "program_J", "counts") and isinstance(v, (int, float)):
+                s[k] = v if k.endswith(("_rms", "_at_bound")) else s.get(k, 0) + v
 
     @property
     def last_counts(self) -> dict:
@@ -231,7 +234,10 @@ class PulseStats:
         devices now at a bound (``at_bound``)."""
         out, self.stats = self.stats, {}
         for name, s in out.items():
-            s["at_bound"] = self.crossbars[name].at_bound_fraction()
+            cb = self.crossbars[name]
+            s["at_bound"] = cb.at_bound_fraction()
+            if hasattr(cb.rule, "stats"):      # e.g. the Tiki-Taka fast array's bounds
+                s.update(cb.rule.stats(cb))
         return out
 
 

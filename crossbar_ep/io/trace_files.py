@@ -46,6 +46,9 @@ METRIC_UNITS = {
                                 "the forward reads of all arrays, at the end of the epoch"),
     "pulses_total": ("pulses", "programming pulses fired in the epoch, all arrays"),
     "at_bound_mean": ("fraction", "mean fraction of devices at a conductance bound"),
+    "fast_pulses_total": ("pulses", "Tiki-Taka: pulses into the fast arrays in the epoch"),
+    "transfer_reads_total": ("columns", "Tiki-Taka: fast-array columns read out in the epoch"),
+    "transfer_pulses_total": ("pulses", "Tiki-Taka: transfer pulses into the slow arrays"),
 }
 
 

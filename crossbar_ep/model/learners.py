@@ -51,12 +51,17 @@ class EPLearner:
     optimiser, a crossbar array through its pulse rule).  ``norm`` maps a projection (or bias
     ``b<k>``) to the divisor of its update: 1 for raw updates, ``beta_f * prod(beta)`` along
     the feedback path from the nudge for normalised ones (the BP-gradient scale).
+    ``centered`` (Laborieux et al. 2021): nudged phases at +beta_f and -beta_f from the free
+    state and ``delta = (s+ - s-) / 2``, which cancels the O(beta_f) bias of the one-sided
+    estimate (one more nudged phase per batch).  With phase averaging in the settler the
+    update uses the averaged states (``PhaseResult.s_mean``).
     """
 
     def __init__(self, net: Network, settler: Settler, optimizer: Optimizer,
                  normalised: bool = False, pulses=None, norm: dict | None = None,
-                 readout_error: str = "free"):
+                 readout_error: str = "free", centered: bool = False):
         self.net, self.settler, self.opt = net, settler, optimizer
+        self.centered = centered
         self.readout_error = readout_error   # free: y - p0; nudged: y - p at the nudged end
         self.pulses = pulses            # backend.PulseStats over the crossbar operators
         if norm is None:
@@ -87,7 +92,13 @@ class EPLearner:
         free = self.settler.free(x)
         nudged = self.settler.nudged(free, y1h)
         L = self.net.L
-        delta = {k: nudged.s[k] - free.s[k] for k in range(1, L + 1)}
+        if self.centered:
+            neg = _used(self.settler.nudged(free, y1h, sign=-1.0))
+            pos = _used(nudged)
+            delta = {k: 0.5 * (pos[k] - neg[k]) for k in range(1, L + 1)}
+        else:
+            pos, s0 = _used(nudged), _used(free)
+            delta = {k: pos[k] - s0[k] for k in range(1, L + 1)}
         end = nudged if self.readout_error == "nudged" else free
         for e, p in (end.heads or {L + 1: end.p}).items():   # readout and auxiliary heads
             delta[e] = (y1h[e] if isinstance(y1h, dict) else y1h) - p
@@ -98,8 +109,8 @@ class EPLearner:
         and the free-phase result."""
         free, nudged, delta = self.phases(x, y1h)
         self.last_nudged = nudged
-        B = x.shape[0]
-        local = {p.name: (free.s[p.src], delta[p.dst], 1.0 / (B * self.norm[p.name]))
+        B, s0 = x.shape[0], _used(free)
+        local = {p.name: (s0[p.src], delta[p.dst], 1.0 / (B * self.norm[p.name]))
                  for p in self.net.projections}
         self.local, self.last_delta = local, delta
         return local, free
@@ -133,6 +144,12 @@ class EPLearner:
         return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
                           free.residual, free.steps, nudged.residual, nudged.steps,
                           free.time_tau, nudged.time_tau)
+
+
+def _used(r: PhaseResult) -> list:
+    """The states a phase hands to the update: averaged over its last steps when the settler
+    averages, else its final states."""
+    return r.s if r.s_mean is None else r.s_mean
 
 
 class BPLearner:

@@ -55,6 +55,7 @@ class PhaseResult:
     steps: int
     time_tau: float = 0.0    # integrated time of the phase, in units of tau
     heads: dict | None = None   # head index -> probabilities, with auxiliary heads
+    s_mean: list | None = None  # states averaged over the phase's last ``average_last`` steps
 
 
 class _Buffers:
@@ -70,6 +71,7 @@ class _Buffers:
         self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
                    if settler.method != "euler" else {})
         self.D = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.drive}
+        self.A: dict = {}   # running sums of the averaged states (made when averaging)
 
 
 class Settler:
@@ -84,7 +86,12 @@ class Settler:
     observer) is reset by the training loop; ``observers`` (e.g. a trace recorder) receive
     ``on_phase(nudged, S)`` at the start of each phase and ``on_step(S)`` after every step,
     with S the dict layer -> state (B, n_k).
+
+    ``average_last`` m > 1 (fixed-step methods) also averages each phase's states over its
+    last m steps into ``PhaseResult.s_mean`` (an integrating neuron: read noise low-passed).
     """
+
+    average_last = 1
 
     def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
                  dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
@@ -108,6 +115,7 @@ class Settler:
         self.early_stop, self.tol = early_stop, tolerance
         self.max_steps, self.nudge_error = max_steps, nudge_error
         self.T, self.K = T, K
+        self._sign, self._navg = 1.0, 0   # nudge sign; steps summed into the last average
         ops = net.ops
         sizes = self.size = {**dict(enumerate(net.sizes)), **net.head_sizes}
         # incoming blocks per hidden layer: state sources first, error (nudge) sources last
@@ -234,6 +242,8 @@ class Settler:
                 dst = buf.X[tgt][:, off:off + self.size[e]]
                 if first is None:
                     np.subtract(target, p, out=dst)
+                    if self._sign != 1.0:
+                        dst *= self._sign
                     first = dst
                 else:
                     dst[...] = first
@@ -281,13 +291,14 @@ class Settler:
         if grow:      # the frozen error e0 as written by nudged(); step t drives (t + 1) e0
             e0 = {(k, off): buf.X[k][:, off:off + self.size[e]].copy()
                   for e in self.heads for k, off in self.slots.get(e, ())}
-        trace = self.observers
+        trace, m, self._navg = self.observers, self.average_last, 0
         for obs in trace:
             obs.on_phase(nudged, buf.S)
         if self.method == "adaptive":
             return self._run_adaptive(buf, length, width, recompute, y)
         n_steps = self._n_steps(length)
         r, heun = self.r, self.method == "heun"
+        buf.A = {k: np.zeros_like(buf.S[k]) for k in self.layers} if m > 1 else {}
         resid, used = float("inf"), 0
         for t in range(n_steps):
             check = self.early_stop or t == n_steps - 1 or heun
@@ -315,6 +326,10 @@ class Settler:
                     kernels.heun_correct(buf.S[k], buf.H[k], buf.S0[k], r)
                     self._mirror(buf, k)
             used = t + 1
+            if m > 1 and t >= n_steps - m:
+                self._navg += 1
+                for k in self.layers:
+                    buf.A[k] += buf.S[k]
             for obs in trace:
                 obs.on_step(buf.S)
             if recompute:
@@ -405,28 +420,37 @@ class Settler:
         self.drive_input(buf, x)
         self._load_state(buf, None)
         resid, used, tau = self._run(buf, x.shape[0], self.T, False, None)
-        return self._result([x] + [buf.S[k].copy() for k in self.layers], resid, used, tau)
+        return self._result([x] + [buf.S[k].copy() for k in self.layers], resid, used, tau,
+                            buf)
 
-    def _result(self, s: list, resid: float, used: int, tau: float) -> PhaseResult:
+    def _result(self, s: list, resid: float, used: int, tau: float,
+                buf: _Buffers) -> PhaseResult:
         S = dict(enumerate(s))
         heads = {e: self.head(e, S) for e in self.heads}
+        mean = ([s[0]] + [buf.A[k] / self._navg for k in self.layers]
+                if self._navg else None)
         return PhaseResult(s, heads.get(self.L + 1), resid, used, tau,
-                           heads if len(heads) > 1 else None)
+                           heads if len(heads) > 1 else None, mean)
 
-    def nudged(self, free: PhaseResult, y: np.ndarray) -> PhaseResult:
-        """Nudged phase from the free state for K, nudge beta_f * (y - p) @ B_f into layer L.
+    def nudged(self, free: PhaseResult, y: np.ndarray, sign: float = 1.0) -> PhaseResult:
+        """Nudged phase from the free state for K, nudge ``sign * beta_f * (y - p) @ B_f``
+        into layer L (sign -1: the -beta_f phase of centered nudging).
 
         Reuses the input drive of the preceding :meth:`free` call on the same batch.
         """
         self.sync()
+        self._sign = float(sign)
         buf = self.buffers(free.s[0].shape[0])
         self._load_state(buf, free.s)
         probs = free.heads or {self.L + 1: free.p}
         self._set_error(buf, y, {e: p for e, p in probs.items() if e in self.slots})
         B = free.s[0].shape[0]
-        resid, used, tau = self._run(buf, B, self.K, True, y)
+        try:
+            resid, used, tau = self._run(buf, B, self.K, True, y)
+        finally:
+            self._sign = 1.0
         return self._result([free.s[0]] + [buf.S[k].copy() for k in self.layers], resid, used,
-                            tau)
+                            tau, buf)
 
 
 def preactivations(net: Network, s: list) -> list:

@@ -38,14 +38,66 @@ def twin_configs(cfg: Config, devices: list | None = None) -> dict:
     return runs
 
 
+def twin_config(cfg: Config, path: str) -> Config:
+    """``--twin EXPERIMENT.yaml``: the digital twin trained with that experiment's recipe
+    (e.g. experiments/mnist_3hl_twin.yaml: SGD with momentum on the normalised update), checked
+    to be the same network and data as ``cfg``."""
+    from crossbar_ep.config.experiment import load_config
+    twin = load_config(path, [f"training.epochs={cfg.training.epochs}"])
+    _check_twin(cfg, twin, path)
+    return replace(twin, crossbar=replace(twin.crossbar, enabled=False))
+
+
+def _check_twin(cfg: Config, twin: Config, path: str) -> None:
+    from crossbar_ep.errors import ConfigError
+    for sec, key in (("model", "hidden"), ("model", "beta_i"), ("model", "feedback"),
+                     ("data", "dataset"), ("data", "train_subset"), ("training", "seed")):
+        a, b = getattr(getattr(cfg, sec), key), getattr(getattr(twin, sec), key)
+        if a != b:
+            raise ConfigError(f"{path}: {sec}.{key} is {b!r} but the compared experiment "
+                              f"{cfg.source} has {a!r}; a digital twin must be the same net "
+                              f"on the same data: use a twin with {sec}.{key}: {a!r}")
+
+
+def twin_results(cfg: Config, run_dir: str) -> dict:
+    """``--twin RUN_DIR``: the summary of an already trained (or running) digital twin from
+    its run directory (config.yaml, metrics.json), checked against ``cfg``."""
+    import json
+
+    from crossbar_ep.config.experiment import load_config
+    from crossbar_ep.errors import ConfigError
+    paths = [os.path.join(run_dir, f) for f in ("config.yaml", "metrics.json")]
+    for f in paths:
+        if not os.path.isfile(f):
+            raise ConfigError(f"{f}: no such file; --twin takes a run directory with at least "
+                              f"one finished epoch (crossbar-ep run TWIN.yaml --out DIR)")
+    _check_twin(cfg, load_config(paths[0]), paths[0])
+    with open(paths[1], encoding="utf-8") as fh:
+        h = json.load(fh)
+    if not h:
+        raise ConfigError(f"{paths[1]}: no finished epoch yet; wait for the twin's first epoch")
+    best = max(h, key=lambda r: r["test_acc"])
+    return {"best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+            "final_test_acc": h[-1]["test_acc"], "epochs": len(h),
+            "time_s": sum(r["epoch_time_s"] for r in h), "history": h,
+            "device": f"digital ({run_dir})"}
+
+
 def run_pair(cfg: Config, out_dir: str, progress: bool = True, log=print,
-             devices: list | None = None) -> dict:
+             devices: list | None = None, twin: str | None = None) -> dict:
     """Train (or resume) the digital twin and the crossbar run(s); returns {label: summary}
-    (each with its ``history`` and ``device``)."""
+    (each with its ``history`` and ``device``).  ``twin``: a run directory whose results are
+    the digital row (nothing retrained), or an experiment file whose recipe trains it."""
     os.makedirs(out_dir, exist_ok=True)
     data = None
     results = {}
-    for label, c in twin_configs(cfg, devices).items():
+    runs = twin_configs(cfg, devices)
+    if twin is not None and os.path.isdir(twin):
+        results["digital"] = twin_results(cfg, twin)
+        del runs["digital"]
+    elif twin is not None:
+        runs["digital"] = twin_config(cfg, twin)
+    for label, c in runs.items():
         d = os.path.join(out_dir, label)
         if os.path.exists(os.path.join(d, train.CHECKPOINT)):
             run = train.resume(d, epochs=c.training.epochs, data=data, expect=c)

@@ -1,0 +1,121 @@
+"""Tiki-Taka v2 (Gokmen, Front. Artif. Intell. 4, 699148, 2021) and its chopped variant
+(c-TTv2, Rasch et al., "Fast and robust analog in-memory deep neural network training",
+Nat. Commun. 2024, arXiv 2023).
+
+Two arrays per weight matrix: the *slow* array C is the :class:`CrossbarMatrix` the network
+reads (it holds the weights, ``W = C``); a *fast* array A of the same card, tiles and
+periphery, programmed at W = 0, receives the EP pulses (deterministic counts with gain
+``lr``).  Every ``transfer_every`` updates, ``columns`` columns of A (input lines, in turn)
+are read out by a forward read with one-hot inputs (DAC, read noise and ADC of a real read;
+its energy goes to the array's energy meters) and added, times ``transfer_lr``, to a digital
+buffer H (n_out, n_in, weight units).  Where |H| passes the slow device's nominal step,
+``n = trunc(H / eps)`` pulses (at most ``transfer_max_pulses``) go to C and H keeps the
+remainder.  Chopped: every input line has a sign c_j = +-1; A learns from ``c_j x_j``, the
+read-out of column j is multiplied by c_j again (the gradient passes, A's offsets and
+asymmetry drift alternate in sign and cancel in H), and c_j flips with probability
+``chop_prob`` after each read-out of column j.
+
+State (``rule:*`` in the array's state dict): the fast array's devices, H, the choppers, the
+next column and the update counter, so runs resume exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.crossbar.energy import EnergyMeter
+from crossbar_ep.crossbar.mixed_precision import accumulate_pulses
+from crossbar_ep.crossbar.pulses import DeterministicPulses
+
+
+class TikiTaka(DeterministicPulses):
+    """Tiki-Taka v2 pulse rule (``chopped``: c-TTv2).  Defaults: one column read every
+    update, transfer_lr 1, one pulse per device and transfer (Gokmen 2021); chop_prob 0.1."""
+
+    def __init__(self, max_pulses: int | None = None, transfer_every: int = 1,
+                 columns: int = 1, transfer_lr: float = 1.0, transfer_max_pulses: int = 1,
+                 chopped: bool = False, chop_prob: float = 0.1,
+                 rng: np.random.Generator | None = None):
+        super().__init__(max_pulses)
+        self.transfer_every, self.columns = int(transfer_every), int(columns)
+        self.transfer_lr, self.tmax = float(transfer_lr), int(transfer_max_pulses)
+        self.chopped, self.chop_prob = chopped, float(chop_prob)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+
+    def attach(self, cb: CrossbarMatrix) -> None:
+        """Build the fast array (same card, periphery, tiles and weight scale, programmed at
+        zero with the card's programming noise) and the zero buffer."""
+        rt, ct = cb.row_tiles[0], cb.col_tiles[0]
+        fast = CrossbarMatrix(np.zeros((cb.n_out, cb.n_in)), cb.card, cb.rng, cb.per,
+                              cb.signed, rt.stop - rt.start, ct.stop - ct.start,
+                              cb.scale, cb.dtype, cb.wires, cb.iv)   # max|0| -> 1: S = scale
+        st = cb.rule_state
+        st.update(fast=fast, H=np.zeros((cb.n_out, cb.n_in)), chop=np.ones(cb.n_in),
+                  col=np.array(0), count=np.array(0))
+
+    def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
+              scale: float) -> int:
+        st = cb.rule_state
+        fast, H, chop = st["fast"], st["H"], st["chop"]
+        if not fast.observers:     # the fast array's reads cost energy like any read
+            fast.observers = [o for o in cb.observers if isinstance(o, EnergyMeter)]
+        x = pre * chop.astype(pre.dtype) if self.chopped else pre
+        g = np.matmul(np.asarray(delta).T, x)
+        g *= scale
+        fired_fast = fast.apply_update(cb.lr * g, self.max_pulses)
+        program = fast.last_program_J
+        st["count"] = np.array(int(st["count"]) + 1)
+        info = {"fast_pulses": fired_fast, "transfer_reads": 0, "transfer_pulses": 0}
+        fired_slow, cb.last_counts = 0, None
+        if int(st["count"]) % self.transfer_every == 0:
+            cols = (int(st["col"]) + np.arange(min(self.columns, cb.n_in))) % cb.n_in
+            st["col"] = np.array((int(st["col"]) + cols.size) % cb.n_in)
+            E = np.zeros((cols.size, cb.n_in), cb.dtype)
+            E[np.arange(cols.size), cols] = 1.0
+            read = fast.forward(E).astype(float).T        # (n_out, k): A[:, cols], as read
+            Hc = np.ascontiguousarray(H[:, cols] + self.transfer_lr * read * chop[cols])
+            if cb.card.pulsed:
+                n = np.empty(Hc.shape, np.int64)
+                accumulate_pulses(Hc.reshape(-1), np.zeros(Hc.size), cb.mapping.pulse_factor(),
+                                  self.tmax, n.reshape(-1))
+                counts = np.zeros((cb.n_out, cb.n_in), np.int64)
+                counts[:, cols] = n
+                program += cb.program_energy(counts)
+                fired_slow = cb.mapping.pulse(counts)
+                cb.last_counts = counts
+            else:                                          # exact card: the whole buffer
+                dW = np.zeros((cb.n_out, cb.n_in))
+                dW[:, cols] = Hc
+                cb.mapping.change_exact(cb.mapping.device_change(dW))
+                Hc[:] = 0.0
+            H[:, cols] = Hc
+            if self.chopped:
+                flip = self.rng.random(cols.size) < self.chop_prob
+                chop[cols[flip]] *= -1.0
+            cb.refresh()
+            info.update(transfer_reads=int(cols.size), transfer_pulses=fired_slow)
+        cb.last_program_J = program
+        cb.rule_info = info
+        return fired_fast + fired_slow
+
+    def stats(self, cb: CrossbarMatrix) -> dict:
+        """Fraction of the fast array's devices at a bound, and the buffer's rms (weight
+        units)."""
+        st = cb.rule_state
+        return {"fast_at_bound": st["fast"].at_bound_fraction(),
+                "buffer_rms": float(np.sqrt(np.mean(st["H"] ** 2)))}
+
+    def state_dict(self, cb: CrossbarMatrix) -> dict:
+        st = cb.rule_state
+        out = {f"fast:{k}": v for k, v in st["fast"].state_dict().items()}
+        out.update(H=st["H"], chop=st["chop"], col=st["col"], count=st["count"])
+        return out
+
+    def load_state_dict(self, cb: CrossbarMatrix, state: dict) -> None:
+        st = cb.rule_state
+        st["fast"].load_state_dict({k[5:]: v for k, v in state.items()
+                                    if k.startswith("fast:")})
+        np.copyto(st["H"], state["H"])
+        np.copyto(st["chop"], state["chop"])
+        st["col"], st["count"] = np.array(int(state["col"])), np.array(int(state["count"]))

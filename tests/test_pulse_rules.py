@@ -1,0 +1,203 @@
+"""Mixed-precision and Tiki-Taka pulse rules against NumPy references; their state resumes
+exactly and their statistics reach the metrics."""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import REPO, small_config
+
+from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.crossbar.mixed_precision import MixedPrecision
+from crossbar_ep.crossbar.tiki_taka import TikiTaka
+from crossbar_ep.devices.card import load_card
+from crossbar_ep.runs import train
+
+RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
+IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")
+QUIET = {"dw_min_std": 0.0, "dw_min_dtod": 0.0, "up_down_dtod": 0.0, "w_max_dtod": 0.0,
+         "w_min_dtod": 0.0}     # constant steps of exactly dw_min: pulses are predictable
+
+
+def _array(rule, seed=0, shape=(12, 9)):
+    rng = np.random.default_rng(seed)
+    W0 = 0.3 * rng.standard_normal(shape)
+    cb = CrossbarMatrix(W0, load_card(RPU, QUIET), np.random.default_rng(seed + 1),
+                        tile_rows=4, tile_cols=5, dtype=np.float64)
+    cb.rule, cb.lr = rule, 0.7
+    rule.attach(cb)
+    return cb
+
+
+def _signals(rng, n_out, n_in, B=6, amp=0.05):
+    return rng.random((B, n_in)), amp * rng.standard_normal((B, n_out))
+
+
+def test_mixed_precision_matches_numpy_reference():
+    cb = _array(MixedPrecision(max_pulses=3))
+    pf = cb.mapping.pulse_factor()
+    W_ref, chi_ref, total = cb.W_eff.copy(), np.zeros(cb.shape), np.zeros(cb.shape)
+    W_start = W_ref.copy()
+    rng = np.random.default_rng(5)
+    for _ in range(8):
+        pre, delta = _signals(rng, *cb.shape)
+        cb.update(pre, delta, 0.5)
+        g = 0.7 * 0.5 * delta.T @ pre
+        total += g
+        chi_ref += g
+        n = np.clip(np.trunc(chi_ref * pf), -3, 3)
+        chi_ref -= n / pf
+        W_ref += n / pf                  # a pulse pair moves W by one nominal step
+        np.testing.assert_array_equal(cb.last_counts, n)
+        np.testing.assert_allclose(cb.rule_state["chi"], chi_ref, atol=1e-12)
+        np.testing.assert_allclose(cb.W_eff, W_ref, atol=1e-9)
+    # nothing is lost: weight change + remainder = the integrated update
+    np.testing.assert_allclose(cb.W_eff - W_start + cb.rule_state["chi"], total, atol=1e-9)
+    assert cb.last_counts.any() and np.abs(total).max() < 0.5
+
+
+@pytest.mark.parametrize("chopped", [False, True])
+def test_tiki_taka_matches_numpy_reference(chopped):
+    rule = TikiTaka(max_pulses=None, transfer_every=2, columns=2, transfer_lr=0.8,
+                    transfer_max_pulses=2, chopped=chopped, chop_prob=0.5,
+                    rng=np.random.default_rng(3))
+    cb = _array(rule)
+    fast = cb.rule_state["fast"]
+    assert fast.scale == cb.scale and np.abs(fast.W_eff).max() < 1e-12
+    pf = cb.mapping.pulse_factor()
+    C_ref, H_ref = cb.W_eff.copy(), np.zeros(cb.shape)
+    col, flips = 0, 0
+    rng = np.random.default_rng(6)
+    for t in range(1, 15):
+        pre, delta = _signals(rng, *cb.shape, amp=0.1)
+        chop = cb.rule_state["chop"].copy()
+        A_before = fast.W_eff.copy()
+        cb.update(pre, delta, 0.5)
+        g = 0.7 * 0.5 * delta.T @ (pre * chop if chopped else pre)
+        # the fast array took the (chopped) EP update, rounded to whole pulses
+        assert np.abs(fast.W_eff - A_before - g).max() <= 1 / pf + 1e-9
+        if t % 2 == 0:
+            cols = np.array([col, col + 1]) % cb.n_in
+            col = (col + 2) % cb.n_in
+            H_ref[:, cols] += 0.8 * fast.W_eff[:, cols] * chop[cols]
+            n = np.clip(np.trunc(H_ref[:, cols] * pf), -2, 2)
+            H_ref[:, cols] -= n / pf
+            C_ref[:, cols] += n / pf
+            flips += int(np.sum(cb.rule_state["chop"] != chop))
+            assert cb.rule_info["transfer_reads"] == 2
+        else:
+            assert cb.rule_info["transfer_reads"] == 0
+        np.testing.assert_allclose(cb.rule_state["H"], H_ref, atol=1e-9)
+        np.testing.assert_allclose(cb.W_eff, C_ref, atol=1e-9)
+    assert (flips > 0) == chopped
+
+
+def _cfg(scheme, epochs, **upd):
+    return small_config(model={"hidden": [16, 12]},
+                        training={"optimizer": "sgd", "lr": 0.1, "epochs": epochs, "T": 6,
+                                  "K": 4},
+                        crossbar={"enabled": True, "device": RPU,
+                                  "periphery": {"adc_bits": 8, "read_noise": 0.01},
+                                  "update": {"scheme": scheme, **upd}})
+
+
+@pytest.mark.parametrize("scheme", ["mixed_precision", "chopped_tiki_taka"])
+def test_rule_state_resumes_exactly(tmp_path, scheme):
+    full = train.start(_cfg(scheme, 2), str(tmp_path / "full"))
+    train.fit(full, progress=False)
+    part = train.start(_cfg(scheme, 1), str(tmp_path / "part"))
+    train.fit(part, progress=False)
+    resumed = train.resume(str(tmp_path / "part"), epochs=2)
+    train.fit(resumed, progress=False)
+    for k in full.net.W:
+        np.testing.assert_array_equal(full.net.W[k], resumed.net.W[k])
+    a, b = full.net.ops["W0"].rule_state, resumed.net.ops["W0"].rule_state
+    key = "chi" if scheme == "mixed_precision" else "H"
+    np.testing.assert_array_equal(a[key], b[key])
+    row = full.history[-1]
+    assert row["pulses_total"] > 0
+    if scheme != "mixed_precision":
+        st = row["crossbar"]["W1"]
+        assert st["transfer_reads"] == st["updates"]      # one column per update
+        assert st["fast_pulses"] > 0 and 0.0 <= st["fast_at_bound"] <= 1.0
+        assert row["transfer_reads_total"] == sum(v["transfer_reads"]
+                                                  for v in row["crossbar"].values())
+
+
+def test_tiki_taka_statistics_in_traces(tmp_path):
+    import h5py
+    cfg = _cfg("tiki_taka", 1)
+    cfg = replace(cfg, traces=replace(cfg.traces, enabled=True))
+    run = train.start(cfg, str(tmp_path / "t"))
+    train.fit(run, progress=False)
+    with h5py.File(tmp_path / "t" / "traces.h5", "r") as f:
+        reads = f["metrics/transfer_reads_total"][:]
+        assert f["metrics/transfer_reads_total"].attrs["units"] == "columns"
+    assert reads[0] == run.history[0]["transfer_reads_total"] > 0
+
+
+def test_tiki_taka_reads_cost_energy(tmp_path):
+    """The transfer read-outs are reads: the ADC conversions per sample grow by the read
+    columns x outputs per batch."""
+    rows = {}
+    for scheme in ("deterministic", "tiki_taka"):
+        cfg = _cfg(scheme, 1)
+        cfg = replace(cfg, crossbar=replace(cfg.crossbar, periphery=replace(
+            cfg.crossbar.periphery, read_noise=0.0)))
+        run = train.start(cfg, str(tmp_path / scheme))
+        train.fit(run, progress=False)
+        rows[scheme] = run.history[-1]
+    per = cfg.crossbar.periphery
+    extra = (rows["tiki_taka"]["energy_adc_J"] - rows["deterministic"]["energy_adc_J"])
+    n_train = cfg.data.train_subset or 60
+    batches = -(-n_train // cfg.training.batch_size)
+    outs = 16 + 12 + 10        # one column of W0, W1, Wf read per batch: n_out conversions
+    assert extra == pytest.approx(batches * outs * per.e_adc_J / n_train, rel=1e-6)
+
+
+def test_centered_nudging_on_ideal_crossbar_equals_digital(tmp_path):
+    cfg = small_config(model={"hidden": [16, 12]},
+                       training={"optimizer": "sgd", "lr": 0.05, "epochs": 1, "T": 6, "K": 4,
+                                 "nudging": "centered"})
+    digital = train.start(cfg, str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    xb = replace(cfg, crossbar=replace(cfg.crossbar, enabled=True, device=IDEAL))
+    xbar = train.start(xb, str(tmp_path / "x"))
+    train.fit(xbar, progress=False)
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-6)
+
+
+def test_compare_uses_trained_twin(tmp_path, capsys):
+    """compare --twin RUN_DIR takes the digital row from a trained twin's run directory
+    (nothing retrained); a twin of another net is refused with the key and the fix."""
+    import yaml
+
+    from crossbar_ep.cli import main
+    base = {"name": "tinyx",
+            "data": {"dataset": "synthetic", "synthetic_features": 20, "synthetic_classes": 4,
+                     "synthetic_train": 200, "synthetic_test": 50},
+            "model": {"hidden": [16, 12]},
+            "training": {"optimizer": "sgd", "lr": 0.1, "epochs": 1, "batch_size": 50, "T": 6,
+                         "K": 4}}
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(yaml.safe_dump({**base, "name": "tinytwin", "training": {
+        **base["training"], "momentum": 0.9, "update_norm": "normalised"}}))
+    assert main(["run", str(twin), "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    exp = tmp_path / "x.yaml"
+    exp.write_text(yaml.safe_dump({**base, "crossbar": {
+        "enabled": True, "device": RPU, "update": {"scheme": "mixed_precision"}}}))
+    hist = yaml.safe_load((tmp_path / "t" / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["compare", str(exp), "--out", str(tmp_path / "c"), "--quiet", "--twin",
+                 str(tmp_path / "t")]) == 0
+    text = capsys.readouterr().out
+    assert f"| digital | digital ({tmp_path / 't'}) | {100 * hist[0]['test_acc']:.2f} |" in text
+    assert not (tmp_path / "c" / "digital").exists()
+    bad = tmp_path / "y.yaml"
+    bad.write_text(yaml.safe_dump({**base, "model": {"hidden": [8]}, "crossbar": {
+        "enabled": True, "device": RPU}}))
+    assert main(["compare", str(bad), "--out", str(tmp_path / "d"), "--quiet", "--twin",
+                 str(tmp_path / "t")]) == 2
+    assert "model.hidden" in capsys.readouterr().err

@@ -37,7 +37,8 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
     return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),
                         beta_f=t.beta_f, feedback=m.feedback, activation=m.activation,
                         bias=m.bias, residual=fwd_links, random_feedback=fb_links,
-                        lr=cfg.lr_per_matrix(), dtype=t.dtype)
+                        lr=cfg.lr_per_matrix(), dtype=t.dtype,
+                        feedback_gain=m.residual.feedback_gain)
 
 
 

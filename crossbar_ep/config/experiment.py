@@ -91,6 +91,13 @@ class ResidualConfig:
                          "authors' code (np.random.seed(seed), then one rand() per ordered pair "
                          "i != j, adjacent pairs included), so their seeds reproduce their "
                          "graphs.", p_choice("default", "legacy"))
+    feedback_gain: str = key("uniform", "Gain of the skip feedback links (residual partners, "
+                             "AGT feedback): uniform (beta_i of the target layer, as the "
+                             "authors' graph code) or graded (the product of the gains of the "
+                             "adjacent chain it bypasses, beta_j / alpha per hop for tied "
+                             "links; then normalised EP updates tend to the BP / feedback-"
+                             "alignment gradient, docs/model.md).",
+                             p_choice("uniform", "graded"))
 
 
 @dataclass(frozen=True)
@@ -147,8 +154,10 @@ class TrainingConfig:
     readout_error: str = key("free", "Error the readout (Wf) update uses: free (y - p of the "
                              "free phase) or nudged (y - p at the end of the nudged phase, "
                              "as the authors' graph code).", p_choice("free", "nudged"))
-    update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide by beta_f * "
-                           "beta_i^hops so the update tends to the BP gradient).",
+    update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide each "
+                           "layer's update by the gain of the strongest path from any nudge "
+                           "source: feedback hops beta / alpha, forward hops alpha, "
+                           "docs/model.md).",
                            p_choice("raw", "normalised"))
     dtype: str = key("float32", "Floating-point type of states and weights.",
                      p_choice("float32", "float64"))
@@ -196,8 +205,8 @@ class PulseUpdateConfig:
     lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
                   "matrix like training.lr; null uses training.lr.",
                   p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
-    normalise: bool | None = key(None, "Divide the arrays' updates by beta_f * beta_i^hops "
-                                 "so deep layers still learn; null follows "
+    normalise: bool | None = key(None, "Divide the arrays' updates by the path gain of "
+                                 "their layer (training.update_norm) so deep layers still learn; null follows "
                                  "training.update_norm (true/false override it for the "
                                  "crossbar arrays only).", p_optional(p_bool()))
     max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "

@@ -19,6 +19,7 @@ from crossbar_ep.crossbar.pulses import (
     StochasticCoincidence,
 )
 from crossbar_ep.devices.card import load_card
+from crossbar_ep.model.heads import add_heads
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network, agt_links, make_network
 from crossbar_ep.model.optim import SGD, Adam, Optimizer
@@ -34,11 +35,15 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
                                         m.residual.seed_mode == "legacy")
     else:
         fwd_links, fb_links = list(cfg.residual_pairs()), None
-    return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),
-                        beta_f=t.beta_f, feedback=m.feedback, activation=m.activation,
-                        bias=m.bias, residual=fwd_links, random_feedback=fb_links,
-                        lr=cfg.lr_per_matrix(), dtype=t.dtype,
-                        feedback_gain=m.residual.feedback_gain)
+    net = make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha,
+                       beta_i=cfg.beta_per_layer(), beta_f=t.beta_f, feedback=m.feedback,
+                       activation=m.activation, bias=m.bias, residual=fwd_links,
+                       random_feedback=fb_links, lr=cfg.lr_per_matrix(), dtype=t.dtype,
+                       feedback_gain=m.residual.feedback_gain)
+    a = m.aux
+    if a.layers:
+        add_heads(net, a.layers, a.beta, a.seed, a.bp_weight)
+    return net
 
 
 

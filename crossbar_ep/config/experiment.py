@@ -101,6 +101,34 @@ class ResidualConfig:
 
 
 @dataclass(frozen=True)
+class AuxConfig:
+    layers: tuple = key((), "Hidden layers (1-based) that get an auxiliary head: a learned "
+                        "readout of that layer that nudges it in the nudged phase through its "
+                        "transposed read (intermediate error signals; docs/model.md). Empty: "
+                        "no heads.", p_list(p_int(lo=1, hi=MAX_LAYERS)))
+    beta: Any = key(0.1, "Nudge gain of each head (one value or one per head); 0 makes the "
+                    "heads read-only (the network is then bit-identical to one without heads).",
+                    p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
+    target: str = key("label", "What the heads are nudged toward: label (local error "
+                      "signals), or kd_logits ((1 - kd_mix) y + kd_mix softmax(z_teacher / "
+                      "kd_tau) from the teacher's logits, computed once per batch).",
+                      p_choice("label", "kd_logits"))
+    teacher: str | None = key(None, "For target kd_logits: run directory of the teacher, a "
+                              "BP-twin run of the same data (training.algorithm: bp) "
+                              "trained first; relative paths are taken from the experiment "
+                              "file's folder.", p_optional(p_str()))
+    kd_tau: float = key(4.0, "Distillation temperature of the teacher's logits.",
+                        p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
+    kd_mix: float = key(0.5, "Weight of the teacher's softened distribution in the target "
+                        "(0: labels only, 1: teacher only).", p_float(lo=0.0, hi=1.0))
+    bp_weight: Any = key(None, "Weight of each head's cross-entropy in the BP twin's loss (one "
+                         "value or one per head); null: beta / training.beta_f.",
+                         p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
+    seed: int = key(0, "Seed of the heads' own Glorot draw (the main net's draws do not "
+                    "change).", p_int(lo=0, hi=MAX_SEED))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     hidden: tuple = key((512, 512, 512), "Widths of the hidden layers (the recurrent core).",
                         p_list(p_int(lo=1, hi=MAX_UNITS), min_len=1, max_len=MAX_LAYERS),
@@ -116,6 +144,8 @@ class ModelConfig:
                         "random (Glorot-uniform, fixed).", p_choice("symmetric", "random"))
     residual: ResidualConfig = section(ResidualConfig, "Residual / AGT skip links.")
     bias: bool = key(False, "Learn a bias per hidden and output unit.", p_bool())
+    aux: AuxConfig = section(AuxConfig, "Auxiliary heads (intermediate error signals, "
+                             "knowledge distillation).")
 
 
 @dataclass(frozen=True)
@@ -425,6 +455,10 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     d = cfg.data
     if d.dir is not None and not os.path.isabs(d.dir):
         cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(base, d.dir))))
+    aux = cfg.model.aux
+    if aux.teacher is not None and not os.path.isabs(aux.teacher):
+        teacher = os.path.normpath(os.path.join(base, aux.teacher))
+        cfg = replace(cfg, model=replace(cfg.model, aux=replace(aux, teacher=teacher)))
     dev = cfg.crossbar.device
     if dev is not None and not os.path.isabs(dev):
         # from the experiment's folder, the working directory, or the folder above experiments/

@@ -80,6 +80,7 @@ class Network:
     b: dict = field(default_factory=dict)      # layer index -> (n_layer,), if biases learned
     lr: dict = field(default_factory=dict)     # projection name / 'b<k>' -> learning rate
     norm: dict = field(default_factory=dict)   # projection name / 'b<k>' -> EP normaliser
+    head_weight: dict = field(default_factory=dict)  # aux head index -> loss weight (BP twin)
 
     @property
     def L(self) -> int:

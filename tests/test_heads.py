@@ -166,3 +166,22 @@ def test_layer_signals_plot(tmp_path):
              "dw_W1": 0.02 / e, "dw_Wf": 0.1} for e in (1, 2, 3)]
     p = plot_layer_signals(hist, str(tmp_path / "sig.png"), "t")
     assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_layer_signals_reach_the_trace_file_and_the_plot_command(tmp_path):
+    import h5py
+
+    from crossbar_ep.plots.traces import plot_run_dir
+    from crossbar_ep.runs import train
+    cfg = small_config(model={"aux": {"layers": [1]}}, training={"epochs": 1},
+                       traces={"enabled": True, "trajectories": False})
+    run = train.start(cfg, str(tmp_path / "r"))
+    train.fit(run, progress=False)
+    run.lock = None
+    row = json.load(open(tmp_path / "r" / "metrics.json"))[0]
+    with h5py.File(tmp_path / "r" / "traces.h5", "r") as f:
+        assert f["metrics"]["ds_L2"][0] == pytest.approx(row["ds_L2"])
+        assert f["metrics"]["dw_A1"][0] == pytest.approx(row["dw_A1"])
+        assert f["metrics"]["head_acc_A1"][0] == pytest.approx(row["head_acc_A1"])
+    paths = plot_run_dir(str(tmp_path / "r"))
+    assert any(p.endswith("layer_signals.png") for p in paths)

@@ -185,3 +185,60 @@ def test_layer_signals_reach_the_trace_file_and_the_plot_command(tmp_path):
         assert f["metrics"]["head_acc_A1"][0] == pytest.approx(row["head_acc_A1"])
     paths = plot_run_dir(str(tmp_path / "r"))
     assert any(p.endswith("layer_signals.png") for p in paths)
+
+
+def test_feature_hint_head_update_and_nudge_against_numpy():
+    """kd_features: a linear head R on layer 1 nudged toward teacher features f:
+    h_1 += beta R^T (f - R s_1) (recomputed every step) and dR = (f - R s0_1) s0_1^T / B,
+    the gradient of the hint loss 0.5 |f - R s|^2 at the free state."""
+    net = cx.make_network([10, 8, 6, 3], beta_i=0.2, beta_f=0.3, seed=2, dtype="float64")
+    heads = add_heads(net, [1], beta=0.15, seed=5, out_sizes=[5], linear=True)
+    e = next(iter(heads))
+    rng = np.random.default_rng(7)
+    x, y1h = rng.random((6, 10)), np.eye(3)[rng.integers(0, 3, 6)]
+    f = rng.uniform(-0.5, 0.5, (6, 5))
+    model = cx.ep_learner(net, T=20, K=7)
+    g, free = model.updates(x, {e: f, net.L + 1: y1h})
+    R, s0 = net.W["A1"], free.s[1]
+
+    def hint(M):
+        return 0.5 * np.mean(np.sum((f - s0 @ M.T) ** 2, axis=1))
+
+    for idx in [(0, 0), (4, 7)]:
+        Mp, Mm = R.copy(), R.copy()
+        Mp[idx] += 1e-6
+        Mm[idx] -= 1e-6
+        assert g["A1"][idx] == pytest.approx(-(hint(Mp) - hint(Mm)) / 2e-6, rel=1e-6)
+    W0, W1, Wf = (net.W[n] for n in ("W0", "W1", "Wf"))
+    s1, s2 = free.s[1].copy(), free.s[2].copy()
+    for _ in range(7):
+        p_out = softmax(s2 @ Wf.T)
+        h1 = x @ W0.T + 0.2 * s2 @ W1 + 0.15 * (f - s1 @ R.T) @ R
+        h2 = s1 @ W1.T + 0.3 * (y1h - p_out) @ Wf
+        s1, s2 = np.tanh(h1), np.tanh(h2)
+    np.testing.assert_allclose(model.last_nudged.s[1], s1, atol=1e-12)
+
+
+def test_feature_distillation_run_from_a_bp_teacher(tmp_path):
+    from crossbar_ep.config.experiment import config_from_dict
+    from crossbar_ep.errors import ConfigError
+    from crossbar_ep.runs import train
+
+    run = train.start(small_config(model={"hidden": [10, 12]},
+                                   training={"algorithm": "bp", "epochs": 1}),
+                      str(tmp_path / "teacher"))
+    train.fit(run, progress=False)
+    run.lock = None
+    raw = small_config(model={"aux": {"layers": [1, 2], "target": "kd_features",
+                                      "teacher": str(tmp_path / "teacher")}},
+                       training={"epochs": 1}).to_dict()
+    cfg = config_from_dict(raw, "s.yaml")
+    student = train.start(cfg, str(tmp_path / "student"))
+    assert student.net.W["A1"].shape == (10, 24) and student.net.W["A2"].shape == (12, 16)
+    train.fit(student, progress=False)
+    student.lock = None
+    row = json.load(open(tmp_path / "student" / "metrics.json"))[0]
+    assert "head_acc_A1" not in row and row["dw_A1"] > 0
+    raw["model"]["aux"]["teacher"] = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        train.setup(config_from_dict(raw, "s.yaml"), "unused")

@@ -6,6 +6,7 @@ learner).  Nothing below it reads a Config; the Python API builds the same objec
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -41,9 +42,30 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
                        random_feedback=fb_links, lr=cfg.lr_per_matrix(), dtype=t.dtype,
                        feedback_gain=m.residual.feedback_gain)
     a = m.aux
-    if a.layers:
+    if a.target == "kd_features":
+        add_heads(net, a.layers, a.beta, a.seed, a.bp_weight,
+                  teacher_widths(cfg), linear=True)
+    elif a.layers:
         add_heads(net, a.layers, a.beta, a.seed, a.bp_weight)
     return net
+
+
+def teacher_widths(cfg: Config) -> list:
+    """Widths of the teacher's hidden layers that the feature-hint heads match (same index)."""
+    from crossbar_ep.config.experiment import config_from_dict, read_yaml
+    from crossbar_ep.errors import ConfigError
+
+    a = cfg.model.aux
+    path = os.path.join(a.teacher, "config.yaml")
+    where = f"{cfg.source}: model.aux.teacher"
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where}: {a.teacher} holds no config.yaml; give the run directory "
+                          f"of a trained BP twin (crossbar-ep run <bp twin>.yaml --out DIR)")
+    hidden = config_from_dict(read_yaml(path), path).model.hidden
+    if max(a.layers) > len(hidden):
+        raise ConfigError(f"{where}: the teacher has {len(hidden)} hidden layers; feature "
+                          f"hints on layer {max(a.layers)} need a teacher at least that deep")
+    return [hidden[k - 1] for k in a.layers]
 
 
 

@@ -111,9 +111,11 @@ class AuxConfig:
                     p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
     target: str = key("label", "What the heads are nudged toward: label (local error "
                       "signals), or kd_logits ((1 - kd_mix) y + kd_mix softmax(z_teacher / "
-                      "kd_tau) from the teacher's logits, computed once per batch).",
-                      p_choice("label", "kd_logits"))
-    teacher: str | None = key(None, "For target kd_logits: run directory of the teacher, a "
+                      "kd_tau) from the teacher's logits, computed once per batch), or "
+                      "kd_features (hints: a learned linear map of the layer nudged toward the "
+                      "teacher's hidden state of the same layer index, no softmax).",
+                      p_choice("label", "kd_logits", "kd_features"))
+    teacher: str | None = key(None, "For targets kd_logits and kd_features: run directory of the teacher, a "
                               "BP-twin run of the same data (training.algorithm: bp) "
                               "trained first; relative paths are taken from the experiment "
                               "file's folder.", p_optional(p_str()))

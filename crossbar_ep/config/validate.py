@@ -86,12 +86,12 @@ def _check_aux(cfg, w: Where) -> None:
         if isinstance(v, tuple) and len(v) != len(a.layers):
             raise aw.child(name).fail(f"has {len(v)} values for {len(a.layers)} heads; give "
                                       f"one value or one per head")
-    if a.target == "kd_logits":
+    if a.target != "label":
         if not a.layers:
-            raise aw.child("target").fail("kd_logits needs heads: list model.aux.layers")
+            raise aw.child("target").fail(f"{a.target} needs heads: list model.aux.layers")
         if a.teacher is None:
-            raise aw.child("teacher").fail("missing: kd_logits needs the run directory of a "
-                                           "trained BP twin (training.algorithm: bp)")
+            raise aw.child("teacher").fail(f"missing: {a.target} needs the run directory of "
+                                           f"a trained BP twin (training.algorithm: bp)")
         if cfg.training.algorithm != "ep":
             raise aw.child("target").fail("distillation trains an EP student; the BP twin "
                                           "uses target: label")

@@ -33,4 +33,21 @@ class LogitDistiller:
         return out
 
 
-__all__ = ["LogitDistiller"]
+class FeatureDistiller:
+    """Callable ``(x, y1h) -> {head index: target}``: each feature-hint head on layer l is
+    nudged toward the teacher's hidden state of its layer ``teacher_layer[e]`` (FitNets hints,
+    Romero et al. 2015); the teacher (a BP twin, ``forward(x) -> (s, h, p)``) runs once per
+    batch."""
+
+    def __init__(self, teacher, teacher_layer: dict, readout: int):
+        self.teacher, self.teacher_layer, self.readout = teacher, dict(teacher_layer), readout
+
+    def __call__(self, x: np.ndarray, y1h: np.ndarray) -> dict:
+        s = self.teacher.forward(x)[0]
+        out = {e: np.ascontiguousarray(s[k], dtype=y1h.dtype)
+               for e, k in self.teacher_layer.items()}
+        out[self.readout] = y1h
+        return out
+
+
+__all__ = ["LogitDistiller", "FeatureDistiller"]

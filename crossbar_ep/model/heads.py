@@ -16,11 +16,14 @@ from crossbar_ep.model.network import Block, Network, Projection, glorot
 from crossbar_ep.model.normalisation import normalisers
 
 
-def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None) -> dict:
+def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None,
+              out_sizes=None, linear: bool = False) -> dict:
     """Add a label head on every hidden layer of ``layers`` (1-based); ``beta`` one gain or
     one per head; weights Glorot-uniform from their own generator (``seed``), so the main
     network's draws, data order and results do not change.  ``bp_weight``: the weight of each
     head's loss in the BP twin (one value, one per head, or None: ``beta_e / beta_f``).
+    ``out_sizes`` (one per head; default the class count) and ``linear`` make feature-hint
+    heads: a learned linear map R_l whose error ``f - R_l s_l`` nudges the layer (no softmax).
     Returns head index -> layer.  Recomputes the EP normalisers (heads are nudge sources)."""
     L, n_out = net.L, net.sizes[-1]
     layers = [int(k) for k in layers]
@@ -35,6 +38,7 @@ def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None) -> 
 
     rng = np.random.default_rng(seed)
     heads = {}
+    outs = list(out_sizes) if out_sizes is not None else [n_out] * len(layers)
     for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
         if not 1 <= k <= L:
             raise ValueError(f"head on layer {k}: hidden layers are 1..{L}")
@@ -42,8 +46,10 @@ def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None) -> 
         if name in net.ops:
             raise ValueError(f"two heads on layer {k}")
         net.projections.append(Projection(name, k, e))
-        net.ops[name] = DigitalMatrix(glorot(rng, n_out, net.sizes[k], net.dtype), name)
-        net.head_sizes[e] = n_out
+        net.ops[name] = DigitalMatrix(glorot(rng, outs[i], net.sizes[k], net.dtype), name)
+        net.head_sizes[e] = outs[i]
+        if linear:
+            net.linear_heads.add(e)
         net.blocks.append(Block(name, k, e))
         if b != 0.0:
             net.blocks.append(Block(name, e, k, float(b), True))
@@ -67,6 +73,8 @@ def bp_head_terms(net: Network, s: list, targets, B: int) -> tuple[dict, dict]:
 
     grads, back = {}, {}
     for p in head_projections(net):
+        if p.dst in net.linear_heads:      # feature hints need a teacher: EP students only
+            continue
         A = net.W[p.name]
         t = targets[p.dst] if isinstance(targets, dict) else targets
         w = net.head_weight.get(p.dst, 1.0)

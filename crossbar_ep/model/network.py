@@ -81,6 +81,7 @@ class Network:
     lr: dict = field(default_factory=dict)     # projection name / 'b<k>' -> learning rate
     norm: dict = field(default_factory=dict)   # projection name / 'b<k>' -> EP normaliser
     head_weight: dict = field(default_factory=dict)  # aux head index -> loss weight (BP twin)
+    linear_heads: set = field(default_factory=set)   # aux heads without softmax (feature hints)
 
     @property
     def L(self) -> int:

@@ -37,6 +37,12 @@ def attach(run) -> None:
     if run.cfg.training.algorithm != "ep":
         return
     learner.layer_stats = LayerStats(run.net.L)
+    if a.target == "kd_features":
+        from crossbar_ep.model.distill import FeatureDistiller
+        from crossbar_ep.model.heads import head_projections
+        teacher = load_teacher(a.teacher, run.data)
+        layers = {p.dst: p.src for p in head_projections(run.net)}
+        learner.targets = FeatureDistiller(teacher, layers, run.net.L + 1)
     if a.target == "kd_logits":
         from crossbar_ep.model.distill import LogitDistiller
         from crossbar_ep.model.heads import head_projections
@@ -60,4 +66,4 @@ def epoch_metrics(run) -> dict:
 def head_names(run) -> dict:
     """Auxiliary head index -> its readout's name (e.g. ``A3``)."""
     from crossbar_ep.model.heads import head_projections
-    return {p.dst: p.name for p in head_projections(run.net)}
+    return {p.dst: p.name for p in head_projections(run.net) if p.dst not in run.net.linear_heads}

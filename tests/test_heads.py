@@ -242,3 +242,21 @@ def test_feature_distillation_run_from_a_bp_teacher(tmp_path):
     raw["model"]["aux"]["teacher"] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="no config.yaml"):
         train.setup(config_from_dict(raw, "s.yaml"), "unused")
+
+
+def test_heads_run_resumes_bit_identically(tmp_path):
+    from crossbar_ep.runs import train
+    cfg = small_config(model={"aux": {"layers": [1], "beta": [0.05]}}, training={"epochs": 2})
+    full = train.start(cfg, str(tmp_path / "full"))
+    train.fit(full, progress=False)
+    full.lock = None
+    part = train.start(cfg, str(tmp_path / "part"))
+    part.cfg = small_config(model={"aux": {"layers": [1], "beta": [0.05]}},
+                            training={"epochs": 1})
+    train.fit(part, progress=False)
+    part.lock = None
+    resumed = train.resume(str(tmp_path / "part"), epochs=2)
+    train.fit(resumed, progress=False)
+    resumed.lock = None
+    for name, W in full.net.W.items():
+        assert np.array_equal(W, resumed.net.W[name]), name

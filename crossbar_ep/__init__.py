@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # network and operators
     "make_network": "model.network", "Network": "model.network", "Block": "model.network",
+    "add_heads": "model.heads",
     "WeightOperator": "model.operators", "DigitalMatrix": "model.operators",
     # crossbar arrays and their physics
     "CrossbarMatrix": "crossbar.array", "Periphery": "crossbar.periphery",

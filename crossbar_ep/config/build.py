@@ -6,6 +6,7 @@ learner).  Nothing below it reads a Config; the Python API builds the same objec
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from crossbar_ep.crossbar.pulses import (
 )
 from crossbar_ep.crossbar.tiki_taka import TikiTaka
 from crossbar_ep.devices.card import load_card
+from crossbar_ep.model.heads import add_heads
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network, agt_links, make_network
 from crossbar_ep.model.optim import SGD, Adam, Optimizer
@@ -36,10 +38,36 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
                                         m.residual.seed_mode == "legacy")
     else:
         fwd_links, fb_links = list(cfg.residual_pairs()), None
-    return make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha, beta_i=cfg.beta_per_layer(),
-                        beta_f=t.beta_f, feedback=m.feedback, activation=m.activation,
-                        bias=m.bias, residual=fwd_links, random_feedback=fb_links,
-                        lr=cfg.lr_per_matrix(), dtype=t.dtype)
+    net = make_network((n_in, *m.hidden, n_out), rng, alpha=m.alpha,
+                       beta_i=cfg.beta_per_layer(), beta_f=t.beta_f, feedback=m.feedback,
+                       activation=m.activation, bias=m.bias, residual=fwd_links,
+                       random_feedback=fb_links, lr=cfg.lr_per_matrix(), dtype=t.dtype,
+                       feedback_gain=m.residual.feedback_gain)
+    a = m.aux
+    if a.target == "kd_features":
+        add_heads(net, a.layers, a.beta, a.seed, a.bp_weight,
+                  teacher_widths(cfg), linear=True)
+    elif a.layers:
+        add_heads(net, a.layers, a.beta, a.seed, a.bp_weight)
+    return net
+
+
+def teacher_widths(cfg: Config) -> list:
+    """Widths of the teacher's hidden layers that the feature-hint heads match (same index)."""
+    from crossbar_ep.config.experiment import config_from_dict, read_yaml
+    from crossbar_ep.errors import ConfigError
+
+    a = cfg.model.aux
+    path = os.path.join(a.teacher, "config.yaml")
+    where = f"{cfg.source}: model.aux.teacher"
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where}: {a.teacher} holds no config.yaml; give the run directory "
+                          f"of a trained BP twin (crossbar-ep run <bp twin>.yaml --out DIR)")
+    hidden = config_from_dict(read_yaml(path), path).model.hidden
+    if max(a.layers) > len(hidden):
+        raise ConfigError(f"{where}: the teacher has {len(hidden)} hidden layers; feature "
+                          f"hints on layer {max(a.layers)} need a teacher at least that deep")
+    return [hidden[k - 1] for k in a.layers]
 
 
 

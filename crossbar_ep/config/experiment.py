@@ -91,6 +91,43 @@ class ResidualConfig:
                          "authors' code (np.random.seed(seed), then one rand() per ordered pair "
                          "i != j, adjacent pairs included), so their seeds reproduce their "
                          "graphs.", p_choice("default", "legacy"))
+    feedback_gain: str = key("uniform", "Gain of the skip feedback links (residual partners, "
+                             "AGT feedback): uniform (beta_i of the target layer, as the "
+                             "authors' graph code) or graded (the product of the gains of the "
+                             "adjacent chain it bypasses, beta_j / alpha per hop for tied "
+                             "links; then normalised EP updates tend to the BP / feedback-"
+                             "alignment gradient, docs/model.md).",
+                             p_choice("uniform", "graded"))
+
+
+@dataclass(frozen=True)
+class AuxConfig:
+    layers: tuple = key((), "Hidden layers (1-based) that get an auxiliary head: a learned "
+                        "readout of that layer that nudges it in the nudged phase through its "
+                        "transposed read (intermediate error signals; docs/model.md). Empty: "
+                        "no heads.", p_list(p_int(lo=1, hi=MAX_LAYERS)))
+    beta: Any = key(0.1, "Nudge gain of each head (one value or one per head); 0 makes the "
+                    "heads read-only (the network is then bit-identical to one without heads).",
+                    p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
+    target: str = key("label", "What the heads are nudged toward: label (local error "
+                      "signals), or kd_logits ((1 - kd_mix) y + kd_mix softmax(z_teacher / "
+                      "kd_tau) from the teacher's logits, computed once per batch), or "
+                      "kd_features (hints: a learned linear map of the layer nudged toward the "
+                      "teacher's hidden state of the same layer index, no softmax).",
+                      p_choice("label", "kd_logits", "kd_features"))
+    teacher: str | None = key(None, "For targets kd_logits and kd_features: run directory of the teacher, a "
+                              "BP-twin run of the same data (training.algorithm: bp) "
+                              "trained first; relative paths are taken from the experiment "
+                              "file's folder.", p_optional(p_str()))
+    kd_tau: float = key(4.0, "Distillation temperature of the teacher's logits.",
+                        p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
+    kd_mix: float = key(0.5, "Weight of the teacher's softened distribution in the target "
+                        "(0: labels only, 1: teacher only).", p_float(lo=0.0, hi=1.0))
+    bp_weight: Any = key(None, "Weight of each head's cross-entropy in the BP twin's loss (one "
+                         "value or one per head); null: beta / training.beta_f.",
+                         p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
+    seed: int = key(0, "Seed of the heads' own Glorot draw (the main net's draws do not "
+                    "change).", p_int(lo=0, hi=MAX_SEED))
 
 
 @dataclass(frozen=True)
@@ -109,6 +146,8 @@ class ModelConfig:
                         "random (Glorot-uniform, fixed).", p_choice("symmetric", "random"))
     residual: ResidualConfig = section(ResidualConfig, "Residual / AGT skip links.")
     bias: bool = key(False, "Learn a bias per hidden and output unit.", p_bool())
+    aux: AuxConfig = section(AuxConfig, "Auxiliary heads (intermediate error signals, "
+                             "knowledge distillation).")
 
 
 @dataclass(frozen=True)
@@ -151,8 +190,10 @@ class TrainingConfig:
                        "at +beta_f and -beta_f, update from their difference / 2: no O(beta_f) "
                        "bias; one more nudged phase per batch).",
                        p_choice("one_sided", "centered"))
-    update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide by beta_f * "
-                           "beta_i^hops so the update tends to the BP gradient).",
+    update_norm: str = key("raw", "EP update scaling: raw, or normalised (divide each "
+                           "layer's update by the gain of the strongest path from any nudge "
+                           "source: feedback hops beta / alpha, forward hops alpha, "
+                           "docs/model.md).",
                            p_choice("raw", "normalised"))
     dtype: str = key("float32", "Floating-point type of states and weights.",
                      p_choice("float32", "float64"))
@@ -208,8 +249,8 @@ class PulseUpdateConfig:
     lr: Any = key(None, "Pulse gain (the hardware learning rate), one value or one per weight "
                   "matrix like training.lr; null uses training.lr.",
                   p_optional(p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN))))
-    normalise: bool | None = key(None, "Divide the arrays' updates by beta_f * beta_i^hops "
-                                 "so deep layers still learn; null follows "
+    normalise: bool | None = key(None, "Divide the arrays' updates by the path gain of "
+                                 "their layer (training.update_norm) so deep layers still learn; null follows "
                                  "training.update_norm (true/false override it for the "
                                  "crossbar arrays only).", p_optional(p_bool()))
     max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "
@@ -443,6 +484,10 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     d = cfg.data
     if d.dir is not None and not os.path.isabs(d.dir):
         cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(base, d.dir))))
+    aux = cfg.model.aux
+    if aux.teacher is not None and not os.path.isabs(aux.teacher):
+        teacher = os.path.normpath(os.path.join(base, aux.teacher))
+        cfg = replace(cfg, model=replace(cfg.model, aux=replace(aux, teacher=teacher)))
     dev = cfg.crossbar.device
     if dev is not None and not os.path.isabs(dev):
         # from the experiment's folder, the working directory, or the folder above experiments/

@@ -64,12 +64,37 @@ def _check_cross_fields(cfg) -> None:
     if cfg.settling.max_steps is not None and cfg.settling.max_steps < L:
         raise w.child("settling").child("max_steps").fail(
             f"must be >= the number of hidden layers ({L})")
+    _check_aux(cfg, w)
     _check_crossbar(cfg, w)
     _check_traces(cfg, w)
     if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
         raise w.child("training").child("update_norm").fail(
             "normalised updates divide by beta_i, so every model.beta_i must be > 0")
     _check_magnitudes(cfg, w)
+
+
+def _check_aux(cfg, w: Where) -> None:
+    a, L = cfg.model.aux, cfg.n_hidden
+    aw = w.child("model").child("aux")
+    for i, k in enumerate(a.layers):
+        if not 1 <= k <= L:
+            raise aw.child("layers").child(i).fail(f"hidden layers are 1..{L}, got {k}")
+    if len(set(a.layers)) != len(a.layers):
+        raise aw.child("layers").fail("a layer is listed twice; one head per layer")
+    for name in ("beta", "bp_weight"):
+        v = getattr(a, name)
+        if isinstance(v, tuple) and len(v) != len(a.layers):
+            raise aw.child(name).fail(f"has {len(v)} values for {len(a.layers)} heads; give "
+                                      f"one value or one per head")
+    if a.target != "label":
+        if not a.layers:
+            raise aw.child("target").fail(f"{a.target} needs heads: list model.aux.layers")
+        if a.teacher is None:
+            raise aw.child("teacher").fail(f"missing: {a.target} needs the run directory of "
+                                           f"a trained BP twin (training.algorithm: bp)")
+        if cfg.training.algorithm != "ep":
+            raise aw.child("target").fail("distillation trains an EP student; the BP twin "
+                                          "uses target: label")
 
 
 def _check_magnitudes(cfg, w: Where) -> None:
@@ -134,6 +159,7 @@ def _check_crossbar(cfg, w: Where) -> None:
     L = cfg.n_hidden
     known = {"W0", "Wf", *(f"W{k}" for k in range(1, L))}
     known |= {f"R{a}_{b}" for a, b in cfg.residual_pairs()}
+    known |= {f"A{k}" for k in cfg.model.aux.layers}
     for i, name in enumerate(c.layers):
         if name == "all":
             if len(c.layers) > 1:
@@ -191,4 +217,5 @@ def _check_traces(cfg, w: Where) -> None:
 def cfg_matrix_names(cfg) -> list:
     L = cfg.n_hidden
     return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
-            *(f"R{a}_{b}" for a, b in cfg.residual_pairs())]
+            *(f"R{a}_{b}" for a, b in cfg.residual_pairs()),
+            *(f"A{k}" for k in cfg.model.aux.layers)]

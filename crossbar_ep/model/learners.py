@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossbar_ep.model.heads import bp_head_terms
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.optim import Optimizer
 from crossbar_ep.model.settle import (
@@ -63,6 +64,8 @@ class EPLearner:
         self.net, self.settler, self.opt = net, settler, optimizer
         self.centered = centered
         self.readout_error = readout_error   # free: y - p0; nudged: y - p at the nudged end
+        self.targets = None     # optional (x, y1h) -> {head index: target} (distillation)
+        self.layer_stats = None  # optional observer of (delta, updates) per batch
         self.pulses = pulses            # backend.PulseStats over the crossbar operators
         if norm is None:
             norm = {k: (v if normalised else 1.0) for k, v in net.norm.items()}
@@ -100,7 +103,9 @@ class EPLearner:
             pos, s0 = _used(nudged), _used(free)
             delta = {k: pos[k] - s0[k] for k in range(1, L + 1)}
         end = nudged if self.readout_error == "nudged" else free
-        for e, p in (end.heads or {L + 1: end.p}).items():   # readout and auxiliary heads
+        probs = dict(free.heads or {})          # auxiliary heads learn at the free state
+        probs[L + 1] = end.p
+        for e, p in probs.items():
             delta[e] = (y1h[e] if isinstance(y1h, dict) else y1h) - p
         return free, nudged, delta
 
@@ -134,7 +139,11 @@ class EPLearner:
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         net = self.net
         y1h = one_hot(y, net.sizes[-1], net.dtype)
+        if self.targets is not None:
+            y1h = self.targets(x, y1h)
         local, free = self.local_signals(x, y1h)
+        if self.layer_stats is not None:
+            self.layer_stats.observe(self.last_delta, local)
         self.opt.begin()
         for name, (pre, d, scale) in local.items():
             net.ops[name].update(pre, d, scale)
@@ -187,8 +196,10 @@ class BPLearner:
         net, L, B = self.net, self.net.L, x.shape[0]
         s, h, p = self.forward(x)
         delta = {L + 1: (y1h - p) / B}     # -dLoss/d(pre-activation), per layer
-        grads = {}
+        grads, aux = bp_head_terms(net, s, y1h, B)   # auxiliary heads' weighted losses
         for k in range(L + 1, 0, -1):
+            if k in aux:
+                delta[k] = delta[k] + aux[k] if k in delta else aux[k]
             if k <= L:
                 delta[k] = delta[k] * activation_derivative(s[k], h[k], net.activation)
             for pr in net.incoming(k):

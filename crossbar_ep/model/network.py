@@ -80,6 +80,8 @@ class Network:
     b: dict = field(default_factory=dict)      # layer index -> (n_layer,), if biases learned
     lr: dict = field(default_factory=dict)     # projection name / 'b<k>' -> learning rate
     norm: dict = field(default_factory=dict)   # projection name / 'b<k>' -> EP normaliser
+    head_weight: dict = field(default_factory=dict)  # aux head index -> loss weight (BP twin)
+    linear_heads: set = field(default_factory=set)   # aux heads without softmax (feature hints)
 
     @property
     def L(self) -> int:
@@ -167,23 +169,11 @@ def agt_links(L: int, p: float, seed: int, legacy: bool = False) -> tuple[list, 
     return fwd, fb
 
 
-def _best_gain(L: int, feedbacks: list, beta_f: float) -> dict:
-    """For each hidden layer, the largest product of gains along feedback paths from the
-    nudge: beta_f * prod(beta) over the hops (the EP update's natural scale)."""
-    gain = {L: beta_f}
-    for _ in range(L):  # Bellman-Ford on a DAG of at most L layers
-        for f in feedbacks:
-            if f.src in gain:
-                g = gain[f.src] * f.scale
-                if g > gain.get(f.dst, 0.0):
-                    gain[f.dst] = g
-    return gain
-
-
 def make_network(sizes, seed: np.random.Generator | int = 0, *, alpha: float = 1.0,
                  beta_i=0.01, beta_f: float = 0.1, feedback: str = "symmetric",
                  activation: str = "tanh", bias: bool = False, residual=(),
-                 random_feedback=None, lr=0.01, dtype="float32") -> Network:
+                 random_feedback=None, lr=0.01, dtype="float32",
+                 feedback_gain: str = "uniform") -> Network:
     """An FRE-RNN from layer sizes ``(n_in, n_1, ..., n_L, n_out)`` with digital operators,
     weights drawn from ``seed`` (an int or a Generator).
 
@@ -192,10 +182,14 @@ def make_network(sizes, seed: np.random.Generator | int = 0, *, alpha: float = 1
     ``random`` (fixed Glorot matrices); residual: forward skip links (a, b), a < b, 1-based
     hidden layers, each with a feedback partner b -> a; random_feedback: extra fixed random
     feedback links (a, b), a > b (AGT graphs; then residual links get no partner); lr: one
-    learning rate or one per matrix W_0..W_{L-1}, W_f.  Forward matrices are drawn first
+    learning rate or one per matrix W_0..W_{L-1}, W_f; feedback_gain: ``uniform`` (a skip
+    feedback link into layer a has gain beta_a, as the authors' graph code) or ``graded``
+    (the product of the gains of the chain it bypasses, so EP tends to the reference
+    gradient, docs/model.md).  Forward matrices are drawn first
     (W0, W1, ..., residual links, Wf), then the fixed feedback matrices, so an EP net and its
     BP twin share their forward init.
     """
+    from crossbar_ep.model.normalisation import graded_gain, normalisers
     from crossbar_ep.model.operators import DigitalMatrix
 
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -218,11 +212,13 @@ def make_network(sizes, seed: np.random.Generator | int = 0, *, alpha: float = 1
     feedbacks = []
     for k in range(1, L):  # adjacent feedback k+1 -> k
         feedbacks.append(Feedback(f"B{k}", k + 1, k, beta[k - 1], f"W{k}" if symmetric else None))
+    graded = feedback_gain == "graded"
     for a, b in partnered:
-        feedbacks.append(Feedback(f"BR{b}_{a}", b, a, beta[a - 1],
-                                  f"R{a}_{b}" if symmetric else None))
+        g = graded_gain(a, b, beta, alpha, 1.0 if symmetric else None) if graded else beta[a - 1]
+        feedbacks.append(Feedback(f"BR{b}_{a}", b, a, g, f"R{a}_{b}" if symmetric else None))
     for a, b in random_feedback or ():  # AGT feedback a -> b (a > b), random and fixed
-        feedbacks.append(Feedback(f"BR{a}_{b}", a, b, beta[b - 1], None))
+        g = graded_gain(b, a, beta, alpha, None) if graded else beta[b - 1]
+        feedbacks.append(Feedback(f"BR{a}_{b}", a, b, g, None))
 
     net = Network(sizes, projections, feedbacks, symmetric, float(beta_f), activation)
     for p in projections:
@@ -243,11 +239,9 @@ def make_network(sizes, seed: np.random.Generator | int = 0, *, alpha: float = 1
     net.blocks += [Block(f.tied or f.name, f.src, f.dst, f.scale, True) for f in feedbacks]
     net.blocks.append(Block("Wf" if symmetric else "Bf", L + 1, L, net.beta_f, True))
 
-    gain = _best_gain(L, feedbacks, net.beta_f)
     for p in projections:
         net.lr[p.name] = lrs[p.dst - 1] if p.dst <= L else lrs[L]
-        net.norm[p.name] = 1.0 if p.dst == L + 1 else gain.get(p.dst, 0.0)
     for k in net.b:
         net.lr[f"b{k}"] = lrs[k - 1]
-        net.norm[f"b{k}"] = 1.0 if k == L + 1 else gain.get(k, 0.0)
+    net.norm = normalisers(net)
     return net

@@ -206,7 +206,8 @@ class Settler:
         return self.head(self.L + 1, {self.L: sL})
 
     def head(self, e: int, S) -> np.ndarray:
-        """Softmax probabilities of head ``e`` from the states ``S`` (layer -> (B, n_k))."""
+        """Softmax probabilities of head ``e`` from the states ``S`` (layer -> (B, n_k)); the
+        plain read for a linear head (a feature hint)."""
         net = self.net
         blocks = self.heads[e]
         z = np.empty((S[blocks[0].src].shape[0], self.size[e]), net.dtype)
@@ -214,7 +215,7 @@ class Settler:
             self._read(b, S[b.src], z, accumulate=i > 0)
         if e in net.b:
             z += net.b[e]
-        return softmax(z)
+        return z if e in net.linear_heads else softmax(z)
 
     def _probs(self, S) -> dict:
         """Probabilities of every head that nudges (head index -> (B, n_e))."""

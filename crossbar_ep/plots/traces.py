@@ -126,6 +126,11 @@ def plot_run_dir(run_dir: str, out_dir: str | None = None) -> list:
     p = os.path.join(out_dir, "curves.png")
     plot_curves(_history(run_dir), p, os.path.basename(os.path.abspath(run_dir)))
     written.append(p)
+    from crossbar_ep.plots.layer_signals import has_layer_signals, plot_layer_signals
+    if has_layer_signals(_history(run_dir)):
+        p = os.path.join(out_dir, "layer_signals.png")
+        written.append(plot_layer_signals(_history(run_dir), p,
+                                          os.path.basename(os.path.abspath(run_dir))))
     from crossbar_ep.config.experiment import config_from_dict, read_yaml
     cfg = config_from_dict(read_yaml(os.path.join(run_dir, "config.yaml")),
                            os.path.join(run_dir, "config.yaml"))

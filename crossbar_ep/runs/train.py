@@ -26,6 +26,7 @@ from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError
 from crossbar_ep.io.data import Dataset, load_dataset
 from crossbar_ep.model.learners import cross_entropy_sum
 from crossbar_ep.model.network import Network
+from crossbar_ep.runs import aux
 from crossbar_ep.runs.checkpoint import (
     CHECKPOINT,
     _read_checkpoint,
@@ -95,7 +96,9 @@ def setup(cfg: Config, out_dir: str, data: Dataset | None = None) -> Run:
     net = build_network(cfg, data.n_features, data.n_classes, rng)
     opt = make_optimizer(cfg.training, net.trainable(), net.lr)
     learner = make_learner(cfg, net, opt)
-    return Run(cfg, data, net, learner, rng, out_dir)
+    run = Run(cfg, data, net, learner, rng, out_dir)
+    aux.attach(run)
+    return run
 
 
 # ---------------------------------------------------------------------- run directory
@@ -124,11 +127,19 @@ def write_metrics(run: Run) -> None:
 
 
 # ---------------------------------------------------------------------- loop
-def evaluate(learner, x: np.ndarray, y: np.ndarray, batch: int) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of the free-phase prediction."""
+def evaluate(learner, x: np.ndarray, y: np.ndarray, batch: int,
+             heads: dict | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the free-phase prediction; ``heads`` (head index ->
+    0) is filled with the auxiliary heads' correct counts from the same free phases."""
     loss, correct = 0.0, 0
     for i in range(0, x.shape[0], batch):
-        p = learner.predict(x[i:i + batch])
+        if heads:
+            res = learner.settle(x[i:i + batch])
+            p = res.p
+            for e in heads:
+                heads[e] += int((res.heads[e].argmax(1) == y[i:i + batch]).sum())
+        else:
+            p = learner.predict(x[i:i + batch])
         loss += cross_entropy_sum(p, y[i:i + batch])
         correct += int((p.argmax(1) == y[i:i + batch]).sum())
     n = max(1, x.shape[0])
@@ -180,8 +191,10 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         per = cfg.crossbar.periphery
         program = sum(s.get("program_J", 0.0) for s in pulses.stats.values()) if pulses else 0.0
         energy = meter.take(seen, per.e_dac_J, per.e_adc_J, program)
+    names = aux.head_names(run) if cfg.training.algorithm == "ep" else {}
+    head_ok = dict.fromkeys(names, 0)
     test_loss, test_acc = evaluate(run.learner, data.x_test, data.y_test,
-                                   cfg.training.eval_batch_size)
+                                   cfg.training.eval_batch_size, head_ok)
     if not np.isfinite(test_loss):
         bad = "holds NaN or inf values" if not np.isfinite(data.x_test).all() else \
             "gives non-finite states (settling diverged: lower the beta values)"
@@ -204,6 +217,9 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         row["settle_time_free_s"] = tau * float(np.mean(t_free))
         row["settle_time_nudged_s"] = tau * float(np.mean(t_nudged))
     row.update(energy)
+    row.update(aux.epoch_metrics(run))
+    row.update({f"head_acc_{names[e]}": c / max(1, data.x_test.shape[0])
+                for e, c in head_ok.items()})
     if pulses is not None and not cfg.crossbar.wires.r_wire_row_ohm == \
             cfg.crossbar.wires.r_wire_col_ohm == cfg.crossbar.wires.r_driver_ohm == \
             cfg.crossbar.wires.r_sense_ohm == 0.0:

@@ -1,0 +1,87 @@
+"""Auxiliary heads: intermediate error signals on chosen hidden layers (docs/model.md).
+
+A head on hidden layer l is one more readout operator ``A{l}`` (shape (n_classes, n_l)) and
+one more nudge source: its softmax output ``p_e = softmax(A s_l)`` is head index e (> L+1),
+and in the nudged phase ``beta_e (t_e - p_e) A`` enters ``h_l`` through the transposed read
+of the same operator (a crossbar array when A is on one).  Heads learn by the readout's local
+rule at the free state, ``dA = (t_e - p_e0) s_l0^T / B`` (normaliser 1); inference uses the main
+readout only.  With ``beta_e = 0`` the head only reads: the main network is unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crossbar_ep.model.network import Block, Network, Projection, glorot
+from crossbar_ep.model.normalisation import normalisers
+
+
+def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None,
+              out_sizes=None, linear: bool = False) -> dict:
+    """Add a label head on every hidden layer of ``layers`` (1-based); ``beta`` one gain or
+    one per head; weights Glorot-uniform from their own generator (``seed``), so the main
+    network's draws, data order and results do not change.  ``bp_weight``: the weight of each
+    head's loss in the BP twin (one value, one per head, or None: ``beta_e / beta_f``).
+    ``out_sizes`` (one per head; default the class count) and ``linear`` make feature-hint
+    heads: a learned linear map R_l whose error ``f - R_l s_l`` nudges the layer (no softmax).
+    Returns head index -> layer.  Recomputes the EP normalisers (heads are nudge sources)."""
+    L, n_out = net.L, net.sizes[-1]
+    layers = [int(k) for k in layers]
+    betas = list(beta) if np.ndim(beta) else [float(beta)] * len(layers)
+    if bp_weight is None:
+        weights = [b / net.beta_f for b in betas]
+    else:
+        weights = list(bp_weight) if np.ndim(bp_weight) else [float(bp_weight)] * len(layers)
+    if len(betas) != len(layers) or len(weights) != len(layers):
+        raise ValueError(f"heads on {layers}: give one beta (and bp_weight) or one per head")
+    from crossbar_ep.model.operators import DigitalMatrix
+
+    rng = np.random.default_rng(seed)
+    heads = {}
+    outs = list(out_sizes) if out_sizes is not None else [n_out] * len(layers)
+    for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
+        if not 1 <= k <= L:
+            raise ValueError(f"head on layer {k}: hidden layers are 1..{L}")
+        e, name = L + 2 + i, f"A{k}"
+        if name in net.ops:
+            raise ValueError(f"two heads on layer {k}")
+        net.projections.append(Projection(name, k, e))
+        net.ops[name] = DigitalMatrix(glorot(rng, outs[i], net.sizes[k], net.dtype), name)
+        net.head_sizes[e] = outs[i]
+        if linear:
+            net.linear_heads.add(e)
+        net.blocks.append(Block(name, k, e))
+        if b != 0.0:
+            net.blocks.append(Block(name, e, k, float(b), True))
+        net.lr[name] = net.lr["Wf"]
+        net.head_weight[e] = float(w)
+        heads[e] = k
+    net.norm = normalisers(net)
+    return heads
+
+
+def head_projections(net: Network) -> list:
+    """The auxiliary heads' readout projections (destination > L + 1)."""
+    return [p for p in net.projections if p.dst > net.L + 1]
+
+
+def bp_head_terms(net: Network, s: list, targets, B: int) -> tuple[dict, dict]:
+    """For the BP twin: (grads of the heads' readouts, extra -dLoss/ds per hidden layer) of
+    ``sum_e w_e CE(t_e, softmax(A_e s_l))`` averaged over the batch; ``targets`` is one
+    (B, n_out) target or a dict head index -> target."""
+    from crossbar_ep.model.settle import softmax
+
+    grads, back = {}, {}
+    for p in head_projections(net):
+        if p.dst in net.linear_heads:      # feature hints need a teacher: EP students only
+            continue
+        A = net.W[p.name]
+        t = targets[p.dst] if isinstance(targets, dict) else targets
+        w = net.head_weight.get(p.dst, 1.0)
+        d = w * (t - softmax(s[p.src] @ A.T)) / B
+        grads[p.name] = d.T @ s[p.src]
+        back[p.src] = back.get(p.src, 0.0) + d @ A
+    return grads, back
+
+
+__all__ = ["add_heads", "head_projections", "bp_head_terms"]

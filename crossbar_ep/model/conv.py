@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from crossbar_ep.model.conv_kernels import col2im_nb, im2col_nb
 from crossbar_ep.model.network import Block, Feedback, Network, Projection
 from crossbar_ep.model.operators import WeightOperator
 
@@ -58,7 +59,23 @@ class ConvGeom:
 
 def im2col(x: np.ndarray, k: int, pad: int, out: np.ndarray | None = None) -> np.ndarray:
     """Patch matrix of maps x (B, H, W, C): (B * Ho * Wo, k * k * C), rows ordered
-    (b, oy, ox), columns (ky, kx, c)."""
+    (b, oy, ox), columns (ky, kx, c) (Numba; :func:`im2col_ref` is the NumPy reference)."""
+    B, H, W, C = x.shape
+    Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    if out is None:
+        out = np.empty((B * Ho * Wo, k * k * C), x.dtype)
+    return im2col_nb(np.ascontiguousarray(x), k, pad, out)
+
+
+def col2im(cols: np.ndarray, B: int, H: int, W: int, C: int, k: int, pad: int) -> np.ndarray:
+    """Adjoint of :func:`im2col`: overlap-add of patch rows (B * Ho * Wo, k * k * C) into
+    maps (B, H, W, C) (Numba; :func:`col2im_ref` is the NumPy reference)."""
+    out = np.empty((B, H, W, C), cols.dtype)
+    return col2im_nb(np.ascontiguousarray(cols), out, k, pad)
+
+
+def im2col_ref(x: np.ndarray, k: int, pad: int, out: np.ndarray | None = None) -> np.ndarray:
+    """NumPy (strided view) version of :func:`im2col`."""
     B, H, W, C = x.shape
     if pad:
         xp = np.zeros((B, H + 2 * pad, W + 2 * pad, C), x.dtype)
@@ -74,9 +91,9 @@ def im2col(x: np.ndarray, k: int, pad: int, out: np.ndarray | None = None) -> np
     return out
 
 
-def col2im(cols: np.ndarray, B: int, H: int, W: int, C: int, k: int, pad: int) -> np.ndarray:
-    """Adjoint of :func:`im2col`: overlap-add of patch rows (B * Ho * Wo, k * k * C) into
-    maps (B, H, W, C)."""
+def col2im_ref(cols: np.ndarray, B: int, H: int, W: int, C: int, k: int,
+               pad: int) -> np.ndarray:
+    """NumPy version of :func:`col2im`."""
     Hp, Wp = H + 2 * pad, W + 2 * pad
     Ho, Wo = Hp - k + 1, Wp - k + 1
     c = cols.reshape(B, Ho, Wo, k, k, C)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model.conv import ConvNetwork, col2im, im2col, pool2, unpool2
+from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb
 from crossbar_ep.model.learners import BatchStats, cross_entropy_sum, one_hot
 from crossbar_ep.model.operators import DigitalMatrix
 from crossbar_ep.model.settle import softmax
@@ -103,8 +104,9 @@ class ConvSettler:
         """One synchronous step; returns (new maps, logits of the old state)."""
         net = self.net
         L = len(net.convs)
-        s = [rho(x) for x in xs]
-        pools = [pool2(sk) for sk in s]
+        sp = [rho_pool(x) for x in xs]
+        s = [a for a, _, _ in sp]
+        pools = [(m, i) for _, m, i in sp]
         z = self.readout(pools[-1][0])
         new = []
         for k in range(L):
@@ -114,15 +116,14 @@ class ConvSettler:
             else:
                 h = op.conv(pools[k - 1][0])
                 h += net.b[k + 1]
-            H, W = op.g.h_out, op.g.w_out
             if k < L - 1:
                 fb = net.convs[k + 1].conv_t(s[k + 1], net.beta_i[k])
-                h += unpool2(fb, pools[k][1], H, W)
+                unpool_add_nb(h, fb, pools[k][1], 1.0)
             elif y1h is not None:
                 e = y1h - softmax(z.copy())
                 g = np.empty((e.shape[0], net.ops["Wf"].n_in), h.dtype)
                 net.ops["Wf"].read_transposed_into(e, g, net.beta_f)
-                h += unpool2(g.reshape(pools[k][0].shape), pools[k][1], H, W)
+                unpool_add_nb(h, g.reshape(pools[k][0].shape), pools[k][1], 1.0)
             new.append(h)
         return new, z
 
@@ -133,7 +134,7 @@ class ConvSettler:
             if t == steps - 1:
                 resid = max(float(np.abs(a - b).max()) for a, b in zip(new, xs))
             xs = new
-        pools = [pool2(rho(x)) for x in xs]
+        pools = [rho_pool(x)[1:] for x in xs]
         z = self.readout(pools[-1][0])
         return ConvPhase(xs, [p for p, _ in pools], [i for _, i in pools], z,
                          softmax(z.copy()), resid, steps, time_tau=float(steps))

@@ -1,7 +1,8 @@
 """Numba kernels of the conv net's element-wise passes (the GEMMs stay in BLAS): im2col,
 col2im (overlap-add), 2x2 max-pooling with switches fused with rho, and unpool-add.  The
 NumPy versions in :mod:`crossbar_ep.model.conv` are their references (tests compare them).
-Maps are channels-last (B, H, W, C), C-contiguous."""
+Maps are channels-last (B, H, W, C), C-contiguous.  Serial loops (``prange`` runs them in
+order): on a loaded 2-core machine extra threads beside BLAS's cost more than they gain."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numba
 import numpy as np
 from numba import prange
 
-_JIT = dict(cache=True, parallel=True)
+_JIT = dict(cache=True)   # serial: BLAS threads already use the cores
 
 
 @numba.njit(**_JIT)

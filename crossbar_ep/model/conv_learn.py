@@ -117,8 +117,8 @@ class ConvSettler:
                 h = op.conv(pools[k - 1][0])
                 h += net.b[k + 1]
             if k < L - 1:
-                fb = net.convs[k + 1].conv_t(s[k + 1], net.beta_i[k])
-                unpool_add_nb(h, fb, pools[k][1], 1.0)
+                fb = net.convs[k + 1].conv_t(s[k + 1])    # beta_i: gain after col2im
+                unpool_add_nb(h, fb, pools[k][1], net.beta_i[k])
             elif y1h is not None:
                 e = y1h - softmax(z.copy())
                 g = np.empty((e.shape[0], net.ops["Wf"].n_in), h.dtype)

@@ -139,3 +139,106 @@ def test_ep_updates_align_with_bp_gradients():
         assert c > 0.99, (name, c)
         ratio = np.linalg.norm(up[name]) / np.linalg.norm(gr[name])
         assert 0.9 < ratio < 1.1, (name, ratio)
+
+
+def test_numba_kernels_match_numpy_references():
+    from crossbar_ep.model.conv import col2im_ref, im2col_ref
+    from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 7, 6, 5))
+    for k, pad in ((3, 1), (2, 0)):
+        np.testing.assert_array_equal(im2col(x, k, pad), im2col_ref(x, k, pad))
+        c = rng.standard_normal(im2col(x, k, pad).shape)
+        np.testing.assert_allclose(col2im(c, 3, 7, 6, 5, k, pad),
+                                   col2im_ref(c, 3, 7, 6, 5, k, pad), atol=1e-12)
+    x = np.round(rng.standard_normal((2, 6, 6, 3)) * 2) / 2     # many ties after the clip
+    s, m, idx = rho_pool(x)
+    m_ref, idx_ref = pool2(np.clip(x, 0, 1))
+    np.testing.assert_array_equal(s, np.clip(x, 0, 1))
+    np.testing.assert_array_equal(m, m_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    g = rng.standard_normal(m.shape)
+    h = rng.standard_normal(x.shape)
+    want = h + 0.3 * unpool2(g, idx, 6, 6)
+    np.testing.assert_allclose(unpool_add_nb(h.copy(), g, idx, 0.3), want, atol=1e-12)
+
+
+def conv_cfg(**training):
+    from tests.conftest import small_config
+    return small_config(
+        data={"synthetic_features": 64, "synthetic_classes": 4, "synthetic_train": 96,
+              "synthetic_test": 40},
+        model={"activation": "hard_sigmoid", "beta_i": 0.05,
+               "conv": {"channels": [4, 6], "kernel": 3, "padding": 1,
+                        "input_shape": [1, 8, 8]}},
+        training={"batch_size": 32, "T": 6, "K": 4, "beta_f": 0.5, "lr": 0.01,
+                  "weight_decay": 1e-4, **training})
+
+
+@pytest.mark.parametrize("algorithm", ["ep", "bp"])
+def test_conv_run_is_deterministic_and_resumes_exactly(tmp_path, algorithm):
+    from crossbar_ep.runs import train
+    cfg = conv_cfg(algorithm=algorithm, epochs=2)
+    a = train.start(cfg, str(tmp_path / "a"))
+    train.fit(a, progress=False)
+    b = train.start(cfg, str(tmp_path / "b"))
+    train.fit(b, progress=False)
+    part = train.start(conv_cfg(algorithm=algorithm, epochs=1), str(tmp_path / "p"))
+    train.fit(part, progress=False)
+    del part
+    resumed = train.resume(str(tmp_path / "p"), epochs=2)
+    train.fit(resumed, progress=False)
+    for name in ("C1", "C2", "Wf"):
+        np.testing.assert_array_equal(a.net.W[name], b.net.W[name])
+        np.testing.assert_array_equal(a.net.W[name], resumed.net.W[name])
+    for k in a.net.b:
+        np.testing.assert_array_equal(a.net.b[k], resumed.net.b[k])
+    assert [r["test_acc"] for r in a.history] == [r["test_acc"] for r in resumed.history]
+    assert isinstance(a.net.ops["C1"], DigitalMatrix) and a.net.W["C1"].shape == (4, 9)
+
+
+def test_conv_config_errors():
+    from crossbar_ep.errors import ConfigError
+    from tests.conftest import small_config
+    with pytest.raises(ConfigError, match="model.conv.input_shape"):
+        small_config(model={"activation": "hard_sigmoid", "conv": {"channels": [4]}})
+    with pytest.raises(ConfigError, match="model.activation"):
+        small_config(model={"conv": {"channels": [4], "input_shape": [1, 4, 5]}},
+                     data={"synthetic_features": 20})
+    with pytest.raises(ConfigError, match="too small to pool"):
+        small_config(model={"activation": "hard_sigmoid",
+                            "conv": {"channels": [4, 4], "kernel": 3,
+                                     "input_shape": [1, 4, 5]}},
+                     data={"synthetic_features": 20})
+    with pytest.raises(ConfigError, match="crossbar.layers"):
+        small_config(model={"activation": "hard_sigmoid",
+                            "conv": {"channels": [4], "kernel": 3, "padding": 1,
+                                     "input_shape": [1, 4, 5]}},
+                     data={"synthetic_features": 20},
+                     crossbar={"enabled": True, "device": "device_models/ideal.yaml",
+                               "layers": ["W0"]})
+
+
+def test_adamw_decay_sgd_l2_and_cosine_schedule():
+    from types import SimpleNamespace
+
+    from crossbar_ep.config.build import lr_factor
+    from crossbar_ep.model.optim import SGD, Adam
+    w = np.ones(3)
+    opt = Adam([("w", w)], {"w": 0.1})
+    opt.weight_decay = 0.5
+    opt.begin()
+    opt.step("w", np.zeros(3))          # zero update: only the decoupled decay acts
+    np.testing.assert_allclose(w, 1.0 - 0.1 * 0.5)
+    w2 = np.ones(2)
+    sgd = SGD([("w", w2)], {"w": 0.1})
+    sgd.weight_decay = 0.5
+    sgd.begin()
+    sgd.step("w", np.full(2, 2.0))      # w + lr (u - wd w) = 1 + 0.1 (2 - 0.5)
+    np.testing.assert_allclose(w2, 1.15)
+    t = SimpleNamespace(lr_schedule="cosine", lr_min=1e-6, schedule_epochs=None, epochs=50)
+    # PyTorch CosineAnnealingLR(T_max=50, eta_min=1e-6) stepped once per epoch
+    for epoch in (1, 2, 26, 51):
+        e = epoch - 1
+        want = 1e-6 + (2.5e-4 - 1e-6) * (1 + np.cos(np.pi * min(e, 50) / 50)) / 2
+        assert lr_factor(t, epoch, 2.5e-4) == pytest.approx(want)

@@ -1,0 +1,93 @@
+"""Conv kernels on crossbar arrays: patch reads, transposed reads + col2im, pulse updates."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.crossbar.pulses import StochasticCoincidence
+from crossbar_ep.devices.card import load_card
+from crossbar_ep.model.conv import ConvGeom, ConvOperator
+from crossbar_ep.model.operators import DigitalMatrix
+from crossbar_ep.runs import train
+from test_conv import conv_cfg, convT_loop
+
+IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")
+RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
+
+
+def sgd_conv(**xb):
+    cfg = conv_cfg(optimizer="sgd", lr=0.2, weight_decay=0.0, epochs=2)
+    if not xb:
+        return cfg
+    from dataclasses import replace
+
+    from crossbar_ep.config.experiment import config_from_dict
+    raw = cfg.to_dict()
+    raw["crossbar"].update(xb)
+    return replace(config_from_dict(raw, "tiny.yaml"))
+
+
+def test_ideal_card_reproduces_digital_conv_run(tmp_path):
+    digital = train.start(sgd_conv(), str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    xbar = train.start(sgd_conv(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5),
+                       str(tmp_path / "x"))
+    assert set(xbar.learner.pulses.crossbars) == {"C1", "C2", "Wf"}
+    assert xbar.net.convs[1].matrix is xbar.net.ops["C2"]
+    train.fit(xbar, progress=False)
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-9)
+    assert [r["test_acc"] for r in xbar.history] == [r["test_acc"] for r in digital.history]
+    assert xbar.history[-1]["energy_total_J"] > 0.0
+
+
+def test_tiled_transposed_read_plus_col2im_equals_convT():
+    rng = np.random.default_rng(0)
+    g = ConvGeom(3, 6, 5, 7, 3, 1)
+    W = rng.uniform(-0.3, 0.3, (7, g.patch))
+    cb = CrossbarMatrix(W, load_card(IDEAL), np.random.default_rng(1), tile_rows=8,
+                        tile_cols=3, dtype=np.float64)
+    assert len(cb.row_tiles) > 1 and len(cb.col_tiles) > 1
+    Wk = cb.dense().reshape(7, 3, 3, 3)
+    y = rng.standard_normal((2, g.h_out, g.w_out, 7))
+    x = rng.standard_normal((2, 6, 5, 3))
+    xb, dig = ConvOperator(g, cb), ConvOperator(g, DigitalMatrix(cb.dense().copy()))
+    np.testing.assert_allclose(xb.conv_t(y), convT_loop(y, Wk, 6, 5, 1), atol=1e-10)
+    np.testing.assert_allclose(xb.conv(x), dig.conv(x), atol=1e-10)
+
+
+def test_stochastic_update_counts_every_image_patch_pair():
+    """Every (image, patch) row is one coincidence stream: per device the signed count is a
+    sum of independent Binomial(bl, p_r q_r) draws, mean lr * (sum over positions, mean over
+    images of delta (x) patch) / step, variance sum_r bl p_r q_r (1 - p_r q_r)."""
+    rng = np.random.default_rng(2)
+    g = ConvGeom(1, 3, 3, 2, 2, 0)                 # 4 positions, patches of 4
+    B, bl, lr = 2, 31, 0.01
+    card = load_card(RPU)
+    cb = CrossbarMatrix(np.full((2, 4), 0.05), card, np.random.default_rng(3),
+                        dtype=np.float64)
+    cb.rule, cb.lr = StochasticCoincidence(bl, False, np.random.default_rng(4)), lr
+    op = ConvOperator(g, cb)
+    x = rng.uniform(0.1, 1.0, (B, 9))
+    delta = rng.uniform(-0.5, 0.5, (B, 4 * 2))
+    pre, d = op.patches(x), delta.reshape(-1, 2)
+    step_w = card.mean_step * 2 * cb.scale / (card.w_max - card.w_min)
+    c = lr / (B * bl * step_w)                      # A * B of the rule, balanced: sqrt each
+    P, Q = np.sqrt(c) * np.abs(pre), np.sqrt(c) * np.abs(d)
+    assert P.max() < 1 and Q.max() < 1
+    r = Q[:, :, None] * P[:, None, :]               # (rows, n_out, n_in)
+    sign = np.sign(d)[:, :, None] * np.sign(pre)[:, None, :]
+    mean = bl * (sign * r).sum(0)
+    var = bl * (r * (1 - r)).sum(0)
+    np.testing.assert_allclose(mean * step_w, lr * (d.T @ pre) / B, rtol=1e-12)
+    trials = 3000
+    counts = np.empty((trials, 2, 4))
+    for t in range(trials):
+        op.update(x, delta, 1.0 / B)
+        counts[t] = cb.last_counts
+    m, v = counts.mean(0), counts.var(0)
+    assert np.all(np.abs(m - mean) <= 5 * np.sqrt(var / trials))
+    np.testing.assert_allclose(v, var, rtol=0.2)

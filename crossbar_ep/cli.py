@@ -338,8 +338,10 @@ def _cmd_validate(args) -> int:
         except CrossbarEPError as exc:
             raise type(exc)(f"{args.experiment}: crossbar.device: {exc}") from None
     L = cfg.n_hidden
-    print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, hidden "
-          f"{list(cfg.model.hidden)}, {L} hidden layer{'s' if L > 1 else ''}, "
+    net = (f"conv {list(cfg.model.conv.channels)} on {list(cfg.image_shape())}"
+           if cfg.model.conv.enabled else f"hidden {list(cfg.model.hidden)}")
+    print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, {net}, "
+          f"{L} hidden layer{'s' if L > 1 else ''}, "
           f"T/K {cfg.training.T}/{cfg.training.K}, {cfg.training.epochs} epochs)")
     return 0
 

@@ -91,3 +91,31 @@ def test_stochastic_update_counts_every_image_patch_pair():
     m, v = counts.mean(0), counts.var(0)
     assert np.all(np.abs(m - mean) <= 5 * np.sqrt(var / trials))
     np.testing.assert_allclose(v, var, rtol=0.2)
+
+
+@pytest.mark.parametrize("scheme", ["deterministic", "stochastic"])
+def test_real_card_with_periphery_trains_conv_and_counts_patch_reads(tmp_path, scheme):
+    ecram = os.path.join(REPO, "device_models", "ecram_li_tang2018.yaml")
+    cfg = sgd_conv(enabled=True, device=ecram, layers=["C1", "C2", "Wf"],
+                   periphery={"dac_bits": 7, "adc_bits": 9, "read_noise": 0.01,
+                              "read_noise_mode": "output"},
+                   update={"scheme": scheme, "max_pulses": 31})
+    run = train.start(cfg, str(tmp_path / "r"))
+    meter = run.learner.settler.meter
+    seen = []
+    orig = meter.on_read
+    meter.on_read = lambda op, v, tr: (seen.append((op, v.shape[0], tr)), orig(op, v, tr))
+    x, y = run.data.x_train[:32], run.data.y_train[:32]
+    run.learner.train_batch(x, y)
+    c2 = run.net.ops["C2"]
+    reads = [(n, tr) for op, n, tr in seen if op is c2]
+    # one analog read per patch: forward T + K times, transposed (feedback into layer 1)
+    # T + K times, and the zero-image start (one image, 16 patches) once
+    assert reads.count((32 * 16, False)) == 6 + 4
+    assert reads.count((32 * 16, True)) == 6 + 4
+    assert reads.count((16, False)) == 1 and len(reads) == 21
+    c1_t = [(n, tr) for op, n, tr in seen if op is run.net.ops["C1"]]
+    assert c1_t == [(32 * 64, False)]                     # conv1 of the input: once
+    train.fit(run, progress=False)
+    row = run.history[-1]
+    assert row["pulses_total"] > 0 and np.isfinite(row["test_loss"])

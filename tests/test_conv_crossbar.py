@@ -119,3 +119,22 @@ def test_real_card_with_periphery_trains_conv_and_counts_patch_reads(tmp_path, s
     train.fit(run, progress=False)
     row = run.history[-1]
     assert row["pulses_total"] > 0 and np.isfinite(row["test_loss"])
+
+
+def test_export_netlist_of_a_conv_kernel_tile_drives_one_patch(tmp_path):
+    from crossbar_ep.runs.export import export_tile
+    from dataclasses import replace
+    cfg = sgd_conv(enabled=True, device=IDEAL, periphery={"dac_bits": 7, "adc_bits": 9})
+    cfg = replace(cfg, training=replace(cfg.training, epochs=1))
+    run = train.start(cfg, str(tmp_path / "r"))
+    train.fit(run, progress=False)
+    x = run.data.x_test[0].reshape(8, 8)
+    ex = export_tile(str(tmp_path / "r"), "C1", 0, 0, 0)
+    per = run.learner.pulses.crossbars["C1"].per
+    patch = x[3:6, 3:6].reshape(-1)      # centre output (4, 4), k 3, padding 1: rows 3..5
+    np.testing.assert_allclose(ex.V / (per.v_read_V / per.input_range), patch,
+                               atol=per.input_range / 63 / 2 + 1e-12)
+    with pytest.raises(Exception, match="never read transposed"):
+        export_tile(str(tmp_path / "r"), "C1", 0, 0, 0, transposed=True)
+    ex2 = export_tile(str(tmp_path / "r"), "C2", 0, 0, 0, transposed=True)
+    assert ex2.V.size == 2 * 6                     # six output channels, +V/-V pairs

@@ -14,6 +14,11 @@ nudged phase); then the local updates.  The im2col/col2im copies, pooling and Py
 overhead are what the ratio charges us for.
 
     python benchmarks/bench_conv.py [--batches 5] [--config experiments/mnist_conv.yaml]
+    python benchmarks/bench_conv.py --crossbar [--config experiments/mnist_conv_crossbar.yaml]
+
+``--crossbar`` instead times a training batch of the crossbar config (DAC/ADC per patch
+read, read noise, pulse updates) against the same config with the crossbar off, alternating,
+and prints the ratio (target: at most 2).
 """
 
 from __future__ import annotations
@@ -55,13 +60,45 @@ def step_gemms(net, T: int, K: int, B: int) -> Counter:
     return g
 
 
+def time_batches(cfg, batches: int) -> float:
+    """Seconds per training batch of ``cfg`` (random images, after one warm-up batch)."""
+    t, B = cfg.training, cfg.training.batch_size
+    rng = np.random.default_rng(0)
+    net = build_network(cfg, int(np.prod(cfg.image_shape())), 10, rng)
+    learner = make_learner(cfg, net, make_optimizer(t, net.trainable(), net.lr))
+    x = rng.random((B, net.sizes[0])).astype(t.dtype)
+    y = rng.integers(0, 10, B)
+    learner.train_batch(x, y)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        learner.train_batch(x, y)
+    return (time.perf_counter() - t0) / batches
+
+
+def crossbar_ratio(cfg, batches: int) -> int:
+    from dataclasses import replace
+    digital = replace(cfg, crossbar=replace(cfg.crossbar, enabled=False))
+    xb = dg = 0.0
+    for _ in range(batches):      # alternate so both see the same machine load
+        xb += time_batches(cfg, 1)
+        dg += time_batches(digital, 1)
+    print(f"{cfg.name}: crossbar {1e3 * xb / batches:.0f} ms/batch, digital "
+          f"{1e3 * dg / batches:.0f} ms/batch, ratio {xb / dg:.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(os.path.dirname(HERE), "experiments",
                                                      "mnist_conv.yaml"))
     ap.add_argument("--batches", type=int, default=5)
+    ap.add_argument("--crossbar", action="store_true")
     args = ap.parse_args()
+    if args.crossbar and args.config.endswith("mnist_conv.yaml"):
+        args.config = args.config.replace("mnist_conv.yaml", "mnist_conv_crossbar.yaml")
     cfg = load_config(args.config)
+    if args.crossbar:
+        return crossbar_ratio(cfg, args.batches)
     t, B = cfg.training, cfg.training.batch_size
     rng = np.random.default_rng(0)
     net = build_network(cfg, int(np.prod(cfg.image_shape())), 10, rng)

@@ -138,3 +138,14 @@ def test_export_netlist_of_a_conv_kernel_tile_drives_one_patch(tmp_path):
         export_tile(str(tmp_path / "r"), "C1", 0, 0, 0, transposed=True)
     ex2 = export_tile(str(tmp_path / "r"), "C2", 0, 0, 0, transposed=True)
     assert ex2.V.size == 2 * 6                     # six output channels, +V/-V pairs
+
+
+def test_compare_runs_conv_experiments_unchanged(tmp_path):
+    from dataclasses import replace
+
+    from crossbar_ep.runs.compare import run_pair
+    cfg = sgd_conv(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5)
+    cfg = replace(cfg, training=replace(cfg.training, epochs=1))
+    res = run_pair(cfg, str(tmp_path / "cmp"), progress=False, log=lambda *a: None)
+    assert set(res) == {"digital", "crossbar"}
+    assert res["digital"]["best_test_acc"] == res["crossbar"]["best_test_acc"]

@@ -173,6 +173,12 @@ def _cmd_diagnose(args) -> int:
     if run.cfg.training.algorithm != "ep":
         raise CrossbarEPError("diagnose needs an EP experiment (training.algorithm: ep)")
     x = run.data.x_test[:max(1, args.samples)]
+    if run.cfg.model.conv.enabled:
+        ph = run.learner.settler.free(x)
+        print(f"{what}; {x.shape[0]} test samples; conv net: residual max |dx| at the last "
+              f"free step {ph.residual:.3g} after {ph.steps} steps (Jacobian spectra and "
+              f"FTLE are not computed for conv nets yet)")
+        return 0
     rep = diagnose(run.net, run.learner.settler, x, run.cfg.settling.tau_s,
                    args.jacobian_samples)
     print(f"{what}; {x.shape[0]} test samples")
@@ -343,8 +349,10 @@ def _cmd_validate(args) -> int:
         except CrossbarEPError as exc:
             raise type(exc)(f"{args.experiment}: crossbar.device: {exc}") from None
     L = cfg.n_hidden
-    print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, hidden "
-          f"{list(cfg.model.hidden)}, {L} hidden layer{'s' if L > 1 else ''}, "
+    net = (f"conv {list(cfg.model.conv.channels)} on {list(cfg.image_shape())}"
+           if cfg.model.conv.enabled else f"hidden {list(cfg.model.hidden)}")
+    print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, {net}, "
+          f"{L} hidden layer{'s' if L > 1 else ''}, "
           f"T/K {cfg.training.T}/{cfg.training.K}, {cfg.training.epochs} epochs)")
     return 0
 

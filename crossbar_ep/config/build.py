@@ -23,6 +23,8 @@ from crossbar_ep.crossbar.pulses import (
 from crossbar_ep.crossbar.tiki_taka import TikiTaka
 from crossbar_ep.devices.card import load_card
 from crossbar_ep.model.heads import add_heads
+from crossbar_ep.model.conv import ConvNetwork, make_conv_network
+from crossbar_ep.model.conv_learn import ConvBPLearner, ConvEPLearner, ConvSettler
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network, agt_links, make_network
 from crossbar_ep.model.optim import SGD, Adam, Optimizer
@@ -33,6 +35,11 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
     """Create the topology of ``cfg`` and draw Glorot-uniform weights from ``rng``."""
     m, t = cfg.model, cfg.training
     L = cfg.n_hidden
+    if m.conv.enabled:
+        c = m.conv
+        return make_conv_network(cfg.image_shape(), c.channels, n_out, rng, kernel=c.kernel,
+                                 padding=c.padding, beta_i=cfg.beta_per_layer(),
+                                 beta_f=t.beta_f, lr=cfg.lr_per_matrix(), dtype=t.dtype)
     if m.residual.kind == "agt":
         fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed,
                                         m.residual.seed_mode == "legacy")
@@ -74,14 +81,30 @@ def teacher_widths(cfg: Config) -> list:
 def make_optimizer(training_cfg, params: list, lrs: dict) -> Optimizer:
     t = training_cfg
     if t.optimizer == "adam":
-        return Adam(params, lrs, t.adam_beta1, t.adam_beta2, t.adam_eps)
-    return SGD(params, lrs, t.momentum)
+        opt = Adam(params, lrs, t.adam_beta1, t.adam_beta2, t.adam_eps)
+    else:
+        opt = SGD(params, lrs, t.momentum)
+    opt.weight_decay = t.weight_decay
+    return opt
+
+
+def lr_factor(training_cfg, epoch: int, base: float) -> float:
+    """Learning rate of epoch ``epoch`` (1-based) for a base rate: constant, or cosine from
+    ``base`` to ``lr_min`` over ``schedule_epochs`` (CosineAnnealingLR stepped per epoch)."""
+    t = training_cfg
+    if t.lr_schedule != "cosine" or base == 0.0:
+        return base
+    period = t.schedule_epochs or t.epochs
+    e = min(epoch - 1, period)
+    return t.lr_min + (base - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * e / period))
 
 
 def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
     attached to the projections ``crossbar.layers`` names)."""
     t, s = cfg.training, cfg.settling
+    if isinstance(net, ConvNetwork):
+        return make_conv_learner(cfg, net, optimizer)
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
     pulses, meter = None, None
@@ -99,6 +122,25 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     settler.average_last = s.average_last
     return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
                      readout_error=t.readout_error, centered=t.nudging == "centered")
+
+
+def make_conv_learner(cfg, net: ConvNetwork, optimizer: Optimizer | None):
+    """EP (kernels on crossbar arrays where ``crossbar.layers`` says) or BP for a conv net."""
+    t = cfg.training
+    if t.algorithm == "bp":
+        return ConvBPLearner(net, optimizer, t.grad_clip_norm)
+    pulses, meter = None, None
+    digital = t.update_norm == "normalised"
+    norm = {k: (v if digital else 1.0) for k, v in net.norm.items()}
+    if cfg.crossbar.enabled:
+        pulses, meter = attach_crossbars(cfg, net)
+        arrays = cfg.crossbar.update.normalise
+        arrays = digital if arrays is None else arrays
+        for name in pulses.crossbars:
+            norm[name] = net.norm[name] if arrays else 1.0
+    settler = ConvSettler(net, t.T, t.K, meter=meter)
+    return ConvEPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
+                         clip_norm=t.grad_clip_norm)
 
 
 def selected(cfg, net: Network) -> list:

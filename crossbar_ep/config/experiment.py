@@ -45,13 +45,14 @@ from crossbar_ep.schema import (
 )
 from crossbar_ep.yamlio import clip
 
-DATASETS = ("mnist", "fashion-mnist", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, or synthetic (generated, "
-                       "for tests and demos).", p_choice(*DATASETS))
+    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, cifar10 (the python-pickle "
+                       "folder cifar-10-batches-py, supplied by the user: docs/data.md), or "
+                       "synthetic (generated, for tests and demos).", p_choice(*DATASETS))
     dir: str | None = key(None, "Data directory searched first (holding mnist/ or "
                           "fashion-mnist/, or the IDX files themselves). Relative paths are "
                           "taken from the experiment file's folder.", p_optional(p_str()))
@@ -63,6 +64,12 @@ class DataConfig:
                                   p_optional(p_int(lo=1, hi=MAX_SAMPLES)))
     validation: int = key(0, "Training samples held out (seeded draw) as a validation set; "
                           "0 for none.", p_int(lo=0, hi=MAX_SAMPLES), "samples")
+    mean: tuple | None = key(None, "Per-channel mean subtracted from the [0, 1] images (one "
+                             "value per input channel), e.g. CIFAR-10's [0.4914, 0.4822, "
+                             "0.4465]; null: none.", p_optional(p_list(p_float(), min_len=1)))
+    std: tuple | None = key(None, "Per-channel standard deviation the images are divided by "
+                            "after `mean`; null: none.",
+                            p_optional(p_list(p_float(lo=0.0, lo_open=True), min_len=1)))
     synthetic_features: int = key(64, "Synthetic set: input dimension.",
                                  p_int(lo=1, hi=MAX_UNITS))
     synthetic_classes: int = key(10, "Synthetic set: number of classes.",
@@ -131,6 +138,28 @@ class AuxConfig:
 
 
 @dataclass(frozen=True)
+class ConvConfig:
+    channels: tuple = key((), "Convolutional FRE-RNN (docs/model.md): output channels of the "
+                          "conv layers C1 .. CL, each followed by 2x2 max-pooling and read out "
+                          "by a linear layer Wf; empty: the dense net of model.hidden (then "
+                          "ignored for conv nets).", p_list(p_int(lo=1, hi=MAX_UNITS),
+                                                            max_len=MAX_LAYERS), "channels")
+    kernel: Any = key(5, "Kernel size k (k x k, stride 1); one value or one per conv layer.",
+                      p_scalar_or_list(p_int(lo=1, hi=64)), "pixels")
+    padding: Any = key(0, "Zero padding of each conv's input; one value or one per layer.",
+                       p_scalar_or_list(p_int(lo=0, hi=64)), "pixels")
+    input_shape: tuple | None = key(None, "Input image [channels, height, width]; null takes "
+                                    "it from the data set (mnist, fashion-mnist: [1, 28, 28]; "
+                                    "cifar10: [3, 32, 32]); required for synthetic data.",
+                                    p_optional(p_list(p_int(lo=1, hi=MAX_UNITS), min_len=3,
+                                                      max_len=3)))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.channels)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     hidden: tuple = key((512, 512, 512), "Widths of the hidden layers (the recurrent core).",
                         p_list(p_int(lo=1, hi=MAX_UNITS), min_len=1, max_len=MAX_LAYERS),
@@ -145,9 +174,11 @@ class ModelConfig:
     feedback: str = key("symmetric", "Feedback matrices: symmetric (B_i = W_i^T, tied) or "
                         "random (Glorot-uniform, fixed).", p_choice("symmetric", "random"))
     residual: ResidualConfig = section(ResidualConfig, "Residual / AGT skip links.")
-    bias: bool = key(False, "Learn a bias per hidden and output unit.", p_bool())
+    bias: bool = key(False, "Learn a bias per hidden and output unit (conv nets always "
+                     "learn biases: one per channel and output unit).", p_bool())
     aux: AuxConfig = section(AuxConfig, "Auxiliary heads (intermediate error signals, "
                              "knowledge distillation).")
+    conv: ConvConfig = section(ConvConfig, "Convolutional layers (Conv 32c-64c and the like).")
 
 
 @dataclass(frozen=True)
@@ -202,6 +233,22 @@ class TrainingConfig:
     eval_batch_size: int = key(1000, "Batch size for test/validation inference.",
                                p_int(lo=1, hi=MAX_SAMPLES),
                                "samples")
+    weight_decay: float = key(0.0, "Weight decay of every digital parameter: decoupled "
+                              "(AdamW: w -= lr wd w each step) with adam, L2 (wd w added to "
+                              "the gradient) with sgd.", p_float(lo=0.0, hi=1.0), "1/step")
+    lr_schedule: str = key("constant", "Learning-rate schedule, set per epoch: constant, or "
+                           "cosine (from lr at epoch 1 to lr_min after schedule_epochs, like "
+                           "PyTorch's CosineAnnealingLR stepped once per epoch).",
+                           p_choice("constant", "cosine"))
+    lr_min: float = key(1.0e-6, "Cosine schedule: final learning rate.",
+                        p_float(lo=0.0, hi=MAX_GAIN))
+    schedule_epochs: int | None = key(None, "Cosine schedule: its period in epochs (null: "
+                                      "training.epochs).", p_optional(p_int(lo=1, hi=MAX_STEPS)),
+                                      "epochs")
+    grad_clip_norm: float | None = key(None, "Conv nets: scale each batch's digital updates "
+                                       "down to this global L2 norm when above it (PyTorch "
+                                       "clip_grad_norm_); null: no clipping.",
+                                       p_optional(p_float(lo=0.0, hi=1.0e9, lo_open=True)))
 
 
 @dataclass(frozen=True)
@@ -360,7 +407,17 @@ class Config:
 
     @property
     def n_hidden(self) -> int:
-        return len(self.model.hidden)
+        """Hidden layers: conv layers of a conv net, else model.hidden."""
+        c = self.model.conv
+        return len(c.channels) if c.enabled else len(self.model.hidden)
+
+    def image_shape(self) -> tuple:
+        """(C, H, W) of the input images of a conv net (model.conv.input_shape or the data
+        set's)."""
+        c = self.model.conv
+        if c.input_shape is not None:
+            return tuple(c.input_shape)
+        return {"cifar10": (3, 32, 32)}.get(self.data.dataset, (1, 28, 28))
 
     def beta_per_layer(self) -> tuple:
         """beta_i for hidden layers 1..L (tuple of L floats)."""

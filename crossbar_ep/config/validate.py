@@ -65,6 +65,7 @@ def _check_cross_fields(cfg) -> None:
         raise w.child("settling").child("max_steps").fail(
             f"must be >= the number of hidden layers ({L})")
     _check_aux(cfg, w)
+    _check_conv(cfg, w)
     _check_crossbar(cfg, w)
     _check_traces(cfg, w)
     if cfg.training.update_norm == "normalised" and min(cfg.beta_per_layer()) <= 0.0:
@@ -156,10 +157,7 @@ def _check_crossbar(cfg, w: Where) -> None:
         from crossbar_ep.devices.card import load_card
         if os.path.isfile(c.device):
             load_card(c.device, c.device_params)   # bad names or values fail here
-    L = cfg.n_hidden
-    known = {"W0", "Wf", *(f"W{k}" for k in range(1, L))}
-    known |= {f"R{a}_{b}" for a, b in cfg.residual_pairs()}
-    known |= {f"A{k}" for k in cfg.model.aux.layers}
+    known = set(cfg_matrix_names(cfg))
     for i, name in enumerate(c.layers):
         if name == "all":
             if len(c.layers) > 1:
@@ -216,6 +214,71 @@ def _check_traces(cfg, w: Where) -> None:
 
 def cfg_matrix_names(cfg) -> list:
     L = cfg.n_hidden
+    if cfg.model.conv.enabled:
+        return [*(f"C{k}" for k in range(1, L + 1)), "Wf"]
     return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
             *(f"R{a}_{b}" for a, b in cfg.residual_pairs()),
             *(f"A{k}" for k in cfg.model.aux.layers)]
+
+
+def _check_conv(cfg, w: Where) -> None:
+    """A conv net (model.conv.channels): the settings its model defines, and its geometry."""
+    c, m, t, d = cfg.model.conv, cfg.model, cfg.training, cfg.data
+    mw, cw = w.child("model"), w.child("model").child("conv")
+    if d.mean is not None and d.std is not None and len(d.mean) != len(d.std):
+        raise w.child("data").child("std").fail(f"has {len(d.std)} values, data.mean "
+                                                f"{len(d.mean)}; give one per channel")
+    if not c.enabled:
+        if t.grad_clip_norm is not None:
+            raise w.child("training").child("grad_clip_norm").fail(
+                "is implemented for conv nets only (model.conv.channels); set it to null")
+        return
+    L = len(c.channels)
+    for name in ("kernel", "padding"):
+        v = getattr(c, name)
+        if isinstance(v, tuple) and len(v) != L:
+            raise cw.child(name).fail(f"has {len(v)} values for {L} conv layers; give one "
+                                      f"value or {L}")
+    fixed = [(mw.child("activation"), m.activation, "hard_sigmoid"),
+             (mw.child("feedback"), m.feedback, "symmetric"),
+             (mw.child("residual").child("kind"), m.residual.kind, "none"),
+             (w.child("settling").child("mode"), cfg.settling.mode, "discrete"),
+             (w.child("training").child("nudge_error"), t.nudge_error, "recomputed"),
+             (w.child("training").child("readout_error"), t.readout_error, "free"),
+             (w.child("training").child("nudging"), t.nudging, "one_sided"),
+             (w.child("settling").child("average_last"), cfg.settling.average_last, 1),
+             (mw.child("aux").child("layers"), m.aux.layers, ())]
+    for where, got, want in fixed:
+        if got != want:
+            raise where.fail(f"conv nets (model.conv.channels) run with {want} only, got "
+                             f"{got!r}; set it to {want}")
+    if cfg.settling.early_stop:
+        raise w.child("settling").child("early_stop").fail("conv nets run T and K fixed "
+                                                           "steps; set it to false")
+    if cfg.traces.enabled:
+        raise w.child("traces").child("enabled").fail("traces of conv nets are not recorded "
+                                                      "yet; set it to false")
+    shape = cfg.image_shape()
+    n_in = d.synthetic_features if d.dataset == "synthetic" else \
+        {"cifar10": 3 * 32 * 32}.get(d.dataset, 784)
+    if d.dataset == "synthetic" and c.input_shape is None:
+        raise cw.child("input_shape").fail("synthetic data needs [channels, height, width] "
+                                           "with their product = data.synthetic_features")
+    if math.prod(shape) != n_in:
+        raise cw.child("input_shape").fail(f"{list(shape)} holds {math.prod(shape)} values but "
+                                           f"the {d.dataset} images have {n_in}")
+    if d.mean is not None and len(d.mean) != shape[0]:
+        raise w.child("data").child("mean").fail(f"has {len(d.mean)} values for images of "
+                                                 f"{shape[0]} channels")
+    from crossbar_ep.model.conv import conv_geoms
+    per = (lambda v: tuple(v) if isinstance(v, tuple) else (v,) * L)
+    try:
+        geoms = conv_geoms(shape, c.channels, per(c.kernel), per(c.padding))
+    except ValueError as exc:
+        raise cw.child("channels").fail(f"{exc}; use smaller kernels, more padding or fewer "
+                                        f"layers") from None
+    big = t.batch_size * sum(g.positions * g.patch for g in geoms)
+    if big > MAX_ACTIVATIONS:
+        raise w.child("training").child("batch_size").fail(
+            f"the patch matrices of a batch would hold {big:.3g} values (limit "
+            f"{MAX_ACTIVATIONS:.0e}); use smaller batches")

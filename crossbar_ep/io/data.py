@@ -330,11 +330,32 @@ def synthetic(n_features: int, n_classes: int, n_train: int, n_test: int,
     return Dataset("synthetic", xt, yt, xs, ys, n_classes=n_classes, origin="generated")
 
 
+def normalise(x: np.ndarray, mean, std) -> np.ndarray:
+    """(x - mean_c) / std_c per channel of flat channel-first images (N, C * pixels)."""
+    if mean is None and std is None:
+        return x
+    C = len(mean if mean is not None else std)
+    if x.shape[1] % C:
+        raise DataError(f"data.mean / data.std: {C} channels do not divide the {x.shape[1]} "
+                        f"values per image; give one value per image channel")
+    v = np.array(x, dtype=float).reshape(x.shape[0], C, -1)
+    if mean is not None:
+        v -= np.asarray(mean, float)[None, :, None]
+    if std is not None:
+        v /= np.asarray(std, float)[None, :, None]
+    return v.reshape(x.shape)
+
+
 def load_dataset(data_cfg, dtype=np.float32, seed: int = 0) -> Dataset:
     """Build the :class:`Dataset` a config's ``data`` section describes."""
     if data_cfg.dataset == "synthetic":
         ds = synthetic(data_cfg.synthetic_features, data_cfg.synthetic_classes,
                        data_cfg.synthetic_train, data_cfg.synthetic_test)
+    elif data_cfg.dataset == "cifar10":
+        from crossbar_ep.io.cifar import load_cifar10
+        a, folder = load_cifar10(data_cfg.dir)
+        ds = Dataset("cifar10", a["x_train"] / 255.0, a["y_train"], a["x_test"] / 255.0,
+                     a["y_test"], n_classes=N_CLASSES, origin=folder)
     else:
         arrays, folder = load_idx_dataset(data_cfg.dataset, data_cfg.dir, data_cfg.download)
         def flat(a):
@@ -357,8 +378,9 @@ def load_dataset(data_cfg, dtype=np.float32, seed: int = 0) -> Dataset:
         ds.x_train, ds.y_train = ds.x_train[:data_cfg.train_subset], ds.y_train[:data_cfg.train_subset]
     if data_cfg.test_subset:
         ds.x_test, ds.y_test = ds.x_test[:data_cfg.test_subset], ds.y_test[:data_cfg.test_subset]
+    mean, std = getattr(data_cfg, "mean", None), getattr(data_cfg, "std", None)
     for attr in ("x_train", "x_test", "x_val"):
         a = getattr(ds, attr)
         if a is not None:
-            setattr(ds, attr, np.ascontiguousarray(a, dtype=dtype))
+            setattr(ds, attr, np.ascontiguousarray(normalise(a, mean, std), dtype=dtype))
     return ds

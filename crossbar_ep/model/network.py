@@ -89,7 +89,7 @@ class Network:
 
     @property
     def dtype(self):
-        return self.ops["W0"].dtype
+        return self.ops[self.projections[0].name].dtype
 
     @property
     def W(self) -> dict:

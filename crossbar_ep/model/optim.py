@@ -2,6 +2,8 @@
 
 ``step(name, update, gscale)`` adds ``lr * f(update * gscale)`` to the parameter, where
 ``update`` points downhill on the loss (minus the gradient), as EP's local rule does.
+``weight_decay`` (set after construction, default 0): Adam decays decoupled (AdamW,
+``w *= 1 - lr wd`` before the step), SGD adds the L2 term (``update - wd w``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Optimizer:
         self.lrs = dict(lrs)
         self.t = 0
         self.state: dict = {}
+        self.weight_decay = 0.0
 
     def begin(self) -> None:
         """Start one update of all parameters (advances the step counter)."""
@@ -45,6 +48,9 @@ class Adam(Optimizer):
         bc1 = 1.0 - self.b1 ** self.t
         bc2 = np.sqrt(1.0 - self.b2 ** self.t)
         lr_t = self.lrs[name] * bc2 / bc1
+        if self.weight_decay:
+            p = self.params[name]
+            p *= p.dtype.type(1.0 - self.lrs[name] * self.weight_decay)
         kernels.adam_step(self.params[name], update, st["m"], st["v"], float(gscale),
                           float(lr_t), self.b1, self.b2, float(self.eps * bc2))
 
@@ -56,5 +62,9 @@ class SGD(Optimizer):
         self.state = {n: {"buf": np.zeros_like(p)} for n, p in self.params.items()}
 
     def step(self, name: str, update: np.ndarray, gscale: float = 1.0) -> None:
+        if self.weight_decay:
+            p = self.params[name]
+            update = update * p.dtype.type(gscale) - p.dtype.type(self.weight_decay) * p
+            gscale = 1.0
         kernels.sgd_step(self.params[name], update, self.state[name]["buf"], float(gscale),
                          float(self.lrs[name]), self.mu)

@@ -65,14 +65,16 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
     # the signal entering this matrix: forward reads see the source layer's state, transposed
     # reads the destination layer's state (the image itself for W0)
     proj = next(p for p in run.net.projections if p.name == name)
-    states = run.learner.settler.free(x).s
-    if transposed:
+    from crossbar_ep.runs.export_conv import conv_signal, is_conv
+    if is_conv(run):
+        signal, _ = conv_signal(run, name, x, transposed)
+    elif transposed:
         if proj.dst > run.net.L:
             raise CrossbarEPError(f"{name}: the readout's transposed read carries the nudge, "
                                   f"not a state; export its forward read")
-        signal = states[proj.dst][0]
+        signal = run.learner.settler.free(x).s[proj.dst][0]
     else:
-        signal = states[proj.src][0]
+        signal = run.learner.settler.free(x).s[proj.src][0]
     rt, ct = cb.row_tiles[tile_i], cb.col_tiles[tile_j]
     per = cb.per
     levels = 2 ** (per.dac_bits - 1) - 1 if per.dac_bits is not None else None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from crossbar_ep.config.build import build_network, make_learner, make_optimizer
+from crossbar_ep.config.build import build_network, lr_factor, make_learner, make_optimizer
 from crossbar_ep.config.experiment import Config, config_from_dict
 from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError
 from crossbar_ep.io.data import Dataset, load_dataset
@@ -150,6 +150,10 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     cfg, data = run.cfg, run.data
     n, bs = data.x_train.shape[0], cfg.training.batch_size
     perm = run.rng.permutation(n)
+    opt = run.learner.opt
+    if cfg.training.lr_schedule != "constant" and opt is not None:
+        for name, base in run.net.lr.items():   # set per epoch from the base rates
+            opt.lrs[name] = lr_factor(cfg.training, epoch, base)
     n_batches = (n + bs - 1) // bs
     bar = _bar(n_batches, f"epoch {epoch}/{cfg.training.epochs}", progress)
     rec = run.recorder

@@ -1,0 +1,114 @@
+"""Numba kernels of the conv net's element-wise passes (the GEMMs stay in BLAS): im2col,
+col2im (overlap-add), 2x2 max-pooling with switches fused with rho, and unpool-add.  The
+NumPy versions in :mod:`crossbar_ep.model.conv` are their references (tests compare them).
+Maps are channels-last (B, H, W, C), C-contiguous.  Serial loops (``prange`` runs them in
+order): on a loaded 2-core machine extra threads beside BLAS's cost more than they gain."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+_JIT = dict(cache=True)   # serial: BLAS threads already use the cores
+
+
+@numba.njit(**_JIT)
+def im2col_nb(x, k, pad, out):
+    """out (B*Ho*Wo, k*k*C) <- patches of x (B, H, W, C), zero outside the map."""
+    B, H, W, C = x.shape
+    Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    for b in prange(B):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                row = out[(b * Ho + oy) * Wo + ox]
+                for ky in range(k):
+                    iy = oy + ky - pad
+                    for kx in range(k):
+                        ix = ox + kx - pad
+                        base = (ky * k + kx) * C
+                        if 0 <= iy < H and 0 <= ix < W:
+                            for c in range(C):
+                                row[base + c] = x[b, iy, ix, c]
+                        else:
+                            for c in range(C):
+                                row[base + c] = 0.0
+    return out
+
+
+@numba.njit(**_JIT)
+def col2im_nb(cols, out, k, pad):
+    """out (B, H, W, C) <- overlap-add of the patch rows cols (B*Ho*Wo, k*k*C)."""
+    B, H, W, C = out.shape
+    Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    for b in prange(B):
+        out[b] = 0.0
+        for oy in range(Ho):
+            for ox in range(Wo):
+                row = cols[(b * Ho + oy) * Wo + ox]
+                for ky in range(k):
+                    iy = oy + ky - pad
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(k):
+                        ix = ox + kx - pad
+                        if ix < 0 or ix >= W:
+                            continue
+                        base = (ky * k + kx) * C
+                        for c in range(C):
+                            out[b, iy, ix, c] += row[base + c]
+    return out
+
+
+@numba.njit(**_JIT)
+def rho_pool_nb(x, s, m, idx):
+    """s <- clip(x, 0, 1); m, idx <- 2x2 max-pool of s with switches (first maximum in
+    row-major window order)."""
+    B, H, W, C = x.shape
+    H2, W2 = H // 2, W // 2
+    for b in prange(B):
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    v = x[b, i, j, c]
+                    s[b, i, j, c] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    best = s[b, 2 * i, 2 * j, c]
+                    code = 0
+                    v = s[b, 2 * i, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 1
+                    v = s[b, 2 * i + 1, 2 * j, c]
+                    if v > best:
+                        best, code = v, 2
+                    v = s[b, 2 * i + 1, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 3
+                    m[b, i, j, c] = best
+                    idx[b, i, j, c] = code
+    return m
+
+
+@numba.njit(**_JIT)
+def unpool_add_nb(h, g, idx, gain):
+    """h (B, H, W, C) += gain * g (B, H//2, W//2, C) at each window's switch position."""
+    B, H2, W2, C = g.shape
+    for b in prange(B):
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    code = idx[b, i, j, c]
+                    h[b, 2 * i + code // 2, 2 * j + code % 2, c] += gain * g[b, i, j, c]
+    return h
+
+
+def rho_pool(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rho(x), pooled map, switches) of maps x (B, H, W, C)."""
+    B, H, W, C = x.shape
+    s = np.empty_like(x)
+    m = np.empty((B, H // 2, W // 2, C), x.dtype)
+    idx = np.empty(m.shape, np.uint8)
+    rho_pool_nb(np.ascontiguousarray(x), s, m, idx)
+    return s, m, idx

@@ -1,0 +1,40 @@
+"""The signal one analog read of a conv net's array sees, for netlist export: a forward read
+of a kernel array is one patch (the input image's for C1, the free-phase pooled map's of the
+layer below otherwise), a transposed read is rho of the free state at one output position;
+Wf reads the flattened last pooled map.  The position is the centre of the output map."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crossbar_ep.errors import CrossbarEPError
+from crossbar_ep.model.conv import im2col
+from crossbar_ep.model.conv_learn import rho, to_maps
+
+
+def conv_signal(run, name: str, x: np.ndarray, transposed: bool) -> tuple[np.ndarray, str]:
+    """(signal vector, where it comes from) for one sample x (1, n_in)."""
+    net = run.net
+    free = run.learner.settler.free(x)
+    if name == "Wf":
+        if transposed:
+            raise CrossbarEPError("Wf: the readout's transposed read carries the nudge, not a "
+                                  "state; export its forward read")
+        return np.ascontiguousarray(free.pooled[-1]).reshape(-1), "flattened pooled map"
+    k = int(name[1:])
+    op = net.convs[k - 1]
+    g = op.g
+    oy, ox = g.h_out // 2, g.w_out // 2
+    where = f"output position ({oy}, {ox}) of {g.h_out} x {g.w_out}"
+    if transposed:
+        if k == 1:
+            raise CrossbarEPError("C1: the first conv layer is never read transposed (no "
+                                  "feedback into the input); export its forward read")
+        return rho(free.x[k - 1])[0, oy, ox], f"rho(x_{k}) at {where}"
+    src = to_maps(x, net.in_shape) if k == 1 else free.pooled[k - 2]
+    cols = im2col(src, g.k, g.pad)
+    return cols[oy * g.w_out + ox], f"input patch at {where}"
+
+
+def is_conv(run) -> bool:
+    return bool(getattr(run.net, "convs", None))

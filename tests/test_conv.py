@@ -1,0 +1,244 @@
+"""Convolutional FRE-RNN: im2col / col2im / convT against direct loops, adjointness,
+pooling with switches and its tie rule, EP against its BP twin, runs and resume."""
+
+import numpy as np
+import pytest
+
+from crossbar_ep.model.conv import (
+    ConvGeom,
+    ConvOperator,
+    col2im,
+    im2col,
+    make_conv_network,
+    pool2,
+    unpool2,
+)
+from crossbar_ep.model.conv_learn import ConvBPLearner, ConvEPLearner, ConvSettler
+from crossbar_ep.model.learners import one_hot
+from crossbar_ep.model.operators import DigitalMatrix
+
+
+def conv_loop(x, Wk, pad):
+    """Direct conv: x (B, H, W, Ci), Wk (Co, k, k, Ci) -> (B, Ho, Wo, Co)."""
+    B, H, W, Ci = x.shape
+    Co, k = Wk.shape[0], Wk.shape[1]
+    xp = np.zeros((B, H + 2 * pad, W + 2 * pad, Ci))
+    xp[:, pad:pad + H, pad:pad + W] = x
+    Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    out = np.zeros((B, Ho, Wo, Co))
+    for b in range(B):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                for o in range(Co):
+                    out[b, oy, ox, o] = np.sum(xp[b, oy:oy + k, ox:ox + k] * Wk[o])
+    return out
+
+
+def convT_loop(y, Wk, H, W, pad):
+    """Direct transposed conv (scatter): y (B, Ho, Wo, Co) -> (B, H, W, Ci)."""
+    B, Ho, Wo, Co = y.shape
+    k, Ci = Wk.shape[1], Wk.shape[3]
+    out = np.zeros((B, H + 2 * pad, W + 2 * pad, Ci))
+    for b in range(B):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                for o in range(Co):
+                    out[b, oy:oy + k, ox:ox + k] += y[b, oy, ox, o] * Wk[o]
+    return out[:, pad:pad + H, pad:pad + W]
+
+
+@pytest.mark.parametrize("pad,k", [(0, 3), (1, 3), (2, 5)])
+def test_conv_and_convT_match_loops_and_are_adjoint(pad, k):
+    rng = np.random.default_rng(0)
+    B, H, W, Ci, Co = 2, 7, 6, 3, 4
+    g = ConvGeom(Ci, H, W, Co, k, pad)
+    Wk = rng.standard_normal((Co, k, k, Ci))
+    op = ConvOperator(g, DigitalMatrix(Wk.reshape(Co, -1)))
+    x = rng.standard_normal((B, H, W, Ci))
+    y = rng.standard_normal((B, g.h_out, g.w_out, Co))
+    np.testing.assert_allclose(op.conv(x), conv_loop(x, Wk, pad), atol=1e-12)
+    np.testing.assert_allclose(op.conv_t(y), convT_loop(y, Wk, H, W, pad), atol=1e-12)
+    assert np.vdot(op.conv(x), y) == pytest.approx(np.vdot(x, op.conv_t(y)), rel=1e-12)
+    # im2col / col2im adjoint: <im2col(x), c> = <x, col2im(c)>
+    c = rng.standard_normal((B * g.positions, g.patch))
+    assert np.vdot(im2col(x, k, pad), c) == pytest.approx(
+        np.vdot(x, col2im(c, B, H, W, Ci, k, pad)), rel=1e-12)
+    # the flat operator protocol: read / transposed read
+    out = op.read(x.reshape(B, -1))
+    np.testing.assert_allclose(out, conv_loop(x, Wk, pad).reshape(B, -1), atol=1e-12)
+    back = op.read_transposed(y.reshape(B, -1))
+    np.testing.assert_allclose(back, convT_loop(y, Wk, H, W, pad).reshape(B, -1), atol=1e-12)
+
+
+def test_pool_switches_unpool_and_first_maximum_tie_rule():
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal((2, 6, 5, 3))      # odd width: last column dropped
+    p, idx = pool2(s)
+    assert p.shape == (2, 3, 2, 3)
+    for b in range(2):
+        for i in range(3):
+            for j in range(2):
+                for c in range(3):
+                    win = s[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c].reshape(-1)
+                    assert p[b, i, j, c] == win.max()
+                    assert idx[b, i, j, c] == int(np.argmax(win))   # numpy: first maximum
+    # ties (hard-sigmoid maps sit at 0 or 1): the first maximum in row-major order wins
+    t = np.array([[0, 1], [1, 1]], float).reshape(1, 2, 2, 1)
+    assert pool2(t)[1].item() == 1
+    t = np.ones((1, 2, 2, 1))
+    assert pool2(t)[1].item() == 0
+    t = np.array([[0, 0], [1, 1]], float).reshape(1, 2, 2, 1)
+    assert pool2(t)[1].item() == 2
+    # unpool is the adjoint of pooling with fixed switches
+    g = rng.standard_normal(p.shape)
+    u = unpool2(g, idx, 6, 5)
+    assert np.count_nonzero(u) == g.size
+    sel = np.zeros_like(s)
+    np.copyto(sel, u)
+    assert np.vdot(u, s) == pytest.approx(np.vdot(g, p))
+
+
+def tiny_net(seed=0, beta_i=1e-3, beta_f=1e-3, dtype="float64"):
+    return make_conv_network((1, 8, 8), (4, 6), 5, seed, kernel=3, padding=1,
+                             beta_i=beta_i, beta_f=beta_f, dtype=dtype)
+
+
+def test_feedforward_start_and_free_phase_tend_to_bp_forward():
+    net = tiny_net()
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 64))
+    st = ConvSettler(net, 30, 10)
+    p_ep = st.free(x).p
+    p_bp = ConvBPLearner(net, None).predict(x)
+    np.testing.assert_allclose(p_ep, p_bp, atol=5e-4)
+    # with beta_i = 0 the free phase is exactly the feed-forward net
+    net0 = tiny_net(beta_i=0.0)
+    np.testing.assert_allclose(ConvSettler(net0, 4, 1).free(x).p,
+                               ConvBPLearner(net0, None).predict(x), atol=1e-12)
+
+
+def cosine(a, b):
+    return float(np.vdot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_ep_updates_align_with_bp_gradients():
+    """Normalised EP updates (divided by beta_f beta_i^hops) against the BP twin's minus
+    gradients: cosine > 0.99 per parameter.  Inputs: scaled so pre-activations sit inside
+    (0, 1) for most units, and float64."""
+    net = tiny_net(seed=4, beta_i=1e-3, beta_f=1e-3)
+    for k in (1, 2):                         # biases near the middle of the clip window
+        net.b[k][:] = 0.5
+    rng = np.random.default_rng(5)
+    x = 0.6 * rng.random((6, 64))
+    y1h = one_hot(np.arange(6) % 5, 5, np.float64)
+    ep = ConvEPLearner(net, ConvSettler(net, 40, 40), None, norm=dict(net.norm))
+    up, _ = ep.updates(x, y1h)
+    gr, _ = ConvBPLearner(net, None).gradients(x, y1h)
+    for name in ("C1", "C2", "Wf", "b1", "b2", "b3"):
+        c = cosine(up[name], gr[name])
+        assert c > 0.99, (name, c)
+        ratio = np.linalg.norm(up[name]) / np.linalg.norm(gr[name])
+        assert 0.9 < ratio < 1.1, (name, ratio)
+
+
+def test_numba_kernels_match_numpy_references():
+    from crossbar_ep.model.conv import col2im_ref, im2col_ref
+    from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 7, 6, 5))
+    for k, pad in ((3, 1), (2, 0)):
+        np.testing.assert_array_equal(im2col(x, k, pad), im2col_ref(x, k, pad))
+        c = rng.standard_normal(im2col(x, k, pad).shape)
+        np.testing.assert_allclose(col2im(c, 3, 7, 6, 5, k, pad),
+                                   col2im_ref(c, 3, 7, 6, 5, k, pad), atol=1e-12)
+    x = np.round(rng.standard_normal((2, 6, 6, 3)) * 2) / 2     # many ties after the clip
+    s, m, idx = rho_pool(x)
+    m_ref, idx_ref = pool2(np.clip(x, 0, 1))
+    np.testing.assert_array_equal(s, np.clip(x, 0, 1))
+    np.testing.assert_array_equal(m, m_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    g = rng.standard_normal(m.shape)
+    h = rng.standard_normal(x.shape)
+    want = h + 0.3 * unpool2(g, idx, 6, 6)
+    np.testing.assert_allclose(unpool_add_nb(h.copy(), g, idx, 0.3), want, atol=1e-12)
+
+
+def conv_cfg(**training):
+    from tests.conftest import small_config
+    return small_config(
+        data={"synthetic_features": 64, "synthetic_classes": 4, "synthetic_train": 96,
+              "synthetic_test": 40},
+        model={"activation": "hard_sigmoid", "beta_i": 0.05,
+               "conv": {"channels": [4, 6], "kernel": 3, "padding": 1,
+                        "input_shape": [1, 8, 8]}},
+        training={"batch_size": 32, "T": 6, "K": 4, "beta_f": 0.5, "lr": 0.01,
+                  "weight_decay": 1e-4, **training})
+
+
+@pytest.mark.parametrize("algorithm", ["ep", "bp"])
+def test_conv_run_is_deterministic_and_resumes_exactly(tmp_path, algorithm):
+    from crossbar_ep.runs import train
+    cfg = conv_cfg(algorithm=algorithm, epochs=2)
+    a = train.start(cfg, str(tmp_path / "a"))
+    train.fit(a, progress=False)
+    b = train.start(cfg, str(tmp_path / "b"))
+    train.fit(b, progress=False)
+    part = train.start(conv_cfg(algorithm=algorithm, epochs=1), str(tmp_path / "p"))
+    train.fit(part, progress=False)
+    del part
+    resumed = train.resume(str(tmp_path / "p"), epochs=2)
+    train.fit(resumed, progress=False)
+    for name in ("C1", "C2", "Wf"):
+        np.testing.assert_array_equal(a.net.W[name], b.net.W[name])
+        np.testing.assert_array_equal(a.net.W[name], resumed.net.W[name])
+    for k in a.net.b:
+        np.testing.assert_array_equal(a.net.b[k], resumed.net.b[k])
+    assert [r["test_acc"] for r in a.history] == [r["test_acc"] for r in resumed.history]
+    assert isinstance(a.net.ops["C1"], DigitalMatrix) and a.net.W["C1"].shape == (4, 9)
+
+
+def test_conv_config_errors():
+    from crossbar_ep.errors import ConfigError
+    from tests.conftest import small_config
+    with pytest.raises(ConfigError, match="model.conv.input_shape"):
+        small_config(model={"activation": "hard_sigmoid", "conv": {"channels": [4]}})
+    with pytest.raises(ConfigError, match="model.activation"):
+        small_config(model={"conv": {"channels": [4], "input_shape": [1, 4, 5]}},
+                     data={"synthetic_features": 20})
+    with pytest.raises(ConfigError, match="too small to pool"):
+        small_config(model={"activation": "hard_sigmoid",
+                            "conv": {"channels": [4, 4], "kernel": 3,
+                                     "input_shape": [1, 4, 5]}},
+                     data={"synthetic_features": 20})
+    with pytest.raises(ConfigError, match="crossbar.layers"):
+        small_config(model={"activation": "hard_sigmoid",
+                            "conv": {"channels": [4], "kernel": 3, "padding": 1,
+                                     "input_shape": [1, 4, 5]}},
+                     data={"synthetic_features": 20},
+                     crossbar={"enabled": True, "device": "device_models/ideal.yaml",
+                               "layers": ["W0"]})
+
+
+def test_adamw_decay_sgd_l2_and_cosine_schedule():
+    from types import SimpleNamespace
+
+    from crossbar_ep.config.build import lr_factor
+    from crossbar_ep.model.optim import SGD, Adam
+    w = np.ones(3)
+    opt = Adam([("w", w)], {"w": 0.1})
+    opt.weight_decay = 0.5
+    opt.begin()
+    opt.step("w", np.zeros(3))          # zero update: only the decoupled decay acts
+    np.testing.assert_allclose(w, 1.0 - 0.1 * 0.5)
+    w2 = np.ones(2)
+    sgd = SGD([("w", w2)], {"w": 0.1})
+    sgd.weight_decay = 0.5
+    sgd.begin()
+    sgd.step("w", np.full(2, 2.0))      # w + lr (u - wd w) = 1 + 0.1 (2 - 0.5)
+    np.testing.assert_allclose(w2, 1.15)
+    t = SimpleNamespace(lr_schedule="cosine", lr_min=1e-6, schedule_epochs=None, epochs=50)
+    # PyTorch CosineAnnealingLR(T_max=50, eta_min=1e-6) stepped once per epoch
+    for epoch in (1, 2, 26, 51):
+        e = epoch - 1
+        want = 1e-6 + (2.5e-4 - 1e-6) * (1 + np.cos(np.pi * min(e, 50) / 50)) / 2
+        assert lr_factor(t, epoch, 2.5e-4) == pytest.approx(want)

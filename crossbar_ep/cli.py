@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from crossbar_ep.errors import CrossbarEPError
+from crossbar_ep.errors import CrossbarEPError, interrupts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,9 +144,10 @@ def _cmd_compare(args) -> int:
     cfg = load_config(args.experiment, overrides)
     out = args.out or train.default_run_dir(cfg).replace(cfg.name, cfg.name + "-compare", 1)
     try:
-        results = compare.run_pair(cfg, out, progress=not args.quiet,
-                                   log=lambda m: print(m, file=sys.stderr),
-                                   devices=args.devices, twin=args.twin)
+        with interrupts():
+            results = compare.run_pair(cfg, out, progress=not args.quiet,
+                                       log=lambda m: print(m, file=sys.stderr),
+                                       devices=args.devices, twin=args.twin)
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished epochs are checkpointed: crossbar-ep compare "
               f"{args.experiment} --out {out}", file=sys.stderr)
@@ -385,7 +386,8 @@ def _cmd_run(args) -> int:
         run = train.start(cfg, args.out, overwrite=args.overwrite)
         print(f"run directory: {run.out_dir}", file=sys.stderr)
     try:
-        s = train.fit(run, progress=not args.quiet)
+        with interrupts():
+            s = train.fit(run, progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted after epoch {run.epochs_done}; the checkpoint in {run.out_dir} "
               f"is intact: crossbar-ep run --resume {run.out_dir}", file=sys.stderr)

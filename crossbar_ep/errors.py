@@ -18,3 +18,19 @@ class DataError(CrossbarEPError):
 
 class CheckpointError(CrossbarEPError):
     """A run directory or checkpoint cannot be resumed."""
+
+
+class interrupts:
+    """Context manager: a Ctrl-C that lands while a compiled (Numba) kernel returns reaches
+    Python as ``SystemError(... returned a result with an exception set)`` caused by the
+    KeyboardInterrupt; inside this block it is raised as the KeyboardInterrupt it is, so the
+    CLI's interrupt handling (checkpoint intact, resume command) applies."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, SystemError) and (isinstance(exc.__cause__, KeyboardInterrupt) or
+                                             isinstance(exc.__context__, KeyboardInterrupt)):
+            raise KeyboardInterrupt() from None
+        return False

@@ -135,3 +135,31 @@ def test_real_mnist_short_run_learns(tmp_path):
     run = train.start(cfg, str(tmp_path / "q"))
     s = train.fit(run, progress=False)
     assert s["best_test_acc"] > 0.80  # chance is 0.10
+
+
+def test_ctrl_c_inside_a_compiled_kernel_is_an_interrupt(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C landing while a Numba kernel returns surfaces as SystemError caused by the
+    KeyboardInterrupt (seen on conv runs); `run` treats it as the interrupt it is."""
+    from crossbar_ep.errors import interrupts
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts():
+            raise SystemError("im2col_nb returned a result with an exception set") \
+                from KeyboardInterrupt()
+    with pytest.raises(SystemError):          # any other SystemError is a bug: it propagates
+        with interrupts():
+            raise SystemError("something else")
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "tiny", "data": {"dataset": "synthetic", "synthetic_features": 20,
+                                 "synthetic_classes": 4, "synthetic_train": 100,
+                                 "synthetic_test": 50},
+        "model": {"hidden": [8]}, "training": {"epochs": 2, "batch_size": 50, "T": 4, "K": 2}}))
+
+    def fit(run, **kw):
+        raise SystemError("kernel returned a result with an exception set") \
+            from KeyboardInterrupt()
+
+    monkeypatch.setattr(train, "fit", fit)
+    assert main(["run", str(exp), "--out", str(tmp_path / "r"), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after epoch 0" in err and "Traceback" not in err

@@ -157,6 +157,7 @@ def _check_crossbar(cfg, w: Where) -> None:
         from crossbar_ep.devices.card import load_card
         if os.path.isfile(c.device):
             load_card(c.device, c.device_params)   # bad names or values fail here
+    L = cfg.n_hidden
     known = set(cfg_matrix_names(cfg))
     for i, name in enumerate(c.layers):
         if name == "all":

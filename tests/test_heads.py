@@ -260,3 +260,28 @@ def test_heads_run_resumes_bit_identically(tmp_path):
     resumed.lock = None
     for name, W in full.net.W.items():
         assert np.array_equal(W, resumed.net.W[name]), name
+
+
+def test_heads_on_an_ideal_crossbar_reproduce_digital_sgd(tmp_path):
+    """Heads are ordinary operators: on crossbar arrays (reads, transposed-read nudges,
+    pulse updates) with the ideal card they train exactly like the digital heads."""
+    import os
+
+    from conftest import REPO
+
+    from crossbar_ep.runs import train
+
+    def cfg(**xb):
+        return small_config(model={"hidden": [24, 16, 12], "aux": {"layers": [1, 2]}},
+                            training={"optimizer": "sgd", "lr": 0.05, "epochs": 1},
+                            crossbar=xb)
+    digital = train.start(cfg(), str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    digital.lock = None
+    xbar = train.start(cfg(enabled=True, device=os.path.join(REPO, "device_models", "ideal.yaml"),
+                           tile_rows=7, tile_cols=5), str(tmp_path / "x"))
+    assert {"A1", "A2"} <= set(xbar.learner.pulses.crossbars)
+    train.fit(xbar, progress=False)
+    xbar.lock = None
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-9)

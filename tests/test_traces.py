@@ -226,7 +226,7 @@ def test_inspect_and_plot_commands(traced_run, tmp_path, capsys):
     assert main(["plot", d, "--out", str(tmp_path / "fig")]) == 0
     names = sorted(os.listdir(tmp_path / "fig"))
     assert names == ["conductance_histograms.png", "curves.png", "device_pulse_response.png",
-                     "pulse_heatmaps.png", "trajectories.png"]
+                     "layer_signals.png", "pulse_heatmaps.png", "trajectories.png"]
     assert main(["inspect", str(tmp_path / "nope.h5")]) == 2
 
 

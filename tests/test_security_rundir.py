@@ -17,6 +17,7 @@ from conftest import REPO, small_config
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError, ConfigError
 from crossbar_ep.runs import train
+from crossbar_ep.runs.rundir import config_hash
 
 TINY = {"data": {"synthetic_train": 100, "synthetic_test": 50}, "model": {"hidden": [8, 8]},
         "training": {"epochs": 1, "T": 4, "K": 2}}
@@ -258,3 +259,24 @@ def test_read_only_out_parent(tmp_path, capsys):
     finally:
         parent.chmod(0o700)
     assert rc == 2 and "cannot create the run directory" in err
+
+
+def test_keys_added_since_the_checkpoint_are_not_changes(tmp_path):
+    """A checkpoint written before a config key existed resumes without
+    --accept-config-changes: the new key's default is not an edit; a real edit still is."""
+    d = tmp_path / "r"
+    trained(d)
+    with np.load(d / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["config"]["training"].pop("nudging")           # as written by an older version
+    meta["config"]["settling"].pop("average_last")
+    meta["config_sha256"] = config_hash(meta["config"])
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(d / "checkpoint.npz", **arrays)
+    assert train.resume(str(d), epochs=2).epochs_done == 1
+    raw = yaml.safe_load((d / "config.yaml").read_text())
+    raw["training"]["nudging"] = "centered"
+    (d / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(CheckpointError, match=r"training.nudging: 'one_sided' -> 'centered'"):
+        train.resume(str(d))

@@ -412,6 +412,16 @@ def attach_recorder(run: Run, resume_epochs: int | None) -> None:
                             resume_epochs, run.cfg.settling.tau_s)
 
 
+def _with_defaults(stored: dict) -> dict:
+    """A checkpoint's stored config resolved by this version: keys added since it was
+    written take their defaults (which keep the behaviour they were added with), so they are
+    not changes; a stored config this version cannot read is compared as it is."""
+    try:
+        return hashed_config(config_from_dict(stored, source="<checkpoint>"))
+    except CrossbarEPError:
+        return stored
+
+
 def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,
            record: bool = True, accept_changes: bool = False,
            expect: Config | None = None) -> Run:
@@ -435,7 +445,10 @@ def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,
     new = hashed_config(cfg)
     accepted = False
     if "config_sha256" in meta and meta["config_sha256"] != config_hash(new):
-        changes = config_changes(meta.get("config", {}), new)
+        changes = config_changes(_with_defaults(meta.get("config", {})), new)
+    else:
+        changes = []
+    if changes:
         if not accept_changes:
             raise CheckpointError(f"{cfg_path}: edited since the checkpoint was written ("
                                   f"{_changes_text(changes)}); the checkpoint was trained "

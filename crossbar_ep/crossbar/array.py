@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from crossbar_ep import fastrng
-from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings, transposed_drive
+from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings
 from crossbar_ep.circuit.iv import IVLaw
 from crossbar_ep.crossbar.drift import compensation_gain
 from crossbar_ep.crossbar.mapping import MAPPINGS
@@ -128,8 +128,10 @@ class CrossbarMatrix(WeightOperator):
                 fwd, bwd, _ = m.line_sums(bp, bn)
                 if self._ir:
                     fwd, Yt = self._ir[key].admittances(m.physical_tile(bp, bn))
-                    D = transposed_drive(np.eye(ct.stop - ct.start), self.signed)
-                    bwd = D.T @ Yt @ D
+                    if self.signed == "differential":   # D^T Yt D with D = +1 / -1 pairs
+                        bwd = Yt[0::2, 0::2] - Yt[0::2, 1::2] - Yt[1::2, 0::2] + Yt[1::2, 1::2]
+                    else:                               # the reference column at 0 V
+                        bwd = Yt[:-1, :-1]
                 ops[key] = (fwd, bwd)
         self._eops = ops
         self._eflat = {False: self._flat_admittance(ops, 0, self.n_in, True),

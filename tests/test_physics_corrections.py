@@ -325,3 +325,21 @@ def test_ngspice_default_options_agree_without_gmin():
     I = sensed_currents(run_ngspice(text.replace(opts + "\n", "")), 16)
     ref = TileCircuit(G, w).sensed_currents(V)
     assert np.max(np.abs(I - ref)) / np.max(np.abs(ref)) < 1e-9
+
+
+def test_transposed_admittance_is_re_solved_every_energy_refresh_every_exact_solves():
+    from crossbar_ep.circuit.ir_drop import TileIRDrop
+    w = Wires(2.0, 3.0, 40.0, 40.0)
+    ir = TileIRDrop(WireSettings(2.0, 3.0, 40.0, 40.0, 1, 2), "differential", 1.0)
+    rng = np.random.default_rng(9)
+    G0 = rng.uniform(1e-7, 25e-6, (5, 6))
+    solved = []
+    for k in range(4):
+        G = G0 * (1 + 0.05 * k)
+        ir.maps(G, force_exact=True)
+        Yf, Yt = ir.admittances(G)
+        solved.append(ir.lazy_solves)
+        G_at = G0 * (1 + 0.05 * (k - k % 2))              # solved at every 2nd exact solve
+        first = TileCircuit(G_at, w, True).effective_maps()[1] + np.diag((G - G_at).sum(axis=0))
+        np.testing.assert_allclose(Yt, first, rtol=1e-10, atol=1e-18)
+    assert solved == [1, 1, 2, 2]

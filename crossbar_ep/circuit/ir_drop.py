@@ -54,11 +54,17 @@ class WireSettings:
                              "update); in between, the IR-drop maps follow the conductance "
                              "changes to first order (docs/circuit.md).",
                              p_int(lo=1, hi=MAX_STEPS), "writes")
+    energy_refresh_every: int = key(4, "With r_driver_ohm == r_sense_ohm the reads need no "
+                                    "transposed circuit; the read energy's transposed source "
+                                    "admittance is then solved (lazily, when an energy meter "
+                                    "asks) at every Nth exact solve and followed to first order "
+                                    "in between (docs/circuit.md).", p_int(lo=1, hi=MAX_STEPS),
+                                    "exact solves")
 
     @classmethod
     def of(cls, wires: Wires, refresh_every: int = 1) -> "WireSettings":
         """Settings for the resistances of a :class:`~crossbar_ep.circuit.nodal.Wires`."""
-        return cls(wires.r_row, wires.r_col, wires.r_driver, wires.r_sense, refresh_every)
+        return cls(wires.r_row, wires.r_col, wires.r_driver, wires.r_sense, refresh_every, 1)
 
     @property
     def wires(self) -> Wires:
@@ -122,6 +128,8 @@ class TileIRDrop:
         self.G_ref = None
         self.since_exact = 0
         self.exact_solves = 0
+        self.Yt_ref = self.Yt_G = None
+        self.since_yt = 0
         self.lazy_solves = 0          # transposed admittances solved for the energy only
 
     def _exact(self, G: np.ndarray) -> None:
@@ -131,7 +139,15 @@ class TileIRDrop:
             Mt, Yt = Mf.T, None                                           # reciprocity
         else:
             Mt, Yt = tile_maps(G, w, transposed=True)                     # (rows, n_phys)
-        self.Yf_ref, self.Yt_ref = Yf, Yt       # Yt None: solved lazily for the energy
+        self.Yf_ref = Yf
+        if Yt is not None:
+            self.Yt_ref, self.Yt_G = Yt, G.copy()
+        elif (self.Yt_ref is not None and self.Yt_G.shape == G.shape
+              and self.since_yt + 1 < self.s.energy_refresh_every):
+            self.since_yt += 1                  # keep the transposed admittance (first order)
+        else:
+            self.Yt_ref = None                  # solved lazily for the energy, at this G
+            self.Yt_G, self.since_yt = G.copy(), 0
         with np.errstate(divide="ignore", invalid="ignore"):
             att_f = np.where(G > 0, Mf.T / G, 1.0)
             att_t = np.where(G > 0, Mt / G, 1.0)
@@ -166,18 +182,19 @@ class TileIRDrop:
         """Source admittances for the read energy: (Yf (rows, rows), Yt (n_phys, n_phys))
         in S, from the last exact solve plus the diagonal change ``sum_j dG`` since (first
         order).  When the reciprocity shortcut skipped the transposed circuit for the reads,
-        its exact admittance is solved here, once per exact solve, at the conductances of
-        that solve (reads without an energy meter never pay for it)."""
+        its admittance is solved here, at every ``energy_refresh_every``-th exact solve and at
+        that solve's conductances, and followed to first order in between (reads without an
+        energy meter never pay for it)."""
         if self.Yt_ref is None:
             w = self.s.wires
             if w.r_row > 0 and w.r_col > 0 and w.r_driver > 0:
-                self.Yt_ref = transposed_admittance(self.G_ref, w)
+                self.Yt_ref = transposed_admittance(self.Yt_G, w)
             else:
-                self.Yt_ref = tile_maps(self.G_ref, w, transposed=True)[1]
+                self.Yt_ref = tile_maps(self.Yt_G, w, transposed=True)[1]
             self.lazy_solves += 1
         dG = G - self.G_ref
         Yf = self.Yf_ref + np.diag(dG.sum(axis=1))
-        Yt = self.Yt_ref + np.diag(dG.sum(axis=0))
+        Yt = self.Yt_ref + np.diag((G - self.Yt_G).sum(axis=0))
         return Yf, Yt
 
     def weights(self, G: np.ndarray, force_exact: bool = False) -> tuple:

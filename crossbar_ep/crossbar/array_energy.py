@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossbar_ep.circuit.ir_drop import transposed_drive
-
 # The read energy of a batch is computed from its first this-many samples and scaled to the
 # batch (exact for smaller batches): with wire resistance the source admittance is dense and
 # V^T Y V would cost as much as the read itself.  Batches are random draws, so the per-epoch
@@ -38,8 +36,10 @@ class ArrayEnergy:
                 fwd, bwd, _ = m.line_sums(bp, bn)
                 if self._ir:
                     fwd, Yt = self._ir[key].admittances(m.physical_tile(bp, bn))
-                    D = transposed_drive(np.eye(ct.stop - ct.start), self.signed)
-                    bwd = D.T @ Yt @ D
+                    if self.signed == "differential":   # D^T Yt D with D = +1 / -1 pairs
+                        bwd = Yt[0::2, 0::2] - Yt[0::2, 1::2] - Yt[1::2, 0::2] + Yt[1::2, 1::2]
+                    else:                               # the reference column at 0 V
+                        bwd = Yt[:-1, :-1]
                 ops[key] = (fwd, bwd)
         self._eops = ops
         self._eflat = {False: self._flat_admittance(ops, 0, self.n_in, True),

@@ -107,15 +107,7 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
         return make_conv_learner(cfg, net, optimizer)
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
-    pulses, meter = None, None
-    digital = t.update_norm == "normalised"
-    norm = {k: (v if digital else 1.0) for k, v in net.norm.items()}
-    if cfg.crossbar.enabled:
-        pulses, meter = attach_crossbars(cfg, net)
-        arrays = cfg.crossbar.update.normalise
-        arrays = digital if arrays is None else arrays    # one normalisation, one override
-        for name in pulses.crossbars:
-            norm[name] = net.norm[name] if arrays else 1.0
+    pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)
@@ -124,20 +116,28 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
                      readout_error=t.readout_error, centered=t.nudging == "centered")
 
 
+def _arrays_and_norm(cfg, net) -> tuple:
+    """(pulse statistics, energy meter, per-projection update divisor): crossbars attached
+    where ``crossbar.layers`` says; the EP normaliser where ``training.update_norm`` (or, for
+    the arrays, ``crossbar.update.normalise``) asks for it, else 1."""
+    pulses, meter = None, None
+    digital = cfg.training.update_norm == "normalised"
+    norm = {k: (v if digital else 1.0) for k, v in net.norm.items()}
+    if cfg.crossbar.enabled:
+        pulses, meter = attach_crossbars(cfg, net)
+        arrays = cfg.crossbar.update.normalise
+        arrays = digital if arrays is None else arrays    # one normalisation, one override
+        for name in pulses.crossbars:
+            norm[name] = net.norm[name] if arrays else 1.0
+    return pulses, meter, norm
+
+
 def make_conv_learner(cfg, net: ConvNetwork, optimizer: Optimizer | None):
     """EP (kernels on crossbar arrays where ``crossbar.layers`` says) or BP for a conv net."""
     t = cfg.training
     if t.algorithm == "bp":
         return ConvBPLearner(net, optimizer, t.grad_clip_norm)
-    pulses, meter = None, None
-    digital = t.update_norm == "normalised"
-    norm = {k: (v if digital else 1.0) for k, v in net.norm.items()}
-    if cfg.crossbar.enabled:
-        pulses, meter = attach_crossbars(cfg, net)
-        arrays = cfg.crossbar.update.normalise
-        arrays = digital if arrays is None else arrays
-        for name in pulses.crossbars:
-            norm[name] = net.norm[name] if arrays else 1.0
+    pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = ConvSettler(net, t.T, t.K, meter=meter)
     return ConvEPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
                          clip_norm=t.grad_clip_norm)

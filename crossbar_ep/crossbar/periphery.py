@@ -76,38 +76,20 @@ def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None
 
 @numba.njit(cache=True, fastmath=True)
 def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
-    """out[:, c0:c0+n] += gain * ADC(part + noise): one fused pass over a tile's output
-    ``part`` (B, n) into the layer's C-contiguous buffer ``out`` (B, n_layer).
+    """out[:, c0:c0+n] += gain * ADC(part + noise): one tile's output ``part`` (B, n) into the
+    layer's buffer ``out`` (B, n_layer) (:func:`sense_tiles` for a single tile).
 
     noise_std > 0 adds Gaussian read noise from per-column lane streams of ``seed``
     (:func:`crossbar_ep.fastrng.lane_normal`); step > 0 clips to +-levels steps and rounds to
     the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
     """
     n = part.shape[1]
-    s0 = np.empty(n, np.uint64)
-    s1 = np.empty(n, np.uint64)
-    lim = step * levels
-    inv = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
-    gstep = gain * step
-    if noise_std > 0.0:
-        fastrng.seed_lanes(fastrng.key(seed), s0, s1)
-    for b in range(part.shape[0]):
-        row_in, row_out = part[b], out[b, c0:c0 + n]
-        if noise_std > 0.0 and step > 0.0:
-            for j in range(n):
-                v = row_in[j] + noise_std * fastrng.lane_normal(s0, s1, j)
-                v = min(max(v, -lim), lim)
-                row_out[j] += np.rint(v * inv) * gstep
-        elif noise_std > 0.0:
-            for j in range(n):
-                row_out[j] += gain * (row_in[j] + noise_std * fastrng.lane_normal(s0, s1, j))
-        elif step > 0.0:
-            for j in range(n):
-                v = min(max(row_in[j], -lim), lim)
-                row_out[j] += np.rint(v * inv) * gstep
-        else:
-            for j in range(n):
-                row_out[j] += gain * row_in[j]
+    steps = np.empty(1, part.dtype)
+    steps[0] = step
+    seeds = np.empty(1, np.int64)
+    seeds[0] = seed
+    sense_tiles(out[:, c0:c0 + n], part, np.array([0, n]), gain, noise_std, steps, levels,
+                seeds, False)
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -1,7 +1,7 @@
 """CIFAR-10 from a user-supplied ``cifar-10-batches-py`` folder (the python-pickle layout).
 
 Nothing is downloaded.  The folder is looked up in the data search bases of
-:func:`crossbar_ep.io.data.search_bases` (``data.dir``, ``$CROSSBAR_EP_DATA``, the per-user
+:func:`crossbar_ep.io.data_dirs.search_bases` (``data.dir``, ``$CROSSBAR_EP_DATA``, the per-user
 cache, ``/usr/share/datasets``), as ``<base>/cifar-10-batches-py``,
 ``<base>/cifar10/cifar-10-batches-py`` or ``<base>`` itself.  It must hold ``data_batch_1``
 .. ``data_batch_5`` and ``test_batch``: pickled dicts with ``data`` (N, 3072) uint8 in
@@ -18,6 +18,7 @@ import pickle
 import numpy as np
 
 from crossbar_ep.errors import DataError
+from crossbar_ep.io.data_dirs import search_bases
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
@@ -41,7 +42,6 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def candidate_folders(config_dir: str | None) -> list[tuple[str, str]]:
     """(folder, origin) in lookup order."""
-    from crossbar_ep.io.data import search_bases
     out = []
     for origin, base in search_bases(config_dir):
         for folder in (os.path.join(base, FOLDER), os.path.join(base, "cifar10", FOLDER), base):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.errors import CrossbarEPError, DataError
+from crossbar_ep.io.data_dirs import search_bases, user_cache_dir  # noqa: F401
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -142,24 +143,6 @@ def read_idx_bytes(path: str) -> bytes:
 def read_idx(path: str) -> np.ndarray:
     """Read an IDX file (gzip or raw) into a NumPy array."""
     return parse_idx(read_idx_bytes(path), path)
-
-
-def user_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "crossbar-ep")
-
-
-def search_bases(config_dir: str | None) -> list[tuple[str, str]]:
-    """(origin, base folder) in lookup order."""
-    bases = []
-    if config_dir:
-        bases.append(("data.dir in the config", config_dir))
-    env = os.environ.get("CROSSBAR_EP_DATA")
-    if env:
-        bases.append(("$CROSSBAR_EP_DATA", env))
-    bases.append(("per-user cache", user_cache_dir()))
-    bases.append(("system data sets", "/usr/share/datasets"))
-    return bases
 
 
 def _find_file(folder: str, stem: str) -> str | None:

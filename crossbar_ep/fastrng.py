@@ -10,7 +10,11 @@ For dense blocks (read noise on every tile output) :func:`seed_lanes` / :func:`l
 one xorshift128+ stream per column lane, seeded by splitmix64 from the read's key: shifts, xors
 and one add per sample vectorise across lanes (about 0.3 ns per sample), and the eight bytes of
 each 64-bit output summed give the same Irwin-Hall (n = 8) shape at 8-bit resolution (2041
-levels over +-4.9 sigma).  ``periphery.noise_rng: exact`` selects NumPy's Gaussian instead.
+levels over +-4.9 sigma).  :func:`lane_normal_pair` halves the cost per sample for the
+sense amplifiers' read noise: the sixteen nibbles of one output, summed in two groups of eight,
+give two independent Irwin-Hall (n = 8) samples at 4-bit resolution (121 levels over
++-4.6 sigma, 0.077 sigma apart: far below an ADC step at the shipped noise levels).
+``periphery.noise_rng: exact`` selects NumPy's Gaussian instead.
 """
 
 from __future__ import annotations
@@ -102,6 +106,44 @@ def lane_normal(s0, s1, j):
     t = t + (t >> _S16)
     t = (t + (t >> _S32)) & _MASK
     return (np.float32(np.int32(t)) - _IH8_MEAN) * _IH8_INV_STD   # t <= 2040: int32 vectorises
+
+
+_NIB = np.uint64(0x0F0F0F0F0F0F0F0F)
+_HALVES = np.uint64(0x000000FF000000FF)
+_LOW8 = np.uint64(0xFF)
+_S4 = np.uint64(4)
+_IH4_MEAN = np.float32(8 * 7.5)
+_IH4_INV_STD = np.float32(1.0 / np.sqrt(8 * (16.0 ** 2 - 1.0) / 12.0))
+
+
+@numba.njit(inline="always", cache=True)
+def lane_normal_pair(s0, s1, j):
+    """Next two independent approximately N(0, 1) float32 samples of lane ``j`` from one
+    64-bit output: each the standardised sum of eight 4-bit nibbles (the low and the high
+    32 bits); mean 0, variance 1, kurtosis 2.85, bounded at +-4.6 sigma."""
+    r = lane_u64(s0, s1, j)
+    t = (r & _NIB) + ((r >> _S4) & _NIB)      # 8 bytes, each the sum of two nibbles
+    t = t + (t >> _S8)
+    t = (t + (t >> _S16)) & _HALVES           # per 32-bit half: the sum of its 8 nibbles
+    a = (np.float32(np.int32(t & _LOW8)) - _IH4_MEAN) * _IH4_INV_STD
+    b = (np.float32(np.int32(t >> _S32)) - _IH4_MEAN) * _IH4_INV_STD
+    return a, b
+
+
+@numba.njit(cache=True)
+def fill_normal_pairs(out, seed):
+    """Fill a 2-D float32 array (rows, lanes) from per-lane streams of ``seed``, two rows per
+    lane output (:func:`lane_normal_pair`; the way the sense amplifiers draw read noise)."""
+    n = out.shape[1]
+    s0 = np.empty(n, np.uint64)
+    s1 = np.empty(n, np.uint64)
+    seed_lanes(key(seed), s0, s1)
+    for b in range(0, out.shape[0], 2):
+        for j in range(n):
+            x, y = lane_normal_pair(s0, s1, j)
+            out[b, j] = x
+            if b + 1 < out.shape[0]:
+                out[b + 1, j] = y
 
 
 @numba.njit(cache=True)

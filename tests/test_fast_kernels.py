@@ -47,21 +47,26 @@ def test_dac_and_adc_kernels_match_numpy(dtype):
     np.testing.assert_allclose(acc3, 2.0 * part, rtol=1e-6)
 
 
-def test_lane_normal_moments_independence_and_determinism():
+@pytest.mark.parametrize("fill, bound", [
+    (fastrng.fill_normal_lanes, np.sqrt(12 / 8) * 4),                 # 8 bytes
+    (fastrng.fill_normal_pairs, 60 / np.sqrt(8 * 255 / 12))])        # 2 x 8 nibbles
+def test_lane_normal_moments_independence_and_determinism(fill, bound):
     a = np.empty((2000, 256), np.float32)
-    fastrng.fill_normal_lanes(a, 5)
+    fill(a, 5)
     assert abs(a.mean()) < 5 / np.sqrt(a.size)
     assert a.var() == pytest.approx(1.0, rel=0.01)
     assert ((a / a.std()) ** 4).mean() == pytest.approx(3 - 1.2 / 8, abs=0.03)  # Irwin-Hall 8
-    assert np.abs(a).max() <= np.sqrt(12 / 8) * 4 + 1e-6
+    assert np.abs(a).max() <= bound + 1e-6
+    # the pair generator: rows 2i and 2i + 1 come from one draw; uncorrelated all the same
+    assert abs(np.corrcoef(a[0::2].ravel(), a[1::2].ravel())[0, 1]) < 5 / np.sqrt(a.size / 2)
     # no correlation between successive samples of a lane, neighbouring lanes, or seeds
     n = a.size
     for u, v in [(a[1:], a[:-1]), (a[:, 1:], a[:, :-1])]:
         assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 5 / np.sqrt(n)
     b = np.empty_like(a)
-    fastrng.fill_normal_lanes(b, 5)
+    fill(b, 5)
     np.testing.assert_array_equal(a, b)
-    fastrng.fill_normal_lanes(b, 6)
+    fill(b, 6)
     assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 / np.sqrt(n)
     # per-lane histograms agree with the pooled one (no lane is biased)
     assert np.abs(a.mean(axis=0)).max() < 5 / np.sqrt(a.shape[0])

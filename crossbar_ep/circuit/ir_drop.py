@@ -73,7 +73,8 @@ class WireSettings:
 
     @property
     def ideal(self) -> bool:
-        return self.wires.ideal
+        return (self.r_wire_row_ohm == self.r_wire_col_ohm == self.r_driver_ohm
+                == self.r_sense_ohm == 0.0)
 
 
 def combination(n_out: int, signed: str) -> np.ndarray:

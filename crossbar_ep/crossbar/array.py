@@ -82,7 +82,7 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         self.rule_state, self.rule_info = {}, {}   # a stateful rule's arrays; its last stats
         self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
         self.drift_compensation = "none"  # none | global | column (crossbar/drift.py)
-        self._dac_buf, self._part_buf = {}, {}
+        self._dac_buf, self._part_buf, self._steps = {}, {}, {}
         self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
         self.last_program_J = 0.0  # programming energy of the last update (J)
         self.probes = {}  # (row tile, col tile) -> traces probe recording that tile's reads
@@ -163,7 +163,9 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         p = self.per
         if p.adc_bits is None:
             self.fwd_range = self.bwd_range = None
+            self._steps = {}
             return
+        self._steps = {}
         W2 = self.W_eff.astype(float) ** 2
         s = p.input_range / np.sqrt(3.0)
         self.fwd_range, self.bwd_range = {}, {}
@@ -274,25 +276,29 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         tile column (transposed) over all the lines it senses, then one fused sense pass over
         its tiles.  Same noise streams, tile ADC ranges and summation order as tile by tile."""
         c = self.dtype.type
-        seeds = self.rng.integers(0, 2**62, (len(self.row_tiles), len(self.col_tiles)))
+        nr, nc = len(self.row_tiles), len(self.col_tiles)
+        seeds = self.rng.integers(0, 2**62, nr * nc).reshape(nr, nc)  # = size (nr, nc)
         driven, sensed = ((self.col_tiles, self.row_tiles) if transposed else
                           (self.row_tiles, self.col_tiles))
         bounds = self._bounds[transposed]
         part = self._part_buf.get(out.shape)
         if part is None:
             part = self._part_buf[out.shape] = np.empty(out.shape, self.dtype)
+        if transposed:
+            seeds = np.ascontiguousarray(seeds.T)
+        steps = self._steps.get((transposed, int(levels)))
+        if steps is None:       # ADC steps of the tiles each driven line group senses
+            keys = [[(s.start, d.start) if transposed else (d.start, s.start) for s in sensed]
+                    for d in driven]
+            steps = self._steps[transposed, int(levels)] = [
+                np.array([ranges[k] / levels if levels else 0.0 for k in ks], c) for ks in keys]
         for i, d in enumerate(driven):
             if transposed:      # columns d driven, every row line sensed: y[:, d] @ W[d, :]
                 np.matmul(v[:, d], self.W_eff[d, :], out=part)
-                keys = [(s.start, d.start) for s in sensed]
-                tile_seeds = seeds[:, i]
             else:               # rows d driven, every output line sensed: x[:, d] @ W[:, d]^T
                 np.matmul(v[:, d], self._fwd_rows[i], out=part)
-                keys = [(d.start, s.start) for s in sensed]
-                tile_seeds = seeds[i, :]
-            steps = np.array([ranges[k] / levels if levels else 0.0 for k in keys], c)
-            sense_tiles(out, part, bounds, gain, std, steps, levels,
-                        np.ascontiguousarray(tile_seeds), assign and i == 0)
+            sense_tiles(out, part, bounds, gain, std, steps[i], levels, seeds[i],
+                        assign and i == 0)
 
     def watch_tile(self, tile: tuple, probe) -> None:
         """Record the reads of tile (row tile, column tile): ``probe.record(transposed,

@@ -21,17 +21,21 @@ from crossbar_ep.crossbar.pulses import DeterministicPulses
 @numba.njit(cache=True)
 def accumulate_pulses(chi, g, factor, cap, out):
     """chi += g; out = trunc(chi * factor) clipped to +-cap (cap < 0: no cap);
-    chi -= out / factor.  Flat arrays; returns the number of pulses |out| summed."""
+    chi -= out / factor.  Flat arrays; returns (the number of pulses |out| summed, the sum of
+    chi^2 after the step)."""
     total = 0
+    sq = 0.0
     for i in range(chi.size):
         c = chi[i] + g[i]
         n = np.int64(c * factor)          # truncation toward zero
         if cap >= 0:
             n = min(max(n, -cap), cap)
-        chi[i] = c - n / factor
+        c -= n / factor
+        chi[i] = c
+        sq += c * c
         out[i] = n
         total += abs(n)
-    return total
+    return total, sq
 
 
 class MixedPrecision(DeterministicPulses):
@@ -47,16 +51,16 @@ class MixedPrecision(DeterministicPulses):
         if not cb.card.pulsed:
             return super().apply(cb, pre, delta, scale)
         chi = cb.rule_state["chi"]
-        g = np.matmul(np.asarray(delta, float).T, np.asarray(pre, float))
+        g = np.matmul(delta.T, pre)       # in the signals' dtype, like the digital update
         g *= cb.lr * scale
         n = np.empty(chi.shape, np.int64)
-        accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
+        _, sq = accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
                           -1 if self.max_pulses is None else int(self.max_pulses),
                           n.reshape(-1))
         cb.last_counts = n
         cb.last_program_J = cb.program_energy(n)
         fired = cb.mapping.pulse(n)
-        cb.rule_info = {"accumulator_rms": float(np.sqrt(np.mean(chi ** 2)))}
+        cb.rule_info = {"accumulator_rms": float(np.sqrt(sq / chi.size))}
         cb.refresh()
         return fired
 

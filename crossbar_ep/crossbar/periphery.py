@@ -80,7 +80,8 @@ def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
     layer's buffer ``out`` (B, n_layer) (:func:`sense_tiles` for a single tile).
 
     noise_std > 0 adds Gaussian read noise from per-column lane streams of ``seed``
-    (:func:`crossbar_ep.fastrng.lane_normal`); step > 0 clips to +-levels steps and rounds to
+    (:func:`crossbar_ep.fastrng.lane_normal_pair`, rows in pairs); step > 0 clips to +-levels
+    steps and rounds to
     the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
     """
     n = part.shape[1]
@@ -101,6 +102,7 @@ def sense_tiles(out, part, bounds, gain, noise_std, steps, levels, seeds, assign
     lane streams, same arithmetic); one call and one GEMM replace one per tile.
     ``assign`` writes instead of adding (the first partial sum of a read).
     """
+    noise = np.empty((2, part.shape[1]), part.dtype)   # two rows' noise, one lane draw
     for t in range(bounds.size - 1):
         a, b = bounds[t], bounds[t + 1]
         n = b - a
@@ -116,15 +118,19 @@ def sense_tiles(out, part, bounds, gain, noise_std, steps, levels, seeds, assign
             row_in, row_out = part[r, a:b], out[r, a:b]
             if assign:
                 row_out[:] = 0.0
+            if noise_std > 0.0 and r % 2 == 0:   # rows r and r + 1 from one draw per lane,
+                for j in range(n):                # in a tight loop of its own (vectorises)
+                    z0, z1 = fastrng.lane_normal_pair(l0, l1, j)
+                    noise[0, j] = noise_std * z0
+                    noise[1, j] = noise_std * z1
+            nz = noise[r % 2]
             if noise_std > 0.0 and step > 0.0:
                 for j in range(n):
-                    v = row_in[j] + noise_std * fastrng.lane_normal(l0, l1, j)
-                    v = min(max(v, -lim), lim)
+                    v = min(max(row_in[j] + nz[j], -lim), lim)
                     row_out[j] += np.rint(v * inv) * gstep
             elif noise_std > 0.0:
                 for j in range(n):
-                    row_out[j] += gain * (row_in[j] + noise_std *
-                                          fastrng.lane_normal(l0, l1, j))
+                    row_out[j] += gain * (row_in[j] + nz[j])
             elif step > 0.0:
                 for j in range(n):
                     v = min(max(row_in[j], -lim), lim)
@@ -139,7 +145,7 @@ def dac_kernel(x, out, step, levels):
     """out = DAC(x): clip to +-levels steps and round to the step, in one pass (C-contiguous,
     out of the compute dtype)."""
     lim = step * levels
-    inv = 1.0 / step
+    inv = np.float32(1.0) / step      # in the dtype of step: a float64 literal halves the speed
     fx, fo = x.reshape(-1), out.reshape(-1)
     for i in range(fx.size):
         v = min(max(fx[i], -lim), lim)

@@ -270,6 +270,18 @@ def test_time_per_batch_from_physics(tmp_path):
     assert batch_seconds(sto, cb.card) == pytest.approx(settle + 50 * 16 * 1e-7)
     ideal = load_card(os.path.join(REPO, "device_models", "ideal.yaml"))
     assert batch_seconds(cfg, ideal) == pytest.approx(settle)
+    # centered nudging settles two nudged phases; Tiki-Taka adds its transfers (column reads
+    # and transfer pulse slots) spread over the updates between them
+    cen = replace(cfg, training=replace(t, nudging="centered"))
+    assert batch_seconds(cen, cb.card) == pytest.approx(
+        (t.T + 2 * t.K) * cfg.settling.tau_s + 31 * 1e-7)
+    tt = replace(cfg, crossbar=replace(cfg.crossbar, update=replace(
+        cfg.crossbar.update, scheme="tiki_taka", transfer_every=4, transfer_columns=8,
+        transfer_max_pulses=2)))
+    t_read = cfg.crossbar.periphery.t_read_s
+    assert batch_seconds(tt, cb.card) == pytest.approx(
+        settle + 31 * 1e-7 + (8 * t_read + 2 * 1e-7) / 4)
+    assert batch_seconds(tt, ideal) == pytest.approx(settle + 8 * t_read / 4)
 
 
 def test_clock_is_in_the_state_dict(tmp_path):

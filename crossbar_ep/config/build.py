@@ -207,10 +207,13 @@ def attach_crossbars(cfg, net: Network):
 
 def batch_seconds(cfg, card) -> float:
     """Simulated time (s) one training batch advances the devices' clocks by:
-    ``crossbar.time_per_batch_s``, or the settling phases ``(T + K) tau_s`` plus the update's
-    pulse slots times the card's ``pulse_width_s`` (deterministic: ``max_pulses``, or the
-    card's number of states without a cap; stochastic: ``batch_size * bl``; exact-update
-    cards fire none)."""
+    ``crossbar.time_per_batch_s``, or the settling phases ``(T + K) tau_s`` (``T + 2K`` with
+    centered nudging: two nudged phases) plus the update's pulse slots times the card's
+    ``pulse_width_s`` (deterministic and mixed precision: ``max_pulses``, or the card's
+    number of states without a cap; stochastic: ``batch_size * bl``; exact-update cards fire
+    none) plus, for Tiki-Taka, each transfer's column reads (``transfer_columns *
+    t_read_s``) and transfer pulse slots (``transfer_max_pulses * pulse_width_s``) spread
+    over the ``transfer_every`` batches between transfers."""
     c, t = cfg.crossbar, cfg.training
     if c.time_per_batch_s is not None:
         return float(c.time_per_batch_s)
@@ -221,7 +224,13 @@ def batch_seconds(cfg, card) -> float:
         slots = t.batch_size * u.bl
     else:
         slots = u.max_pulses if u.max_pulses is not None else math.ceil(card.n_states)
-    return (t.T + t.K) * cfg.settling.tau_s + slots * card.pulse_width_s
+    phases = t.T + t.K * (2 if t.nudging == "centered" else 1)
+    seconds = phases * cfg.settling.tau_s + slots * card.pulse_width_s
+    if u.scheme in ("tiki_taka", "chopped_tiki_taka"):
+        transfer = u.transfer_columns * c.periphery.t_read_s + (
+            u.transfer_max_pulses * card.pulse_width_s if card.pulsed else 0.0)
+        seconds += transfer / u.transfer_every
+    return seconds
 
 
 def pulse_lrs(cfg, net: Network) -> dict:

@@ -112,9 +112,12 @@ a crossbar matrix (one per training batch) advances its arrays' clocks by the ti
 
     (training.T + training.K) * settling.tau_s  +  pulse slots * pulse_width_s
 
-the two settling phases (T and K steps of one neuron time constant each) plus the update's
-pulse time: `crossbar.update.max_pulses` slots for deterministic pulses (the card's number of
-states without a cap), `batch_size * bl` for stochastic coincidence, none for exact-update cards.
+the settling phases (T and K steps of one neuron time constant each; two nudged phases of K with
+centered nudging) plus the update's pulse time: `crossbar.update.max_pulses` slots for
+deterministic pulses and mixed precision (the card's number of states without a cap),
+`batch_size * bl` for stochastic coincidence, none for exact-update cards; Tiki-Taka adds its
+transfers (`transfer_columns` reads of `periphery.t_read_s` and `transfer_max_pulses` pulse
+slots every `transfer_every` batches).
 At the defaults (T 18, K 10, tau 100 ns, 31 pulses of 100 ns) a batch takes 5.9 us, so drift
 over a training run is tiny unless `time_per_batch_s` is set to a realistic chip-level time
 (data movement and digital work included).  Evaluation reads do not advance the clock.  The

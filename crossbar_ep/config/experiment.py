@@ -222,9 +222,12 @@ class CrossbarConfig:
     time_per_batch_s: float | None = key(
         None, "Simulated time one training batch takes on the devices' clocks (drift acts on "
         "the reads as it passes). null computes it: (training.T + training.K) x settling.tau_s "
-        "for the two settling phases, plus the update's pulse slots x the card's pulse_width_s "
-        "(deterministic: update.max_pulses, or the card's number of states without a cap; "
-        "stochastic: batch_size x update.bl; none for exact-update cards).",
+        "for the settling phases (T + 2K with centered nudging), plus the update's pulse slots "
+        "x the card's pulse_width_s (deterministic and mixed precision: update.max_pulses, or "
+        "the card's number of states without a cap; stochastic: batch_size x update.bl; none "
+        "for exact-update cards), plus Tiki-Taka's transfers (transfer_columns reads of "
+        "periphery.t_read_s and transfer_max_pulses pulse slots, every transfer_every "
+        "batches).",
         p_optional(p_float(lo=0.0, hi=1.0e9)), "s")
     drift_compensation: str = key(
         "none", "Drift compensation in the periphery (docs/devices.md): none; global (one "

@@ -57,17 +57,20 @@ def test_mixed_precision_matches_numpy_reference():
     assert cb.last_counts.any() and np.abs(total).max() < 0.5
 
 
-@pytest.mark.parametrize("chopped", [False, True])
-def test_tiki_taka_matches_numpy_reference(chopped):
+@pytest.mark.parametrize("chopped, forget", [(False, True), (True, True), (False, False),
+                                             (True, False)])
+def test_tiki_taka_matches_numpy_reference(chopped, forget):
     rule = TikiTaka(max_pulses=None, transfer_every=2, columns=2, transfer_lr=0.8,
                     transfer_max_pulses=2, chopped=chopped, chop_prob=0.5,
-                    rng=np.random.default_rng(3))
+                    rng=np.random.default_rng(3), forget_buffer=forget,
+                    momentum=None if forget else 0.3)
+    m = (0.0 if chopped else 0.1) if forget else 0.3     # the papers' defaults when None
     cb = _array(rule)
     fast = cb.rule_state["fast"]
     assert fast.scale == cb.scale and np.abs(fast.W_eff).max() < 1e-12
     pf = cb.mapping.pulse_factor()
     C_ref, H_ref = cb.W_eff.copy(), np.zeros(cb.shape)
-    col, flips = 0, 0
+    col, flips, fired = 0, 0, 0
     rng = np.random.default_rng(6)
     for t in range(1, 15):
         pre, delta = _signals(rng, *cb.shape, amp=0.1)
@@ -82,15 +85,20 @@ def test_tiki_taka_matches_numpy_reference(chopped):
             col = (col + 2) % cb.n_in
             H_ref[:, cols] += 0.8 * fast.W_eff[:, cols] * chop[cols]
             n = np.clip(np.trunc(H_ref[:, cols] * pf), -2, 2)
-            H_ref[:, cols] -= n / pf
+            if forget:
+                H_ref[:, cols] = np.where(n != 0, m * H_ref[:, cols], H_ref[:, cols])
+            else:
+                H_ref[:, cols] -= (1 - m) * n / pf
             C_ref[:, cols] += n / pf
             flips += int(np.sum(cb.rule_state["chop"] != chop))
+            fired += int(np.count_nonzero(n))
             assert cb.rule_info["transfer_reads"] == 2
         else:
             assert cb.rule_info["transfer_reads"] == 0
         np.testing.assert_allclose(cb.rule_state["H"], H_ref, atol=1e-9)
         np.testing.assert_allclose(cb.W_eff, C_ref, atol=1e-9)
     assert (flips > 0) == chopped
+    assert fired > 0          # transfers fired, so the buffer rule after them was exercised
 
 
 def _cfg(scheme, epochs, **upd):

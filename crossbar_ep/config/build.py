@@ -183,7 +183,7 @@ def make_pulse_rule(update_cfg, rng: np.random.Generator):
     if u.scheme in ("tiki_taka", "chopped_tiki_taka"):
         return TikiTaka(u.max_pulses, u.transfer_every, u.transfer_columns, u.transfer_lr,
                         u.transfer_max_pulses, u.scheme == "chopped_tiki_taka", u.chop_prob,
-                        rng)
+                        rng, u.buffer_forget, u.buffer_momentum)
     return DeterministicPulses(u.max_pulses)
 
 

@@ -190,6 +190,15 @@ class PulseUpdateConfig:
                                    p_int(lo=1, hi=MAX_STEPS), "pulses")
     chop_prob: float = key(0.1, "Chopped Tiki-Taka: probability that a column's chopper sign "
                            "flips after its read-out.", p_float(lo=0.0, hi=1.0))
+    buffer_forget: bool = key(True, "Tiki-Taka: after a transfer, reset the buffer entries "
+                              "that fired to buffer_momentum x their value (the papers' rule; "
+                              "what the pulse cap clipped is lost); false subtracts "
+                              "(1 - buffer_momentum) x the pulses' change and keeps the rest.",
+                              p_bool())
+    buffer_momentum: float | None = key(None, "Tiki-Taka: fraction of a fired buffer entry "
+                                        "kept after its transfer; null: 0.1 for tiki_taka "
+                                        "(Gokmen 2021), 0 for chopped_tiki_taka (Rasch 2023).",
+                                        p_optional(p_float(lo=0.0, hi=1.0)))
 
 
 @dataclass(frozen=True)

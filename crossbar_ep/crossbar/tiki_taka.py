@@ -9,8 +9,12 @@ periphery, programmed at W = 0, receives the EP pulses (deterministic counts wit
 are read out by a forward read with one-hot inputs (DAC, read noise and ADC of a real read;
 its energy goes to the array's energy meters) and added, times ``transfer_lr``, to a digital
 buffer H (n_out, n_in, weight units).  Where |H| passes the slow device's nominal step,
-``n = trunc(H / eps)`` pulses (at most ``transfer_max_pulses``) go to C and H keeps the
-remainder.  Chopped: every input line has a sign c_j = +-1; A learns from ``c_j x_j``, the
+``n = trunc(H / eps)`` pulses (at most ``transfer_max_pulses``) go to C, and the buffer
+entries that fired are reset to ``momentum * H`` (``forget_buffer``, the papers' rule: what the
+pulse cap clipped is forgotten) or lose ``(1 - momentum) n eps`` (the remainder kept).
+Defaults as in the papers (and IBM's aihwkit, which implements both): one column read and at
+most one pulse per device per transfer, every update; TTv2 momentum 0.1, c-TTv2 momentum 0
+and chopper probability 0.1; both forget.  Chopped: every input line has a sign c_j = +-1; A learns from ``c_j x_j``, the
 read-out of column j is multiplied by c_j again (the gradient passes, A's offsets and
 asymmetry drift alternate in sign and cancel in H), and c_j flips with probability
 ``chop_prob`` after each read-out of column j.
@@ -25,23 +29,27 @@ import numpy as np
 
 from crossbar_ep.crossbar.array import CrossbarMatrix
 from crossbar_ep.crossbar.energy import EnergyMeter
-from crossbar_ep.crossbar.mixed_precision import accumulate_pulses
 from crossbar_ep.crossbar.pulses import DeterministicPulses
 
 
 class TikiTaka(DeterministicPulses):
     """Tiki-Taka v2 pulse rule (``chopped``: c-TTv2).  Defaults: one column read every
-    update, transfer_lr 1, one pulse per device and transfer (Gokmen 2021); chop_prob 0.1."""
+    update, transfer_lr 1, one pulse per device and transfer, buffer forgotten where it fired
+    (Gokmen 2021; Rasch et al. 2023); momentum 0.1 (TTv2) or 0 (c-TTv2) when None;
+    chop_prob 0.1."""
 
     def __init__(self, max_pulses: int | None = None, transfer_every: int = 1,
                  columns: int = 1, transfer_lr: float = 1.0, transfer_max_pulses: int = 1,
                  chopped: bool = False, chop_prob: float = 0.1,
-                 rng: np.random.Generator | None = None):
+                 rng: np.random.Generator | None = None, forget_buffer: bool = True,
+                 momentum: float | None = None):
         super().__init__(max_pulses)
         self.transfer_every, self.columns = int(transfer_every), int(columns)
         self.transfer_lr, self.tmax = float(transfer_lr), int(transfer_max_pulses)
         self.chopped, self.chop_prob = chopped, float(chop_prob)
         self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.forget = bool(forget_buffer)
+        self.momentum = (0.0 if chopped else 0.1) if momentum is None else float(momentum)
 
     def attach(self, cb: CrossbarMatrix) -> None:
         """Build the fast array (same card, periphery, tiles and weight scale, programmed at
@@ -76,9 +84,12 @@ class TikiTaka(DeterministicPulses):
             read = fast.forward(E).astype(float).T        # (n_out, k): A[:, cols], as read
             Hc = np.ascontiguousarray(H[:, cols] + self.transfer_lr * read * chop[cols])
             if cb.card.pulsed:
-                n = np.empty(Hc.shape, np.int64)
-                accumulate_pulses(Hc.reshape(-1), np.zeros(Hc.size), cb.mapping.pulse_factor(),
-                                  self.tmax, n.reshape(-1))
+                pf = cb.mapping.pulse_factor()
+                n = np.clip(np.trunc(Hc * pf), -self.tmax, self.tmax).astype(np.int64)
+                if self.forget:     # fired entries keep momentum * H, the rest all of it
+                    Hc = np.where(n != 0, self.momentum * Hc, Hc)
+                else:               # fired entries lose (1 - momentum) of the pulses' change
+                    Hc -= (1.0 - self.momentum) * n / pf
                 counts = np.zeros((cb.n_out, cb.n_in), np.int64)
                 counts[:, cols] = n
                 program += cb.program_energy(counts)
@@ -88,7 +99,7 @@ class TikiTaka(DeterministicPulses):
                 dW = np.zeros((cb.n_out, cb.n_in))
                 dW[:, cols] = Hc
                 cb.mapping.change_exact(cb.mapping.device_change(dW))
-                Hc[:] = 0.0
+                Hc *= self.momentum
             H[:, cols] = Hc
             if self.chopped:
                 flip = self.rng.random(cols.size) < self.chop_prob

@@ -28,6 +28,8 @@ from crossbar_ep.crossbar.energy import EnergyMeter
 from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
 from crossbar_ep.devices.card import DeviceCard, load_card
 from crossbar_ep.errors import CrossbarEPError
+from crossbar_ep.model.convergence import PhaseStop
+from crossbar_ep.model.normalisation import path_gains
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.optim import SGD, Adam
@@ -91,12 +93,14 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
                lr: float | None = None, normalised: bool = False, mode: str = "discrete",
                dt_over_tau: float = 1.0, method: str = "euler",
                nudge_error: str = "recomputed", early_stop: bool = False,
-               tolerance: float = 1e-3, readout_error: str = "free") -> EPLearner:
+               tolerance: float = 1e-3, tolerance_mode: str = "absolute",
+               readout_error: str = "free") -> EPLearner:
     """An EP learner over ``net``: free phase T and nudged phase K (steps of the discrete map,
     or units of tau with ``mode="ode"``); ``optimizer`` is ``"adam"``, ``"sgd"`` or an object
     from :mod:`crossbar_ep.model.optim`; ``lr`` sets every learning rate (else ``net.lr``).
     Crossbar arrays in ``net`` are observed for pulse statistics (``learner.pulses``) and
-    read energy (``learner.settler.meter``)."""
+    read energy (``learner.settler.meter``).  ``early_stop`` ends a phase once it has
+    settled to ``tolerance`` (``tolerance_mode``: :mod:`crossbar_ep.model.convergence`)."""
     opt = _optimizer(net, optimizer, lr)
     arrays = {n: op for n, op in net.ops.items() if isinstance(op, CrossbarMatrix)}
     pulses = meter = None
@@ -106,6 +110,7 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
             cb.observers += [pulses, meter]
     settler = Settler(net, T, K, mode, dt_over_tau, early_stop, tolerance, None, nudge_error,
                       None, method, meter=meter)
+    settler.stop = PhaseStop(tolerance, tolerance_mode, net.L, path_gains(net))
     return EPLearner(net, settler, opt, normalised=normalised, pulses=pulses,
                      readout_error=readout_error)
 

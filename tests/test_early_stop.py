@@ -2,6 +2,7 @@
 falls below the tolerance; the EP updates agree with fixed-length phases."""
 
 import numpy as np
+import pytest
 from conftest import small_config
 from test_normalisation import _cos
 
@@ -55,3 +56,55 @@ def test_early_stop_through_the_config_reduces_steps_in_the_metrics(tmp_path):
     early = json.load(open(tmp_path / "True" / "metrics.json"))[0]
     assert fixed["settle_steps"] == 40 and early["settle_steps"] < 40
     assert abs(fixed["test_acc"] - early["test_acc"]) < 0.05
+
+
+def _layered_nudge(early_stop, mode="absolute", tol=1e-3, K=200):
+    """Free and nudged phases of a 6-layer chain (beta_i 0.1: the nudge reaches layer 1 at
+    beta_f 1e-5 of its size at the top); returns (nudged - free) per layer and steps."""
+    net = cx.make_network([20, 16, 16, 16, 16, 16, 16, 4], seed=4, beta_i=0.1, beta_f=0.1,
+                          dtype="float64")
+    model = cx.ep_learner(net, T=300, K=K, early_stop=early_stop, tolerance=tol,
+                          tolerance_mode=mode)
+    rng = np.random.default_rng(5)
+    x, y = rng.random((30, 20)), rng.integers(0, 4, 30)
+    free = model.settler.free(x)
+    nudged = model.settler.nudged(free, one_hot(y, 4, np.float64))
+    return [nudged.s[k] - free.s[k] for k in range(1, 7)], free.steps, nudged.steps
+
+
+def test_relative_tolerance_settles_the_deep_layers_an_absolute_one_leaves_behind():
+    """Absolute 1e-3: the free phase stops with a drift larger than layer 1's signal
+    (1.4e-6) and the nudged phase after 6 steps; layer 1's EP signal is off by 3.9x.  Relative
+    1e-2 (each layer to 1% of its nudge gain): within 1% at every layer, still far fewer
+    steps than the fixed 300 / 200."""
+    ref, _, _ = _layered_nudge(False)                       # 300 / 200 steps: settled
+    absolute, _, n_abs = _layered_nudge(True, "absolute", 1e-3)
+    relative, f_rel, n_rel = _layered_nudge(True, "relative", 1e-2)
+
+    def err(d, k):    # relative error of layer k's nudge against the settled one
+        return np.abs(d[k - 1] - ref[k - 1]).max() / np.abs(ref[k - 1]).max()
+    assert n_abs <= 6 and err(absolute, 1) > 1.0
+    assert 6 <= n_rel < 50 and f_rel < 150   # one step per layer at least, far fewer than K
+    assert max(err(relative, k) for k in range(1, 7)) < 0.02
+
+
+def test_phase_stop_rule():
+    from crossbar_ep.model.convergence import PhaseStop
+    s = {1: np.zeros(3), 2: np.zeros(2)}
+    absolute = PhaseStop(0.1)
+    absolute.start(s, nudged=True)
+    assert absolute.settled(0.05, 1) and not absolute.settled(0.2, 1)
+    stop = PhaseStop(0.1, "relative", min_steps=2, gains={1: 0.01})    # layer 2: gain 1
+    for nudged in (False, True):
+        stop.start(s, nudged)
+        stop.layer(1, 5e-4, s[1])              # 5e-4 < 0.1 * 0.01
+        stop.layer(2, 0.05, s[2])              # 0.05 < 0.1 * 1
+        assert stop.settled(0.05, 1) != nudged     # nudged: fewer than min_steps
+        stop.layer(1, 2e-3, s[1])              # layer 1 not yet, whatever the others do
+        stop.layer(2, 0.0, s[2])
+        assert not stop.settled(2e-3, 2)
+        stop.layer(1, 1e-4, s[1])
+        stop.layer(2, 0.0, s[2])
+        assert stop.settled(1e-4, 3)
+    with pytest.raises(ValueError, match="tolerance mode"):
+        PhaseStop(0.1, "percent")

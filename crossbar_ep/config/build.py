@@ -28,6 +28,8 @@ from crossbar_ep.model.conv_learn import ConvBPLearner, ConvEPLearner, ConvSettl
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network, agt_links, make_network
 from crossbar_ep.model.optim import SGD, Adam, Optimizer
+from crossbar_ep.model.convergence import PhaseStop
+from crossbar_ep.model.normalisation import path_gains
 from crossbar_ep.model.settle import Settler
 
 
@@ -112,6 +114,7 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)
     settler.average_last = s.average_last
+    settler.stop = PhaseStop(s.tolerance, s.tolerance_mode, net.L, path_gains(net))
     return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
                      readout_error=t.readout_error, centered=t.nudging == "centered")
 

@@ -147,8 +147,16 @@ class SettlingConfig:
                        "settling times into seconds.", p_float(lo=1.0e-15, hi=1.0e3), "s")
     early_stop: bool = key(False, "Stop a phase early once the largest state change per "
                            "tau falls below `tolerance`.", p_bool())
-    tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau.",
-                           p_float(lo=0.0, hi=1.0e3, lo_open=True), "state units")
+    tolerance: float = key(1.0e-6, "Convergence tolerance on max |ds| per tau (state units; "
+                           "a fraction of each layer's nudge gain with tolerance_mode "
+                           "relative).", p_float(lo=0.0, hi=1.0e3, lo_open=True), "state units")
+    tolerance_mode: str = key("absolute", "Early stop rule: absolute (max |ds| per tau below "
+                              "tolerance) or relative (every layer's max |ds| per tau below "
+                              "tolerance x the gain with which the nudge reaches it, beta_f "
+                              "beta_i^hops on a chain, in both phases; nudged phases run one "
+                              "step per layer at least): deep layers, whose EP signal is far "
+                              "below any absolute tolerance, settle too (docs/model.md). "
+                              "Fixed-step methods only.", p_choice("absolute", "relative"))
     average_last: int = key(1, "States the update uses: averaged over the last N steps of "
                             "each phase (1: the final state); N-fold less read-noise variance "
                             "near the fixed point, no extra reads (fixed-step methods only).",

@@ -129,6 +129,10 @@ def _check_magnitudes(cfg, w: Where) -> None:
             f"{s.atol:g} is below the floor for {t.dtype} ({MIN_ATOL[t.dtype]:g}): rounding "
             f"noise or the step count would keep settling from ending; raise atol"
             + (" or use training.dtype: float64" if t.dtype == "float32" else ""))
+    if s.tolerance_mode == "relative" and s.mode == "ode" and s.method == "adaptive":
+        raise w.child("settling").child("tolerance_mode").fail(
+            "relative needs fixed steps (the adaptive method stops on its absolute residual); "
+            "use method euler or heun, or tolerance_mode: absolute")
     if s.average_last > 1 and s.mode == "ode" and s.method == "adaptive":
         raise w.child("settling").child("average_last").fail(
             f"{s.average_last}: phase averaging needs fixed steps; use method euler or heun, "

@@ -19,29 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model import kernels
+from crossbar_ep.model.activations import activate, activation_derivative, softmax  # noqa: F401
+from crossbar_ep.model.convergence import PhaseStop
 from crossbar_ep.model.network import Block, Network
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits (B, C)."""
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
-def activate(h: np.ndarray, kind: str) -> np.ndarray:
-    """rho(h) in place: tanh or hard_sigmoid = clip(h, 0, 1)."""
-    if kind == "tanh":
-        return np.tanh(h, out=h)
-    return np.clip(h, 0.0, 1.0, out=h)
-
-
-def activation_derivative(s: np.ndarray, h: np.ndarray | None, kind: str) -> np.ndarray:
-    """rho'(h) given the state s = rho(h): 1 - s^2 for tanh, 1 inside (0, 1) for hard_sigmoid."""
-    if kind == "tanh":
-        return 1.0 - s * s
-    return ((h > 0.0) & (h < 1.0)).astype(s.dtype)
 
 
 @dataclass
@@ -113,6 +93,7 @@ class Settler:
         self.layers = list(range(1, L + 1))
         self.r = 1.0 if mode == "discrete" else float(dt_over_tau)
         self.early_stop, self.tol = early_stop, tolerance
+        self.stop = PhaseStop(tolerance)   # settling.tolerance_mode: set by the builder
         self.max_steps, self.nudge_error = max_steps, nudge_error
         self.T, self.K = T, K
         self._sign, self._navg = 1.0, 0   # nudge sign; steps summed into the last average
@@ -292,7 +273,8 @@ class Settler:
         if grow:      # the frozen error e0 as written by nudged(); step t drives (t + 1) e0
             e0 = {(k, off): buf.X[k][:, off:off + self.size[e]].copy()
                   for e in self.heads for k, off in self.slots.get(e, ())}
-        trace, m, self._navg = self.observers, self.average_last, 0
+        trace, m, self._navg, stop = self.observers, self.average_last, 0, self.stop
+        stop.start(buf.S, nudged)
         for obs in trace:
             obs.on_phase(nudged, buf.S)
         if self.method == "adaptive":
@@ -311,13 +293,15 @@ class Settler:
             for k in self.layers:
                 H, S = buf.H[k], buf.S[k]
                 if heun:       # predictor: Euler; K1 = f(s) kept for the corrector
-                    resid = max(resid, kernels.heun_predict(S, H, buf.S0[k], r))
+                    rk = kernels.heun_predict(S, H, buf.S0[k], r)
                 elif r == 1.0:
-                    if check:
-                        resid = max(resid, kernels.max_abs_diff(H, S))
+                    rk = kernels.max_abs_diff(H, S) if check else 0.0
                     buf.S[k], buf.H[k] = H, S
                 else:
-                    resid = max(resid, kernels.ode_step(S, H, r))
+                    rk = kernels.ode_step(S, H, r)
+                resid = max(resid, rk)
+                if self.early_stop:
+                    stop.layer(k, rk, buf.S[k])
                 self._mirror(buf, k)
             if heun:
                 if recompute:
@@ -335,7 +319,7 @@ class Settler:
                 obs.on_step(buf.S)
             if recompute:
                 self._set_error(buf, y, self._probs(buf.S))
-            if self.early_stop and resid < self.tol:
+            if self.early_stop and stop.settled(resid, used):
                 break
         return resid, used, used * r
 

@@ -26,6 +26,8 @@ _LAZY = {
     # crossbar arrays and their physics
     "CrossbarMatrix": "crossbar.array", "Periphery": "crossbar.periphery",
     "DeterministicPulses": "crossbar.pulses", "StochasticCoincidence": "crossbar.pulses",
+    "MixedPrecision": "crossbar.mixed_precision", "TikiTaka": "crossbar.tiki_taka",
+    "UpdateSettings": "crossbar.update_settings", "make_rule": "crossbar.rules",
     "load_card": "devices.card", "DeviceCard": "devices.card",
     "WireSettings": "circuit.ir_drop", "Wires": "circuit.nodal", "IVLaw": "circuit.iv",
     # learning

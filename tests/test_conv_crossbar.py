@@ -69,7 +69,9 @@ def test_stochastic_update_counts_every_image_patch_pair():
     card = load_card(RPU)
     cb = CrossbarMatrix(np.full((2, 4), 0.05), card, np.random.default_rng(3),
                         dtype=np.float64)
-    cb.rule, cb.lr = StochasticCoincidence(bl, False, np.random.default_rng(4)), lr
+    cb.rule = StochasticCoincidence(rng=np.random.default_rng(4), bl=bl,
+                                    update_management=False)
+    cb.lr = lr
     op = ConvOperator(g, cb)
     x = rng.uniform(0.1, 1.0, (B, 9))
     delta = rng.uniform(-0.5, 0.5, (B, 4 * 2))

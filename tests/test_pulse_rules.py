@@ -60,10 +60,11 @@ def test_mixed_precision_matches_numpy_reference():
 @pytest.mark.parametrize("chopped, forget", [(False, True), (True, True), (False, False),
                                              (True, False)])
 def test_tiki_taka_matches_numpy_reference(chopped, forget):
-    rule = TikiTaka(max_pulses=None, transfer_every=2, columns=2, transfer_lr=0.8,
-                    transfer_max_pulses=2, chopped=chopped, chop_prob=0.5,
-                    rng=np.random.default_rng(3), forget_buffer=forget,
-                    momentum=None if forget else 0.3)
+    rule = TikiTaka(rng=np.random.default_rng(3),
+                    scheme="chopped_tiki_taka" if chopped else "tiki_taka", max_pulses=None,
+                    transfer_every=2, transfer_columns=2, transfer_lr=0.8,
+                    transfer_max_pulses=2, chop_prob=0.5, buffer_forget=forget,
+                    buffer_momentum=None if forget else 0.3)
     m = (0.0 if chopped else 0.1) if forget else 0.3     # the papers' defaults when None
     cb = _array(rule)
     fast = cb.rule_state["fast"]
@@ -209,3 +210,15 @@ def test_compare_uses_trained_twin(tmp_path, capsys):
     assert main(["compare", str(bad), "--out", str(tmp_path / "d"), "--quiet", "--twin",
                  str(tmp_path / "t")]) == 2
     assert "model.hidden" in capsys.readouterr().err
+
+
+def test_every_scheme_has_one_rule_class_reading_the_settings():
+    from crossbar_ep.crossbar.rules import RULES, make_rule
+    from crossbar_ep.crossbar.update_settings import SCHEMES, UpdateSettings
+    assert sorted(RULES) == sorted(SCHEMES)
+    for scheme in SCHEMES:
+        u = UpdateSettings(scheme=scheme, max_pulses=7)
+        rule = make_rule(u, np.random.default_rng(0))
+        assert rule.settings is u and rule.max_pulses == 7 and scheme in rule.schemes
+    with pytest.raises(ValueError, match="not 'stochastic'"):
+        MixedPrecision(scheme="stochastic")

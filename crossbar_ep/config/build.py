@@ -14,13 +14,8 @@ from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.config.experiment import Config
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.crossbar.energy import EnergyMeter
-from crossbar_ep.crossbar.mixed_precision import MixedPrecision
-from crossbar_ep.crossbar.pulses import (
-    DeterministicPulses,
-    PulseStats,
-    StochasticCoincidence,
-)
-from crossbar_ep.crossbar.tiki_taka import TikiTaka
+from crossbar_ep.crossbar.pulses import PulseStats
+from crossbar_ep.crossbar.rules import make_rule
 from crossbar_ep.devices.card import load_card
 from crossbar_ep.model.heads import add_heads
 from crossbar_ep.model.conv import ConvNetwork, make_conv_network
@@ -177,17 +172,8 @@ def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
 
 
 def make_pulse_rule(update_cfg, rng: np.random.Generator):
-    """The pulse rule ``crossbar.update.scheme`` names."""
-    u = update_cfg
-    if u.scheme == "stochastic":
-        return StochasticCoincidence(u.bl, u.update_management, rng, u.max_pulses)
-    if u.scheme == "mixed_precision":
-        return MixedPrecision(u.max_pulses)
-    if u.scheme in ("tiki_taka", "chopped_tiki_taka"):
-        return TikiTaka(u.max_pulses, u.transfer_every, u.transfer_columns, u.transfer_lr,
-                        u.transfer_max_pulses, u.scheme == "chopped_tiki_taka", u.chop_prob,
-                        rng, u.buffer_forget, u.buffer_momentum)
-    return DeterministicPulses(u.max_pulses)
+    """The pulse rule ``crossbar.update.scheme`` names (:mod:`crossbar_ep.crossbar.rules`)."""
+    return make_rule(update_cfg, rng)
 
 
 def attach_crossbars(cfg, net: Network):

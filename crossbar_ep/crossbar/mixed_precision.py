@@ -42,6 +42,8 @@ class MixedPrecision(DeterministicPulses):
     """Pulse rule with a per-device digital accumulator (``rule:chi`` in the array's state,
     float64 weight units); the ideal (exact-update) card takes the exact change."""
 
+    schemes = ("mixed_precision",)
+
     def attach(self, cb: CrossbarMatrix) -> None:
         """Create the array's accumulator (zero)."""
         cb.rule_state["chi"] = np.zeros((cb.n_out, cb.n_in))

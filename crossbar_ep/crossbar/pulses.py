@@ -11,6 +11,8 @@ pulse rule (:class:`DeterministicPulses`, :class:`StochasticCoincidence`); a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numba
 import numpy as np
 from numba import types
@@ -18,6 +20,7 @@ from numba.extending import intrinsic
 
 from crossbar_ep import fastrng
 from crossbar_ep.crossbar.array import CrossbarMatrix
+from crossbar_ep.crossbar.update_settings import UpdateSettings
 
 
 @numba.njit(cache=True)
@@ -147,10 +150,26 @@ def coincidence_counts(cb: CrossbarMatrix, x: np.ndarray, delta: np.ndarray, lr:
 class DeterministicPulses:
     """Pulse rule: ``n = stochastic_round(lr * scale * delta.T @ pre / step)`` pulses per
     device (a differential pair splits them), capped at ``max_pulses``; the ideal device takes
-    the exact change."""
+    the exact change.
 
-    def __init__(self, max_pulses: int | None = None):
-        self.max_pulses = max_pulses
+    Every rule reads its parameters from ``settings`` (:class:`UpdateSettings`, the
+    ``crossbar.update`` section; keyword overrides replace its fields, the scheme defaults to
+    the class's first), draws from ``rng`` and names the ``schemes`` it implements."""
+
+    schemes: tuple = ("deterministic",)
+
+    def __init__(self, settings: UpdateSettings | None = None,
+                 rng: np.random.Generator | None = None, **overrides):
+        s = settings if settings is not None else UpdateSettings(scheme=self.schemes[0])
+        self.settings = replace(s, **overrides) if overrides else s
+        if self.settings.scheme not in self.schemes:
+            raise ValueError(f"{type(self).__name__} implements {', '.join(self.schemes)}, "
+                             f"not {self.settings.scheme!r}")
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+
+    @property
+    def max_pulses(self) -> int | None:
+        return self.settings.max_pulses
 
     def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
               scale: float) -> int:
@@ -162,18 +181,16 @@ class DeterministicPulses:
 class StochasticCoincidence(DeterministicPulses):
     """Pulse rule of Gokmen & Vlasov (2016): stochastic bit streams on rows and columns, a
     device steps where they coincide (:func:`coincidence_counts`); the ideal device falls back
-    to the exact change."""
+    to the exact change.  ``bl`` and ``update_management`` from the settings."""
 
-    def __init__(self, bl: int, management: bool, rng: np.random.Generator,
-                 max_pulses: int | None = None):
-        super().__init__(max_pulses)
-        self.bl, self.management, self.rng = bl, management, rng
+    schemes = ("stochastic",)
 
     def apply(self, cb, pre, delta, scale):
         if not cb.card.pulsed:
             return super().apply(cb, pre, delta, scale)
-        n = coincidence_counts(cb, pre, delta, cb.lr * scale * pre.shape[0], self.bl,
-                               self.management, self.rng)
+        s = self.settings
+        n = coincidence_counts(cb, pre, delta, cb.lr * scale * pre.shape[0], s.bl,
+                               s.update_management, self.rng)
         cb.last_program_J = cb.program_energy(n)
         fired = cb.pos.pulse(n)
         if cb.neg is not None:

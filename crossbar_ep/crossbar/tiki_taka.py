@@ -33,23 +33,23 @@ from crossbar_ep.crossbar.pulses import DeterministicPulses
 
 
 class TikiTaka(DeterministicPulses):
-    """Tiki-Taka v2 pulse rule (``chopped``: c-TTv2).  Defaults: one column read every
+    """Tiki-Taka v2 pulse rule (scheme ``chopped_tiki_taka``: c-TTv2), from the settings'
+    ``transfer_*``, ``chop_prob`` and ``buffer_*`` fields.  Defaults: one column read every
     update, transfer_lr 1, one pulse per device and transfer, buffer forgotten where it fired
     (Gokmen 2021; Rasch et al. 2023); momentum 0.1 (TTv2) or 0 (c-TTv2) when None;
     chop_prob 0.1."""
 
-    def __init__(self, max_pulses: int | None = None, transfer_every: int = 1,
-                 columns: int = 1, transfer_lr: float = 1.0, transfer_max_pulses: int = 1,
-                 chopped: bool = False, chop_prob: float = 0.1,
-                 rng: np.random.Generator | None = None, forget_buffer: bool = True,
-                 momentum: float | None = None):
-        super().__init__(max_pulses)
-        self.transfer_every, self.columns = int(transfer_every), int(columns)
-        self.transfer_lr, self.tmax = float(transfer_lr), int(transfer_max_pulses)
-        self.chopped, self.chop_prob = chopped, float(chop_prob)
-        self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.forget = bool(forget_buffer)
-        self.momentum = (0.0 if chopped else 0.1) if momentum is None else float(momentum)
+    schemes = ("tiki_taka", "chopped_tiki_taka")
+
+    def __init__(self, settings=None, rng: np.random.Generator | None = None, **overrides):
+        super().__init__(settings, rng, **overrides)
+        s = self.settings
+        self.transfer_every, self.columns = int(s.transfer_every), int(s.transfer_columns)
+        self.transfer_lr, self.tmax = float(s.transfer_lr), int(s.transfer_max_pulses)
+        self.chopped, self.chop_prob = s.scheme == "chopped_tiki_taka", float(s.chop_prob)
+        self.forget = bool(s.buffer_forget)
+        m = s.buffer_momentum
+        self.momentum = (0.0 if self.chopped else 0.1) if m is None else float(m)
 
     def attach(self, cb: CrossbarMatrix) -> None:
         """Build the fast array (same card, periphery, tiles and weight scale, programmed at

@@ -70,6 +70,25 @@ def test_conv_and_convT_match_loops_and_are_adjoint(pad, k):
     np.testing.assert_allclose(back, convT_loop(y, Wk, H, W, pad).reshape(B, -1), atol=1e-12)
 
 
+def test_chunked_patch_matrices_give_the_same_maps(monkeypatch):
+    """conv and conv_t build, read and fold the patch matrix a few images at a time
+    (CHUNK_BYTES); any chunk size gives the loops' result, an uneven last chunk included."""
+    import crossbar_ep.model.conv as conv_mod
+    rng = np.random.default_rng(1)
+    B, H, W, Ci, Co, k = 7, 6, 6, 2, 3, 3
+    g = ConvGeom(Ci, H, W, Co, k, 1)
+    Wk = rng.standard_normal((Co, k, k, Ci))
+    x = rng.standard_normal((B, H, W, Ci))
+    y = rng.standard_normal((B, g.h_out, g.w_out, Co))
+    per_image = g.positions * g.patch * 8
+    for images in (1, 3, 7, 100):
+        monkeypatch.setattr(conv_mod, "CHUNK_BYTES", images * per_image)
+        op = ConvOperator(g, DigitalMatrix(Wk.reshape(Co, -1)))
+        assert op._chunks(B)[0] == min(images, B)
+        np.testing.assert_allclose(op.conv(x), conv_loop(x, Wk, 1), atol=1e-12)
+        np.testing.assert_allclose(op.conv_t(y), convT_loop(y, Wk, H, W, 1), atol=1e-12)
+
+
 def test_pool_switches_unpool_and_first_maximum_tie_rule():
     rng = np.random.default_rng(1)
     s = rng.standard_normal((2, 6, 5, 3))      # odd width: last column dropped

@@ -23,6 +23,11 @@ from crossbar_ep.model.network import Block, Feedback, Network, Projection
 from crossbar_ep.model.operators import WeightOperator
 
 
+# Bytes of patch matrix the settle loop builds and reads at a time (ConvOperator._chunks):
+# about a quarter of a 32 MB L3.
+CHUNK_BYTES = 8 << 20
+
+
 @dataclass(frozen=True)
 class ConvGeom:
     """One conv layer: input (h_in, w_in, c_in), kernel k x k, zero padding ``pad``, stride 1,
@@ -148,8 +153,28 @@ class ConvOperator(WeightOperator):
         self.n_in = geom.h_in * geom.w_in * geom.c_in
         self.n_out = geom.positions * geom.c_out
         self.dtype = matrix.dtype
+        self._scratch: dict = {}
+
+    def _buffer(self, role: str, shape: tuple) -> np.ndarray:
+        """A patch-matrix buffer reused across calls (a fresh one each settle step costs its
+        page faults and zeroing); its contents live until the next call with the same
+        role."""
+        buf = self._scratch.get(role)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = self._scratch[role] = np.empty(shape, self.dtype)
+        return buf
+
+    def _chunks(self, B: int) -> tuple[int, list]:
+        """(images per chunk, [(b0, b1), ...]): the settle loop's patch matrices are built,
+        read and folded back chunk by chunk, each about ``CHUNK_BYTES``, so they stay in the
+        cache between im2col, the read and col2im instead of streaming tens of MB through
+        memory.  Fixed sizes: results do not depend on the machine."""
+        g = self.g
+        n = max(1, min(B, CHUNK_BYTES // (g.positions * g.patch * self.dtype.itemsize)))
+        return n, [(b0, min(B, b0 + n)) for b0 in range(0, B, n)]
 
     def patches(self, x: np.ndarray) -> np.ndarray:
+        """Patch matrix of maps x (a new array)."""
         g = self.g
         return im2col(x.reshape(-1, g.h_in, g.w_in, g.c_in), g.k, g.pad)
 
@@ -161,16 +186,33 @@ class ConvOperator(WeightOperator):
         return out.reshape(B, g.h_out, g.w_out, g.c_out)
 
     def conv(self, x: np.ndarray, gain: float = 1.0) -> np.ndarray:
-        return self.conv_cols(self.patches(x), x.shape[0], gain)
+        """Maps (B, Ho, Wo, C_out) of input maps x (B, ...): im2col and one read per patch,
+        chunk by chunk."""
+        g = self.g
+        B = x.size // self.n_in
+        X = np.ascontiguousarray(x).reshape(B, g.h_in, g.w_in, g.c_in)
+        out = np.empty((B * g.positions, g.c_out), self.dtype)
+        n, chunks = self._chunks(B)
+        buf = self._buffer("patches", (n * g.positions, g.patch))
+        for b0, b1 in chunks:
+            cols = im2col(X[b0:b1], g.k, g.pad, buf[:(b1 - b0) * g.positions])
+            self.matrix.read_into(cols, out[b0 * g.positions:b1 * g.positions], gain)
+        return out.reshape(B, g.h_out, g.w_out, g.c_out)
 
     def conv_t(self, y: np.ndarray, gain: float = 1.0) -> np.ndarray:
-        """Transposed conv of maps y (B, Ho, Wo, C_out) -> (B, H, W, C_in)."""
+        """Transposed conv of maps y (B, Ho, Wo, C_out) -> (B, H, W, C_in): one transposed
+        read per position and col2im, chunk by chunk."""
         g = self.g
         B = y.shape[0]
-        cols = np.empty((B * g.positions, g.patch), self.dtype)
-        self.matrix.read_transposed_into(np.ascontiguousarray(y).reshape(-1, g.c_out), cols,
-                                         gain)
-        return col2im(cols, B, g.h_in, g.w_in, g.c_in, g.k, g.pad)
+        Y = np.ascontiguousarray(y).reshape(-1, g.c_out)
+        out = np.empty((B, g.h_in, g.w_in, g.c_in), self.dtype)
+        n, chunks = self._chunks(B)
+        buf = self._buffer("cols", (n * g.positions, g.patch))
+        for b0, b1 in chunks:
+            cols = buf[:(b1 - b0) * g.positions]
+            self.matrix.read_transposed_into(Y[b0 * g.positions:b1 * g.positions], cols, gain)
+            col2im_nb(cols, out[b0:b1], g.k, g.pad)
+        return out
 
     def dense(self) -> np.ndarray:
         return self.matrix.dense()

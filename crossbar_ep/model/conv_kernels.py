@@ -104,6 +104,21 @@ def unpool_add_nb(h, g, idx, gain):
     return h
 
 
+@numba.njit(**_JIT)
+def unpool_add_to_nb(out, base, g, idx, gain):
+    """out = base + gain * unpool(g, idx), image by image (the copy and the scatter-add
+    in one pass over each image while it is in cache); out, base (B, H, W, C)."""
+    B, H2, W2, C = g.shape
+    for b in prange(B):
+        out[b] = base[b]
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    code = idx[b, i, j, c]
+                    out[b, 2 * i + code // 2, 2 * j + code % 2, c] += gain * g[b, i, j, c]
+    return out
+
+
 def rho_pool(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rho(x), pooled map, switches) of maps x (B, H, W, C)."""
     B, H, W, C = x.shape

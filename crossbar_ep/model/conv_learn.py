@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model.conv import ConvNetwork, col2im, im2col, pool2, unpool2
-from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb
+from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb, unpool_add_to_nb
 from crossbar_ep.model.learners import BatchStats, cross_entropy_sum, one_hot
 from crossbar_ep.model.operators import DigitalMatrix
 from crossbar_ep.model.settle import softmax
@@ -112,13 +112,17 @@ class ConvSettler:
         for k in range(L):
             op = net.convs[k]
             if k == 0:
-                h = D1.copy()
+                h = D1 if k < L - 1 else D1.copy()     # layer 1 with feedback: copied below
             else:
                 h = op.conv(pools[k - 1][0])
                 h += net.b[k + 1]
             if k < L - 1:
                 fb = net.convs[k + 1].conv_t(s[k + 1])    # beta_i: gain after col2im
-                unpool_add_nb(h, fb, pools[k][1], net.beta_i[k])
+                if h is D1:       # D_1 + unpooled feedback, in one pass
+                    h = unpool_add_to_nb(np.empty_like(D1), D1, fb, pools[k][1],
+                                         net.beta_i[k])
+                else:
+                    unpool_add_nb(h, fb, pools[k][1], net.beta_i[k])
             elif y1h is not None:
                 e = y1h - softmax(z.copy())
                 g = np.empty((e.shape[0], net.ops["Wf"].n_in), h.dtype)

@@ -162,7 +162,7 @@ def test_ep_updates_align_with_bp_gradients():
 
 def test_numba_kernels_match_numpy_references():
     from crossbar_ep.model.conv import col2im_ref, im2col_ref
-    from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb
+    from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb, unpool_add_to_nb
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 7, 6, 5))
     for k, pad in ((3, 1), (2, 0)):
@@ -180,6 +180,8 @@ def test_numba_kernels_match_numpy_references():
     h = rng.standard_normal(x.shape)
     want = h + 0.3 * unpool2(g, idx, 6, 6)
     np.testing.assert_allclose(unpool_add_nb(h.copy(), g, idx, 0.3), want, atol=1e-12)
+    np.testing.assert_allclose(unpool_add_to_nb(np.empty_like(h), h, g, idx, 0.3), want,
+                               atol=1e-12)
 
 
 def conv_cfg(**training):
@@ -261,3 +263,29 @@ def test_adamw_decay_sgd_l2_and_cosine_schedule():
         e = epoch - 1
         want = 1e-6 + (2.5e-4 - 1e-6) * (1 + np.cos(np.pi * min(e, 50) / 50)) / 2
         assert lr_factor(t, epoch, 2.5e-4) == pytest.approx(want)
+
+
+def test_conv_run_records_traces_and_plots(tmp_path):
+    """traces.enabled on a conv net: per-layer trajectories of the flattened maps (free and
+    nudged), weights of the kernels, and the plot command's figures."""
+    from dataclasses import replace
+
+    from crossbar_ep.io.trace_reader import open_run
+    from crossbar_ep.plots.traces import plot_run_dir
+    from crossbar_ep.runs import train
+    cfg = conv_cfg(epochs=1)
+    cfg = replace(cfg, traces=replace(cfg.traces, enabled=True, samples=4, batches=(0,)))
+    run = train.start(cfg, str(tmp_path))
+    train.fit(run, progress=False)
+    tr = open_run(str(tmp_path))
+    free, nudged = tr.trajectories(1, 0, "free"), tr.trajectories(1, 0, "nudged")
+    assert free[1].shape == (6 + 1, 4, 8 * 8 * 4) and free[2].shape == (7, 4, 4 * 4 * 6)
+    assert nudged[2].shape == (4 + 1, 4, 96)
+    np.testing.assert_array_equal(nudged[1][0], free[1][-1])    # nudged starts at the free end
+    assert not np.array_equal(nudged[2][-1], free[2][-1])
+    figs = plot_run_dir(str(tmp_path), str(tmp_path / "plots"))
+    assert any(p.endswith("trajectories.png") for p in figs)
+    assert any(p.endswith("layer_signals.png") for p in figs)
+    import json
+    row = json.load(open(tmp_path / "metrics.json"))[0]     # per-layer EP signal diagnostics
+    assert row["ds_L1"] > 0 and row["ds_L2"] > row["ds_L1"] and row["dw_C1"] > 0

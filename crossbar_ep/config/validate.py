@@ -260,9 +260,6 @@ def _check_conv(cfg, w: Where) -> None:
     if cfg.settling.early_stop:
         raise w.child("settling").child("early_stop").fail("conv nets run T and K fixed "
                                                            "steps; set it to false")
-    if cfg.traces.enabled:
-        raise w.child("traces").child("enabled").fail("traces of conv nets are not recorded "
-                                                      "yet; set it to false")
     shape = cfg.image_shape()
     n_in = d.synthetic_features if d.dataset == "synthetic" else \
         {"cifar10": 3 * 32 * 32}.get(d.dataset, 784)

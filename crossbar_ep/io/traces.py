@@ -413,10 +413,11 @@ class Recorder:
                 continue
             for k in range(len(snaps[0])):
                 arr = np.stack([s[k] for s in snaps])
-                self._ds(g, f"trajectories/{phase}/s{k + 1}", arr, "state units (tanh output)",
-                         f"layer {k + 1} neuron states of the first recorded samples, "
-                         f"{phase} phase: index 0 is the starting state, then one per step",
-                         "(steps + 1, samples, neurons)")
+                self._ds(g, f"trajectories/{phase}/s{k + 1}", arr, "state units",
+                         f"layer {k + 1} neuron states (dense nets: the activation's output; "
+                         f"conv nets: the pre-activation map flattened in (h, w, c) order) of "
+                         f"the first recorded samples, {phase} phase: index 0 is the "
+                         f"starting state, then one per step", "(steps + 1, samples, neurons)")
         for (name, ri, ci), probe in rec["tiles"].items():
             for direction, reads in probe.reads.items():
                 if not reads:

@@ -64,10 +64,9 @@ class ConvPhase:
 class ConvSettler:
     """Free and nudged phases of a :class:`ConvNetwork` (T and K synchronous steps)."""
 
-    observers: tuple = ()
-
     def __init__(self, net: ConvNetwork, T: int, K: int, meter=None):
         self.net, self.T, self.K, self.meter = net, int(T), int(K), meter
+        self.observers: list = []   # on_phase(nudged, S) / on_step(S), S: layer -> (B, n_k)
 
     def refresh(self) -> None:
         """Nothing cached beyond a batch (kept for the dense Settler's interface)."""
@@ -132,12 +131,19 @@ class ConvSettler:
         return new, z
 
     def run(self, xs: list, D1: np.ndarray, steps: int, y1h=None) -> ConvPhase:
-        resid = 0.0
+        resid, obs = 0.0, self.observers
+
+        def flat(maps):   # the observers' view: layer -> (B, H*W*C) pre-activation states
+            return {k: x.reshape(x.shape[0], -1) for k, x in enumerate(maps, start=1)}
+        for o in obs:
+            o.on_phase(y1h is not None, flat(xs))
         for t in range(steps):
             new, _ = self.step(xs, D1, y1h)
             if t == steps - 1:
                 resid = max(float(np.abs(a - b).max()) for a, b in zip(new, xs))
             xs = new
+            for o in obs:
+                o.on_step(flat(xs))
         pools = [rho_pool(x)[1:] for x in xs]
         z = self.readout(pools[-1][0])
         return ConvPhase(xs, [p for p, _ in pools], [i for _, i in pools], z,
@@ -174,6 +180,8 @@ class ConvEPLearner:
         self.net, self.settler, self.opt, self.pulses = net, settler, optimizer, pulses
         self.norm = norm or {k: 1.0 for k in net.norm}
         self.clip_norm = clip_norm
+        self.layer_stats = None   # optional observer of (delta, updates) per batch
+        self.last_delta: dict = {}
         if optimizer is not None:
             net.set_optimizer(optimizer)
 
@@ -190,6 +198,7 @@ class ConvEPLearner:
         local, bias = {}, {}
         for k in range(1, L + 1):
             d = rho(nudged.x[k - 1]) - rho(free.x[k - 1])
+            self.last_delta[k] = d
             d2 = d.reshape(-1, d.shape[-1])
             op = net.convs[k - 1]
             pre = free.cols0 if k == 1 else im2col(free.pooled[k - 2], op.g.k, op.g.pad)
@@ -213,6 +222,8 @@ class ConvEPLearner:
         net = self.net
         y1h = one_hot(y, net.sizes[-1], net.dtype)
         local, bias, free, nudged = self.local_signals(x, y1h)
+        if self.layer_stats is not None:
+            self.layer_stats.observe(self.last_delta, local)
         self.opt.begin()
         digital = {n: v for n, v in local.items() if isinstance(net.ops[n], DigitalMatrix)}
         grads = {n: net.ops[n].local_gradient(*v).copy() for n, v in digital.items()}

@@ -175,10 +175,10 @@ def _cmd_diagnose(args) -> int:
         raise CrossbarEPError("diagnose needs an EP experiment (training.algorithm: ep)")
     x = run.data.x_test[:max(1, args.samples)]
     if run.cfg.model.conv.enabled:
-        ph = run.learner.settler.free(x)
-        print(f"{what}; {x.shape[0]} test samples; conv net: residual max |dx| at the last "
-              f"free step {ph.residual:.3g} after {ph.steps} steps (Jacobian spectra and "
-              f"FTLE are not computed for conv nets yet)")
+        from crossbar_ep.model.conv_diagnostics import diagnose_conv
+        rep = diagnose_conv(run.learner.settler, x, args.jacobian_samples)
+        print(f"{what}; {x.shape[0]} test samples; conv net")
+        print(rep.text())
         return 0
     rep = diagnose(run.net, run.learner.settler, x, run.cfg.settling.tau_s,
                    args.jacobian_samples)

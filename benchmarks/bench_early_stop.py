@@ -7,7 +7,11 @@ mean steps per phase and the test accuracy after every epoch, then the speed rat
 accuracy difference.  Use ``--train`` / ``--test`` to measure on the first N samples.
 
     python benchmarks/bench_early_stop.py --config experiments/mnist_10hl_res.yaml \
-        [--epochs 1] [--tolerance 1e-3] [--train 10000] [--test 10000]
+        [--epochs 1] [--tolerance 1e-3] [--mode absolute|relative] [--train 10000]
+        [--test 10000]
+
+``--mode relative`` stops each layer at ``tolerance`` times its nudge gain
+(``settling.tolerance_mode``, docs/model.md).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def main() -> None:
                                                      "mnist_10hl_res.yaml"))
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument("--mode", choices=("absolute", "relative"), default="absolute")
     ap.add_argument("--train", type=int, default=None, help="first N training samples")
     ap.add_argument("--test", type=int, default=None, help="first N test samples")
     a = ap.parse_args()
@@ -50,15 +55,16 @@ def main() -> None:
         sets.append(f"data.test_subset={a.test}")
     fixed = load_config(a.config, sets + ["settling.early_stop=false"])
     early = load_config(a.config, sets + ["settling.early_stop=true",
-                                          f"settling.tolerance={a.tolerance}"])
+                                          f"settling.tolerance={a.tolerance}",
+                                          f"settling.tolerance_mode={a.mode}"])
     data = load_dataset(fixed.data, np.dtype(fixed.training.dtype), seed=fixed.training.seed)
     out = {"fixed T/K": measure(fixed, data, a.epochs),
-           f"early stop {a.tolerance:g}": measure(early, data, a.epochs)}
+           f"early stop {a.tolerance:g} {a.mode}": measure(early, data, a.epochs)}
     print(f"{fixed.name}: T/K {fixed.training.T}/{fixed.training.K}, "
           f"{data.x_train.shape[0]} train / {data.x_test.shape[0]} test samples")
     for name, r in out.items():
         acc = ", ".join(f"{100 * v:.2f}" for v in r["acc"])
-        print(f"  {name:>18}: {r['samples_per_s']:8.1f} samples/s, free steps "
+        print(f"  {name:>27}: {r['samples_per_s']:8.1f} samples/s, free steps "
               f"{r['steps']:.1f}, nudged steps {r['nudged_steps']:.1f}, test acc per epoch [{acc}] %")
     f, e = out.values()
     print(f"speed ratio (early / fixed): {e['samples_per_s'] / f['samples_per_s']:.2f}x; "

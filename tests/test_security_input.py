@@ -229,11 +229,29 @@ def test_gzip_bomb_is_capped(tmp_path, monkeypatch):
         D.read_idx(str(p))
 
 
-def test_fashion_mnist_gz_files_are_pinned(tmp_path):
+def test_fashion_mnist_gz_files_are_pinned(tmp_path, monkeypatch):
+    """A Fashion-MNIST file passes when its .gz is Zalando's release or its payload is the
+    pinned one (Debian's package repacks the gzip); anything else is refused, naming both."""
     make_fake_dataset(tmp_path / "fashion-mnist")
-    assert set(D.SHA256_GZ["fashion-mnist"]) == set(D.FILES)
-    with pytest.raises(DataError, match=r"SHA-256 is [0-9a-f]{64}, expected 08dc20ab"):
+    assert set(D.SHA256_GZ["fashion-mnist"]) == set(D.FILES) == set(D.MD5["fashion-mnist"])
+    with pytest.raises(DataError, match=r"MD5 of the decompressed data is [0-9a-f]{32}, "
+                                        r"expected f4a8712d.*\(and SHA-256 is [0-9a-f]{64}, "
+                                        r"expected 08dc20ab"):
         D.load_idx_dataset("fashion-mnist", str(tmp_path), allow_download=False)
+    # a repacked file whose payload is the pinned one passes; so does the pinned .gz
+    import hashlib
+    folder = tmp_path / "fashion-mnist"
+    payloads = {part: gzip.decompress((folder / (stem + ".gz")).read_bytes())
+                for part, stem in D.FILES.items()}
+    monkeypatch.setitem(D.MD5, "fashion-mnist",
+                        {p: hashlib.md5(b).hexdigest() for p, b in payloads.items()})
+    arrays, _ = D.load_idx_dataset("fashion-mnist", str(tmp_path), allow_download=False)
+    assert arrays["train_images"].ndim == 3
+    monkeypatch.setitem(D.MD5, "fashion-mnist", {p: "0" * 32 for p in payloads})
+    monkeypatch.setitem(D.SHA256_GZ, "fashion-mnist", {
+        p: hashlib.sha256((folder / (s + ".gz")).read_bytes()).hexdigest()
+        for p, s in D.FILES.items()})
+    D.load_idx_dataset("fashion-mnist", str(tmp_path), allow_download=False)
 
 
 # -- 4. clear errors instead of tracebacks ---------------------------------------------------

@@ -138,7 +138,7 @@ def make_conv_learner(cfg, net: ConvNetwork, optimizer: Optimizer | None):
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = ConvSettler(net, t.T, t.K, meter=meter)
     return ConvEPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
-                         clip_norm=t.grad_clip_norm)
+                         clip_norm=t.grad_clip_norm, centered=t.nudging == "centered")
 
 
 def selected(cfg, net: Network) -> list:

@@ -66,6 +66,7 @@ class ConvSettler:
 
     def __init__(self, net: ConvNetwork, T: int, K: int, meter=None):
         self.net, self.T, self.K, self.meter = net, int(T), int(K), meter
+        self._sign = 1.0          # the nudge's sign (centered nudging's -beta_f phase: -1)
         self.observers: list = []   # on_phase(nudged, S) / on_step(S), S: layer -> (B, n_k)
 
     def refresh(self) -> None:
@@ -125,7 +126,7 @@ class ConvSettler:
             elif y1h is not None:
                 e = y1h - softmax(z.copy())
                 g = np.empty((e.shape[0], net.ops["Wf"].n_in), h.dtype)
-                net.ops["Wf"].read_transposed_into(e, g, net.beta_f)
+                net.ops["Wf"].read_transposed_into(e, g, net.beta_f * self._sign)
                 unpool_add_nb(h, g.reshape(pools[k][0].shape), pools[k][1], 1.0)
             new.append(h)
         return new, z
@@ -157,8 +158,14 @@ class ConvSettler:
         ph.cols0, ph.drive = cols, D1
         return ph
 
-    def nudged(self, free: ConvPhase, y1h: np.ndarray) -> ConvPhase:
-        ph = self.run(list(free.x), free.drive, self.K, y1h)
+    def nudged(self, free: ConvPhase, y1h: np.ndarray, sign: float = 1.0) -> ConvPhase:
+        """Nudged phase from the free end, nudge ``sign * beta_f`` (sign -1: the -beta_f
+        phase of centered nudging)."""
+        self._sign = float(sign)
+        try:
+            ph = self.run(list(free.x), free.drive, self.K, y1h)
+        finally:
+            self._sign = 1.0
         ph.cols0, ph.drive = free.cols0, free.drive
         return ph
 
@@ -176,8 +183,10 @@ class ConvEPLearner:
     rules (``update`` of the kernel matrix operator with the patch matrix as ``pre``)."""
 
     def __init__(self, net: ConvNetwork, settler: ConvSettler, optimizer, pulses=None,
-                 norm: dict | None = None, clip_norm: float | None = None):
+                 norm: dict | None = None, clip_norm: float | None = None,
+                 centered: bool = False):
         self.net, self.settler, self.opt, self.pulses = net, settler, optimizer, pulses
+        self.centered = centered   # nudged phases at +-beta_f, delta = (rho+ - rho-) / 2
         self.norm = norm or {k: 1.0 for k in net.norm}
         self.clip_norm = clip_norm
         self.layer_stats = None   # optional observer of (delta, updates) per batch
@@ -195,9 +204,14 @@ class ConvEPLearner:
         L = len(net.convs)
         free = self.settler.free(x)
         nudged = self.settler.nudged(free, y1h)
+        ref, half = free, 1.0
+        if self.centered:          # Laborieux et al. 2021: no O(beta_f) bias
+            ref, half = self.settler.nudged(free, y1h, sign=-1.0), 0.5
         local, bias = {}, {}
         for k in range(1, L + 1):
-            d = rho(nudged.x[k - 1]) - rho(free.x[k - 1])
+            d = rho(nudged.x[k - 1]) - rho(ref.x[k - 1])
+            if self.centered:
+                d *= half
             self.last_delta[k] = d
             d2 = d.reshape(-1, d.shape[-1])
             op = net.convs[k - 1]

@@ -18,8 +18,8 @@ IDEAL = os.path.join(REPO, "device_models", "ideal.yaml")
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
 
 
-def sgd_conv(**xb):
-    cfg = conv_cfg(optimizer="sgd", lr=0.2, weight_decay=0.0, epochs=2)
+def sgd_conv(nudging="one_sided", **xb):
+    cfg = conv_cfg(optimizer="sgd", lr=0.2, weight_decay=0.0, epochs=2, nudging=nudging)
     if not xb:
         return cfg
     from dataclasses import replace
@@ -30,11 +30,12 @@ def sgd_conv(**xb):
     return replace(config_from_dict(raw, "tiny.yaml"))
 
 
-def test_ideal_card_reproduces_digital_conv_run(tmp_path):
-    digital = train.start(sgd_conv(), str(tmp_path / "d"))
+@pytest.mark.parametrize("nudging", ["one_sided", "centered"])
+def test_ideal_card_reproduces_digital_conv_run(tmp_path, nudging):
+    digital = train.start(sgd_conv(nudging), str(tmp_path / "d"))
     train.fit(digital, progress=False)
-    xbar = train.start(sgd_conv(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5),
-                       str(tmp_path / "x"))
+    xbar = train.start(sgd_conv(nudging, enabled=True, device=IDEAL, tile_rows=7,
+                                tile_cols=5), str(tmp_path / "x"))
     assert set(xbar.learner.pulses.crossbars) == {"C1", "C2", "Wf"}
     assert xbar.net.convs[1].matrix is xbar.net.ops["C2"]
     train.fit(xbar, progress=False)

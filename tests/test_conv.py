@@ -377,3 +377,36 @@ def test_centered_conv_run_through_the_config(tmp_path):
     assert run.learner.centered
     row = train.fit(run, progress=False)
     assert row is not None
+
+
+def test_phase_averaged_conv_updates_match_a_reference():
+    """settling.average_last on a conv net: the update's states are the means of rho(x) and
+    of the pooled maps over each phase's last m steps (checked against stepping the settler
+    by hand); m = 1 is the plain update."""
+    from crossbar_ep.model.conv_kernels import rho_pool
+    net = tiny_net(seed=2, beta_i=0.05, beta_f=0.1)
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 64))
+    y1h = one_hot(np.arange(4) % 5, 5, np.float64)
+    st = ConvSettler(net, 8, 6)
+    st.average_last = 3
+    free = st.free(x)
+    xs, ref_s, ref_p = st.start(4), [0.0, 0.0], [0.0, 0.0]
+    for t in range(8):
+        xs = st.step(xs, free.drive, None)[0]
+        if t >= 5:
+            for k in range(2):
+                s, p, _ = rho_pool(xs[k])
+                ref_s[k] = ref_s[k] + s / 3
+                ref_p[k] = ref_p[k] + p / 3
+    for k in range(2):
+        np.testing.assert_allclose(free.s_mean[k], ref_s[k], atol=1e-12)
+        np.testing.assert_allclose(free.pooled_mean[k], ref_p[k], atol=1e-12)
+    ep = ConvEPLearner(net, st, None, norm={k: 1.0 for k in net.norm})
+    up, _ = ep.updates(x, y1h)
+    nudged = ep.settler.nudged(st.free(x), y1h)
+    d2 = (nudged.s_mean[1] - free.s_mean[1]).reshape(-1, 6)
+    pre = im2col(free.pooled_mean[0], 3, 1)
+    np.testing.assert_allclose(up["C2"], d2.T @ pre / 4, atol=1e-12)
+    st.average_last = 1
+    assert st.free(x).s_mean is None

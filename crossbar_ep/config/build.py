@@ -137,6 +137,7 @@ def make_conv_learner(cfg, net: ConvNetwork, optimizer: Optimizer | None):
         return ConvBPLearner(net, optimizer, t.grad_clip_norm)
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = ConvSettler(net, t.T, t.K, meter=meter)
+    settler.average_last = cfg.settling.average_last
     return ConvEPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
                          clip_norm=t.grad_clip_norm, centered=t.nudging == "centered")
 

@@ -250,7 +250,6 @@ def _check_conv(cfg, w: Where) -> None:
              (w.child("settling").child("mode"), cfg.settling.mode, "discrete"),
              (w.child("training").child("nudge_error"), t.nudge_error, "recomputed"),
              (w.child("training").child("readout_error"), t.readout_error, "free"),
-             (w.child("settling").child("average_last"), cfg.settling.average_last, 1),
              (mw.child("aux").child("layers"), m.aux.layers, ())]
     for where, got, want in fixed:
         if got != want:

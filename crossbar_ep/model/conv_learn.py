@@ -50,6 +50,8 @@ class ConvPhase:
     p: np.ndarray
     residual: float
     steps: int
+    s_mean: list | None = None        # rho(x) averaged over the last average_last steps
+    pooled_mean: list | None = None   # pooled maps averaged over the same steps
     cols0: np.ndarray | None = None   # input patch matrix of conv 1
     drive: np.ndarray | None = None   # D_1
     time_tau: float = 0.0
@@ -67,6 +69,7 @@ class ConvSettler:
     def __init__(self, net: ConvNetwork, T: int, K: int, meter=None):
         self.net, self.T, self.K, self.meter = net, int(T), int(K), meter
         self._sign = 1.0          # the nudge's sign (centered nudging's -beta_f phase: -1)
+        self.average_last = 1     # settling.average_last: the update's states, averaged
         self.observers: list = []   # on_phase(nudged, S) / on_step(S), S: layer -> (B, n_k)
 
     def refresh(self) -> None:
@@ -138,17 +141,31 @@ class ConvSettler:
             return {k: x.reshape(x.shape[0], -1) for k, x in enumerate(maps, start=1)}
         for o in obs:
             o.on_phase(y1h is not None, flat(xs))
+        m = min(self.average_last, steps)
+        s_sum = p_sum = None
         for t in range(steps):
             new, _ = self.step(xs, D1, y1h)
             if t == steps - 1:
                 resid = max(float(np.abs(a - b).max()) for a, b in zip(new, xs))
             xs = new
+            if m > 1 and t >= steps - m:   # the update's states: mean of the last m steps
+                sp = [rho_pool(x) for x in xs]
+                if s_sum is None:
+                    s_sum, p_sum = [a.copy() for a, _, _ in sp], [b.copy() for _, b, _ in sp]
+                else:
+                    for i, (a, b, _) in enumerate(sp):
+                        s_sum[i] += a
+                        p_sum[i] += b
             for o in obs:
                 o.on_step(flat(xs))
         pools = [rho_pool(x)[1:] for x in xs]
         z = self.readout(pools[-1][0])
-        return ConvPhase(xs, [p for p, _ in pools], [i for _, i in pools], z,
-                         softmax(z.copy()), resid, steps, time_tau=float(steps))
+        ph = ConvPhase(xs, [p for p, _ in pools], [i for _, i in pools], z,
+                       softmax(z.copy()), resid, steps, time_tau=float(steps))
+        if s_sum is not None:
+            ph.s_mean = [a / m for a in s_sum]
+            ph.pooled_mean = [b / m for b in p_sum]
+        return ph
 
     # ---------------------------------------------------------------- phases
     def free(self, x: np.ndarray) -> ConvPhase:
@@ -168,6 +185,12 @@ class ConvSettler:
             self._sign = 1.0
         ph.cols0, ph.drive = free.cols0, free.drive
         return ph
+
+
+def _used(ph: ConvPhase, k: int) -> np.ndarray:
+    """rho of layer k's map as the update uses it: averaged over the phase's last steps
+    (``settling.average_last``) or the final one."""
+    return ph.s_mean[k - 1] if ph.s_mean is not None else rho(ph.x[k - 1])
 
 
 def _clip_factor(grads: list, max_norm: float | None) -> float:
@@ -208,19 +231,20 @@ class ConvEPLearner:
         if self.centered:          # Laborieux et al. 2021: no O(beta_f) bias
             ref, half = self.settler.nudged(free, y1h, sign=-1.0), 0.5
         local, bias = {}, {}
+        pooled = free.pooled_mean or free.pooled    # phase averages where the settler keeps them
         for k in range(1, L + 1):
-            d = rho(nudged.x[k - 1]) - rho(ref.x[k - 1])
+            d = _used(nudged, k) - _used(ref, k)
             if self.centered:
                 d *= half
             self.last_delta[k] = d
             d2 = d.reshape(-1, d.shape[-1])
             op = net.convs[k - 1]
-            pre = free.cols0 if k == 1 else im2col(free.pooled[k - 2], op.g.k, op.g.pad)
+            pre = free.cols0 if k == 1 else im2col(pooled[k - 2], op.g.k, op.g.pad)
             sc = 1.0 / (B * self.norm[f"C{k}"])
             local[f"C{k}"] = (pre, d2, sc)
             bias[f"b{k}"] = d2.sum(axis=0) * (1.0 / (B * self.norm[f"b{k}"]))
         e = y1h - free.p
-        pL = np.ascontiguousarray(free.pooled[-1]).reshape(B, -1)
+        pL = np.ascontiguousarray(pooled[-1]).reshape(B, -1)
         local["Wf"] = (pL, e, 1.0 / (B * self.norm["Wf"]))
         bias[f"b{L + 1}"] = e.sum(axis=0) * (1.0 / (B * self.norm[f"b{L + 1}"]))
         return local, bias, free, nudged

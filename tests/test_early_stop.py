@@ -90,21 +90,20 @@ def test_relative_tolerance_settles_the_deep_layers_an_absolute_one_leaves_behin
 
 def test_phase_stop_rule():
     from crossbar_ep.model.convergence import PhaseStop
-    s = {1: np.zeros(3), 2: np.zeros(2)}
     absolute = PhaseStop(0.1)
-    absolute.start(s, nudged=True)
+    absolute.start(nudged=True)
     assert absolute.settled(0.05, 1) and not absolute.settled(0.2, 1)
     stop = PhaseStop(0.1, "relative", min_steps=2, gains={1: 0.01})    # layer 2: gain 1
     for nudged in (False, True):
-        stop.start(s, nudged)
-        stop.layer(1, 5e-4, s[1])              # 5e-4 < 0.1 * 0.01
-        stop.layer(2, 0.05, s[2])              # 0.05 < 0.1 * 1
+        stop.start(nudged)
+        stop.layer(1, 5e-4)              # 5e-4 < 0.1 * 0.01
+        stop.layer(2, 0.05)              # 0.05 < 0.1 * 1
         assert stop.settled(0.05, 1) != nudged     # nudged: fewer than min_steps
-        stop.layer(1, 2e-3, s[1])              # layer 1 not yet, whatever the others do
-        stop.layer(2, 0.0, s[2])
+        stop.layer(1, 2e-3)              # layer 1 not yet, whatever the others do
+        stop.layer(2, 0.0)
         assert not stop.settled(2e-3, 2)
-        stop.layer(1, 1e-4, s[1])
-        stop.layer(2, 0.0, s[2])
+        stop.layer(1, 1e-4)
+        stop.layer(2, 0.0)
         assert stop.settled(1e-4, 3)
     with pytest.raises(ValueError, match="tolerance mode"):
         PhaseStop(0.1, "percent")

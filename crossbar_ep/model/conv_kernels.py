@@ -92,15 +92,21 @@ def rho_pool_nb(x, s, m, idx):
 
 
 @numba.njit(**_JIT)
+def _unpool_add_image(h, g, idx, gain):
+    """One image: h (H, W, C) += gain * g (H//2, W//2, C) at each window's switch."""
+    H2, W2, C = g.shape
+    for i in range(H2):
+        for j in range(W2):
+            for c in range(C):
+                code = idx[i, j, c]
+                h[2 * i + code // 2, 2 * j + code % 2, c] += gain * g[i, j, c]
+
+
+@numba.njit(**_JIT)
 def unpool_add_nb(h, g, idx, gain):
     """h (B, H, W, C) += gain * g (B, H//2, W//2, C) at each window's switch position."""
-    B, H2, W2, C = g.shape
-    for b in prange(B):
-        for i in range(H2):
-            for j in range(W2):
-                for c in range(C):
-                    code = idx[b, i, j, c]
-                    h[b, 2 * i + code // 2, 2 * j + code % 2, c] += gain * g[b, i, j, c]
+    for b in prange(g.shape[0]):
+        _unpool_add_image(h[b], g[b], idx[b], gain)
     return h
 
 
@@ -108,14 +114,9 @@ def unpool_add_nb(h, g, idx, gain):
 def unpool_add_to_nb(out, base, g, idx, gain):
     """out = base + gain * unpool(g, idx), image by image (the copy and the scatter-add
     in one pass over each image while it is in cache); out, base (B, H, W, C)."""
-    B, H2, W2, C = g.shape
-    for b in prange(B):
+    for b in prange(g.shape[0]):
         out[b] = base[b]
-        for i in range(H2):
-            for j in range(W2):
-                for c in range(C):
-                    code = idx[b, i, j, c]
-                    out[b, 2 * i + code // 2, 2 * j + code % 2, c] += gain * g[b, i, j, c]
+        _unpool_add_image(out[b], g[b], idx[b], gain)
     return out
 
 

@@ -29,11 +29,11 @@ class PhaseStop:
         self.gains = dict(gains or {})
         self.ok, self.first = True, 0
 
-    def start(self, S: dict, nudged: bool) -> None:
-        """A phase begins from states ``S`` (layer -> (B, n_k))."""
+    def start(self, nudged: bool) -> None:
+        """A phase begins."""
         self.ok, self.first = True, (self.min_steps if nudged else 0)
 
-    def layer(self, k, resid: float, s=None) -> None:
+    def layer(self, k, resid: float) -> None:
         if self.mode == "relative" and self.ok:
             self.ok = resid < self.tol * self.gains.get(k, 1.0)
 

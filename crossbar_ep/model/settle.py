@@ -274,7 +274,7 @@ class Settler:
             e0 = {(k, off): buf.X[k][:, off:off + self.size[e]].copy()
                   for e in self.heads for k, off in self.slots.get(e, ())}
         trace, m, self._navg, stop = self.observers, self.average_last, 0, self.stop
-        stop.start(buf.S, nudged)
+        stop.start(nudged)
         for obs in trace:
             obs.on_phase(nudged, buf.S)
         if self.method == "adaptive":
@@ -301,7 +301,7 @@ class Settler:
                     rk = kernels.ode_step(S, H, r)
                 resid = max(resid, rk)
                 if self.early_stop:
-                    stop.layer(k, rk, buf.S[k])
+                    stop.layer(k, rk)
                 self._mirror(buf, k)
             if heun:
                 if recompute:

@@ -101,3 +101,32 @@ def test_residual_shrinks_with_more_steps():
     x = np.random.default_rng(1).random((5, 20))
     r = [Settler(net, T, 2).free(x).residual for T in (3, 6, 12)]
     assert r[0] > r[1] > r[2]
+
+
+def test_float32_tanh_kernel_within_one_ulp_and_fused_add():
+    """The rational float32 tanh against float64 NumPy tanh (the exact value rounded): at most
+    one float32 ulp over [-10, 10] and near 0; NaN and inf propagate; the fused drive / bias
+    add and hard_sigmoid equal their NumPy references."""
+    from crossbar_ep.model.activations import activate
+    x = np.concatenate([np.linspace(-10, 10, 400_001),
+                        np.geomspace(1e-30, 2.0, 20_000)]).astype(np.float32)
+    exact = np.tanh(x.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    ours = activate(x.reshape(1, -1).copy(), "tanh").ravel()
+    assert np.max(np.abs(ours - exact) / ulp) <= 1.0
+    assert np.all(np.sign(ours) == np.sign(x)) and np.all(np.abs(ours) <= 1.0)
+    odd = activate(np.array([[np.nan, np.inf, -np.inf, 0.0]], np.float32), "tanh")
+    assert np.isnan(odd[0, 0]) and odd[0, 1] == 1.0 and odd[0, 2] == -1.0 and odd[0, 3] == 0.0
+    rng = np.random.default_rng(0)
+    h = rng.normal(0, 2, (37, 29)).astype(np.float32)
+    for add in (None, rng.normal(size=(37, 29)).astype(np.float32),
+                rng.normal(size=29).astype(np.float32)):
+        hh = h if add is None else h + add
+        got = activate(h.copy(), "tanh", add)
+        np.testing.assert_allclose(got, np.tanh(hh.astype(np.float64)), rtol=1.2e-7, atol=1e-30)
+        np.testing.assert_array_equal(activate(h.copy(), "hard_sigmoid", add),
+                                      np.clip(hh, 0, 1))
+        h64 = h.astype(np.float64)   # float64 states keep NumPy's tanh
+        np.testing.assert_array_equal(
+            activate(h64.copy(), "tanh", None if add is None else add.astype(np.float64)),
+            np.tanh(h64 if add is None else h64 + add))

@@ -51,6 +51,9 @@ class _Buffers:
         self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
                    if settler.method != "euler" else {})
         self.D = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.drive}
+        # the column blocks of X that mirror each layer's state
+        self.copies = {k: tuple(self.X[t][:, off:off + net.sizes[k]]
+                                for t, off in settler.slots[k]) for k in settler.layers}
         self.A: dict = {}   # running sums of the averaged states (made when averaging)
 
 
@@ -233,9 +236,10 @@ class Settler:
     def _source(self, buf: _Buffers, b: Block, k: int, off: int) -> np.ndarray:
         return buf.S[b.src] if b.src <= self.L else buf.X[k][:, off:off + self.size[b.src]]
 
-    def _eval(self, buf: _Buffers, width: dict) -> None:
+    def _eval(self, buf: _Buffers, width: dict, mirror: bool = False) -> None:
         """H_k = rho(h_k) for every layer from the states mirrored in the input buffers X
-        (one read of every array per layer: the circuit's right-hand side)."""
+        (one read of every array per layer: the circuit's right-hand side); ``mirror``: also
+        write each H_k into X (the discrete map, where H_k is the next state)."""
         net = self.net
         nudged = width is self.width_nudged
         for k in self.layers:
@@ -250,12 +254,9 @@ class Settler:
                         net.ops[b.op].notify_read(self._source(buf, b, k, off), b.transposed)
             else:
                 H.fill(0.0)
-            if k in buf.D:
-                H += buf.D[k]
-            elif k in net.b:
-                H += net.b[k]
-        for k in self.layers:
-            activate(buf.H[k], net.activation)
+        for k in self.layers:   # rho(h + drive or bias), one pass
+            activate(buf.H[k], net.activation, buf.D[k] if k in buf.D else net.b.get(k),
+                     buf.copies[k] if mirror else ())
 
     def _mirror(self, buf: _Buffers, k: int) -> None:
         S = buf.S[k]
@@ -281,6 +282,7 @@ class Settler:
             return self._run_adaptive(buf, length, width, recompute, y)
         n_steps = self._n_steps(length)
         r, heun = self.r, self.method == "heun"
+        discrete = r == 1.0 and not heun
         buf.A = {k: np.zeros_like(buf.S[k]) for k in self.layers} if m > 1 else {}
         resid, used = float("inf"), 0
         for t in range(n_steps):
@@ -288,13 +290,13 @@ class Settler:
             if grow:
                 for (k, off), e in e0.items():
                     np.multiply(e, t + 1, out=buf.X[k][:, off:off + e.shape[1]])
-            self._eval(buf, width)
+            self._eval(buf, width, mirror=discrete)
             resid = 0.0
             for k in self.layers:
                 H, S = buf.H[k], buf.S[k]
                 if heun:       # predictor: Euler; K1 = f(s) kept for the corrector
                     rk = kernels.heun_predict(S, H, buf.S0[k], r)
-                elif r == 1.0:
+                elif discrete:    # H is the next state, already mirrored into X
                     rk = kernels.max_abs_diff(H, S) if check else 0.0
                     buf.S[k], buf.H[k] = H, S
                 else:
@@ -302,7 +304,8 @@ class Settler:
                 resid = max(resid, rk)
                 if self.early_stop:
                     stop.layer(k, rk)
-                self._mirror(buf, k)
+                if not discrete:
+                    self._mirror(buf, k)
             if heun:
                 if recompute:
                     self._set_error(buf, y, self._probs(buf.S))

@@ -34,6 +34,26 @@ def test_ideal_card_reproduces_digital_sgd(tmp_path):
     assert [r["test_acc"] for r in xbar.history] == [r["test_acc"] for r in digital.history]
 
 
+def test_mixed_precision_momentum_on_the_ideal_card_is_digital_sgd_momentum(tmp_path):
+    """crossbar.update.momentum keeps the digital velocity of training.momentum: on the ideal
+    card the mixed-precision run with momentum is the digital SGD-momentum run."""
+    def cfg(**xb):
+        c = sgd(**xb)
+        return replace(c, training=replace(c.training, momentum=0.8))
+    digital = train.start(cfg(), str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    xbar = train.start(cfg(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5,
+                           update={"scheme": "mixed_precision", "momentum": 0.8}),
+                       str(tmp_path / "x"))
+    train.fit(xbar, progress=False)
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-6)
+    plain = train.start(sgd(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5,
+                            update={"scheme": "mixed_precision"}), str(tmp_path / "p"))
+    train.fit(plain, progress=False)
+    assert max(np.abs(plain.net.W[k] - digital.net.W[k]).max() for k in digital.net.W) > 1e-3
+
+
 def test_ideal_card_with_fine_periphery_tracks_digital(tmp_path):
     """The read-by-read path (periphery in the loop) with a negligible ADC step agrees."""
     digital = train.start(sgd(), str(tmp_path / "d"))

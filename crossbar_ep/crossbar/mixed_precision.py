@@ -7,6 +7,11 @@ accumulator passes the device's nominal step ``eps`` (weight units, ``1 / pulse_
 remainder ``chi - n eps``.  Small updates therefore add up instead of being rounded away or
 left to stochastic rounding, at the cost of one digital word per device and no pulse unless
 the accumulated change is a whole step.
+
+With ``crossbar.update.momentum`` mu > 0 the digital unit also keeps a velocity per device,
+``v = mu v + lr * scale * delta.T @ pre``, and the accumulator integrates ``v`` instead: SGD
+with momentum computed digitally, the weights still changed only by pulses (on the ideal card
+exactly the digital SGD-momentum run).
 """
 
 from __future__ import annotations
@@ -45,16 +50,32 @@ class MixedPrecision(DeterministicPulses):
     schemes = ("mixed_precision",)
 
     def attach(self, cb: CrossbarMatrix) -> None:
-        """Create the array's accumulator (zero)."""
+        """Create the array's accumulator (and velocity, with momentum), zero."""
         cb.rule_state["chi"] = np.zeros((cb.n_out, cb.n_in))
+        if self.settings.momentum > 0:
+            cb.rule_state["v"] = np.zeros((cb.n_out, cb.n_in), cb.dtype)
+
+    def _velocity(self, cb: CrossbarMatrix, g: np.ndarray) -> np.ndarray:
+        """g itself, or with momentum the updated velocity mu v + g."""
+        v = cb.rule_state.get("v")
+        if v is None:
+            return g
+        v *= v.dtype.type(self.settings.momentum)
+        v += g
+        return v
 
     def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
               scale: float) -> int:
         if not cb.card.pulsed:
-            return super().apply(cb, pre, delta, scale)
+            if "v" not in cb.rule_state:
+                return super().apply(cb, pre, delta, scale)
+            g = np.matmul(delta.T, pre)
+            g *= cb.lr * scale
+            return cb.apply_update(self._velocity(cb, g), self.max_pulses)
         chi = cb.rule_state["chi"]
         g = np.matmul(delta.T, pre)       # in the signals' dtype, like the digital update
         g *= cb.lr * scale
+        g = self._velocity(cb, g)
         n = np.empty(chi.shape, np.int64)
         _, sq = accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
                           -1 if self.max_pulses is None else int(self.max_pulses),
@@ -67,7 +88,9 @@ class MixedPrecision(DeterministicPulses):
         return fired
 
     def state_dict(self, cb: CrossbarMatrix) -> dict:
-        return {"chi": cb.rule_state["chi"]}
+        return {k: cb.rule_state[k] for k in ("chi", "v") if k in cb.rule_state}
 
     def load_state_dict(self, cb: CrossbarMatrix, state: dict) -> None:
-        np.copyto(cb.rule_state["chi"], state["chi"])
+        for k in ("chi", "v"):
+            if k in cb.rule_state:
+                np.copyto(cb.rule_state[k], state[k])

@@ -35,6 +35,11 @@ class UpdateSettings:
     max_pulses: int | None = key(31, "Deterministic scheme: cap on pulses per device per "
                                  "update; null for no cap.", p_optional(p_int(lo=1, hi=MAX_STEPS)),
                                  "pulses")
+    momentum: float = key(0.0, "Mixed precision: momentum of the digital update, "
+                          "v = momentum v + lr delta, and the accumulator integrates v (SGD "
+                          "momentum computed in the digital unit; one more word per device); 0 "
+                          "integrates lr delta itself (Nandakumar 2020).",
+                          p_float(lo=0.0, hi=1.0, hi_open=True))
     bl: int = key(31, "Stochastic scheme: bit-stream length per sample.",
                   p_int(lo=1, hi=10_000), "slots")
     update_management: bool = key(True, "Stochastic scheme: balance the row and column "

@@ -51,9 +51,11 @@ class _Buffers:
         self.S0 = ({k: np.zeros((B, net.sizes[k]), dt) for k in settler.layers}
                    if settler.method != "euler" else {})
         self.D = {k: np.zeros((B, net.sizes[k]), dt) for k in settler.drive}
-        # the column blocks of X that mirror each layer's state
+        # the column blocks of X that mirror each layer's state (layers summed read by read
+        # take their sources from S directly, so nothing is mirrored into theirs)
         self.copies = {k: tuple(self.X[t][:, off:off + net.sizes[k]]
-                                for t, off in settler.slots[k]) for k in settler.layers}
+                                for t, off in settler.slots[k] if t not in settler.read_layers)
+                       for k in settler.layers}
         self.A: dict = {}   # running sums of the averaged states (made when averaging)
 
 
@@ -259,9 +261,8 @@ class Settler:
                      buf.copies[k] if mirror else ())
 
     def _mirror(self, buf: _Buffers, k: int) -> None:
-        S = buf.S[k]
-        for tgt, off in self.slots[k]:
-            buf.X[tgt][:, off:off + self.net.sizes[k]] = S
+        for c in buf.copies[k]:
+            c[...] = buf.S[k]
 
     def _run(self, buf: _Buffers, x_rows: int, length: float, nudged: bool,
              y: np.ndarray | None) -> tuple[float, int, float]:

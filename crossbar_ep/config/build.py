@@ -17,7 +17,7 @@ from crossbar_ep.crossbar.energy import EnergyMeter
 from crossbar_ep.crossbar.pulses import PulseStats
 from crossbar_ep.crossbar.rules import make_rule
 from crossbar_ep.devices.card import load_card
-from crossbar_ep.model.heads import add_heads
+from crossbar_ep.model.heads import add_conv_heads, add_heads
 from crossbar_ep.model.conv import ConvNetwork, make_conv_network
 from crossbar_ep.model.conv_learn import ConvBPLearner, ConvEPLearner, ConvSettler
 from crossbar_ep.model.learners import BPLearner, EPLearner
@@ -34,9 +34,12 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
     L = cfg.n_hidden
     if m.conv.enabled:
         c = m.conv
-        return make_conv_network(cfg.image_shape(), c.channels, n_out, rng, kernel=c.kernel,
-                                 padding=c.padding, beta_i=cfg.beta_per_layer(),
-                                 beta_f=t.beta_f, lr=cfg.lr_per_matrix(), dtype=t.dtype)
+        net = make_conv_network(cfg.image_shape(), c.channels, n_out, rng, kernel=c.kernel,
+                                padding=c.padding, beta_i=cfg.beta_per_layer(),
+                                beta_f=t.beta_f, lr=cfg.lr_per_matrix(), dtype=t.dtype)
+        if m.aux.layers:     # label heads on conv layers (validation refuses other targets)
+            add_conv_heads(net, m.aux.layers, m.aux.beta, m.aux.seed, m.aux.bp_weight)
+        return net
     if m.residual.kind == "agt":
         fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed,
                                         m.residual.seed_mode == "legacy")

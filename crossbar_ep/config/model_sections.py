@@ -92,8 +92,10 @@ class ResidualConfig:
 class AuxConfig:
     layers: tuple = key((), "Hidden layers (1-based) that get an auxiliary head: a learned "
                         "readout of that layer that nudges it in the nudged phase through its "
-                        "transposed read (intermediate error signals; docs/model.md). Empty: "
-                        "no heads.", p_list(p_int(lo=1, hi=MAX_LAYERS)))
+                        "transposed read (intermediate error signals; docs/model.md); on a "
+                        "conv net, conv layers, each head reading the layer's pooled map "
+                        "(label targets only). Empty: no heads.",
+                        p_list(p_int(lo=1, hi=MAX_LAYERS)))
     beta: Any = key(0.1, "Nudge gain of each head (one value or one per head); 0 makes the "
                     "heads read-only (the network is then bit-identical to one without heads).",
                     p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))

@@ -220,7 +220,8 @@ def _check_traces(cfg, w: Where) -> None:
 def cfg_matrix_names(cfg) -> list:
     L = cfg.n_hidden
     if cfg.model.conv.enabled:
-        return [*(f"C{k}" for k in range(1, L + 1)), "Wf"]
+        return [*(f"C{k}" for k in range(1, L + 1)), "Wf",
+                *(f"A{k}" for k in cfg.model.aux.layers)]
     return ["W0", *(f"W{k}" for k in range(1, L)), "Wf",
             *(f"R{a}_{b}" for a, b in cfg.residual_pairs()),
             *(f"A{k}" for k in cfg.model.aux.layers)]
@@ -250,7 +251,7 @@ def _check_conv(cfg, w: Where) -> None:
              (w.child("settling").child("mode"), cfg.settling.mode, "discrete"),
              (w.child("training").child("nudge_error"), t.nudge_error, "recomputed"),
              (w.child("training").child("readout_error"), t.readout_error, "free"),
-             (mw.child("aux").child("layers"), m.aux.layers, ())]
+             (mw.child("aux").child("target"), m.aux.target, "label")]
     for where, got, want in fixed:
         if got != want:
             raise where.fail(f"conv nets (model.conv.channels) run with {want} only, got "

@@ -71,6 +71,10 @@ class ConvSettler:
         self._sign = 1.0          # the nudge's sign (centered nudging's -beta_f phase: -1)
         self.average_last = 1     # settling.average_last: the update's states, averaged
         self.observers: list = []   # on_phase(nudged, S) / on_step(S), S: layer -> (B, n_k)
+        L = len(net.convs)          # auxiliary heads: index -> (readout name, layer, nudge gain)
+        gains = {b.src: b.gain for b in net.blocks if b.transposed and b.src > L + 1}
+        self.heads = {p.dst: (p.name, p.src, gains.get(p.dst, 0.0))
+                      for p in net.projections if p.dst > L + 1}
 
     def refresh(self) -> None:
         """Nothing cached beyond a batch (kept for the dense Settler's interface)."""
@@ -82,6 +86,20 @@ class ConvSettler:
         z = net.ops["Wf"].read(np.ascontiguousarray(pL).reshape(pL.shape[0], -1))
         z += net.b[L + 1]
         return z
+
+    def head_probs(self, pools: list) -> dict:
+        """Softmax of every auxiliary head at the pooled maps ``pools`` (head index ->
+        (B, n_out))."""
+        return {e: softmax(self.net.ops[name].read(
+                    np.ascontiguousarray(pools[l - 1]).reshape(pools[l - 1].shape[0], -1)))
+                for e, (name, l, _) in self.heads.items()}
+
+    def _nudge(self, h: np.ndarray, name: str, err: np.ndarray, gain: float, pooled, switches):
+        """h += unpool(gain * (err @ A), switches): a readout's error through its transposed
+        read, into the (pre-pool) map h."""
+        g = np.empty((err.shape[0], self.net.ops[name].n_in), h.dtype)
+        self.net.ops[name].read_transposed_into(err, g, gain * self._sign)
+        unpool_add_nb(h, g.reshape(pooled.shape), switches, 1.0)
 
     def drive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(input patch matrix, D_1 = conv_1(x_in) + b_1) of flat images x (B, n_in)."""
@@ -127,11 +145,13 @@ class ConvSettler:
                 else:
                     unpool_add_nb(h, fb, pools[k][1], net.beta_i[k])
             elif y1h is not None:
-                e = y1h - softmax(z.copy())
-                g = np.empty((e.shape[0], net.ops["Wf"].n_in), h.dtype)
-                net.ops["Wf"].read_transposed_into(e, g, net.beta_f * self._sign)
-                unpool_add_nb(h, g.reshape(pools[k][0].shape), pools[k][1], 1.0)
+                self._nudge(h, "Wf", y1h - softmax(z.copy()), net.beta_f, *pools[k])
             new.append(h)
+        if y1h is not None:       # auxiliary heads nudge their layers (new maps, not D_1)
+            for e, p in self.head_probs([p for p, _ in pools]).items():
+                name, l, gain = self.heads[e]
+                if gain:
+                    self._nudge(new[l - 1], name, y1h - p, gain, *pools[l - 1])
         return new, z
 
     def run(self, xs: list, D1: np.ndarray, steps: int, y1h=None) -> ConvPhase:
@@ -165,6 +185,8 @@ class ConvSettler:
         if s_sum is not None:
             ph.s_mean = [a / m for a in s_sum]
             ph.pooled_mean = [b / m for b in p_sum]
+        if self.heads:
+            ph.heads = self.head_probs(ph.pooled)
         return ph
 
     # ---------------------------------------------------------------- phases
@@ -220,6 +242,10 @@ class ConvEPLearner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.settler.free(x).p
 
+    def settle(self, x: np.ndarray) -> ConvPhase:
+        """The free phase (its ``heads`` hold the auxiliary heads' probabilities)."""
+        return self.settler.free(x)
+
     def local_signals(self, x: np.ndarray, y1h: np.ndarray):
         """name -> (pre (rows, n_in), delta (rows, n_out), scale) of every trained matrix,
         bias name -> update, and the free and nudged phases."""
@@ -246,6 +272,10 @@ class ConvEPLearner:
         e = y1h - free.p
         pL = np.ascontiguousarray(pooled[-1]).reshape(B, -1)
         local["Wf"] = (pL, e, 1.0 / (B * self.norm["Wf"]))
+        for h, p in (free.heads or {}).items():   # heads learn at the free state, like Wf
+            name, l, _ = self.settler.heads[h]
+            pre = np.ascontiguousarray(pooled[l - 1]).reshape(B, -1)
+            local[name] = (pre, y1h - p, 1.0 / (B * self.norm.get(name, 1.0)))
         bias[f"b{L + 1}"] = e.sum(axis=0) * (1.0 / (B * self.norm[f"b{L + 1}"]))
         return local, bias, free, nudged
 
@@ -319,6 +349,12 @@ class ConvBPLearner:
         for k in range(L, 0, -1):
             op = net.convs[k - 1]
             h = xs[k - 1]
+            for hp in (q for q in net.projections if q.dst > L + 1 and q.src == k):
+                pk = pool2(rho(h))[0].reshape(B, -1)     # head on layer k: weighted CE term
+                A = net.ops[hp.name].dense()
+                dze = net.head_weight.get(hp.dst, 1.0) * (y1h - softmax(pk @ A.T)) / B
+                g[hp.name] = dze.T @ pk
+                dp = dp + (dze @ A).reshape(dp.shape)
             dx = unpool2(dp, sw[k - 1], op.g.h_out, op.g.w_out) * ((h > 0) & (h < 1))
             d2 = dx.reshape(-1, op.g.c_out)
             g[f"C{k}"] = d2.T @ cols[k - 1]

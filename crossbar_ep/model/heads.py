@@ -60,6 +60,63 @@ def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None,
     return heads
 
 
+def add_conv_heads(net, layers, beta=0.1, seed: int = 0, bp_weight=None) -> dict:
+    """Label heads on conv layers ``layers`` (1-based) of a :class:`ConvNetwork`: head
+    ``A{l}`` reads the flattened pooled map of layer l (shape (n_classes, n_pooled_l), no
+    bias, PyTorch-style U(+-1/sqrt(n_pooled_l)) from its own generator ``seed``), and in the
+    nudged phase ``beta_e (y - p_e) A`` is unpooled into layer l with its switches, like the
+    output's nudge into layer L.  ``beta`` and ``bp_weight`` as in :func:`add_heads`.
+    Recomputes the EP normalisers (strongest nudge path into each layer).  Returns head
+    index -> layer."""
+    import math
+
+    from crossbar_ep.model.operators import DigitalMatrix
+
+    L, n_out = net.L, net.sizes[-1]
+    layers = [int(k) for k in layers]
+    betas = list(beta) if np.ndim(beta) else [float(beta)] * len(layers)
+    weights = ([b / net.beta_f for b in betas] if bp_weight is None else
+               list(bp_weight) if np.ndim(bp_weight) else [float(bp_weight)] * len(layers))
+    if len(betas) != len(layers) or len(weights) != len(layers):
+        raise ValueError(f"heads on {layers}: give one beta (and bp_weight) or one per head")
+    rng = np.random.default_rng(seed)
+    heads = {}
+    for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
+        if not 1 <= k <= L:
+            raise ValueError(f"head on layer {k}: conv layers are 1..{L}")
+        e, name = L + 2 + i, f"A{k}"
+        if name in net.ops:
+            raise ValueError(f"two heads on layer {k}")
+        n_in = int(np.prod(net.convs[k - 1].g.pooled))
+        lim = 1.0 / math.sqrt(n_in)
+        net.projections.append(Projection(name, k, e))
+        net.ops[name] = DigitalMatrix(rng.uniform(-lim, lim, (n_out, n_in)).astype(net.dtype),
+                                      name)
+        net.head_sizes[e] = n_out
+        net.blocks.append(Block(name, k, e))
+        if b != 0.0:
+            net.blocks.append(Block(name, e, k, float(b), True))
+        net.lr[name] = net.lr["Wf"]
+        net.head_weight[e] = float(w)
+        heads[e] = k
+    conv_normalisers(net)
+    return heads
+
+
+def conv_normalisers(net) -> None:
+    """``net.norm`` of a conv net: for kernel C_k and bias b_k the gain of the strongest nudge
+    path into layer k (the output, beta_f beta_k ... beta_{L-1}; a head on layer l >= k,
+    beta_e beta_k ... beta_{l-1}); 1 for the readouts."""
+    L = net.L
+    sources = [(L, net.beta_f)] + [(b.dst, b.gain) for b in net.blocks
+                                   if b.transposed and b.src > L + 1]
+    for k in range(1, L + 1):
+        g = max(gain * float(np.prod(net.beta_i[k - 1:l - 1])) for l, gain in sources if l >= k)
+        net.norm[f"C{k}"] = net.norm[f"b{k}"] = g
+    for p in head_projections(net):
+        net.norm[p.name] = 1.0
+
+
 def head_projections(net: Network) -> list:
     """The auxiliary heads' readout projections (destination > L + 1)."""
     return [p for p in net.projections if p.dst > net.L + 1]

@@ -109,7 +109,9 @@ class TrainingConfig:
                                "samples")
     weight_decay: float = key(0.0, "Weight decay of every digital parameter: decoupled "
                               "(AdamW: w -= lr wd w each step) with adam, L2 (wd w added to "
-                              "the gradient) with sgd.", p_float(lo=0.0, hi=1.0), "1/step")
+                              "the gradient) with sgd.  Weights on crossbar arrays change only by their pulse rule "
+                              "and do not decay (their biases, which stay digital, do).",
+                              p_float(lo=0.0, hi=1.0), "1/step")
     lr_schedule: str = key("constant", "Learning-rate schedule, set per epoch: constant, or "
                            "cosine (from lr at epoch 1 to lr_min after schedule_epochs, like "
                            "PyTorch's CosineAnnealingLR stepped once per epoch).",

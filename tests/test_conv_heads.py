@@ -102,6 +102,15 @@ def test_conv_heads_through_the_config(tmp_path):
     train.fit(xbar, progress=False)
     for name in ("C1", "C2", "Wf", "A1"):
         np.testing.assert_allclose(xbar.net.W[name], full.net.W[name], atol=1e-9)
+    from crossbar_ep.errors import CrossbarEPError
+    from crossbar_ep.runs.export import export_tile
+    ex = export_tile(str(tmp_path / "x"), "A1", 0, 0, 0)     # a head's tile exports too:
+    free = xbar.learner.settler.free(xbar.data.x_test[:1])   # driven by layer 1's pooled map
+    per = xbar.learner.pulses.crossbars["A1"].per
+    np.testing.assert_allclose(ex.V / (per.v_read_V / per.input_range),
+                               free.pooled[0].reshape(-1), atol=1e-6)
+    with pytest.raises(CrossbarEPError, match="carries the nudge"):
+        export_tile(str(tmp_path / "x"), "A1", 0, 0, 0, transposed=True)
     with pytest.raises(ConfigError, match="model.aux.target"):
         from tests.conftest import small_config
         small_config(data={"synthetic_features": 64},

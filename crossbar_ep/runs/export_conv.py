@@ -1,7 +1,7 @@
 """The signal one analog read of a conv net's array sees, for netlist export: a forward read
 of a kernel array is one patch (the input image's for C1, the free-phase pooled map's of the
 layer below otherwise), a transposed read is rho of the free state at one output position;
-Wf reads the flattened last pooled map.  The position is the centre of the output map."""
+Wf reads the flattened last pooled map, a head ``A<k>`` that of layer k.  The position is the centre of the output map."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ def conv_signal(run, name: str, x: np.ndarray, transposed: bool) -> tuple[np.nda
     """(signal vector, where it comes from) for one sample x (1, n_in)."""
     net = run.net
     free = run.learner.settler.free(x)
-    if name == "Wf":
+    if name == "Wf" or name.startswith("A"):     # the readout, or a head on layer A<k>
         if transposed:
-            raise CrossbarEPError("Wf: the readout's transposed read carries the nudge, not a "
-                                  "state; export its forward read")
-        return np.ascontiguousarray(free.pooled[-1]).reshape(-1), "flattened pooled map"
+            raise CrossbarEPError(f"{name}: a readout's transposed read carries the nudge, "
+                                  f"not a state; export its forward read")
+        k = len(net.convs) if name == "Wf" else int(name[1:])
+        return (np.ascontiguousarray(free.pooled[k - 1]).reshape(-1),
+                f"flattened pooled map of conv layer {k}")
     k = int(name[1:])
     op = net.convs[k - 1]
     g = op.g

@@ -152,3 +152,35 @@ def test_compare_runs_conv_experiments_unchanged(tmp_path):
     res = run_pair(cfg, str(tmp_path / "cmp"), progress=False, log=lambda *a: None)
     assert set(res) == {"digital", "crossbar"}
     assert res["digital"]["best_test_acc"] == res["crossbar"]["best_test_acc"]
+
+
+def test_conv_diagnose_on_noisy_arrays_measures_the_dynamics(tmp_path):
+    """Finite differences through read noise would report the noise (a spectral radius in
+    the hundreds); diagnose takes the Jacobian and FTLE of the arrays' weights read exactly,
+    so it equals the digital net with the same weights, and the arrays are restored."""
+    import copy
+    from crossbar_ep.model.conv_diagnostics import diagnose_conv
+    from crossbar_ep.model.conv_learn import ConvSettler
+    cfg = sgd_conv(enabled=True, device=os.path.join(REPO, "device_models",
+                                                      "ecram_li_tang2018.yaml"),
+                   periphery={"adc_bits": 8, "read_noise": 0.05})
+    run = train.start(cfg, str(tmp_path / "r"))
+    x = run.data.x_test[:4]
+    arrays = dict(run.net.ops)
+    rep = diagnose_conv(run.learner.settler, x)
+    assert rep.exact == ["C1", "C2", "Wf"]
+    assert all(run.net.ops[n] is arrays[n] for n in arrays)
+    assert run.net.convs[1].matrix is arrays["C2"]
+    digital = copy.deepcopy(run.net)
+    for name, op in arrays.items():
+        digital.attach(name, DigitalMatrix(np.array(op.dense(), dtype=digital.dtype), name))
+    st = ConvSettler(digital, cfg.training.T, cfg.training.K)
+    ref = diagnose_conv(st, x)
+    assert not ref.exact
+    # at the noisy run's free state vs the digital one's: the same map, nearby points
+    np.testing.assert_allclose(rep.spectral_radius, ref.spectral_radius, rtol=0.15)
+    assert rep.spectral_radius.max() < 1 and rep.ftle.max() < 0
+    from crossbar_ep.model.conv_diagnostics import spectral_radius
+    free = run.learner.settler.free(x)        # what finite differences through noise give
+    naive = spectral_radius(run.learner.settler, list(free.x), free.drive)
+    assert naive.min() > 10

@@ -13,9 +13,28 @@ renormalised twin trajectory (Benettin's method), as for dense nets in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@contextmanager
+def exact_reads(net):
+    """For the duration, every operator of ``net`` that is not a digital matrix (a crossbar
+    array) is replaced by a digital matrix of its dense view: the arrays' effective weights
+    read without DAC, ADC or read noise.  Yields the names replaced."""
+    from crossbar_ep.model.operators import DigitalMatrix
+    saved = dict(net.ops)
+    swapped = [n for n, op in saved.items() if not isinstance(op, DigitalMatrix)]
+    try:
+        for name in swapped:
+            net.attach(name, DigitalMatrix(np.array(saved[name].dense(), dtype=net.dtype),
+                                           name))
+        yield swapped
+    finally:
+        for name in swapped:
+            net.attach(name, saved[name])
 
 
 def _norms(d: list) -> np.ndarray:
@@ -78,6 +97,7 @@ class ConvReport:
     layer_residual: list      # max |x_new - x| per conv layer at the last free step
     spectral_radius: np.ndarray
     ftle: np.ndarray
+    exact: list | None = None   # arrays whose reads were taken exact for the Jacobian / FTLE
 
     def text(self) -> str:
         lines = [f"free phase: {self.steps} steps (conv nets run T fixed steps)"]
@@ -90,6 +110,10 @@ class ConvReport:
         verdict = "converging" if self.ftle.max() < 0 else "diverging or chaotic"
         lines.append(f"finite-time Lyapunov exponent (per step): mean {self.ftle.mean():.4f}, "
                      f"max {self.ftle.max():.4f} ({verdict})")
+        if self.exact:
+            lines.append(f"(spectral radius and FTLE of the arrays' weights read exactly: "
+                         f"{', '.join(self.exact)}; finite differences through DAC, ADC and "
+                         f"read noise would measure the noise, not the dynamics)")
         return "\n".join(lines)
 
 
@@ -103,6 +127,9 @@ def diagnose_conv(settler, x: np.ndarray, jac_samples: int = 4) -> ConvReport:
     n = max(1, min(jac_samples, x.shape[0]))
     xs = [a[:n] for a in free.x]
     D1 = free.drive[:n]
-    sr = spectral_radius(settler, xs, D1)
-    fl = ftle(settler, settler.start(n), D1, settler.T)
-    return ConvReport(free.steps, res, sr, fl)
+    with exact_reads(settler.net) as swapped:   # the dynamics, not the periphery's noise
+        if swapped:
+            D1 = settler.drive(x[:n])[1]
+        sr = spectral_radius(settler, xs, D1)
+        fl = ftle(settler, settler.start(n), D1, settler.T)
+    return ConvReport(free.steps, res, sr, fl, swapped)

@@ -227,3 +227,10 @@ def test_every_scheme_has_one_rule_class_reading_the_settings():
         assert rule.settings is u and rule.max_pulses == 7 and scheme in rule.schemes
     with pytest.raises(ValueError, match="not 'stochastic'"):
         MixedPrecision(scheme="stochastic")
+
+
+def test_momentum_only_with_mixed_precision():
+    from crossbar_ep.errors import ConfigError
+    with pytest.raises(ConfigError, match="crossbar.update.momentum"):
+        _cfg("deterministic", 1, momentum=0.9)
+    assert _cfg("mixed_precision", 1, momentum=0.9).crossbar.update.momentum == 0.9

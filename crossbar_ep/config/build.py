@@ -6,6 +6,7 @@ learner).  Nothing below it reads a Config; the Python API builds the same objec
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import os
 
 import numpy as np
@@ -184,7 +185,7 @@ def attach_crossbars(cfg, net: Network):
     """Put the projections ``crossbar.layers`` names on crossbar arrays (pulse rule and pulse
     gain from ``crossbar.update``); returns (PulseStats, EnergyMeter) observing them."""
     arrays, rng = build_crossbars(cfg, net)
-    rule = make_pulse_rule(cfg.crossbar.update, rng)
+    rule = make_pulse_rule(update_settings(cfg), rng)
     lrs = pulse_lrs(cfg, net)
     stats, meter = PulseStats(arrays, rng), EnergyMeter()
     for name, cb in arrays.items():
@@ -196,6 +197,15 @@ def attach_crossbars(cfg, net: Network):
         cb.observers += [stats, meter]
         net.attach(name, cb)
     return stats, meter
+
+
+def update_settings(cfg):
+    """``crossbar.update`` with its batch-dependent defaults resolved (Tiki-Taka's
+    ``transfer_columns: null`` -> one column per sample of ``training.batch_size``)."""
+    u = cfg.crossbar.update
+    if u.transfer_columns is None:
+        u = replace(u, transfer_columns=int(cfg.training.batch_size))
+    return u
 
 
 def batch_seconds(cfg, card) -> float:
@@ -210,7 +220,7 @@ def batch_seconds(cfg, card) -> float:
     c, t = cfg.crossbar, cfg.training
     if c.time_per_batch_s is not None:
         return float(c.time_per_batch_s)
-    u = c.update
+    u = update_settings(cfg)
     if not card.pulsed:
         slots = 0
     elif u.scheme == "stochastic":

@@ -34,8 +34,9 @@ from crossbar_ep.crossbar.pulses import DeterministicPulses
 
 class TikiTaka(DeterministicPulses):
     """Tiki-Taka v2 pulse rule (scheme ``chopped_tiki_taka``: c-TTv2), from the settings'
-    ``transfer_*``, ``chop_prob`` and ``buffer_*`` fields.  Defaults: one column read every
-    update, transfer_lr 1, one pulse per device and transfer, buffer forgotten where it fired
+    ``transfer_*``, ``chop_prob`` and ``buffer_*`` fields.  Defaults: one column read per
+    sample of the batch every update (the builder resolves ``transfer_columns: null`` to the
+    batch size; 1 when the rule is built without one), transfer_lr 1, one pulse per device and transfer, buffer forgotten where it fired
     (Gokmen 2021; Rasch et al. 2023); momentum 0.1 (TTv2) or 0 (c-TTv2) when None;
     chop_prob 0.1."""
 
@@ -44,7 +45,8 @@ class TikiTaka(DeterministicPulses):
     def __init__(self, settings=None, rng: np.random.Generator | None = None, **overrides):
         super().__init__(settings, rng, **overrides)
         s = self.settings
-        self.transfer_every, self.columns = int(s.transfer_every), int(s.transfer_columns)
+        self.transfer_every = int(s.transfer_every)
+        self.columns = int(s.transfer_columns or 1)   # null: the builder sets the batch size
         self.transfer_lr, self.tmax = float(s.transfer_lr), int(s.transfer_max_pulses)
         self.chopped, self.chop_prob = s.scheme == "chopped_tiki_taka", float(s.chop_prob)
         self.forget = bool(s.buffer_forget)

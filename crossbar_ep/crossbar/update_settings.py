@@ -46,8 +46,13 @@ class UpdateSettings:
                                   "probabilities by sqrt(max|delta| / max|x|).", p_bool())
     transfer_every: int = key(1, "Tiki-Taka: updates between read-outs of the fast array.",
                               p_int(lo=1, hi=MAX_STEPS), "updates")
-    transfer_columns: int = key(1, "Tiki-Taka: fast-array columns (input lines) read out "
-                                "per transfer, in turn.", p_int(lo=1, hi=MAX_STEPS), "columns")
+    transfer_columns: int | None = key(None, "Tiki-Taka: fast-array columns (input lines) "
+                                       "read out per transfer, in turn; null: one per sample "
+                                       "of the batch (training.batch_size), the papers' rate "
+                                       "of one column per single-sample update (one column "
+                                       "per mini-batch leaves a 784-input layer's columns "
+                                       "unread for epochs; docs/crossbar.md).",
+                                       p_optional(p_int(lo=1, hi=MAX_STEPS)), "columns")
     transfer_lr: float = key(1.0, "Tiki-Taka: gain from the fast array's read-out into the "
                              "digital buffer.", p_float(lo=0.0, hi=MAX_GAIN, lo_open=True))
     transfer_max_pulses: int = key(1, "Tiki-Taka: cap on pulses per slow device per transfer.",

@@ -54,6 +54,29 @@ def test_mixed_precision_momentum_on_the_ideal_card_is_digital_sgd_momentum(tmp_
     assert max(np.abs(plain.net.W[k] - digital.net.W[k]).max() for k in digital.net.W) > 1e-3
 
 
+def test_lr_schedule_scales_the_pulse_gain(tmp_path):
+    """training.lr_schedule: cosine acts on the arrays' pulse gain as on digital rates: the
+    ideal-card run is the digital cosine-schedule run, and the gain after the last epoch is
+    the schedule's value."""
+    def cfg(**xb):
+        c = sgd(**xb)
+        return replace(c, training=replace(c.training, lr_schedule="cosine", lr_min=0.0,
+                                           epochs=3))
+    digital = train.start(cfg(), str(tmp_path / "d"))
+    train.fit(digital, progress=False)
+    xbar = train.start(cfg(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5),
+                       str(tmp_path / "x"))
+    train.fit(xbar, progress=False)
+    for k in digital.net.W:
+        np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-9)
+    assert xbar.net.ops["W1"].lr == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * 2 / 3)))
+    c = cfg(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5)
+    const = train.start(replace(c, training=replace(c.training, lr_schedule="constant")),
+                        str(tmp_path / "c"))
+    train.fit(const, progress=False)     # the schedule really changed the arrays' updates
+    assert max(np.abs(const.net.W[k] - xbar.net.W[k]).max() for k in xbar.net.W) > 1e-5
+
+
 def test_ideal_card_with_fine_periphery_tracks_digital(tmp_path):
     """The read-by-read path (periphery in the loop) with a negligible ADC step agrees."""
     digital = train.start(sgd(), str(tmp_path / "d"))

@@ -190,6 +190,7 @@ def attach_crossbars(cfg, net: Network):
     stats, meter = PulseStats(arrays, rng), EnergyMeter()
     for name, cb in arrays.items():
         cb.rule, cb.lr = rule, lrs[name]
+        cb.lr_base = cb.lr      # training.lr_schedule scales the pulse gain from this
         if hasattr(rule, "attach"):       # per-array rule state (accumulators, fast arrays)
             rule.attach(cb)
         cb.seconds_per_update = batch_seconds(cfg, cb.card)

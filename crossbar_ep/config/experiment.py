@@ -114,7 +114,8 @@ class TrainingConfig:
                               p_float(lo=0.0, hi=1.0), "1/step")
     lr_schedule: str = key("constant", "Learning-rate schedule, set per epoch: constant, or "
                            "cosine (from lr at epoch 1 to lr_min after schedule_epochs, like "
-                           "PyTorch's CosineAnnealingLR stepped once per epoch).",
+                           "PyTorch's CosineAnnealingLR stepped once per epoch); on "
+                           "crossbar arrays it scales the pulse gain the same way.",
                            p_choice("constant", "cosine"))
     lr_min: float = key(1.0e-6, "Cosine schedule: final learning rate.",
                         p_float(lo=0.0, hi=MAX_GAIN))

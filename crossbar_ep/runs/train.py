@@ -151,9 +151,13 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     n, bs = data.x_train.shape[0], cfg.training.batch_size
     perm = run.rng.permutation(n)
     opt = run.learner.opt
-    if cfg.training.lr_schedule != "constant" and opt is not None:
-        for name, base in run.net.lr.items():   # set per epoch from the base rates
-            opt.lrs[name] = lr_factor(cfg.training, epoch, base)
+    if cfg.training.lr_schedule != "constant":
+        if opt is not None:
+            for name, base in run.net.lr.items():   # set per epoch from the base rates
+                opt.lrs[name] = lr_factor(cfg.training, epoch, base)
+        for op in run.net.ops.values():     # crossbar arrays: the pulse gain follows it
+            if getattr(op, "lr_base", None) is not None:
+                op.lr = lr_factor(cfg.training, epoch, op.lr_base)
     n_batches = (n + bs - 1) // bs
     bar = _bar(n_batches, f"epoch {epoch}/{cfg.training.epochs}", progress)
     rec = run.recorder

@@ -69,7 +69,10 @@ class TrainingConfig:
                   "(W_0 .. W_{L-1}, W_f: L+1 values; a residual link uses the value of the "
                   "matrix entering the same layer; 0 freezes a matrix).",
                   p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))
-    momentum: float = key(0.0, "SGD momentum.", p_float(lo=0.0, hi=1.0, hi_open=True))
+    momentum: float = key(0.0, "SGD momentum of the digital parameters (weights on "
+                          "crossbar arrays change by their pulse rule; the mixed-precision "
+                          "rule has its own crossbar.update.momentum).",
+                          p_float(lo=0.0, hi=1.0, hi_open=True))
     adam_beta1: float = key(0.9, "Adam first-moment decay (1 would divide by zero in the bias "
                             "correction).", p_float(lo=0.0, hi=1.0, hi_open=True))
     adam_beta2: float = key(0.999, "Adam second-moment decay.",

@@ -25,36 +25,15 @@ def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None,
     ``out_sizes`` (one per head; default the class count) and ``linear`` make feature-hint
     heads: a learned linear map R_l whose error ``f - R_l s_l`` nudges the layer (no softmax).
     Returns head index -> layer.  Recomputes the EP normalisers (heads are nudge sources)."""
-    L, n_out = net.L, net.sizes[-1]
-    layers = [int(k) for k in layers]
-    betas = list(beta) if np.ndim(beta) else [float(beta)] * len(layers)
-    if bp_weight is None:
-        weights = [b / net.beta_f for b in betas]
-    else:
-        weights = list(bp_weight) if np.ndim(bp_weight) else [float(bp_weight)] * len(layers)
-    if len(betas) != len(layers) or len(weights) != len(layers):
-        raise ValueError(f"heads on {layers}: give one beta (and bp_weight) or one per head")
-    from crossbar_ep.model.operators import DigitalMatrix
-
+    layers, betas, weights = _head_gains(net, layers, beta, bp_weight)
     rng = np.random.default_rng(seed)
+    outs = list(out_sizes) if out_sizes is not None else [net.sizes[-1]] * len(layers)
     heads = {}
-    outs = list(out_sizes) if out_sizes is not None else [n_out] * len(layers)
     for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
-        if not 1 <= k <= L:
-            raise ValueError(f"head on layer {k}: hidden layers are 1..{L}")
-        e, name = L + 2 + i, f"A{k}"
-        if name in net.ops:
-            raise ValueError(f"two heads on layer {k}")
-        net.projections.append(Projection(name, k, e))
-        net.ops[name] = DigitalMatrix(glorot(rng, outs[i], net.sizes[k], net.dtype), name)
-        net.head_sizes[e] = outs[i]
+        e = _new_head(net, k, i, "hidden")
+        _attach_head(net, k, e, glorot(rng, outs[i], net.sizes[k], net.dtype), b, w)
         if linear:
             net.linear_heads.add(e)
-        net.blocks.append(Block(name, k, e))
-        if b != 0.0:
-            net.blocks.append(Block(name, e, k, float(b), True))
-        net.lr[name] = net.lr["Wf"]
-        net.head_weight[e] = float(w)
         heads[e] = k
     net.norm = normalisers(net)
     return heads
@@ -68,39 +47,57 @@ def add_conv_heads(net, layers, beta=0.1, seed: int = 0, bp_weight=None) -> dict
     output's nudge into layer L.  ``beta`` and ``bp_weight`` as in :func:`add_heads`.
     Recomputes the EP normalisers (strongest nudge path into each layer).  Returns head
     index -> layer."""
-    import math
-
-    from crossbar_ep.model.operators import DigitalMatrix
-
-    L, n_out = net.L, net.sizes[-1]
-    layers = [int(k) for k in layers]
-    betas = list(beta) if np.ndim(beta) else [float(beta)] * len(layers)
-    weights = ([b / net.beta_f for b in betas] if bp_weight is None else
-               list(bp_weight) if np.ndim(bp_weight) else [float(bp_weight)] * len(layers))
-    if len(betas) != len(layers) or len(weights) != len(layers):
-        raise ValueError(f"heads on {layers}: give one beta (and bp_weight) or one per head")
+    layers, betas, weights = _head_gains(net, layers, beta, bp_weight)
     rng = np.random.default_rng(seed)
     heads = {}
     for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
-        if not 1 <= k <= L:
-            raise ValueError(f"head on layer {k}: conv layers are 1..{L}")
-        e, name = L + 2 + i, f"A{k}"
-        if name in net.ops:
-            raise ValueError(f"two heads on layer {k}")
+        e = _new_head(net, k, i, "conv")
         n_in = int(np.prod(net.convs[k - 1].g.pooled))
-        lim = 1.0 / math.sqrt(n_in)
-        net.projections.append(Projection(name, k, e))
-        net.ops[name] = DigitalMatrix(rng.uniform(-lim, lim, (n_out, n_in)).astype(net.dtype),
-                                      name)
-        net.head_sizes[e] = n_out
-        net.blocks.append(Block(name, k, e))
-        if b != 0.0:
-            net.blocks.append(Block(name, e, k, float(b), True))
-        net.lr[name] = net.lr["Wf"]
-        net.head_weight[e] = float(w)
+        lim = 1.0 / np.sqrt(n_in)
+        W = rng.uniform(-lim, lim, (net.sizes[-1], n_in)).astype(net.dtype)
+        _attach_head(net, k, e, W, b, w)
         heads[e] = k
     conv_normalisers(net)
     return heads
+
+
+def _head_gains(net, layers, beta, bp_weight) -> tuple[list, list, list]:
+    """(layers, nudge gain per head, BP-twin loss weight per head: default beta_e/beta_f)."""
+    layers = [int(k) for k in layers]
+    betas = list(beta) if np.ndim(beta) else [float(beta)] * len(layers)
+    if bp_weight is None:
+        weights = [b / net.beta_f for b in betas]
+    else:
+        weights = list(bp_weight) if np.ndim(bp_weight) else [float(bp_weight)] * len(layers)
+    if len(betas) != len(layers) or len(weights) != len(layers):
+        raise ValueError(f"heads on {layers}: give one beta (and bp_weight) or one per head")
+    return layers, betas, weights
+
+
+def _new_head(net, k: int, i: int, kind: str) -> int:
+    """Head index of the i-th head (on layer k, checked)."""
+    if not 1 <= k <= net.L:
+        raise ValueError(f"head on layer {k}: {kind} layers are 1..{net.L}")
+    if f"A{k}" in net.ops:
+        raise ValueError(f"two heads on layer {k}")
+    return net.L + 2 + i
+
+
+def _attach_head(net, k: int, e: int, W: np.ndarray, beta: float, weight: float) -> None:
+    """Readout ``A{k}`` (weights W, (n_out_e, n_in)) of layer k as head e: its read, its nudge
+    (a transposed read with gain beta, none at 0), the readout's learning rate, its BP loss
+    weight."""
+    from crossbar_ep.model.operators import DigitalMatrix
+
+    name = f"A{k}"
+    net.projections.append(Projection(name, k, e))
+    net.ops[name] = DigitalMatrix(W, name)
+    net.head_sizes[e] = W.shape[0]
+    net.blocks.append(Block(name, k, e))
+    if beta != 0.0:
+        net.blocks.append(Block(name, e, k, float(beta), True))
+    net.lr[name] = net.lr["Wf"]
+    net.head_weight[e] = float(weight)
 
 
 def conv_normalisers(net) -> None:

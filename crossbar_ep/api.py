@@ -50,7 +50,10 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
 
     card: a :class:`DeviceCard` or the path of a card file; periphery: DAC/ADC/read noise
     (default ideal); signed: ``differential`` or ``reference``; rule: a pulse rule
-    (:class:`DeterministicPulses` by default, or :class:`StochasticCoincidence`); lr: pulse
+    (:class:`DeterministicPulses` by default, or any rule of :mod:`crossbar_ep.crossbar.rules`:
+    ``StochasticCoincidence``, ``MixedPrecision``, ``TikiTaka``; its per-array state is
+    created here; TikiTaka built without ``transfer_columns`` reads one column per update,
+    so pass the batch size for the papers' rate); lr: pulse
     gain (default the projection's learning rate); drift_compensation: ``none``,
     ``global`` or ``column`` (:mod:`crossbar_ep.crossbar.drift`).  The current weights are
     programmed through the device model.  A nonlinear ``iv`` law together with wire
@@ -71,6 +74,8 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
                               f"use {', '.join(DRIFT_COMPENSATION)}")
     cb.drift_compensation = drift_compensation
     cb.rule = rule if rule is not None else DeterministicPulses()
+    if hasattr(cb.rule, "attach"):     # per-array rule state (accumulators, fast arrays)
+        cb.rule.attach(cb)
     cb.lr = net.lr[name] if lr is None else float(lr)
     net.attach(name, cb)
     return cb

@@ -58,6 +58,28 @@ def test_attach_crossbar_replaces_the_operator_and_reads_like_it():
         cx.attach_crossbar(net, "W7", os.path.join(REPO, "device_models", "ideal.yaml"))
 
 
+@pytest.mark.parametrize("rule", ["mixed_precision", "tiki_taka"])
+def test_attach_crossbar_with_a_stateful_pulse_rule_trains(rule):
+    """Rules with per-array state (accumulators, fast arrays) get it from attach_crossbar."""
+    from crossbar_ep.crossbar.mixed_precision import MixedPrecision
+    from crossbar_ep.crossbar.tiki_taka import TikiTaka
+    net = cx.make_network([20, 16, 4], seed=0, lr=0.2)
+    r = MixedPrecision() if rule == "mixed_precision" else TikiTaka(transfer_columns=8)
+    cb = cx.attach_crossbar(net, "W0", os.path.join(REPO, "device_models",
+                                                    "ecram_li_tang2018.yaml"), rule=r)
+    assert ("chi" if rule == "mixed_precision" else "fast") in cb.rule_state
+    W = cb.dense().copy()
+    model = cx.ep_learner(net, T=6, K=4, optimizer="sgd")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        model.train_batch(rng.random((8, 20)).astype(np.float32), np.arange(8) % 4)
+    if rule == "mixed_precision":    # the accumulator integrated the updates
+        assert np.abs(cb.rule_state["chi"]).max() > 0
+    else:                            # the fast array took the EP pulses
+        assert np.abs(cb.rule_state["fast"].dense()).max() > 1e-3
+    assert np.isfinite(cb.dense()).all() and cb.dense().shape == W.shape
+
+
 def test_digital_matrix_protocol():
     rng = np.random.default_rng(2)
     W = rng.standard_normal((5, 4))

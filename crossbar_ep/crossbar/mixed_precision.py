@@ -66,16 +66,14 @@ class MixedPrecision(DeterministicPulses):
 
     def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
               scale: float) -> int:
-        if not cb.card.pulsed:
-            if "v" not in cb.rule_state:
-                return super().apply(cb, pre, delta, scale)
-            g = np.matmul(delta.T, pre)
-            g *= cb.lr * scale
-            return cb.apply_update(self._velocity(cb, g), self.max_pulses)
-        chi = cb.rule_state["chi"]
+        if not cb.card.pulsed and "v" not in cb.rule_state:
+            return super().apply(cb, pre, delta, scale)
         g = np.matmul(delta.T, pre)       # in the signals' dtype, like the digital update
         g *= cb.lr * scale
         g = self._velocity(cb, g)
+        if not cb.card.pulsed:            # the exact-update card takes the velocity itself
+            return cb.apply_update(g, self.max_pulses)
+        chi = cb.rule_state["chi"]
         n = np.empty(chi.shape, np.int64)
         _, sq = accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
                           -1 if self.max_pulses is None else int(self.max_pulses),

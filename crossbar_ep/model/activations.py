@@ -22,6 +22,7 @@ _CLAMP = 9.0
 # fast-math without the no-NaN / no-inf assumptions: a diverged state stays NaN
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _TANH, _HARD_SIGMOID = 0, 1
+_ZERO_ROW: dict = {}   # width -> a (1, n) float32 zero row (the add of a bias-free layer)
 
 
 @numba.njit(fastmath=_FAST, error_model="numpy", cache=True)
@@ -103,8 +104,6 @@ def activate(h: np.ndarray, kind: str, add: np.ndarray | None = None,
         c[...] = h
     return h
 
-
-_ZERO_ROW: dict = {}
 
 
 def activation_derivative(s: np.ndarray, h: np.ndarray | None, kind: str) -> np.ndarray:

@@ -41,6 +41,13 @@ def test_dac_and_adc_kernels_match_numpy(dtype):
     assert not acc2[:, :30].any() and not acc2[:, 70:].any()
     assert abs(acc2[:, 30:].mean()) < 0.02
     assert acc2[:, 30:].std() == pytest.approx(0.5, rel=0.05)
+    # the sense amplifiers' noise is the 32-bit lane stream of the read's seed, row by row
+    acc4 = np.zeros((7, 40), dtype)
+    sense_accumulate(acc4, 0, np.zeros((7, 40), dtype), dtype(1.0), dtype(0.25), dtype(0.0),
+                     dtype(0), 11)
+    lanes = np.empty((7, 40), np.float32)
+    fastrng.fill_normal_lanes32(lanes, 11)
+    np.testing.assert_allclose(acc4, 0.25 * lanes, rtol=1e-6)
     # no noise, no ADC: plain gain * part
     acc3 = np.zeros((33, 40), dtype)
     sense_accumulate(acc3, 0, part, dtype(2.0), dtype(0.0), dtype(0.0), dtype(0), 1)
@@ -49,7 +56,7 @@ def test_dac_and_adc_kernels_match_numpy(dtype):
 
 @pytest.mark.parametrize("fill, bound", [
     (fastrng.fill_normal_lanes, np.sqrt(12 / 8) * 4),                 # 8 bytes
-    (fastrng.fill_normal_pairs, 60 / np.sqrt(8 * 255 / 12))])        # 2 x 8 nibbles
+    (fastrng.fill_normal_lanes32, 60 / np.sqrt(8 * 255 / 12))])      # 8 nibbles
 def test_lane_normal_moments_independence_and_determinism(fill, bound):
     a = np.empty((2000, 256), np.float32)
     fill(a, 5)
@@ -57,12 +64,14 @@ def test_lane_normal_moments_independence_and_determinism(fill, bound):
     assert a.var() == pytest.approx(1.0, rel=0.01)
     assert ((a / a.std()) ** 4).mean() == pytest.approx(3 - 1.2 / 8, abs=0.03)  # Irwin-Hall 8
     assert np.abs(a).max() <= bound + 1e-6
-    # the pair generator: rows 2i and 2i + 1 come from one draw; uncorrelated all the same
+    # even and odd rows (successive draws of each lane) uncorrelated
     assert abs(np.corrcoef(a[0::2].ravel(), a[1::2].ravel())[0, 1]) < 5 / np.sqrt(a.size / 2)
     # no correlation between successive samples of a lane, neighbouring lanes, or seeds
     n = a.size
     for u, v in [(a[1:], a[:-1]), (a[:, 1:], a[:, :-1])]:
         assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 5 / np.sqrt(n)
+        # nor of their magnitudes (a linear generator's structure shows in higher moments)
+        assert abs(np.corrcoef(u.ravel() ** 2, v.ravel() ** 2)[0, 1]) < 5 / np.sqrt(n)
     b = np.empty_like(a)
     fill(b, 5)
     np.testing.assert_array_equal(a, b)

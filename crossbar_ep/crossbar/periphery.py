@@ -80,9 +80,8 @@ def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
     layer's buffer ``out`` (B, n_layer) (:func:`sense_tiles` for a single tile).
 
     noise_std > 0 adds Gaussian read noise from per-column lane streams of ``seed``
-    (:func:`crossbar_ep.fastrng.lane_normal_pair`, rows in pairs); step > 0 clips to +-levels
-    steps and rounds to
-    the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
+    (:func:`crossbar_ep.fastrng.lane_normal32`); step > 0 clips to +-levels
+    steps and rounds to the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
     """
     n = part.shape[1]
     steps = np.empty(1, part.dtype)
@@ -98,46 +97,54 @@ def sense_tiles(out, part, bounds, gain, noise_std, steps, levels, seeds, assign
     """Every tile of one read at once: ``out (+)= gain * ADC(part + noise)`` where ``part``
     (B, n) holds the partial outputs of one driven tile row (or column) for all n sensed
     lines, and tile t owns lines ``bounds[t]:bounds[t+1]`` with ADC step ``steps[t]`` and
-    noise stream ``seeds[t]``.  Tile by tile this is exactly :func:`sense_accumulate` (same
-    lane streams, same arithmetic); one call and one GEMM replace one per tile.
-    ``assign`` writes instead of adding (the first partial sum of a read).
+    noise stream ``seeds[t]`` (one 32-bit lane per sensed line,
+    :func:`crossbar_ep.fastrng.lane_normal32`, one sample per row).  Tile by tile this is
+    exactly :func:`sense_accumulate` (same lane streams, same arithmetic); one call and one
+    GEMM replace one per tile.  ``assign`` writes instead of adding (the first partial sum of
+    a read).  Each case is its own loop over the lanes, so each vectorises.
     """
-    noise = np.empty((2, part.shape[1]), part.dtype)   # two rows' noise, one lane draw
     for t in range(bounds.size - 1):
         a, b = bounds[t], bounds[t + 1]
-        n = b - a
-        l0 = np.empty(n, np.uint64)
-        l1 = np.empty(n, np.uint64)
-        if noise_std > 0.0:
-            fastrng.seed_lanes(fastrng.key(seeds[t]), l0, l1)
+        lanes = np.empty(b - a, np.uint32)
+        nz = np.empty(b - a, part.dtype)
+        noisy = noise_std > 0.0
+        if noisy:
+            fastrng.seed_lanes32(fastrng.key(seeds[t]), lanes)
         step = steps[t]
         lim = step * levels
         inv = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
         gstep = gain * step
         for r in range(part.shape[0]):
-            row_in, row_out = part[r, a:b], out[r, a:b]
-            if assign:
-                row_out[:] = 0.0
-            if noise_std > 0.0 and r % 2 == 0:   # rows r and r + 1 from one draw per lane,
-                for j in range(n):                # in a tight loop of its own (vectorises)
-                    z0, z1 = fastrng.lane_normal_pair(l0, l1, j)
-                    noise[0, j] = noise_std * z0
-                    noise[1, j] = noise_std * z1
-            nz = noise[r % 2]
-            if noise_std > 0.0 and step > 0.0:
-                for j in range(n):
-                    v = min(max(row_in[j] + nz[j], -lim), lim)
-                    row_out[j] += np.rint(v * inv) * gstep
-            elif noise_std > 0.0:
-                for j in range(n):
-                    row_out[j] += gain * (row_in[j] + nz[j])
+            x, y = part[r, a:b], out[r, a:b]
+            if noisy and step > 0.0:          # noise first, in a loop of its own: the
+                for j in range(x.size):       # fused loop does not vectorise
+                    nz[j] = x[j] + noise_std * fastrng.lane_normal32(lanes, j)
+                if assign:
+                    for j in range(x.size):
+                        y[j] = np.rint(min(max(nz[j], -lim), lim) * inv) * gstep
+                else:
+                    for j in range(x.size):
+                        y[j] += np.rint(min(max(nz[j], -lim), lim) * inv) * gstep
+            elif noisy:
+                if assign:
+                    for j in range(x.size):
+                        y[j] = gain * (x[j] + noise_std * fastrng.lane_normal32(lanes, j))
+                else:
+                    for j in range(x.size):
+                        y[j] += gain * (x[j] + noise_std * fastrng.lane_normal32(lanes, j))
             elif step > 0.0:
-                for j in range(n):
-                    v = min(max(row_in[j], -lim), lim)
-                    row_out[j] += np.rint(v * inv) * gstep
+                if assign:
+                    for j in range(x.size):
+                        y[j] = np.rint(min(max(x[j], -lim), lim) * inv) * gstep
+                else:
+                    for j in range(x.size):
+                        y[j] += np.rint(min(max(x[j], -lim), lim) * inv) * gstep
+            elif assign:
+                for j in range(x.size):
+                    y[j] = gain * x[j]
             else:
-                for j in range(n):
-                    row_out[j] += gain * row_in[j]
+                for j in range(x.size):
+                    y[j] += gain * x[j]
 
 
 @numba.njit(cache=True, fastmath=True)

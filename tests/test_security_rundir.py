@@ -280,3 +280,27 @@ def test_keys_added_since_the_checkpoint_are_not_changes(tmp_path):
     (d / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(CheckpointError, match=r"training.nudging: 'one_sided' -> 'centered'"):
         train.resume(str(d))
+
+
+def test_a_switched_off_section_changed_since_the_checkpoint_is_not_an_edit(tmp_path):
+    """A digital run's checkpoint that stored another crossbar.update default (the section is
+    off) resumes without --accept-config-changes; the same change with the crossbar on is
+    still an edit."""
+    from crossbar_ep.runs.rundir import config_changes
+    d = tmp_path / "r"
+    trained(d)
+    with np.load(d / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    assert meta["config"]["crossbar"]["enabled"] is False
+    meta["config"]["crossbar"]["update"]["transfer_columns"] = 1   # an older default
+    meta["config_sha256"] = config_hash(meta["config"])
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(d / "checkpoint.npz", **arrays)
+    assert train.resume(str(d), epochs=2).epochs_done == 1
+    old = {"crossbar": {"enabled": True, "update": {"transfer_columns": 1}}}
+    new = {"crossbar": {"enabled": True, "update": {"transfer_columns": None}}}
+    assert config_changes(old, new) == ["crossbar.update.transfer_columns: 1 -> None"]
+    new["crossbar"]["enabled"] = False
+    assert config_changes(old, new) == ["crossbar.enabled: True -> False",
+                                        "crossbar.update.transfer_columns: 1 -> None"]

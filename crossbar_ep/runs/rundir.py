@@ -174,11 +174,16 @@ def config_hash(d: dict) -> str:
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list:
-    """``key: old -> new`` for every key whose value differs (sections flattened)."""
+    """``key: old -> new`` for every key whose value differs (sections flattened).  A section
+    switched off (``enabled: false``) on both sides has no changes: its keys act on nothing
+    (a default changed since, e.g. in the crossbar section of a digital run, does not block
+    its resume)."""
     out = []
     for k in sorted(set(old) | set(new), key=str):
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
+            if a.get("enabled") is False and b.get("enabled") is False:
+                continue
             out += config_changes(a, b, f"{prefix}{k}.")
         elif a != b:
             out.append(f"{prefix}{k}: {a!r} -> {b!r}")

@@ -273,32 +273,33 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
                     assign: bool) -> None:
         """:meth:`_tiled_into` for the common case (output read noise from the fast
         generator, ideal wires, no recorded tile): one GEMM per driven tile row (forward) or
-        tile column (transposed) over all the lines it senses, then one fused sense pass over
-        its tiles.  Same noise streams, tile ADC ranges and summation order as tile by tile."""
+        tile column (transposed) over all the lines it senses, then one sense pass over all
+        the read's tiles.  Same noise streams, tile ADC ranges and summation order as tile by
+        tile."""
         c = self.dtype.type
         nr, nc = len(self.row_tiles), len(self.col_tiles)
         seeds = self.rng.integers(0, 2**62, nr * nc).reshape(nr, nc)  # = size (nr, nc)
         driven, sensed = ((self.col_tiles, self.row_tiles) if transposed else
                           (self.row_tiles, self.col_tiles))
         bounds = self._bounds[transposed]
-        part = self._part_buf.get(out.shape)
-        if part is None:
-            part = self._part_buf[out.shape] = np.empty(out.shape, self.dtype)
+        shape = (len(driven),) + out.shape
+        parts = self._part_buf.get(shape)
+        if parts is None:
+            parts = self._part_buf[shape] = np.empty(shape, self.dtype)
         if transposed:
             seeds = np.ascontiguousarray(seeds.T)
         steps = self._steps.get((transposed, int(levels)))
-        if steps is None:       # ADC steps of the tiles each driven line group senses
+        if steps is None:       # ADC steps (driven group, sensed tile)
             keys = [[(s.start, d.start) if transposed else (d.start, s.start) for s in sensed]
                     for d in driven]
-            steps = self._steps[transposed, int(levels)] = [
-                np.array([ranges[k] / levels if levels else 0.0 for k in ks], c) for ks in keys]
+            steps = self._steps[transposed, int(levels)] = np.array(
+                [[ranges[k] / levels if levels else 0.0 for k in ks] for ks in keys], c)
         for i, d in enumerate(driven):
             if transposed:      # columns d driven, every row line sensed: y[:, d] @ W[d, :]
-                np.matmul(v[:, d], self.W_eff[d, :], out=part)
+                np.matmul(v[:, d], self.W_eff[d, :], out=parts[i])
             else:               # rows d driven, every output line sensed: x[:, d] @ W[:, d]^T
-                np.matmul(v[:, d], self._fwd_rows[i], out=part)
-            sense_tiles(out, part, bounds, gain, std, steps[i], levels, seeds[i],
-                        assign and i == 0)
+                np.matmul(v[:, d], self._fwd_rows[i], out=parts[i])
+        sense_tiles(out, parts, bounds, gain, std, steps, levels, seeds, assign)
 
     def watch_tile(self, tile: tuple, probe) -> None:
         """Record the reads of tile (row tile, column tile): ``probe.record(transposed,

@@ -84,67 +84,76 @@ def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
     steps and rounds to the step; ``gain`` is the sense-amplifier gain (beta_i on feedback reads).
     """
     n = part.shape[1]
-    steps = np.empty(1, part.dtype)
-    steps[0] = step
-    seeds = np.empty(1, np.int64)
-    seeds[0] = seed
-    sense_tiles(out[:, c0:c0 + n], part, np.array([0, n]), gain, noise_std, steps, levels,
-                seeds, False)
+    steps = np.empty((1, 1), part.dtype)
+    steps[0, 0] = step
+    seeds = np.empty((1, 1), np.int64)
+    seeds[0, 0] = seed
+    sense_tiles(out[:, c0:c0 + n], part.reshape(1, part.shape[0], n), np.array([0, n]), gain,
+                noise_std, steps, levels, seeds, False)
 
 
 @numba.njit(cache=True, fastmath=True)
-def sense_tiles(out, part, bounds, gain, noise_std, steps, levels, seeds, assign):
-    """Every tile of one read at once: ``out (+)= gain * ADC(part + noise)`` where ``part``
-    (B, n) holds the partial outputs of one driven tile row (or column) for all n sensed
-    lines, and tile t owns lines ``bounds[t]:bounds[t+1]`` with ADC step ``steps[t]`` and
-    noise stream ``seeds[t]`` (one 32-bit lane per sensed line,
-    :func:`crossbar_ep.fastrng.lane_normal32`, one sample per row).  Tile by tile this is
-    exactly :func:`sense_accumulate` (same lane streams, same arithmetic); one call and one
-    GEMM replace one per tile.  ``assign`` writes instead of adding (the first partial sum of
-    a read).  Each case is its own loop over the lanes, so each vectorises.
+def sense_tiles(out, parts, bounds, gain, noise_std, steps, levels, seeds, assign):
+    """Every tile of one read at once: ``out (+)= gain * sum_i ADC(parts[i] + noise)`` where
+    ``parts[i]`` (B, n) holds the partial outputs of driven tile row (or column) i for all n
+    sensed lines, and tile (i, t) owns lines ``bounds[t]:bounds[t+1]`` with ADC step
+    ``steps[i, t]`` and noise stream ``seeds[i, t]`` (one 32-bit lane per sensed line,
+    :func:`crossbar_ep.fastrng.lane_normal32`, one sample per row).  The partial sums are
+    added in the order i = 0, 1, ... to each output row while it sits in L1 cache: exactly
+    :func:`sense_accumulate` tile by tile (same lane streams, arithmetic and order), in one
+    pass over ``out``.  ``assign`` writes instead of adding (the read's first partial sum).
+    Each case is its own loop over the lanes, so each vectorises.
     """
+    R = parts.shape[0]
+    noisy = noise_std > 0.0
     for t in range(bounds.size - 1):
         a, b = bounds[t], bounds[t + 1]
-        lanes = np.empty(b - a, np.uint32)
-        nz = np.empty(b - a, part.dtype)
-        noisy = noise_std > 0.0
-        if noisy:
-            fastrng.seed_lanes32(fastrng.key(seeds[t]), lanes)
-        step = steps[t]
-        lim = step * levels
-        inv = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
-        gstep = gain * step
-        for r in range(part.shape[0]):
-            x, y = part[r, a:b], out[r, a:b]
-            if noisy and step > 0.0:          # noise first, in a loop of its own: the
-                for j in range(x.size):       # fused loop does not vectorise
-                    nz[j] = x[j] + noise_std * fastrng.lane_normal32(lanes, j)
-                if assign:
+        lanes = np.empty((R, b - a), np.uint32)
+        nz = np.empty(b - a, parts.dtype)
+        lim = np.empty(R, parts.dtype)
+        inv = np.empty(R, parts.dtype)
+        gstep = np.empty(R, parts.dtype)
+        for i in range(R):
+            if noisy:
+                fastrng.seed_lanes32(fastrng.key(seeds[i, t]), lanes[i])
+            step = steps[i, t]
+            lim[i] = step * levels
+            inv[i] = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
+            gstep[i] = gain * step
+        for r in range(parts.shape[1]):
+            y = out[r, a:b]
+            for i in range(R):
+                x, ln, first = parts[i, r, a:b], lanes[i], assign and i == 0
+                lo, hi, iv, gs = -lim[i], lim[i], inv[i], gstep[i]
+                if noisy and steps[i, t] > 0.0:   # noise first, in a loop of its own: the
+                    for j in range(x.size):       # fused loop does not vectorise
+                        nz[j] = x[j] + noise_std * fastrng.lane_normal32(ln, j)
+                    if first:
+                        for j in range(x.size):
+                            y[j] = np.rint(min(max(nz[j], lo), hi) * iv) * gs
+                    else:
+                        for j in range(x.size):
+                            y[j] += np.rint(min(max(nz[j], lo), hi) * iv) * gs
+                elif noisy:
+                    if first:
+                        for j in range(x.size):
+                            y[j] = gain * (x[j] + noise_std * fastrng.lane_normal32(ln, j))
+                    else:
+                        for j in range(x.size):
+                            y[j] += gain * (x[j] + noise_std * fastrng.lane_normal32(ln, j))
+                elif steps[i, t] > 0.0:
+                    if first:
+                        for j in range(x.size):
+                            y[j] = np.rint(min(max(x[j], lo), hi) * iv) * gs
+                    else:
+                        for j in range(x.size):
+                            y[j] += np.rint(min(max(x[j], lo), hi) * iv) * gs
+                elif first:
                     for j in range(x.size):
-                        y[j] = np.rint(min(max(nz[j], -lim), lim) * inv) * gstep
+                        y[j] = gain * x[j]
                 else:
                     for j in range(x.size):
-                        y[j] += np.rint(min(max(nz[j], -lim), lim) * inv) * gstep
-            elif noisy:
-                if assign:
-                    for j in range(x.size):
-                        y[j] = gain * (x[j] + noise_std * fastrng.lane_normal32(lanes, j))
-                else:
-                    for j in range(x.size):
-                        y[j] += gain * (x[j] + noise_std * fastrng.lane_normal32(lanes, j))
-            elif step > 0.0:
-                if assign:
-                    for j in range(x.size):
-                        y[j] = np.rint(min(max(x[j], -lim), lim) * inv) * gstep
-                else:
-                    for j in range(x.size):
-                        y[j] += np.rint(min(max(x[j], -lim), lim) * inv) * gstep
-            elif assign:
-                for j in range(x.size):
-                    y[j] = gain * x[j]
-            else:
-                for j in range(x.size):
-                    y[j] += gain * x[j]
+                        y[j] += gain * x[j]
 
 
 @numba.njit(cache=True, fastmath=True)

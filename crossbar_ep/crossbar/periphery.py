@@ -125,15 +125,19 @@ def sense_tiles(out, parts, bounds, gain, noise_std, steps, levels, seeds, assig
             for i in range(R):
                 x, ln, first = parts[i, r, a:b], lanes[i], assign and i == 0
                 lo, hi, iv, gs = -lim[i], lim[i], inv[i], gstep[i]
-                if noisy and steps[i, t] > 0.0:   # noise first, in a loop of its own: the
+                adc = steps[i, t] > 0.0
+                src = x
+                if noisy and adc:                 # noise first, in a loop of its own: the
                     for j in range(x.size):       # fused loop does not vectorise
                         nz[j] = x[j] + noise_std * fastrng.lane_normal32(ln, j)
+                    src = nz
+                if adc:
                     if first:
                         for j in range(x.size):
-                            y[j] = np.rint(min(max(nz[j], lo), hi) * iv) * gs
+                            y[j] = np.rint(min(max(src[j], lo), hi) * iv) * gs
                     else:
                         for j in range(x.size):
-                            y[j] += np.rint(min(max(nz[j], lo), hi) * iv) * gs
+                            y[j] += np.rint(min(max(src[j], lo), hi) * iv) * gs
                 elif noisy:
                     if first:
                         for j in range(x.size):
@@ -141,13 +145,6 @@ def sense_tiles(out, parts, bounds, gain, noise_std, steps, levels, seeds, assig
                     else:
                         for j in range(x.size):
                             y[j] += gain * (x[j] + noise_std * fastrng.lane_normal32(ln, j))
-                elif steps[i, t] > 0.0:
-                    if first:
-                        for j in range(x.size):
-                            y[j] = np.rint(min(max(x[j], lo), hi) * iv) * gs
-                    else:
-                        for j in range(x.size):
-                            y[j] += np.rint(min(max(x[j], lo), hi) * iv) * gs
                 elif first:
                     for j in range(x.size):
                         y[j] = gain * x[j]

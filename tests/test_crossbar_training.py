@@ -159,6 +159,11 @@ def test_crossbar_config_errors():
         small_config(training={"algorithm": "bp"}, crossbar={"enabled": True, "device": IDEAL})
     with pytest.raises(ConfigError, match=r"crossbar.periphery.adc_bits: must be >= 2"):
         small_config(crossbar={"periphery": {"adc_bits": 1}})
+    for k, v in (("momentum", 0.5), ("threshold", 4.0)):   # mixed precision's own settings
+        with pytest.raises(ConfigError, match=rf"crossbar.update.{k}: .*scheme deterministic"):
+            small_config(crossbar={"enabled": True, "device": IDEAL, "update": {k: v}})
+    with pytest.raises(ConfigError, match=r"crossbar.update.threshold: must be >= 1"):
+        small_config(crossbar={"update": {"scheme": "mixed_precision", "threshold": 0.5}})
 
 
 def test_compare_cli(tmp_path, capsys):

@@ -34,9 +34,9 @@ def _signals(rng, n_out, n_in, B=6, amp=0.05):
     return rng.random((B, n_in)), amp * rng.standard_normal((B, n_out))
 
 
-@pytest.mark.parametrize("mu", [0.0, 0.9])
-def test_mixed_precision_matches_numpy_reference(mu):
-    cb = _array(MixedPrecision(max_pulses=3, momentum=mu))
+@pytest.mark.parametrize("mu, theta", [(0.0, 1.0), (0.9, 1.0), (0.0, 2.5)])
+def test_mixed_precision_matches_numpy_reference(mu, theta):
+    cb = _array(MixedPrecision(max_pulses=3, momentum=mu, threshold=theta))
     assert ("v" in cb.rule_state) == (mu > 0)
     pf = cb.mapping.pulse_factor()
     W_ref, chi_ref, total = cb.W_eff.copy(), np.zeros(cb.shape), np.zeros(cb.shape)
@@ -49,7 +49,7 @@ def test_mixed_precision_matches_numpy_reference(mu):
         g = v
         total += g
         chi_ref += g
-        n = np.clip(np.trunc(chi_ref * pf), -3, 3)
+        n = np.clip(np.where(np.abs(chi_ref * pf) < theta, 0.0, np.trunc(chi_ref * pf)), -3, 3)
         chi_ref -= n / pf
         W_ref += n / pf                  # a pulse pair moves W by one nominal step
         np.testing.assert_array_equal(cb.last_counts, n)
@@ -58,6 +58,29 @@ def test_mixed_precision_matches_numpy_reference(mu):
     # nothing is lost: weight change + remainder = the integrated update
     np.testing.assert_allclose(cb.W_eff - W_start + cb.rule_state["chi"], total, atol=1e-9)
     assert cb.last_counts.any() and np.abs(total).max() < 1.0
+
+
+def test_mixed_precision_threshold_fires_fewer_noise_pulses_and_as_many_drift_pulses():
+    """The dead zone theta: an accumulator fed zero-mean noise fires about theta times fewer
+    pulses (random-walk exits of +-theta eps come theta^2 times rarer, theta pulses each);
+    fed a steady drift it fires the same number, in bursts (at most theta behind)."""
+    from crossbar_ep.crossbar.mixed_precision import accumulate_pulses
+    rng = np.random.default_rng(0)
+    n_dev, steps = 2000, 1500
+    noise = 0.3 * rng.standard_normal((steps, n_dev))      # in device steps (factor 1)
+    counts = {}
+    for theta in (1.0, 4.0):
+        for name, g in (("noise", noise), ("drift", np.full((steps, n_dev), 0.07))):
+            chi, out, total = np.zeros(n_dev), np.empty(n_dev, np.int64), 0
+            for t in range(steps):
+                total += accumulate_pulses(chi, g[t], 1.0, -1, out, theta)[0]
+            counts[name, theta] = total
+            assert np.abs(chi).max() < theta + 1.0       # nothing lost beyond the dead zone
+    ratio = counts["noise", 1.0] / counts["noise", 4.0]
+    assert 2.5 < ratio < 6.0, ratio
+    drift = steps * 0.07 * n_dev
+    for theta in (1.0, 4.0):
+        assert drift - theta * n_dev <= counts["drift", theta] <= drift
 
 
 @pytest.mark.parametrize("chopped, forget", [(False, True), (True, True), (False, False),

@@ -192,6 +192,11 @@ def _check_crossbar(cfg, w: Where) -> None:
             f"has {len(lr)} values; give one value or {L + 1} (W_0 .. W_{L - 1}, W_f)")
     if c.update.normalise and min(cfg.beta_per_layer()) <= 0.0:
         raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
+    if c.update.threshold != 1.0 and c.update.scheme != "mixed_precision":
+        raise cw.child("update").child("threshold").fail(
+            f"is the firing threshold of the mixed_precision accumulator; scheme "
+            f"{c.update.scheme} has none: set crossbar.update.scheme: mixed_precision or "
+            f"threshold: 1")
     if c.update.momentum and c.update.scheme != "mixed_precision":
         raise cw.child("update").child("momentum").fail(
             f"is the digital velocity of the mixed_precision scheme; scheme "

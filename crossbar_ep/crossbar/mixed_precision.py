@@ -4,7 +4,10 @@ A digital accumulator ``chi`` per device (n_out, n_in), in weight units, integra
 update ``lr * scale * delta.T @ pre`` at full precision; a device is pulsed only when its
 accumulator passes the device's nominal step ``eps`` (weight units, ``1 / pulse_factor``):
 ``n = trunc(chi / eps)`` pulses (capped at ``max_pulses``), and the accumulator keeps the
-remainder ``chi - n eps``.  Small updates therefore add up instead of being rounded away or
+remainder ``chi - n eps``.  ``crossbar.update.threshold`` theta > 1 fires only once
+``|chi| >= theta eps`` (a dead zone): an accumulator driven by noise of either sign crosses
++-theta eps about theta^2 times less often and fires about theta pulses each time, so
+theta times fewer pulses, while a steady drift fires as many pulses as before, in bursts.  Small updates therefore add up instead of being rounded away or
 left to stochastic rounding, at the cost of one digital word per device and no pulse unless
 the accumulated change is a whole step.
 
@@ -24,15 +27,17 @@ from crossbar_ep.crossbar.pulses import DeterministicPulses
 
 
 @numba.njit(cache=True)
-def accumulate_pulses(chi, g, factor, cap, out):
-    """chi += g; out = trunc(chi * factor) clipped to +-cap (cap < 0: no cap);
-    chi -= out / factor.  Flat arrays; returns (the number of pulses |out| summed, the sum of
-    chi^2 after the step)."""
+def accumulate_pulses(chi, g, factor, cap, out, threshold=1.0):
+    """chi += g; out = trunc(chi * factor), zero where |chi * factor| < threshold, clipped
+    to +-cap (cap < 0: no cap); chi -= out / factor.  Flat arrays; returns (the number of
+    pulses |out| summed, the sum of chi^2 after the step)."""
     total = 0
     sq = 0.0
     for i in range(chi.size):
         c = chi[i] + g[i]
         n = np.int64(c * factor)          # truncation toward zero
+        if abs(c * factor) < threshold:   # the dead zone (threshold 1: none beyond trunc)
+            n = 0
         if cap >= 0:
             n = min(max(n, -cap), cap)
         c -= n / factor
@@ -76,8 +81,8 @@ class MixedPrecision(DeterministicPulses):
         chi = cb.rule_state["chi"]
         n = np.empty(chi.shape, np.int64)
         _, sq = accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
-                          -1 if self.max_pulses is None else int(self.max_pulses),
-                          n.reshape(-1))
+                                  -1 if self.max_pulses is None else int(self.max_pulses),
+                                  n.reshape(-1), float(self.settings.threshold))
         cb.last_counts = n
         cb.last_program_J = cb.program_energy(n)
         fired = cb.mapping.pulse(n)

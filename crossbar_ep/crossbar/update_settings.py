@@ -40,6 +40,14 @@ class UpdateSettings:
                           "momentum computed in the digital unit; one more word per device); 0 "
                           "integrates lr delta itself (Nandakumar 2020).",
                           p_float(lo=0.0, hi=1.0, hi_open=True))
+    threshold: float = key(1.0, "Mixed precision: the accumulator fires only when it holds at "
+                           "least this many device steps (then all its whole steps, the "
+                           "remainder kept); 1 is Nandakumar 2020.  Above 1 it is a dead "
+                           "zone: an update whose sign keeps changing (mini-batch and read "
+                           "noise) fires fewer pulses, while a steady update fires as many "
+                           "in bursts, so asymmetric devices see fewer up/down pulse pairs "
+                           "(each pair drags a device toward its symmetry point).",
+                           p_float(lo=1.0, hi=1.0e4), "device steps")
     bl: int = key(31, "Stochastic scheme: bit-stream length per sample.",
                   p_int(lo=1, hi=10_000), "slots")
     update_management: bool = key(True, "Stochastic scheme: balance the row and column "

@@ -202,6 +202,25 @@ def test_resume_refuses_changed_config_until_accepted(tmp_path, capsys):
     assert "1 already done, 0 to run" in logs[-1]
 
 
+def test_keys_added_since_a_sweep_ran_do_not_make_its_points_stale(tmp_path):
+    """A sweep folder written before a config key existed (its record and point hashes
+    without it) resumes without --accept-config-changes: the new key's default keeps the old
+    behaviour.  (A real edit of the base is still refused: the test above.)"""
+    import json
+    path = write(tmp_path, {"set": {"training.lr": 0.1}, "seeds": [0]})
+    out = tmp_path / "s"
+    (row,) = run_sweep(str(path), str(out), progress=False, log=quiet)
+    rec = json.loads((out / "sweep_record.json").read_text())
+    del rec["base_config"]["crossbar"]["update"]["threshold"]        # as an older version
+    (out / "sweep_record.json").write_text(json.dumps(rec))
+    for name in ("points.json", "results.csv"):                     # its hashes differed
+        (out / name).write_text((out / name).read_text().replace(row["config_hash"],
+                                                                 "0123456789abcdef"))
+    logs = []
+    run_sweep(str(path), str(out), resume=True, progress=False, log=logs.append)
+    assert "1 already done, 0 to run" in logs[-1]
+
+
 def test_config_hash_covers_the_device_card(tmp_path):
     card = tmp_path / "card.yaml"
     with open(os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")) as fh:

@@ -294,6 +294,27 @@ def _record(sweep: Sweep) -> dict:
             "cards": sweep.cards}
 
 
+def _hash_then(record: dict | None, planned: dict | None, sweep: Sweep) -> str | None:
+    """The hash this version gives a point as the recorded sweep planned it (its base config
+    as resolved then, the overrides in its ``points.json`` entry ``planned``, the card
+    contents then): keys added to crossbar-ep since take their defaults, which keep the
+    behaviour they were added with, so they do not make a finished point stale.  None when
+    the record cannot be replayed."""
+    from crossbar_ep.config.experiment import apply_overrides, config_from_dict
+    from crossbar_ep.errors import CrossbarEPError
+    from crossbar_ep.runs.sweep_file import config_hash
+    if not record or not isinstance(record.get("base_config"), dict) or \
+            not isinstance(planned, dict) or not isinstance(planned.get("overrides"), list):
+        return None
+    try:
+        raw = apply_overrides(json.loads(json.dumps(record["base_config"])),
+                              [str(o) for o in planned["overrides"]])
+        cfg = config_from_dict(raw, source=sweep.base)
+        return config_hash(cfg, sweep.base, dict(record.get("cards") or {}))
+    except (CrossbarEPError, TypeError, ValueError):
+        return None
+
+
 def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
     """Before a resume: the ids of started or finished points whose config changed since.
 
@@ -306,13 +327,14 @@ def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
         except (OSError, ValueError):
             return default
     old = load(RECORD_FILE, None)
-    old_hash = {p.get("point_id"): p.get("config_hash") for p in load("points.json", [])
-                if isinstance(p, dict)}
+    planned = {p.get("point_id"): p for p in load("points.json", []) if isinstance(p, dict)}
+    old_hash = {k: p.get("config_hash") for k, p in planned.items()}
     started = {r["point_id"] for r in read_results(out_dir)}
     if os.path.isdir(os.path.join(out_dir, "points")):
         started |= set(os.listdir(os.path.join(out_dir, "points")))
-    stale = {p.point_id for p in sweep.points
-             if p.point_id in started and old_hash.get(p.point_id) != p.config_hash}
+    stale = {p.point_id for p in sweep.points if p.point_id in started
+             and old_hash.get(p.point_id) != p.config_hash
+             and _hash_then(old, planned.get(p.point_id), sweep) != p.config_hash}
     if old is None:
         if not started:
             return stale

@@ -57,7 +57,9 @@ def _workers(pid):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_stops_workers_at_once_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "sigkill"])
+def test_ctrl_c_stops_workers_at_once_and_resume_finishes(tmp_path, stop):
     # point 0 is quick; point 1 reads a data set found through $CROSSBAR_EP_DATA and settles
     # for 50000 steps a batch: minutes on the large copy the sweep starts with, a second on
     # the tiny copy the resume is given (the data folder is not part of a point's config)
@@ -82,20 +84,24 @@ def test_ctrl_c_stops_workers_at_once_and_resume_finishes(tmp_path):
             workers = _workers(proc.pid)
             assert workers
             # Ctrl-C in a terminal signals the workers too; they ignore it, and the main
-            # process alone must stop them: signal it alone
-            os.kill(proc.pid, signal.SIGINT)
+            # process alone must stop them: signal it alone (SIGTERM: the same; SIGKILL: the
+            # workers notice their sweep is gone and stop by themselves)
+            os.kill(proc.pid, stop)
             try:
                 rc = proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                pytest.fail("crossbar-ep sweep still running 20 s after Ctrl-C")
+                pytest.fail(f"crossbar-ep sweep still running 20 s after {stop.name}")
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.seek(0)
         text = log.read()
-    assert rc == 130
-    assert f"--out {out} --resume" in text and "Traceback" not in text
+    if stop == signal.SIGKILL:
+        assert rc == -signal.SIGKILL
+    else:
+        assert rc == 130
+        assert f"--out {out} --resume" in text and "Traceback" not in text
     deadline = time.monotonic() + 5
     while any(os.path.exists(f"/proc/{w}") for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -152,9 +152,21 @@ def _num(v):
 # ---------------------------------------------------------------------- executors
 def _init_worker() -> None:
     """Ctrl-C belongs to the main process (it stops the workers); SIGTERM from it unwinds the
-    point, so files close, and ends the worker (see :func:`_run_point_in_worker`)."""
+    point, so files close, and ends the worker (see :func:`_run_point_in_worker`).  A worker
+    whose main process is gone without stopping it (killed by SIGKILL, or crashed) sends
+    itself that SIGTERM within a second: no orphan keeps computing and holding its point's
+    run directory."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    parent = os.getppid()
+    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True,
+                     name="crossbar-ep-orphan-guard").start()
+
+
+def _end_with_parent(parent: int, every_s: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _on_sigterm(signum, frame):
@@ -253,16 +265,20 @@ class _Dask:
 
 
 @contextlib.contextmanager
-def _sigint_sets(event: threading.Event):
-    """While inside, Ctrl-C sets ``event`` instead of raising KeyboardInterrupt anywhere."""
+def _stop_signals_set(event: threading.Event):
+    """While inside, Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch system ending the job)
+    set ``event`` instead of raising anywhere: the sweep then stops its workers and raises
+    KeyboardInterrupt, so a terminated sweep leaves no worker running."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    old = {sig: signal.signal(sig, lambda signum, frame: event.set())
+           for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _row_of(fut, p: Point, sweep: Sweep, out_dir: str) -> dict:
@@ -422,7 +438,7 @@ def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None =
         if bar is not None:
             bar.update(1)
     try:
-        with _sigint_sets(stop):
+        with _stop_signals_set(stop):
             for p in todo:
                 if stop.is_set():
                     break

@@ -225,6 +225,17 @@ def test_keys_added_since_a_sweep_ran_do_not_make_its_points_stale(tmp_path):
     logs = []
     run_sweep(str(path), str(out), resume=True, progress=False, log=logs.append)
     assert "1 already done, 0 to run" in logs[-1]
+    # the sweep file now pins that key at its default: an edit, but no point changes
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "set": {
+        "training.lr": 0.1, "crossbar.update.threshold": 1.0}, "seeds": [0]}, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"finished points' configs are unchanged\):\n  "
+                       r"set.crossbar.update.threshold: \(absent\) -> 1.0\n.*no finished "
+                       r"point reruns"):
+        run_sweep(str(path), str(out), resume=True, progress=False, log=quiet)
+    logs = []
+    run_sweep(str(path), str(out), resume=True, accept_changes=True, progress=False,
+              log=logs.append)
+    assert "1 already done, 0 to run" in logs[-1]
 
 
 def test_config_hash_covers_the_device_card(tmp_path):

@@ -368,12 +368,17 @@ def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
     if not lines or accept:
         return stale
     shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
-    raise ConfigError(
-        f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
-        f"({len(stale)} started or finished point{'' if len(stale) == 1 else 's'} would be "
-        f"reused with another config):\n  "
-        + "\n  ".join(shown) + "\nAdd --accept-config-changes to rerun the changed points from "
-        "scratch (unchanged points keep their results), or choose another --out.")
+    if stale:
+        what = (f"{len(stale)} started or finished point{'' if len(stale) == 1 else 's'} "
+                f"would be reused with another config")
+        fix = ("Add --accept-config-changes to rerun the changed points from scratch "
+               "(unchanged points keep their results), or choose another --out.")
+    else:
+        what = "its finished points' configs are unchanged"
+        fix = ("Add --accept-config-changes to accept the edit (no finished point reruns), or "
+               "choose another --out.")
+    raise ConfigError(f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
+                      f"({what}):\n  " + "\n  ".join(shown) + "\n" + fix)
 
 
 # ---------------------------------------------------------------------- run

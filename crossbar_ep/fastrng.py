@@ -10,13 +10,14 @@ For dense blocks (read noise on every tile output) :func:`seed_lanes` / :func:`l
 one xorshift128+ stream per column lane, seeded by splitmix64 from the read's key: shifts, xors
 and one add per sample vectorise across lanes (about 0.3 ns per sample), and the eight bytes of
 each 64-bit output summed give the same Irwin-Hall (n = 8) shape at 8-bit resolution (2041
-levels over +-4.9 sigma).  For the sense amplifiers' read noise :func:`seed_lanes32` / :func:`lane_normal32` use one
-32-bit xorshift stream per lane with a multiplicative output scramble (xorshift32*): eight
-32-bit lanes per AVX2 instruction, and the eight nibbles of each output summed by one multiply
-give an Irwin-Hall (n = 8) sample at 4-bit resolution (121 levels over +-4.6 sigma, 0.077 sigma
-apart: far below an ADC step at the shipped noise levels); about 0.34 ns per sample here
-against 0.6 ns for two samples per xorshift128+ output.  A lane's period (2^32 - 1) is far
-beyond the at most one sample per batch row a read draws from it before its reseeding.
+levels over +-4.9 sigma).  For the sense amplifiers' read noise :func:`seed_lanes32` /
+:func:`lane_normal32` use one 32-bit xorshift stream per lane with a multiplicative output
+scramble (xorshift32*): eight 32-bit lanes per AVX2 instruction, and the eight nibbles of each
+output summed by one multiply give an Irwin-Hall (n = 8) sample at 4-bit resolution (121 levels
+over +-4.6 sigma, 0.077 sigma apart: far below an ADC step at the shipped noise levels); about
+0.34 ns per sample here against 0.6 ns for two samples per xorshift128+ output. A lane's period
+(2^32 - 1) is far beyond the at most one sample per batch row a read draws from it before its
+reseeding.
 ``periphery.noise_rng: exact`` selects NumPy's Gaussian instead.
 """
 

@@ -4,12 +4,14 @@ A digital accumulator ``chi`` per device (n_out, n_in), in weight units, integra
 update ``lr * scale * delta.T @ pre`` at full precision; a device is pulsed only when its
 accumulator passes the device's nominal step ``eps`` (weight units, ``1 / pulse_factor``):
 ``n = trunc(chi / eps)`` pulses (capped at ``max_pulses``), and the accumulator keeps the
-remainder ``chi - n eps``.  ``crossbar.update.threshold`` theta > 1 fires only once
-``|chi| >= theta eps`` (a dead zone): an accumulator driven by noise of either sign crosses
-+-theta eps about theta^2 times less often and fires about theta pulses each time, so
-theta times fewer pulses, while a steady drift fires as many pulses as before, in bursts.  Small updates therefore add up instead of being rounded away or
+remainder ``chi - n eps``.  Small updates therefore add up instead of being rounded away or
 left to stochastic rounding, at the cost of one digital word per device and no pulse unless
 the accumulated change is a whole step.
+
+``crossbar.update.threshold`` theta > 1 fires only once ``|chi| >= theta eps`` (a dead
+zone): an accumulator driven by noise of either sign crosses +-theta eps about theta^2 times
+less often and fires about theta pulses each time, so theta times fewer pulses, while a
+steady drift fires as many pulses as before, in bursts.
 
 With ``crossbar.update.momentum`` mu > 0 the digital unit also keeps a velocity per device,
 ``v = mu v + lr * scale * delta.T @ pre``, and the accumulator integrates ``v`` instead: SGD

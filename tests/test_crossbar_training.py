@@ -206,3 +206,18 @@ def test_compare_cli(tmp_path, capsys):
                  str(tmp_path / "missing.yaml")]) == 2
     exp.write_text(exp.read_text().replace("enabled: true", "enabled: false"))
     assert main(["compare", str(exp), "--out", str(tmp_path / "c2"), "--quiet"]) == 2
+
+
+def test_weight_range_factor_per_matrix(tmp_path):
+    """crossbar.weight_range_factor as a list sets each matrix's scale S = factor x its
+    largest initial |W| (the readout wider here), and a wrong length is a config error."""
+    run = train.start(sgd(enabled=True, device=RPU, weight_range_factor=[2.0, 2.0, 3.0, 5.0]),
+                      str(tmp_path / "x"))
+    init = train.start(sgd(), str(tmp_path / "d")).net.W     # same seed: the same Glorot draw
+    cbs = run.learner.pulses.crossbars
+    for name, f in (("W0", 2.0), ("W1", 2.0), ("W2", 3.0), ("Wf", 5.0)):
+        assert cbs[name].scale == pytest.approx(f * np.abs(init[name]).max())
+    from crossbar_ep.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"crossbar.weight_range_factor: has 2 values; give "
+                                          r"one value or 4"):
+        sgd(enabled=True, device=RPU, weight_range_factor=[2.0, 4.0])

@@ -169,10 +169,10 @@ def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
     per = periphery_of(cfg)
     wires = wires_of(cfg)
     arrays = {}
+    factors = per_matrix(c.weight_range_factor, net)
     for name in selected(cfg, net):
         arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
-                                      c.tile_cols, c.weight_range_factor, net.dtype, wires,
-                                      c.iv)
+                                      c.tile_cols, factors[name], net.dtype, wires, c.iv)
     return arrays, rng
 
 
@@ -237,11 +237,18 @@ def batch_seconds(cfg, card) -> float:
     return seconds
 
 
+def per_matrix(value, net: Network) -> dict:
+    """Projection name -> value of a per-matrix setting given as one value or a tuple of
+    L + 1 (W_0 .. W_{L-1}, W_f): a matrix takes its destination layer's entry (residual
+    links too), readout and head matrices the last."""
+    L = net.L
+    per = tuple(value) if isinstance(value, tuple) else (value,) * (L + 1)
+    return {p.name: per[p.dst - 1] if p.dst <= L else per[L] for p in net.projections}
+
+
 def pulse_lrs(cfg, net: Network) -> dict:
     """Pulse gain per projection: crossbar.update.lr (or training.lr), per matrix rule."""
     lr = cfg.crossbar.update.lr
     if lr is None:
         return dict(net.lr)
-    L = net.L
-    per = tuple(lr) if isinstance(lr, tuple) else (lr,) * (L + 1)
-    return {p.name: per[p.dst - 1] if p.dst <= L else per[L] for p in net.projections}
+    return per_matrix(lr, net)

@@ -197,9 +197,13 @@ class CrossbarConfig:
                          "rows")
     tile_cols: int = key(256, "Columns (outputs) per physical array.",
                          p_int(lo=1, hi=MAX_UNITS), "columns")
-    weight_range_factor: float = key(2.0, "Per-layer weight-to-conductance scale: the full "
-                                     "conductance swing equals this factor times the largest "
-                                     "initial |W|.", p_float(lo=1.0, hi=MAX_GAIN))
+    weight_range_factor: Any = key(2.0, "Weight-to-conductance scale of each matrix: the "
+                                   "full conductance swing equals this factor times the "
+                                   "matrix's largest initial |W|; one value, or one per "
+                                   "weight matrix like training.lr (W_0 .. W_{L-1}, W_f), e.g. "
+                                   "a wider range for a readout whose weights outgrow twice "
+                                   "their initial bound (docs/crossbar.md).",
+                                   p_scalar_or_list(p_float(lo=1.0, hi=MAX_GAIN)))
     seed: int = key(12345, "Seed of the devices' variation, faults and noise.",
                     p_int(lo=0, hi=MAX_SEED))
     time_per_batch_s: float | None = key(

@@ -186,10 +186,11 @@ def _check_crossbar(cfg, w: Where) -> None:
             raise cw.child("iv").child("law").fail(
                 "a nonlinear law needs crossbar.signed: differential (the reference column's "
                 "transposed read would not superpose)")
-    lr = c.update.lr
-    if isinstance(lr, tuple) and len(lr) != L + 1:
-        raise cw.child("update").child("lr").fail(
-            f"has {len(lr)} values; give one value or {L + 1} (W_0 .. W_{L - 1}, W_f)")
+    for where, value in ((cw.child("update").child("lr"), c.update.lr),
+                         (cw.child("weight_range_factor"), c.weight_range_factor)):
+        if isinstance(value, tuple) and len(value) != L + 1:
+            raise where.fail(f"has {len(value)} values; give one value or {L + 1} "
+                             f"(W_0 .. W_{L - 1}, W_f)")
     if c.update.normalise and min(cfg.beta_per_layer()) <= 0.0:
         raise cw.child("update").child("normalise").fail("needs every model.beta_i > 0")
     if c.update.threshold != 1.0 and c.update.scheme != "mixed_precision":

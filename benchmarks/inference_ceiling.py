@@ -46,7 +46,7 @@ def main() -> int:
     cfg = load_config(args.config, ["traces.enabled=false", *args.overrides])
     run = train.setup(cfg, os.devnull)
     weights = trained_weights(args.run_dir)
-    missing = set(run.net.ops) & {p.name for p in run.net.projections} - set(weights)
+    missing = {p.name for p in run.net.projections} - set(weights)
     if missing:
         print(f"{args.run_dir}: no trained {', '.join(sorted(missing))} in its checkpoint")
         return 1

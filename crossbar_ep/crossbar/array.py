@@ -137,7 +137,7 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         if gain is not None:          # digital output gain of the drift compensation
             W = W * gain[:, None]
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
-        self._eops = None
+        self._eops, self._stale = None, False
         self.changed()
         if self._ir:
             self._fwd_tiles, self._bwd_tiles = {}, {}
@@ -378,13 +378,24 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         of pulses fired (0 for the ideal device, which takes the exact change)."""
         if not self.card.pulsed:
             self.mapping.change_exact(self.mapping.device_change(dW))
-            fired = 0
-            self.last_counts = None
+            self.last_counts, self.last_program_J = None, 0.0
+            self.refresh()
+            return 0
+        return self.write_pulses(self.pulse_counts(dW, max_pulses))
+
+    def write_pulses(self, n: np.ndarray) -> int:
+        """Fire the signed counts n (n_out, n_in) through the mapping (a differential pair's
+        G- takes -n), keep them and their programming energy, refresh the read operands;
+        returns the pulses fired.  An all-zero n touches no device (no write noise redrawn)
+        and skips the refresh unless the clock moved on a drifting card since the last one."""
+        self.last_counts = n
+        if not n.any():
             self.last_program_J = 0.0
-        else:
-            n = self.last_counts = self.pulse_counts(dW, max_pulses)
-            self.last_program_J = self.program_energy(n)
-            fired = self.mapping.pulse(n)
+            if self._stale:
+                self.refresh()
+            return 0
+        self.last_program_J = self.program_energy(n)
+        fired = self.mapping.pulse(n)
         self.refresh()
         return fired
 
@@ -401,6 +412,7 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
             for dev in (self.pos, self.neg):
                 if dev is not None:
                     dev.advance(self.seconds_per_update)
+            self._stale = self.pos.drifts    # the refresh after the pulses shows the drift
         if self.rule is None:
             g = scale * (np.asarray(delta).T @ np.asarray(pre))
             fired = self.apply_update(self.lr * g)

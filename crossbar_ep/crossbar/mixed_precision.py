@@ -85,12 +85,8 @@ class MixedPrecision(DeterministicPulses):
         _, sq = accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
                                   -1 if self.max_pulses is None else int(self.max_pulses),
                                   n.reshape(-1), float(self.settings.threshold))
-        cb.last_counts = n
-        cb.last_program_J = cb.program_energy(n)
-        fired = cb.mapping.pulse(n)
         cb.rule_info = {"accumulator_rms": float(np.sqrt(sq / chi.size))}
-        cb.refresh()
-        return fired
+        return cb.write_pulses(n)
 
     def state_dict(self, cb: CrossbarMatrix) -> dict:
         return {k: cb.rule_state[k] for k in ("chi", "v") if k in cb.rule_state}

@@ -191,13 +191,7 @@ class StochasticCoincidence(DeterministicPulses):
         s = self.settings
         n = coincidence_counts(cb, pre, delta, cb.lr * scale * pre.shape[0], s.bl,
                                s.update_management, self.rng)
-        cb.last_program_J = cb.program_energy(n)
-        fired = cb.pos.pulse(n)
-        if cb.neg is not None:
-            fired += cb.neg.pulse(-n)
-        cb.last_counts = n
-        cb.refresh()
-        return fired
+        return cb.write_pulses(n)
 
 
 class PulseStats:

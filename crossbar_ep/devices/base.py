@@ -88,7 +88,8 @@ STEP_PARAMS = {
     "w_min_dtod": Param(0.0, "-", "device-to-device relative std of w_min", "nonneg"),
     "dw_min_std": Param(0.0, "-", "cycle-to-cycle relative std of each pulse's step", "nonneg"),
     "write_noise_std": Param(0.0, "dw_min", "std of the write noise on the readable state, in "
-                             "units of dw_min, redrawn at every update", "nonneg"),
+                             "units of dw_min, redrawn at every update that fires a pulse",
+                             "nonneg"),
 }
 
 

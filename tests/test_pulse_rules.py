@@ -278,3 +278,37 @@ def test_tiki_taka_learns_with_one_column_per_sample(tmp_path):
         train.fit(run, progress=False)
         acc[cols] = max(h["test_acc"] for h in run.history)
     assert acc[None] > 0.5 > 0.3 > acc[1], acc
+
+
+def test_an_update_that_fires_no_pulse_touches_no_device(tmp_path):
+    """All-zero counts leave every device as it was: no write noise redrawn, the read
+    operands kept (the refresh skipped); a pulse redraws the write noise; a drifting card's
+    clock still moves the weights without a pulse."""
+    from test_device_registry import drift_card
+    rng = np.random.default_rng(3)
+    W0 = 0.3 * rng.standard_normal((12, 9))
+    card = load_card(RPU, {**QUIET, "write_noise_std": 0.5})
+    cb = CrossbarMatrix(W0, card, np.random.default_rng(4), tile_rows=4, tile_cols=5,
+                        dtype=np.float64)
+    cb.rule, cb.lr = MixedPrecision(threshold=1e6), 0.7
+    cb.rule.attach(cb)
+    W, noise = cb.W_eff.copy(), cb.pos.write_noise.copy()
+    pre, delta = _signals(rng, 12, 9)
+    cb.update(pre, delta, 0.5)
+    assert not cb.last_counts.any() and cb.last_program_J == 0.0
+    np.testing.assert_array_equal(cb.W_eff, W)
+    np.testing.assert_array_equal(cb.pos.write_noise, noise)
+    cb.rule = MixedPrecision(threshold=1.0)
+    cb.rule.attach(cb)
+    cb.update(pre, 20 * delta, 0.5)
+    assert cb.last_counts.any() and cb.last_program_J > 0.0
+    assert not np.array_equal(cb.pos.write_noise, noise)
+    assert not np.array_equal(cb.W_eff, W)
+    # drift: no pulse, but the clock moves and the weights follow
+    d = CrossbarMatrix(W0, load_card(drift_card(tmp_path)), np.random.default_rng(4))
+    d.rule, d.lr, d.seconds_per_update = MixedPrecision(threshold=1e6), 0.7, 100.0
+    d.rule.attach(d)
+    Wd = d.W_eff.copy()
+    d.update(pre, delta, 0.5)
+    assert not d.last_counts.any()
+    assert np.abs(d.W_eff).sum() < np.abs(Wd).sum()       # drift shrinks |G+ - G-|

@@ -92,6 +92,16 @@ def sense_accumulate(out, c0, part, gain, noise_std, step, levels, seed):
                 noise_std, steps, levels, seeds, False)
 
 
+@numba.njit(cache=True)
+def seed_read_lanes(lanes, bounds, seeds):
+    """Seed the read-noise lanes of one read: ``lanes[i, j]`` (uint32, (R, n)) is the 32-bit
+    stream of driven group i's partial output on sensed line j, from the stream
+    ``seeds[i, t]`` of the tile t owning line j (lines ``bounds[t]:bounds[t+1]``)."""
+    for i in range(seeds.shape[0]):
+        for t in range(bounds.size - 1):
+            fastrng.seed_lanes32(fastrng.key(seeds[i, t]), lanes[i, bounds[t]:bounds[t + 1]])
+
+
 @numba.njit(cache=True, fastmath=True)
 def sense_tiles(out, parts, bounds, gain, noise_std, steps, levels, seeds, assign):
     """Every tile of one read at once: ``out (+)= gain * sum_i ADC(parts[i] + noise)`` where
@@ -102,20 +112,28 @@ def sense_tiles(out, parts, bounds, gain, noise_std, steps, levels, seeds, assig
     added in the order i = 0, 1, ... to each output row while it sits in L1 cache: exactly
     :func:`sense_accumulate` tile by tile (same lane streams, arithmetic and order), in one
     pass over ``out``.  ``assign`` writes instead of adding (the read's first partial sum).
-    Each case is its own loop over the lanes, so each vectorises.
     """
+    lanes = np.empty((parts.shape[0], parts.shape[2]), np.uint32)
+    if noise_std > 0.0:
+        seed_read_lanes(lanes, bounds, seeds)
+    sense_rows(out, parts, bounds, gain, noise_std, steps, levels, lanes, assign)
+
+
+@numba.njit(cache=True, fastmath=True)
+def sense_rows(out, parts, bounds, gain, noise_std, steps, levels, lanes, assign):
+    """:func:`sense_tiles` on rows of a read whose noise lanes (:func:`seed_read_lanes`)
+    are already seeded; the lanes advance in place, so a read sensed in blocks of rows, one
+    call per block in row order, draws exactly the samples of one call on all rows.
+    Each case is its own loop over the lanes, so each vectorises."""
     R = parts.shape[0]
     noisy = noise_std > 0.0
     for t in range(bounds.size - 1):
         a, b = bounds[t], bounds[t + 1]
-        lanes = np.empty((R, b - a), np.uint32)
         nz = np.empty(b - a, parts.dtype)
         lim = np.empty(R, parts.dtype)
         inv = np.empty(R, parts.dtype)
         gstep = np.empty(R, parts.dtype)
         for i in range(R):
-            if noisy:
-                fastrng.seed_lanes32(fastrng.key(seeds[i, t]), lanes[i])
             step = steps[i, t]
             lim[i] = step * levels
             inv[i] = np.float32(1.0) / step if step > 0.0 else np.float32(0.0)
@@ -123,7 +141,7 @@ def sense_tiles(out, parts, bounds, gain, noise_std, steps, levels, seeds, assig
         for r in range(parts.shape[1]):
             y = out[r, a:b]
             for i in range(R):
-                x, ln, first = parts[i, r, a:b], lanes[i], assign and i == 0
+                x, ln, first = parts[i, r, a:b], lanes[i, a:b], assign and i == 0
                 lo, hi, iv, gs = -lim[i], lim[i], inv[i], gstep[i]
                 adc = steps[i, t] > 0.0
                 src = x

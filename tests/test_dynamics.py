@@ -130,3 +130,24 @@ def test_float32_tanh_kernel_within_one_ulp_and_fused_add():
         np.testing.assert_array_equal(
             activate(h64.copy(), "tanh", None if add is None else add.astype(np.float64)),
             np.tanh(h64 if add is None else h64 + add))
+
+
+@pytest.mark.parametrize("width", [29, 64, 600])
+def test_activation_writes_every_copy(width):
+    """rho(h + add) with copies: each copy (column blocks of wider buffers, a transposed view,
+    a plain array) receives exactly the activated rows, for widths that do and do not fill
+    the kernel's row blocks; nothing outside the copied blocks is touched."""
+    from crossbar_ep.model.activations import activate
+    rng = np.random.default_rng(1)
+    h = rng.normal(0, 2, (77, width)).astype(np.float32)
+    add = rng.normal(size=width).astype(np.float32)
+    wide = np.full((77, 3 * width), 7.0, np.float32)
+    tall = np.full((width, 77), 7.0, np.float32)
+    plain = np.zeros((77, width), np.float32)
+    copies = (wide[:, width:2 * width], tall.T, plain)
+    want = activate((h + add).copy(), "tanh")
+    got = activate(h.copy(), "tanh", add, copies)
+    np.testing.assert_array_equal(got, want)
+    for c in copies:
+        np.testing.assert_array_equal(c, want)
+    assert np.all(wide[:, :width] == 7.0) and np.all(wide[:, 2 * width:] == 7.0)

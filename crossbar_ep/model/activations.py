@@ -59,14 +59,21 @@ def activate_add_nb(h, d, kind):
 
 @numba.njit(fastmath=_FAST, error_model="numpy", cache=True)
 def activate_add_copy_nb(h, d, kind, copies):
-    """As :func:`activate_add_nb`, and each finished row is also written into every array of
-    the tuple ``copies`` (views (B, n), e.g. column blocks of the settle loop's input
-    buffers) while it is still in cache."""
-    for i in range(h.shape[0]):
-        hr = h[i]
-        _activate_row(hr, d[i] if d.shape[0] > 1 else d[0], kind)
+    """As :func:`activate_add_nb`, and the result is also written into every array of the
+    tuple ``copies`` (views (B, n), e.g. column blocks of the settle loop's input buffers),
+    in blocks of rows of about 8 KiB while they are still in L1 cache.  The copies are
+    plain index loops: a slice assignment into views of mixed layouts cost a 64-wide layer
+    twice its tanh."""
+    B, n = h.shape
+    rows = max(1, 2048 // max(n, 1))
+    for r0 in range(0, B, rows):
+        r1 = min(B, r0 + rows)
+        for i in range(r0, r1):
+            _activate_row(h[i], d[i] if d.shape[0] > 1 else d[0], kind)
         for c in literal_unroll(copies):   # views of mixed layouts
-            c[i, :] = hr
+            for i in range(r0, r1):
+                for j in range(n):
+                    c[i, j] = h[i, j]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

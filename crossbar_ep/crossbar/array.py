@@ -41,9 +41,10 @@ from crossbar_ep.model.operators import WeightOperator, gemm_into
 
 # A read whose partial outputs (driven groups x rows x sensed lines) exceed BLOCKED_READ_BYTES
 # is done in blocks of rows of about SENSE_BLOCK_BYTES (half this machine's 1 MiB L2), so
-# each block's GEMM output is sensed while it is still in cache (conv reads: 8192 patches x
-# 800 lines per transposed read).  Smaller reads (the dense nets' 2 x 500 x 512) run faster
-# as whole GEMMs.
+# each block's GEMM output is sensed while it is still in cache (e.g. a transposed read of
+# conv2 over 8192 patches x 800 lines, or a dense net at batch 2000).  Smaller reads (the
+# dense nets' 2 x 500 x 512 at batch 500, conv reads in 2 MiB patch chunks) run faster as
+# whole GEMMs.
 SENSE_BLOCK_BYTES = 512 * 1024
 BLOCKED_READ_BYTES = 4 << 20
 
@@ -309,8 +310,9 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
                 np.matmul(v[:, d], ops[i], out=parts[i])
             sense_tiles(out, parts, bounds, gain, std, steps, levels, seeds, assign)
             return
-        # a large read (conv patches): GEMMs and sense pass block by block of rows, so the
-        # partial outputs stay in cache; the noise lanes carry over, same samples as above
+        # a large read (a dense net at a large batch, big conv chunks): GEMMs and sense pass
+        # block by block of rows, so the partial outputs stay in cache; the noise lanes
+        # carry over, so the samples are those of one pass
         lanes = self._lanes.get((transposed, n))
         if lanes is None:
             lanes = self._lanes[transposed, n] = np.empty((len(driven), n), np.uint32)

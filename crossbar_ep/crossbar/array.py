@@ -34,17 +34,16 @@ from crossbar_ep.crossbar.periphery import (  # noqa: F401
     sense_accumulate,
     seed_read_lanes,
     sense_rows,
-    sense_tiles,
 )
 from crossbar_ep.devices.card import DeviceCard
 from crossbar_ep.model.operators import WeightOperator, gemm_into
 
 # A read whose partial outputs (driven groups x rows x sensed lines) exceed BLOCKED_READ_BYTES
 # is done in blocks of rows of about SENSE_BLOCK_BYTES (half this machine's 1 MiB L2), so
-# each block's GEMM output is sensed while it is still in cache (e.g. a transposed read of
-# conv2 over 8192 patches x 800 lines, or a dense net at batch 2000).  Smaller reads (the
-# dense nets' 2 x 500 x 512 at batch 500, conv reads in 2 MiB patch chunks) run faster as
-# whole GEMMs.
+# each block's GEMM output is sensed while it is still in cache (e.g. a dense net at batch
+# 2000, or a conv kernel read with larger patch chunks than model/conv.py's).  Smaller reads
+# (the dense nets' 2 x 500 x 512 at batch 500, conv reads in 2 MiB patch chunks) run faster
+# as whole GEMMs.
 SENSE_BLOCK_BYTES = 512 * 1024
 BLOCKED_READ_BYTES = 4 << 20
 
@@ -303,16 +302,13 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
                 [[ranges[k] / levels if levels else 0.0 for k in ks] for ks in keys], c)
         ops = ([self.W_eff[d, :] for d in driven] if transposed else self._fwd_rows)
         rows, n = out.shape
-        block = max(16, SENSE_BLOCK_BYTES // (len(driven) * n * self.dtype.itemsize))
-        if rows <= block or len(driven) * rows * n * self.dtype.itemsize <= BLOCKED_READ_BYTES:
-            parts = self._parts(len(driven), rows, n)
-            for i, d in enumerate(driven):
-                np.matmul(v[:, d], ops[i], out=parts[i])
-            sense_tiles(out, parts, bounds, gain, std, steps, levels, seeds, assign)
-            return
-        # a large read (a dense net at a large batch, big conv chunks): GEMMs and sense pass
-        # block by block of rows, so the partial outputs stay in cache; the noise lanes
-        # carry over, so the samples are those of one pass
+        # a large read runs its GEMMs and sense pass block by block of rows, so the partial
+        # outputs stay in cache; the noise lanes carry over, so the samples are those of one
+        # pass (a small read is one block)
+        row_bytes = len(driven) * n * self.dtype.itemsize
+        block = rows
+        if rows * row_bytes > BLOCKED_READ_BYTES:
+            block = max(16, SENSE_BLOCK_BYTES // row_bytes)
         lanes = self._lanes.get((transposed, n))
         if lanes is None:
             lanes = self._lanes[transposed, n] = np.empty((len(driven), n), np.uint32)

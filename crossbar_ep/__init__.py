@@ -37,6 +37,7 @@ _LAZY = {
     "evaluate": "api", "MetricsCSV": "api", "SaveWeights": "api", "Traces": "api",
     # configs and runs (the CLI's path)
     "load_config": "config.experiment", "load_dataset": "io.data",
+    "summarise_run": "runs.summary", "summary_table": "runs.summary",
 }
 
 __all__ = ["CrossbarEPError", "ConfigError", "DataError", "CheckpointError", "__version__",

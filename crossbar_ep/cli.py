@@ -1,5 +1,5 @@
 """Command line: ``crossbar-ep run | validate | compare | sweep | device | inspect | plot |
-export-netlist | diagnose``.
+export-netlist | diagnose | summary``.
 
 User errors (bad YAML, missing data, unresumable run) print one message without a traceback
 and exit with status 2; Ctrl-C exits with 130 and leaves the last checkpoint resumable.
@@ -121,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="samples whose Jacobian eigenvalues are computed (O(N^3) each)")
     dg.add_argument("--set", dest="overrides", action="append", default=[],
                     metavar="KEY=VALUE")
+
+    sm = sub.add_parser("summary", help="one table of many runs' accuracies and speed",
+                        description="Best, final and chosen-epoch test accuracy (%), mean "
+                        "epoch time (s), samples/s and the heads' best accuracies of each run "
+                        "directory (or metrics.csv file), as a Markdown or CSV table.")
+    sm.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    sm.add_argument("--at", default="1,5,10,20", help="epochs reported (default 1,5,10,20)")
+    sm.add_argument("--format", choices=("md", "csv"), default="md")
 
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
@@ -333,6 +341,12 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_summary(args) -> int:
+    from crossbar_ep.runs.summary import parse_epochs, summary_table
+    print(summary_table(args.runs, parse_epochs(args.at), args.format))
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from crossbar_ep.config.experiment import load_config, read_yaml
     raw = read_yaml(args.experiment)
@@ -401,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
                 "sweep": _cmd_sweep, "export-netlist": _cmd_export,
-                "diagnose": _cmd_diagnose}
+                "diagnose": _cmd_diagnose, "summary": _cmd_summary}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

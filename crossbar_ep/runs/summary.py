@@ -1,0 +1,127 @@
+"""One table from many runs: ``crossbar-ep summary RUN_DIR ...``.
+
+Reads each run's ``metrics.csv`` (and ``config.yaml`` for its name) and reports, per run, the
+epochs done, the best test accuracy (%) with its epoch, the final one, the test accuracy at
+chosen epochs, the mean epoch time (s) and the training throughput (samples/s), plus the best
+accuracy of every auxiliary head.  Output is a Markdown table (for a paper's draft or the
+docs) or CSV.  A run still training is read as it stands.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+from crossbar_ep.errors import CrossbarEPError
+
+DEFAULT_EPOCHS = (1, 5, 10, 20)
+
+
+def _metrics_path(path: str) -> str:
+    if os.path.isdir(path):
+        p = os.path.join(path, "metrics.csv")
+        if not os.path.isfile(p):
+            raise CrossbarEPError(f"{path}: no metrics.csv (not a run directory, or no epoch "
+                                  f"finished yet)")
+        return p
+    if os.path.isfile(path) and path.endswith(".csv"):
+        return path
+    raise CrossbarEPError(f"{path}: no such run directory or metrics CSV file")
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_metrics(path: str) -> list[dict]:
+    """Rows of a run's metrics.csv (a run directory or the CSV itself) with float values."""
+    p = _metrics_path(path)
+    try:
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CrossbarEPError(f"{p}: cannot read ({exc})") from None
+    if not rows or "epoch" not in rows[0] or "test_acc" not in rows[0]:
+        raise CrossbarEPError(f"{p}: not a metrics file (needs the columns epoch and test_acc)")
+    return [{k: _float(v) for k, v in r.items()} for r in rows]
+
+
+def _run_name(path: str) -> str:
+    base = path if os.path.isdir(path) else os.path.dirname(path) or path
+    return os.path.basename(os.path.normpath(base))
+
+
+def summarise_run(path: str, epochs=DEFAULT_EPOCHS) -> dict:
+    """Summary of one run: accuracies in %, epoch time in s, throughput in samples/s."""
+    rows = read_metrics(path)
+    acc = [r["test_acc"] for r in rows]
+    valid = [i for i, a in enumerate(acc) if not math.isnan(a)]
+    if not valid:
+        raise CrossbarEPError(f"{path}: metrics.csv holds no test accuracy")
+    best = max(valid, key=lambda i: acc[i])           # the first epoch reaching the best
+    by_epoch = {int(r["epoch"]): r for r in rows}
+    s = {"run": _run_name(path), "epochs": int(rows[-1]["epoch"]),
+         "best": 100 * acc[best], "best_epoch": int(rows[best]["epoch"]),
+         "final": 100 * acc[valid[-1]],
+         "at": {e: 100 * by_epoch[e]["test_acc"] if e in by_epoch else math.nan
+                for e in epochs}}
+    times = [r.get("epoch_time_s", math.nan) for r in rows]
+    times = [t for t in times if not math.isnan(t)]
+    s["epoch_time_s"] = sum(times) / len(times) if times else math.nan
+    sps = [r.get("samples_per_s", math.nan) for r in rows]
+    sps = [v for v in sps if not math.isnan(v)]
+    s["samples_per_s"] = sum(sps) / len(sps) if sps else math.nan
+    heads = sorted(k for k in rows[0] if k.startswith("head_acc_"))
+    s["heads"] = {}
+    for k in heads:
+        vals = [r[k] for r in rows if not math.isnan(r[k])]
+        if vals:
+            s["heads"][k[len("head_acc_"):]] = 100 * max(vals)
+    return s
+
+
+def _fmt(v: float, digits: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md") -> str:
+    """A Markdown ('md') or CSV ('csv') table with one row per run."""
+    if fmt not in ("md", "csv"):
+        raise CrossbarEPError(f"summary format {fmt!r}: use md or csv")
+    sums = [summarise_run(p, epochs) for p in paths]
+    heads = sorted({h for s in sums for h in s["heads"]})
+    cols = (["run", "epochs", "best test %", "best epoch", "final %"]
+            + [f"epoch {e} %" for e in epochs] + ["s/epoch", "samples/s"]
+            + [f"head {h} best %" for h in heads])
+    body = []
+    for s in sums:
+        body.append([s["run"], str(s["epochs"]), _fmt(s["best"]), str(s["best_epoch"]),
+                     _fmt(s["final"])] + [_fmt(s["at"][e]) for e in epochs]
+                    + [_fmt(s["epoch_time_s"], 1), _fmt(s["samples_per_s"], 0)]
+                    + [_fmt(s["heads"].get(h, math.nan)) for h in heads])
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(body)
+        return buf.getvalue().rstrip("\n")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def parse_epochs(text: str) -> tuple:
+    """'1,5,10' -> (1, 5, 10); a clear error otherwise."""
+    try:
+        eps = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise CrossbarEPError(f"--at {text!r}: give epoch numbers separated by commas, "
+                              f"e.g. --at 1,5,10,20") from None
+    if not eps or min(eps) < 1:
+        raise CrossbarEPError(f"--at {text!r}: epochs count from 1, e.g. --at 1,5,10,20")
+    return eps

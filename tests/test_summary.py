@@ -50,7 +50,10 @@ def test_summary_table_md_and_csv(tmp_path):
 
 def test_summary_reads_a_csv_file(tmp_path):
     run = _write_run(tmp_path / "c", [0.4, 0.8])
-    assert summarise_run(run + "/metrics.csv")["best"] == pytest.approx(80.0)
+    s = summarise_run(run + "/metrics.csv")
+    assert s["best"] == pytest.approx(80.0) and s["run"] == "c"
+    (tmp_path / "c" / "metrics.csv").rename(tmp_path / "mnist_10hl_res.csv")
+    assert summarise_run(str(tmp_path / "mnist_10hl_res.csv"))["run"] == "mnist_10hl_res"
 
 
 def test_summary_errors_are_clear(tmp_path, capsys):

@@ -52,8 +52,13 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def _run_name(path: str) -> str:
-    base = path if os.path.isdir(path) else os.path.dirname(path) or path
-    return os.path.basename(os.path.normpath(base))
+    """A run directory's name; for a CSV file its stem (the folder's name for metrics.csv)."""
+    if os.path.isdir(path):
+        return os.path.basename(os.path.normpath(path))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem == "metrics":
+        return os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return stem
 
 
 def summarise_run(path: str, epochs=DEFAULT_EPOCHS) -> dict:

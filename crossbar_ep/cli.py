@@ -343,7 +343,10 @@ def _cmd_plot(args) -> int:
 
 def _cmd_summary(args) -> int:
     from crossbar_ep.runs.summary import parse_epochs, summary_table
-    print(summary_table(args.runs, parse_epochs(args.at), args.format))
+    skipped: list = []
+    print(summary_table(args.runs, parse_epochs(args.at), args.format, skipped=skipped))
+    for msg in skipped:
+        print(f"skipped {msg}", file=sys.stderr)
     return 0
 
 

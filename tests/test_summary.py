@@ -71,6 +71,8 @@ def test_summary_errors_are_clear(tmp_path, capsys):
 
 def test_summary_cli_prints_the_table(tmp_path, capsys):
     run = _write_run(tmp_path / "r", [0.91, 0.93])
-    assert cli.main(["summary", run, "--at", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "| r | 2 | 93.00 | 2 | 93.00 | 93.00 |" in out
+    (tmp_path / "starting").mkdir()                      # a run with no epoch finished yet
+    assert cli.main(["summary", run, str(tmp_path / "starting"), "--at", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "| r | 2 | 93.00 | 2 | 93.00 | 93.00 |" in out and "starting" not in out
+    assert "skipped" in err and "starting: no metrics.csv" in err

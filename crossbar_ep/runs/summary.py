@@ -94,11 +94,25 @@ def _fmt(v: float, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md") -> str:
-    """A Markdown ('md') or CSV ('csv') table with one row per run."""
+def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -> str:
+    """A Markdown ('md') or CSV ('csv') table with one row per run.
+
+    With a list as ``skipped``, runs that cannot be summarised (no epoch finished yet, not a
+    run directory) are left out and their messages appended to it; otherwise the first such
+    run raises.  No run left is always an error.
+    """
     if fmt not in ("md", "csv"):
         raise CrossbarEPError(f"summary format {fmt!r}: use md or csv")
-    sums = [summarise_run(p, epochs) for p in paths]
+    sums = []
+    for p in paths:
+        try:
+            sums.append(summarise_run(p, epochs))
+        except CrossbarEPError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+    if not sums:
+        raise CrossbarEPError("no run to summarise: " + "; ".join(skipped or []))
     heads = sorted({h for s in sums for h in s["heads"]})
     cols = (["run", "epochs", "best test %", "best epoch", "final %"]
             + [f"epoch {e} %" for e in epochs] + ["s/epoch", "samples/s"]

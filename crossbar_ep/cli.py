@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("runs", nargs="+", metavar="RUN_DIR")
     sm.add_argument("--at", default="1,5,10,20", help="epochs reported (default 1,5,10,20)")
     sm.add_argument("--format", choices=("md", "csv"), default="md")
+    sm.add_argument("--plot", metavar="PNG", help="also draw every run's test accuracy "
+                    "against epoch into one figure")
+    sm.add_argument("--train", action="store_true", help="with --plot: training accuracy too")
+    sm.add_argument("--title", default="", help="with --plot: the figure's title")
+    sm.add_argument("--ymin", type=float, help="with --plot: lowest accuracy shown, %% "
+                    "(default: 1 point under the lowest test accuracy from epoch 3 on)")
 
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
@@ -345,8 +351,14 @@ def _cmd_summary(args) -> int:
     from crossbar_ep.runs.summary import parse_epochs, summary_table
     skipped: list = []
     print(summary_table(args.runs, parse_epochs(args.at), args.format, skipped=skipped))
-    for msg in skipped:
+    for _, msg in skipped:
         print(f"skipped {msg}", file=sys.stderr)
+    if args.plot:
+        from crossbar_ep.runs.summary import plot_summary
+        bad = {p for p, _ in skipped}
+        runs = [r for r in args.runs if r not in bad]
+        png = plot_summary(runs, args.plot, args.title, args.train, args.ymin)
+        print(f"wrote {png}", file=sys.stderr)
     return 0
 
 

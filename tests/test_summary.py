@@ -69,10 +69,16 @@ def test_summary_errors_are_clear(tmp_path, capsys):
     assert err.startswith("error: ") and "Traceback" not in err
 
 
-def test_summary_cli_prints_the_table(tmp_path, capsys):
+def test_summary_cli_prints_the_table_and_plots(tmp_path, capsys):
     run = _write_run(tmp_path / "r", [0.91, 0.93])
+    other = _write_run(tmp_path / "s", [0.80, 0.85, 0.90])
     (tmp_path / "starting").mkdir()                      # a run with no epoch finished yet
-    assert cli.main(["summary", run, str(tmp_path / "starting"), "--at", "2"]) == 0
+    png = tmp_path / "acc.png"
+    assert cli.main(["summary", run, other, str(tmp_path / "starting"), "--at", "2",
+                     "--plot", str(png), "--train"]) == 0
     out, err = capsys.readouterr()
     assert "| r | 2 | 93.00 | 2 | 93.00 | 93.00 |" in out and "starting" not in out
     assert "skipped" in err and "starting: no metrics.csv" in err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["summary", run, "--plot", str(tmp_path / "no" / "dir.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err

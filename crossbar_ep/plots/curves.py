@@ -114,3 +114,46 @@ def plot_comparison(histories: dict, path, title: str = ""):
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_accuracy_overlay(series: dict, path, title: str = "", train: bool = False,
+                          ymin: float | None = None):
+    """Test accuracy (%) versus epoch of several runs on one axis, each run's best epoch
+    marked; ``series`` maps a run's name to its metrics rows.  ``train`` adds the training
+    accuracy as dashed lines.  The axis starts at ``ymin`` (%); by default 1 point under the
+    lowest test accuracy from each run's third epoch on, so that the late epochs, where runs
+    differ by tenths, stay readable (earlier points below it are cut).  PNG into ``path``;
+    returns ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, rows in series.items():
+        ep = [r["epoch"] for r in rows]
+        acc = [100 * r["test_acc"] for r in rows]
+        (line,) = ax.plot(ep, acc, "-", lw=1.4, label=name)
+        b = max(range(len(acc)), key=lambda i: (acc[i], -i))
+        ax.plot([ep[b]], [acc[b]], "o", ms=5, color=line.get_color())
+        ax.annotate(f"{acc[b]:.2f}", (ep[b], acc[b]), textcoords="offset points",
+                    xytext=(0, 5), ha="center", fontsize=7, color=line.get_color())
+        if train and "train_acc" in rows[0]:
+            ax.plot(ep, [100 * r["train_acc"] for r in rows], "--", lw=0.9,
+                    color=line.get_color())
+    if ymin is None:
+        late = [100 * r["test_acc"] for rows in series.values() for r in rows[2:]]
+        ymin = (int(min(late)) - 1) if late else None
+    if ymin is not None:
+        ax.set_ylim(bottom=ymin, top=min(100.5, ax.get_ylim()[1]))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)" + (" (dashed: training)" if train else ""))
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10, parse_math=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130, format="png")
+    plt.close(fig)
+    return path

@@ -98,8 +98,8 @@ def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -
     """A Markdown ('md') or CSV ('csv') table with one row per run.
 
     With a list as ``skipped``, runs that cannot be summarised (no epoch finished yet, not a
-    run directory) are left out and their messages appended to it; otherwise the first such
-    run raises.  No run left is always an error.
+    run directory) are left out and ``(path, message)`` appended to it; otherwise the first
+    such run raises.  No run left is always an error.
     """
     if fmt not in ("md", "csv"):
         raise CrossbarEPError(f"summary format {fmt!r}: use md or csv")
@@ -110,9 +110,9 @@ def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -
         except CrossbarEPError as exc:
             if skipped is None:
                 raise
-            skipped.append(str(exc))
+            skipped.append((p, str(exc)))
     if not sums:
-        raise CrossbarEPError("no run to summarise: " + "; ".join(skipped or []))
+        raise CrossbarEPError("no run to summarise: " + "; ".join(m for _, m in skipped or []))
     heads = sorted({h for s in sums for h in s["heads"]})
     cols = (["run", "epochs", "best test %", "best epoch", "final %"]
             + [f"epoch {e} %" for e in epochs] + ["s/epoch", "samples/s"]
@@ -132,6 +132,20 @@ def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
+
+
+def plot_summary(paths, out_png: str, title: str = "", train: bool = False,
+                 ymin: float | None = None) -> str:
+    """Test accuracy versus epoch of the given runs in one PNG (best epochs marked)."""
+    from crossbar_ep.plots.curves import plot_accuracy_overlay
+    series = {}
+    for p in paths:
+        rows = read_metrics(p)
+        series[_run_name(p)] = [r for r in rows if not math.isnan(r["test_acc"])]
+    try:
+        return plot_accuracy_overlay(series, out_png, title=title, train=train, ymin=ymin)
+    except OSError as exc:
+        raise CrossbarEPError(f"--plot {out_png}: cannot write ({exc.strerror or exc})") from None
 
 
 def parse_epochs(text: str) -> tuple:

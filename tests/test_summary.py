@@ -82,3 +82,17 @@ def test_summary_cli_prints_the_table_and_plots(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["summary", run, "--plot", str(tmp_path / "no" / "dir.png")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_summary_takes_head_accuracies_from_metrics_json(tmp_path):
+    import json
+    run = _write_run(tmp_path / "h", [0.90, 0.92])
+    rows = [{"epoch": 1, "test_acc": 0.90, "head_acc_A3": 0.85, "ds_L1": None},
+            {"epoch": 2, "test_acc": 0.92, "head_acc_A3": 0.88, "ds_L1": 1e-3}]
+    (tmp_path / "h" / "metrics.json").write_text(json.dumps(rows))
+    assert summarise_run(run)["heads"] == {"A3": pytest.approx(88.0)}
+    s = summarise_run(str(tmp_path / "h" / "metrics.json"))
+    assert s["run"] == "h" and s["best"] == pytest.approx(92.0)
+    (tmp_path / "bad.json").write_text('{"epoch": 1}')
+    with pytest.raises(CrossbarEPError, match="list of per-epoch objects"):
+        summarise_run(str(tmp_path / "bad.json"))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
+import re
 
 from crossbar_ep.errors import CrossbarEPError
 
@@ -26,33 +28,57 @@ def _metrics_path(path: str) -> str:
             raise CrossbarEPError(f"{path}: no metrics.csv (not a run directory, or no epoch "
                                   f"finished yet)")
         return p
-    if os.path.isfile(path) and path.endswith(".csv"):
+    if os.path.isfile(path) and path.endswith((".csv", ".json")):
         return path
-    raise CrossbarEPError(f"{path}: no such run directory or metrics CSV file")
+    raise CrossbarEPError(f"{path}: no such run directory or metrics file (.csv or .json)")
 
 
-def _float(text: str) -> float:
+def _float(value) -> float:
     try:
-        return float(text)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
 
 
-def read_metrics(path: str) -> list[dict]:
-    """Rows of a run's metrics.csv (a run directory or the CSV itself) with float values."""
-    p = _metrics_path(path)
+def _read_json(p: str) -> list[dict]:
+    """metrics.json rows (a list of objects); values that are not numbers become NaN."""
     try:
-        with open(p, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        with open(p, encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CrossbarEPError(f"{p}: cannot read ({exc})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise CrossbarEPError(f"{p}: not a metrics file (needs a list of per-epoch objects)")
+    return [{str(k): v for k, v in r.items()} for r in rows]
+
+
+def read_metrics(path: str) -> list[dict]:
+    """Rows of a run's metrics (a run directory, its metrics.csv or metrics.json) with float
+    values.  For a run directory the CSV's rows also get the per-epoch values only
+    metrics.json holds (the heads' accuracies, per-layer signals)."""
+    p = _metrics_path(path)
+    if p.endswith(".json"):
+        rows = _read_json(p)
+    else:
+        try:
+            with open(p, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise CrossbarEPError(f"{p}: cannot read ({exc})") from None
     if not rows or "epoch" not in rows[0] or "test_acc" not in rows[0]:
         raise CrossbarEPError(f"{p}: not a metrics file (needs the columns epoch and test_acc)")
-    return [{k: _float(v) for k, v in r.items()} for r in rows]
+    out = [{k: _float(v) for k, v in r.items()} for r in rows]
+    side = os.path.join(path, "metrics.json") if os.path.isdir(path) else None
+    if side and os.path.isfile(side):
+        extra = {_float(r.get("epoch")): r for r in _read_json(side)}
+        for r in out:
+            for k, v in extra.get(r["epoch"], {}).items():
+                r.setdefault(k, _float(v))
+    return out
 
 
 def _run_name(path: str) -> str:
-    """A run directory's name; for a CSV file its stem (the folder's name for metrics.csv)."""
+    """A run directory's name; for a file its stem (the folder's name for metrics.*)."""
     if os.path.isdir(path):
         return os.path.basename(os.path.normpath(path))
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -90,6 +116,11 @@ def summarise_run(path: str, epochs=DEFAULT_EPOCHS) -> dict:
     return s
 
 
+def _natural(name: str) -> tuple:
+    """'A12' after 'A3': digits compare as numbers."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
 def _fmt(v: float, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -113,7 +144,7 @@ def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -
             skipped.append((p, str(exc)))
     if not sums:
         raise CrossbarEPError("no run to summarise: " + "; ".join(m for _, m in skipped or []))
-    heads = sorted({h for s in sums for h in s["heads"]})
+    heads = sorted({h for s in sums for h in s["heads"]}, key=_natural)
     cols = (["run", "epochs", "best test %", "best epoch", "final %"]
             + [f"epoch {e} %" for e in epochs] + ["s/epoch", "samples/s"]
             + [f"head {h} best %" for h in heads])

@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="samples whose Jacobian eigenvalues are computed (O(N^3) each)")
     dg.add_argument("--set", dest="overrides", action="append", default=[],
                     metavar="KEY=VALUE")
+    dg.add_argument("--nudge-sources", action="store_true",
+                    help="also split each layer's EP signal |s_nudged - s_free| by nudge "
+                    "source (the output and each auxiliary head alone)")
 
     sm = sub.add_parser("summary", help="one table of many runs' accuracies and speed",
                         description="Best, final and chosen-epoch test accuracy (%), mean "
@@ -174,6 +177,8 @@ def _cmd_compare(args) -> int:
 def _cmd_diagnose(args) -> int:
     import os
 
+    import numpy as np
+
     from crossbar_ep.model.diagnostics import diagnose
     from crossbar_ep.runs import train
     if os.path.isdir(args.target):
@@ -198,6 +203,12 @@ def _cmd_diagnose(args) -> int:
                    args.jacobian_samples)
     print(f"{what}; {x.shape[0]} test samples")
     print(rep.text(run.cfg.settling.tau_s))
+    if args.nudge_sources:
+        from crossbar_ep.config.build import make_settler
+        from crossbar_ep.model.nudge_sources import signal_by_source
+        y1h = np.eye(run.data.n_classes)[run.data.y_test[:x.shape[0]]]
+        src = signal_by_source(run.net, lambda: make_settler(run.cfg, run.net), x, y1h)
+        print(src.text())
     return 0
 
 

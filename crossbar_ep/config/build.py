@@ -103,19 +103,28 @@ def lr_factor(training_cfg, epoch: int, base: float) -> float:
 def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
     attached to the projections ``crossbar.layers`` names)."""
-    t, s = cfg.training, cfg.settling
+    t = cfg.training
     if isinstance(net, ConvNetwork):
         return make_conv_learner(cfg, net, optimizer)
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
     pulses, meter, norm = _arrays_and_norm(cfg, net)
+    settler = make_settler(cfg, net, meter)
+    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
+                     readout_error=t.readout_error, centered=t.nudging == "centered")
+
+
+def make_settler(cfg, net: Network, meter=None) -> Settler:
+    """The settle loop of a layered net as the config's ``training`` (T, K, nudge error)
+    and ``settling`` sections set it, reading the net's operators as they are (crossbars
+    already attached stay attached); ``meter`` an energy observer or None."""
+    t, s = cfg.training, cfg.settling
     settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)
     settler.average_last = s.average_last
     settler.stop = PhaseStop(s.tolerance, s.tolerance_mode, net.L, path_gains(net))
-    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
-                     readout_error=t.readout_error, centered=t.nudging == "centered")
+    return settler
 
 
 def _arrays_and_norm(cfg, net) -> tuple:

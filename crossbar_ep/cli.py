@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     dg.add_argument("--nudge-sources", action="store_true",
                     help="also split each layer's EP signal |s_nudged - s_free| by nudge "
                     "source (the output and each auxiliary head alone)")
+    dg.add_argument("--plot", metavar="PNG", help="with --nudge-sources: draw the split")
 
     sm = sub.add_parser("summary", help="one table of many runs' accuracies and speed",
                         description="Best, final and chosen-epoch test accuracy (%), mean "
@@ -181,6 +182,8 @@ def _cmd_diagnose(args) -> int:
 
     from crossbar_ep.model.diagnostics import diagnose
     from crossbar_ep.runs import train
+    if args.plot and not args.nudge_sources:
+        raise CrossbarEPError("--plot draws the --nudge-sources split; add --nudge-sources")
     if os.path.isdir(args.target):
         if args.overrides:
             raise CrossbarEPError("--set applies to an experiment file, not a run directory")
@@ -194,6 +197,9 @@ def _cmd_diagnose(args) -> int:
         raise CrossbarEPError("diagnose needs an EP experiment (training.algorithm: ep)")
     x = run.data.x_test[:max(1, args.samples)]
     if run.cfg.model.conv.enabled:
+        if args.nudge_sources:
+            raise CrossbarEPError("--nudge-sources splits a layered net's signals; this is a "
+                                  "conv net (model.conv)")
         from crossbar_ep.model.conv_diagnostics import diagnose_conv
         rep = diagnose_conv(run.learner.settler, x, args.jacobian_samples)
         print(f"{what}; {x.shape[0]} test samples; conv net")
@@ -209,6 +215,14 @@ def _cmd_diagnose(args) -> int:
         y1h = np.eye(run.data.n_classes)[run.data.y_test[:x.shape[0]]]
         src = signal_by_source(run.net, lambda: make_settler(run.cfg, run.net), x, y1h)
         print(src.text())
+        if args.plot:
+            from crossbar_ep.plots.layer_signals import plot_nudge_sources
+            try:
+                plot_nudge_sources(src, args.plot, f"{run.cfg.name}: {what}")
+            except OSError as exc:
+                raise CrossbarEPError(f"--plot {args.plot}: cannot write "
+                                      f"({exc.strerror or exc})") from None
+            print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 

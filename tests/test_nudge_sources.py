@@ -74,7 +74,11 @@ def test_diagnose_cli_prints_the_split(tmp_path, capsys, monkeypatch):
     cfg = small_config(model={"hidden": [10, 8, 6], "aux": {"layers": [1], "beta": 0.1}})
     path = tmp_path / "h.yaml"
     dump_config(cfg, str(path))
+    png = tmp_path / "split.png"
     assert cli.main(["diagnose", str(path), "--samples", "8", "--jacobian-samples", "1",
-                     "--nudge-sources"]) == 0
+                     "--nudge-sources", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "EP signal by nudge source" in out and "A1" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["diagnose", str(path), "--plot", str(png)]) == 2
+    assert "add --nudge-sources" in capsys.readouterr().err

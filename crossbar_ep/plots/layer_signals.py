@@ -40,3 +40,36 @@ def plot_layer_signals(history: list, path, title: str = ""):
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_nudge_sources(report, path, title: str = ""):
+    """Each layer's EP signal split by nudge source (a ``SourceReport``): one line per
+    source (the output and each head alone) and the total, mean |s_nudged - s_free| against
+    the hidden layer (log scale); a head's layer is marked.  PNG into ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ks = report.layers
+    ax.plot(ks, report.signal["all"], "k-", lw=2.2, label="all sources")
+    cmap = plt.get_cmap("viridis")
+    parts = [n for n in report.signal if n != "all"]
+    for i, n in enumerate(parts):
+        color = "tab:red" if n == "Wf" else cmap(i / max(1, len(parts)))
+        ax.plot(ks, report.signal[n], "o-", ms=3, lw=1.2, color=color,
+                label="output (Wf)" if n == "Wf" else f"head {n}")
+        if n != "Wf" and n[1:].isdigit() and int(n[1:]) in ks:
+            ax.axvline(int(n[1:]), color=color, lw=0.6, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden layer")
+    ax.set_ylabel("mean |s_nudged - s_free|")
+    ax.set_xticks(ks)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10, parse_math=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+    return path

@@ -18,7 +18,8 @@ def plot_layer_signals(history: list, path, title: str = ""):
     ep = [r["epoch"] for r in history]
     ds = sorted({k for r in history for k in r if k.startswith("ds_L")},
                 key=lambda k: int(k[4:]))
-    dw = sorted({k for r in history for k in r if k.startswith("dw_")})
+    dw = sorted({k for r in history for k in r if k.startswith("dw_")},
+                key=lambda k: (k[3] != "W", k == "dw_Wf", len(k), k))  # W0..W19, Wf, heads
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     cmap = plt.get_cmap("viridis")
     for i, k in enumerate(ds):

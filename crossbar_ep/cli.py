@@ -212,8 +212,10 @@ def _cmd_diagnose(args) -> int:
     if args.nudge_sources:
         from crossbar_ep.config.build import make_settler
         from crossbar_ep.model.nudge_sources import signal_by_source
-        y1h = np.eye(run.data.n_classes)[run.data.y_test[:x.shape[0]]]
-        src = signal_by_source(run.net, lambda: make_settler(run.cfg, run.net), x, y1h)
+        y1h = np.eye(run.data.n_classes, dtype=run.net.dtype)[run.data.y_test[:x.shape[0]]]
+        targets = getattr(run.learner, "targets", None)     # distillation: per-head targets
+        y = targets(x.astype(run.net.dtype), y1h) if targets is not None else y1h
+        src = signal_by_source(run.net, lambda: make_settler(run.cfg, run.net), x, y)
         print(src.text())
         if args.plot:
             from crossbar_ep.plots.layer_signals import plot_nudge_sources

@@ -239,6 +239,9 @@ def test_feature_distillation_run_from_a_bp_teacher(tmp_path):
     student.lock = None
     row = json.load(open(tmp_path / "student" / "metrics.json"))[0]
     assert "head_acc_A1" not in row and row["dw_A1"] > 0
+    from crossbar_ep import cli                  # the nudge-source split uses the hints' targets
+    assert cli.main(["diagnose", str(tmp_path / "student"), "--samples", "6",
+                     "--jacobian-samples", "1", "--nudge-sources"]) == 0
     raw["model"]["aux"]["teacher"] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="no config.yaml"):
         train.setup(config_from_dict(raw, "s.yaml"), "unused")

@@ -46,11 +46,12 @@ class SourceReport:
         return "\n".join(lines)
 
 
-def signal_by_source(net, settler_factory, x: np.ndarray, y1h: np.ndarray) -> SourceReport:
+def signal_by_source(net, settler_factory, x: np.ndarray, y1h) -> SourceReport:
     """Run the free phase and, per nudge source, the nudged phase with that source alone;
     ``settler_factory()`` builds a settle loop for ``net`` as it stands (it is called after
-    the gains change).  ``x`` (B, n_in), ``y1h`` (B, n_classes) one-hot labels.  The net's
-    blocks are restored afterwards, also on error."""
+    the gains change).  ``x`` (B, n_in); ``y1h`` the (B, n_classes) one-hot labels, or a
+    dict head index -> target (distillation targets, as ``EPLearner.targets`` gives).  The
+    net's blocks are restored afterwards, also on error."""
     L = net.L
     orig = list(net.blocks)
     srcs = nudge_blocks(net)
@@ -59,7 +60,8 @@ def signal_by_source(net, settler_factory, x: np.ndarray, y1h: np.ndarray) -> So
     runs = [("all", set(srcs))] + [(orig[i].op, {i}) for i in srcs]
     signal, ds = {}, {}
     x = x.astype(net.dtype)
-    y1h = y1h.astype(net.dtype)
+    y1h = ({e: np.asarray(t, net.dtype) for e, t in y1h.items()} if isinstance(y1h, dict)
+           else np.asarray(y1h, net.dtype))
     try:
         for label, keep in runs:
             net.blocks[:] = [dataclasses.replace(b, gain=0.0) if i in srcs and i not in keep

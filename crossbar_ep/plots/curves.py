@@ -151,9 +151,16 @@ def plot_accuracy_overlay(series: dict, path, title: str = "", train: bool = Fal
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, ax, path, title, dpi=130)
+
+
+def save_figure(fig, ax, path, title: str = "", dpi: int = 120):
+    """Title ``ax`` (shown as plain text, never parsed as math), lay out, write ``fig`` as PNG
+    into ``path`` (a file name or binary file object), close it; returns ``path``."""
+    import matplotlib.pyplot as plt
     if title:
         ax.set_title(title, fontsize=10, parse_math=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=130, format="png")
+    fig.savefig(path, dpi=dpi, format="png")
     plt.close(fig)
     return path

@@ -68,9 +68,5 @@ def plot_nudge_sources(report, path, title: str = ""):
     ax.set_xticks(ks)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    if title:
-        ax.set_title(title, fontsize=10, parse_math=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    from crossbar_ep.plots.curves import save_figure
+    return save_figure(fig, ax, path, title, dpi=120)

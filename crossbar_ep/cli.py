@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("summary", help="one table of many runs' accuracies and speed",
                         description="Best, final and chosen-epoch test accuracy (%), mean "
                         "epoch time (s), samples/s and the heads' best accuracies of each run "
-                        "directory (or metrics.csv file), as a Markdown or CSV table.")
+                        "directory (or metrics.csv / metrics.json file), as a Markdown or CSV "
+                        "table.")
     sm.add_argument("runs", nargs="+", metavar="RUN_DIR")
     sm.add_argument("--at", default="1,5,10,20", help="epochs reported (default 1,5,10,20)")
     sm.add_argument("--format", choices=("md", "csv"), default="md")
@@ -178,8 +179,6 @@ def _cmd_compare(args) -> int:
 def _cmd_diagnose(args) -> int:
     import os
 
-    import numpy as np
-
     from crossbar_ep.model.diagnostics import diagnose
     from crossbar_ep.runs import train
     if args.plot and not args.nudge_sources:
@@ -211,8 +210,9 @@ def _cmd_diagnose(args) -> int:
     print(rep.text(run.cfg.settling.tau_s))
     if args.nudge_sources:
         from crossbar_ep.config.build import make_settler
+        from crossbar_ep.model.learners import one_hot
         from crossbar_ep.model.nudge_sources import signal_by_source
-        y1h = np.eye(run.data.n_classes, dtype=run.net.dtype)[run.data.y_test[:x.shape[0]]]
+        y1h = one_hot(run.data.y_test[:x.shape[0]], run.data.n_classes, run.net.dtype)
         targets = getattr(run.learner, "targets", None)     # distillation: per-head targets
         y = targets(x.astype(run.net.dtype), y1h) if targets is not None else y1h
         src = signal_by_source(run.net, lambda: make_settler(run.cfg, run.net), x, y)

@@ -93,7 +93,7 @@ def summarise_run(path: str, epochs=DEFAULT_EPOCHS) -> dict:
     acc = [r["test_acc"] for r in rows]
     valid = [i for i, a in enumerate(acc) if not math.isnan(a)]
     if not valid:
-        raise CrossbarEPError(f"{path}: metrics.csv holds no test accuracy")
+        raise CrossbarEPError(f"{path}: the metrics hold no test accuracy")
     best = max(valid, key=lambda i: acc[i])           # the first epoch reaching the best
     by_epoch = {int(r["epoch"]): r for r in rows}
     s = {"run": _run_name(path), "epochs": int(rows[-1]["epoch"]),
@@ -101,12 +101,8 @@ def summarise_run(path: str, epochs=DEFAULT_EPOCHS) -> dict:
          "final": 100 * acc[valid[-1]],
          "at": {e: 100 * by_epoch[e]["test_acc"] if e in by_epoch else math.nan
                 for e in epochs}}
-    times = [r.get("epoch_time_s", math.nan) for r in rows]
-    times = [t for t in times if not math.isnan(t)]
-    s["epoch_time_s"] = sum(times) / len(times) if times else math.nan
-    sps = [r.get("samples_per_s", math.nan) for r in rows]
-    sps = [v for v in sps if not math.isnan(v)]
-    s["samples_per_s"] = sum(sps) / len(sps) if sps else math.nan
+    s["epoch_time_s"] = _mean(rows, "epoch_time_s")
+    s["samples_per_s"] = _mean(rows, "samples_per_s")
     heads = sorted(k for k in rows[0] if k.startswith("head_acc_"))
     s["heads"] = {}
     for k in heads:
@@ -114,6 +110,12 @@ def summarise_run(path: str, epochs=DEFAULT_EPOCHS) -> dict:
         if vals:
             s["heads"][k[len("head_acc_"):]] = 100 * max(vals)
     return s
+
+
+def _mean(rows: list, key: str) -> float:
+    """Mean of a column over the epochs that have it (NaN if none do)."""
+    vals = [r[key] for r in rows if not math.isnan(r.get(key, math.nan))]
+    return sum(vals) / len(vals) if vals else math.nan
 
 
 def _natural(name: str) -> tuple:

@@ -1,6 +1,6 @@
 """How the centered nudge builds up over the nudged phase, per hidden layer, measured.
 
-Loads a trained run (its config and checkpoint), settles the free phase on test images and
+Loads a trained digital run (its config and checkpoint), settles the free phase on test images and
 then the nudged phases at +beta_f and -beta_f for K = 1 .. K_max steps, with exact reads
 (ideal backend, ``average_last`` 1), and prints per hidden layer the mean |(s+ - s-)/2| after
 each K, relative to the value at K_max (taken as converged).  It also prints what an update
@@ -15,29 +15,26 @@ averages the build-up and shrinks the lower layers' signal.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
 
 def buildup(run_dir: str, kmax: int, samples: int) -> np.ndarray:
     """(kmax, L) mean |(s+ - s-)/2| of each hidden layer after K = 1..kmax nudged steps."""
-    from crossbar_ep.config.build import build_network, make_settler
-    from crossbar_ep.io.data import load_dataset
+    from crossbar_ep.config.build import make_settler
     from crossbar_ep.model.learners import one_hot
-    from crossbar_ep.runs.checkpoint import _read_checkpoint, load_network_state
-    from crossbar_ep.runs.rundir import _run_config
+    from crossbar_ep.runs import train
 
-    cfg = _run_config(run_dir)
-    data = load_dataset(cfg.data)
-    net = build_network(cfg, data.n_features, data.n_classes, np.random.default_rng(0))
-    _, arrays = _read_checkpoint(run_dir)
-    load_network_state(net, arrays, os.path.join(run_dir, "checkpoint.npz"))
+    run = train.resume(run_dir, record=False)
+    if run.cfg.crossbar.enabled:
+        raise SystemExit(f"{run_dir}: a crossbar run reads with noise; pass a digital run "
+                         f"(its twin) to measure the noiseless build-up")
+    net, data = run.net, run.data
     x = data.x_test[:samples].astype(net.dtype)
     y = one_hot(data.y_test[:samples], data.n_classes, net.dtype)
     out = np.zeros((kmax, net.L))
     for K in range(1, kmax + 1):
-        st = make_settler(cfg, net)
+        st = make_settler(run.cfg, net)
         st.average_last, st.K = 1, K
         free = st.free(x)
         pos, neg = st.nudged(free, y), st.nudged(free, y, sign=-1.0)

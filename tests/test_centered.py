@@ -84,3 +84,56 @@ def test_phase_average_matches_reference(m):
     pre, d, _ = local["W1"]
     np.testing.assert_allclose(pre, mean0[1], atol=1e-12)
     np.testing.assert_allclose(d, meanb[2] - mean0[2], atol=1e-12)
+
+
+def _noisy_readout(reads):
+    """A layered net whose readout Wf alone sits on a crossbar with output read noise."""
+    import os
+
+    from conftest import REPO
+    cfg = small_config(model={"hidden": [16, 12]},
+                       training={"optimizer": "sgd", "lr": 0.05, "T": 10, "K": 6},
+                       settling={"readout_reads": reads},
+                       crossbar={"enabled": True, "layers": ["Wf"],
+                                 "device": os.path.join(REPO, "device_models",
+                                                        "rpu_gokmen2016.yaml"),
+                                 "periphery": {"read_noise": 0.05}})
+    net = build_network(cfg, 20, 4, np.random.default_rng(2))
+    ep = make_learner(cfg, net, make_optimizer(cfg.training, net.trainable(), net.lr))
+    return net, ep
+
+
+def test_readout_reads_average_matches_numpy_reference():
+    """settling.readout_reads n: p is the softmax of the mean of n reads of Wf (each with
+    its own read noise) at the phase's final state, plus the bias; the free phase reads Wf
+    nowhere else, so replaying the array's noise stream reproduces the n reads."""
+    from crossbar_ep.model.activations import softmax
+    net, ep = _noisy_readout(5)
+    assert ep.settler.readout_reads == 5
+    x = np.random.default_rng(1).random((8, 20))
+    op = net.ops["Wf"]
+    state = op.rng.bit_generator.state
+    free = ep.settler.free(x)
+    op.rng.bit_generator.state = state
+    sL = free.s[net.L]
+    z = np.mean([op.read(sL) for _ in range(5)], axis=0) + net.b.get(net.L + 1, 0.0)
+    np.testing.assert_allclose(free.p, softmax(z), atol=1e-12)
+    op.rng.bit_generator.state = state
+    one = softmax(op.read(sL) + net.b.get(net.L + 1, 0.0))
+    assert np.abs(free.p - one).max() > 1e-4      # one read differs: the noise is there
+
+
+def test_readout_reads_divide_the_logit_noise_variance():
+    """n reads averaged carry 1/n of one read's noise variance (std of the logits over
+    repeated reads of the same state)."""
+    net, ep = _noisy_readout(1)
+    st = ep.settler
+    free = st.free(np.random.default_rng(1).random((50, 20)))
+    S = {net.L: free.s[net.L]}
+    logit = lambda n: np.log(st.head(net.L + 1, S, n))   # noqa: E731 (softmax: log p = z - c)
+    def noise_var(n):
+        z = np.array([logit(n) for _ in range(60)])
+        z -= z.mean(axis=2, keepdims=True)         # the softmax's per-sample constant
+        return float(z.var(axis=0).mean())
+    v1, v4 = noise_var(1), noise_var(4)
+    assert 3.4 < v1 / v4 < 4.6, (v1, v4)

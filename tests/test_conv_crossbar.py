@@ -184,3 +184,26 @@ def test_conv_diagnose_on_noisy_arrays_measures_the_dynamics(tmp_path):
     free = run.learner.settler.free(x)        # what finite differences through noise give
     naive = spectral_radius(run.learner.settler, list(free.x), free.drive)
     assert naive.min() > 10
+
+
+def test_conv_readout_reads_average_matches_numpy_reference(tmp_path):
+    """settling.readout_reads on a conv net: the phase's logits are the mean of n noisy
+    reads of Wf at the pooled top maps, plus the bias (the array's noise stream replayed)."""
+    from dataclasses import replace
+    cfg = sgd_conv(enabled=True, device=RPU, layers=["Wf"],
+                   periphery={"read_noise": 0.05})
+    cfg = replace(cfg, settling=replace(cfg.settling, readout_reads=3))
+    run = train.start(cfg, str(tmp_path / "r"))
+    st, op = run.learner.settler, run.net.ops["Wf"]
+    assert st.readout_reads == 3
+    x = run.data.x_train[:6]
+    first = st.free(x)
+    state = op.rng.bit_generator.state
+    # the free phase reads Wf once per step; its last reads are the phase's readout
+    ph = st.run(st.start(6), first.drive, st.T)
+    op.rng.bit_generator.state = state
+    for _ in range(st.T):        # replay the per-step reads of the phase
+        op.read(np.ascontiguousarray(first.pooled[-1]).reshape(6, -1))
+    v = np.ascontiguousarray(ph.pooled[-1]).reshape(6, -1)
+    z = np.mean([op.read(v) for _ in range(3)], axis=0) + run.net.b[len(run.net.convs) + 1]
+    np.testing.assert_allclose(ph.z, z, atol=1e-12)

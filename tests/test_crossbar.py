@@ -1,6 +1,7 @@
 """Crossbar mapping, tiling, forward / transposed reads, periphery and pulse counts."""
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -164,3 +165,58 @@ def test_fused_tile_reads_equal_tile_by_tile_reads(W, transposed, accumulate, bl
     out = start.copy()
     cb.read_into(v, out, 0.5, accumulate, transposed)
     np.testing.assert_allclose(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_abs_max_input_scaling_matches_numpy_reference(W, transposed, accumulate):
+    """periphery.input_scaling abs_max (noise management): each row is scaled by its largest
+    |entry| to the DAC full scale, read through the DAC and the per-tile ADCs, and the output
+    scaled back; checked against a NumPy quantiser with the noise off."""
+    card = cardfile("ecram_li_tang2018.yaml")
+    per = Periphery(dac_bits=7, adc_bits=9, input_scaling="abs_max")
+    cb = CrossbarMatrix(W, card, np.random.default_rng(5), periphery=per, tile_rows=16,
+                        tile_cols=8, dtype=np.float64)
+    rng = np.random.default_rng(8)
+    v = rng.uniform(-1, 1, (40, 37 if transposed else 53)) * rng.uniform(1e-4, 2.0, (40, 1))
+    v[3] = 0.0                                            # an all-zero row reads zero
+    start = rng.normal(size=(40, 53 if transposed else 37))
+    a = np.abs(v).max(axis=1, keepdims=True)
+    a[a == 0] = 1.0
+    vq = quantize(v / a, 7, 1.0)
+    ranges = cb.bwd_range if transposed else cb.fwd_range
+    part = np.zeros_like(start)
+    for rt in cb.row_tiles:
+        for ct in cb.col_tiles:
+            Wt, r = cb.W_eff[ct, rt], ranges[(rt.start, ct.start)]
+            if transposed:
+                part[:, rt] += 0.5 * quantize(vq[:, ct] @ Wt, 9, r)
+            else:
+                part[:, ct] += 0.5 * quantize(vq[:, rt] @ Wt.T, 9, r)
+    ref = (start if accumulate else 0.0) + a * part
+    out = start.copy()
+    cb.read_into(v, out, 0.5, accumulate, transposed)
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    np.testing.assert_array_equal(out[3], start[3] if accumulate else 0.0)
+
+
+def test_abs_max_scaling_keeps_small_inputs_and_scales_their_noise(W):
+    """A small input (an output error of 1e-3) falls below half a 7-bit DAC step and reads
+    as zero without scaling; with abs_max it reads as x @ W^T to the converters' precision,
+    and reading c x gives exactly c times the read of x, read noise included (same noise
+    stream): the noise shrinks with the input."""
+    card = cardfile("ideal.yaml")
+    x = 1e-3 * np.random.default_rng(7).uniform(-1, 1, (6, 53))
+    plain = CrossbarMatrix(W, card, np.random.default_rng(1),
+                           periphery=Periphery(dac_bits=7, adc_bits=9), dtype=np.float64)
+    assert np.all(plain.forward(x) == 0.0)
+    per = Periphery(dac_bits=7, adc_bits=9, input_scaling="abs_max")
+    cb = CrossbarMatrix(W, card, np.random.default_rng(1), periphery=per, dtype=np.float64)
+    exact = x @ W.T
+    assert np.abs(cb.forward(x) - exact).max() < 0.03 * np.abs(exact).max()
+    noisy = replace(per, read_noise=0.02)
+    reads = [CrossbarMatrix(W, card, np.random.default_rng(1), periphery=noisy,
+                            dtype=np.float64).forward(c * x) for c in (1.0, 50.0)]
+    np.testing.assert_allclose(reads[1], 50.0 * reads[0], rtol=1e-10, atol=1e-15)
+    # noise bounded at 4.9 sigma of 0.02 x max|x| (unscaled it would be 0.02 x 4.9)
+    assert np.abs(reads[0] - exact).max() < 4.9 * 0.02 * 1e-3 + 0.03 * np.abs(exact).max()

@@ -123,6 +123,7 @@ def make_settler(cfg, net: Network, meter=None) -> Settler:
                       s.max_steps, t.nudge_error, None, s.method, s.atol,
                       s.dt_max_over_tau, meter=meter)
     settler.average_last = s.average_last
+    settler.readout_reads = s.readout_reads
     settler.stop = PhaseStop(s.tolerance, s.tolerance_mode, net.L, path_gains(net))
     return settler
 
@@ -151,6 +152,7 @@ def make_conv_learner(cfg, net: ConvNetwork, optimizer: Optimizer | None):
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = ConvSettler(net, t.T, t.K, meter=meter)
     settler.average_last = cfg.settling.average_last
+    settler.readout_reads = cfg.settling.readout_reads
     return ConvEPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
                          clip_norm=t.grad_clip_norm, centered=t.nudging == "centered")
 

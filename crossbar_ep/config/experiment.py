@@ -168,6 +168,12 @@ class SettlingConfig:
                             "each phase (1: the final state); N-fold less read-noise variance "
                             "near the fixed point, no extra reads (fixed-step methods only).",
                             p_int(lo=1, hi=MAX_STEPS), "steps")
+    readout_reads: int = key(1, "Reads of each readout array at the end of a phase, whose "
+                             "outputs are averaged before the softmax (an integrating sense "
+                             "amplifier): the probabilities p, and so the output error y - p "
+                             "of the readout's update and of the first nudged step, carry "
+                             "1/N of one read's noise variance; N - 1 extra reads of the "
+                             "readout per phase.", p_int(lo=1, hi=1000), "reads")
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")
 

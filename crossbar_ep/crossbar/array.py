@@ -29,6 +29,7 @@ from crossbar_ep.crossbar.drift import compensation_gain
 from crossbar_ep.crossbar.mapping import MAPPINGS
 from crossbar_ep.crossbar.periphery import (  # noqa: F401
     Periphery,
+    abs_max_read,
     dac_kernel,
     quantize,
     sense_accumulate,
@@ -371,6 +372,14 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         (B, n_out) ~ v @ W^T.  Transposed: columns driven by v (B, n_out), rows sensed, out
         (B, n_in) ~ v @ W.  ``gain`` is the sense-amplifier gain applied after the ADC.
         """
+        if self.per.input_scaling == "abs_max" and not self.ideal_reads:
+            # the meter sees the scaled drive: the voltages the DAC actually applies
+            return abs_max_read(lambda vs, part: self._plain_read(vs, part, gain, False,
+                                                                  transposed),
+                                v, out, self.per.input_range, accumulate)
+        return self._plain_read(v, out, gain, accumulate, transposed)
+
+    def _plain_read(self, v, out, gain, accumulate, transposed) -> np.ndarray:
         if self.observers:
             self.notify_read(v, transposed)
         vq = self._dac(v)

@@ -48,6 +48,13 @@ class Periphery:
     read_noise_mode: str = key("output", "output (additive on each tile output) or device "
                                "(proportional to G on each device).",
                                p_choice("output", "device"))
+    input_scaling: str = key("none", "Per-read input scaling (the noise management of Gokmen, "
+                             "Onen & Haensch 2017): none, or abs_max (each input vector is "
+                             "divided by its largest |entry| / input_range before the DAC, so "
+                             "it spans the DAC's full scale, and the sensed output is "
+                             "multiplied back digitally: small vectors such as an output "
+                             "error keep the DAC's resolution, and their read noise and ADC "
+                             "step shrink with them).", p_choice("none", "abs_max"))
     noise_rng: str = key("fast", "Output read-noise generator: fast (counter-based sum of 8 "
                          "uniforms: variance 1, kurtosis 2.85, bounded at 4.9 sigma; ~9x faster) "
                          "or exact (NumPy's Gaussian).", p_choice("fast", "exact"))
@@ -55,6 +62,24 @@ class Periphery:
     @property
     def ideal(self) -> bool:
         return self.dac_bits is None and self.adc_bits is None and self.read_noise == 0.0
+
+
+def abs_max_read(read, v: np.ndarray, out: np.ndarray, input_range: float,
+                 accumulate: bool) -> np.ndarray:
+    """Noise management: each row of v (B, n) divided by ``a = max_j |v_ij| / input_range``
+    (1 for an all-zero row) so it spans the DAC full scale, read by ``read(v_scaled, part)``
+    (which fills ``part``, shaped like ``out``), and ``out (+)= a[:, None] * part``: the
+    sensed output, its read noise and its ADC step scaled back digitally."""
+    a = np.abs(v).max(axis=1) * (1.0 / input_range)
+    a[a == 0.0] = 1.0
+    a = a.astype(out.dtype, copy=False)[:, None]
+    part = read(np.divide(v, a, dtype=out.dtype), np.empty_like(out))
+    if accumulate:
+        part *= a
+        out += part
+    else:
+        np.multiply(part, a, out=out)
+    return out
 
 
 def quantize(x: np.ndarray, bits: int | None, full_scale, out: np.ndarray | None = None):

@@ -70,6 +70,7 @@ class ConvSettler:
         self.net, self.T, self.K, self.meter = net, int(T), int(K), meter
         self._sign = 1.0          # the nudge's sign (centered nudging's -beta_f phase: -1)
         self.average_last = 1     # settling.average_last: the update's states, averaged
+        self.readout_reads = 1    # settling.readout_reads: reads averaged into a phase's p
         self.observers: list = []   # on_phase(nudged, S) / on_step(S), S: layer -> (B, n_k)
         L = len(net.convs)          # auxiliary heads: index -> (readout name, layer, nudge gain)
         gains = {b.src: b.gain for b in net.blocks if b.transposed and b.src > L + 1}
@@ -80,10 +81,17 @@ class ConvSettler:
         """Nothing cached beyond a batch (kept for the dense Settler's interface)."""
 
     # ---------------------------------------------------------------- pieces
-    def readout(self, pL: np.ndarray) -> np.ndarray:
+    def readout(self, pL: np.ndarray, reads: int = 1) -> np.ndarray:
+        """Readout logits (B, n_out) of the pooled top maps ``pL``: the mean of ``reads``
+        reads of Wf, plus the bias."""
         net = self.net
         L = len(net.convs)
-        z = net.ops["Wf"].read(np.ascontiguousarray(pL).reshape(pL.shape[0], -1))
+        v = np.ascontiguousarray(pL).reshape(pL.shape[0], -1)
+        z = net.ops["Wf"].read(v)
+        for _ in range(reads - 1):
+            z += net.ops["Wf"].read(v)
+        if reads > 1:
+            z *= 1.0 / reads
         z += net.b[L + 1]
         return z
 
@@ -179,7 +187,7 @@ class ConvSettler:
             for o in obs:
                 o.on_step(flat(xs))
         pools = [rho_pool(x)[1:] for x in xs]
-        z = self.readout(pools[-1][0])
+        z = self.readout(pools[-1][0], self.readout_reads)
         ph = ConvPhase(xs, [p for p, _ in pools], [i for _, i in pools], z,
                        softmax(z.copy()), resid, steps, time_tau=float(steps))
         if s_sum is not None:

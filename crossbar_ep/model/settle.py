@@ -74,9 +74,14 @@ class Settler:
 
     ``average_last`` m > 1 (fixed-step methods) also averages each phase's states over its
     last m steps into ``PhaseResult.s_mean`` (an integrating neuron: read noise low-passed).
+    ``readout_reads`` n > 1 reads each readout head n times at the end of a phase and
+    averages the n outputs before the softmax (an integrating sense amplifier), so the
+    probabilities p, which set the output error y - p of the readout's update and of the
+    first nudged step, carry 1/n of a single read's noise variance.
     """
 
     average_last = 1
+    readout_reads = 1
 
     def __init__(self, net: Network, T: int, K: int, mode: str = "discrete",
                  dt_over_tau: float = 1.0, early_stop: bool = False, tolerance: float = 1e-6,
@@ -191,14 +196,18 @@ class Settler:
         """Softmax probabilities (B, n_out) of the output head from the top hidden state."""
         return self.head(self.L + 1, {self.L: sL})
 
-    def head(self, e: int, S) -> np.ndarray:
+    def head(self, e: int, S, reads: int = 1) -> np.ndarray:
         """Softmax probabilities of head ``e`` from the states ``S`` (layer -> (B, n_k)); the
-        plain read for a linear head (a feature hint)."""
+        plain read for a linear head (a feature hint).  ``reads`` > 1: the mean output of
+        that many reads (each with its own read noise) before the softmax."""
         net = self.net
         blocks = self.heads[e]
         z = np.empty((S[blocks[0].src].shape[0], self.size[e]), net.dtype)
-        for i, b in enumerate(blocks):
-            self._read(b, S[b.src], z, accumulate=i > 0)
+        for r in range(reads):
+            for i, b in enumerate(blocks):
+                self._read(b, S[b.src], z, accumulate=i > 0 or r > 0)
+        if reads > 1:
+            z *= 1.0 / reads
         if e in net.b:
             z += net.b[e]
         return z if e in net.linear_heads else softmax(z)
@@ -415,7 +424,7 @@ class Settler:
     def _result(self, s: list, resid: float, used: int, tau: float,
                 buf: _Buffers) -> PhaseResult:
         S = dict(enumerate(s))
-        heads = {e: self.head(e, S) for e in self.heads}
+        heads = {e: self.head(e, S, self.readout_reads) for e in self.heads}
         mean = ([s[0]] + [buf.A[k] / self._navg for k in self.layers]
                 if self._navg else None)
         return PhaseResult(s, heads.get(self.L + 1), resid, used, tau,

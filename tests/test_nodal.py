@@ -122,7 +122,8 @@ def test_bad_inputs():
     (True, {"wires": {"r_wire_row_ohm": 20.0, "r_wire_col_ohm": 30.0, "r_driver_ohm": 200.0,
                       "r_sense_ohm": 50.0}}),
     (False, {"iv": {"law": "sinh", "v0_V": 0.1}}),
-    (True, {"iv": {"law": "polynomial", "coeffs": [20.0]}})])
+    (True, {"iv": {"law": "polynomial", "coeffs": [20.0]}}),
+    (False, {"periphery": {"dac_bits": 7, "input_scaling": "abs_max"}})])
 def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_path,
                                                                              transposed, extra):
     """The simulator's own training reads (IR-drop maps, device I-V law) against ngspice."""
@@ -146,6 +147,8 @@ def test_netlist_exported_from_a_trained_run_reproduces_simulator_currents(tmp_p
     np.testing.assert_allclose(got, e.expected_A, rtol=1e-6,
                                atol=1e-6 * np.abs(e.expected_A).max())
     assert np.abs(e.expected_A).max() > 1e-8                 # microamp-scale currents
+    if "periphery" in extra:    # abs_max: the drive spans the DAC's full scale, 0.2 V
+        np.testing.assert_allclose(np.abs(e.V).max(), 0.2, rtol=1e-12)
     out = tmp_path / "w1.cir"
     assert main(["export-netlist", d, "--layer", "1", "--tile", "0", "1", "--input", "3",
                  "-o", str(out)] + (["--transposed"] if transposed else [])) == 0

@@ -50,7 +50,7 @@ class Periphery:
                                p_choice("output", "device"))
     input_scaling: str = key("none", "Per-read input scaling (the noise management of Gokmen, "
                              "Onen & Haensch 2017): none, or abs_max (each input vector is "
-                             "divided by its largest |entry| / input_range before the DAC, so "
+                             "divided by its largest magnitude over input_range before the DAC, so "
                              "it spans the DAC's full scale, and the sensed output is "
                              "multiplied back digitally: small vectors such as an output "
                              "error keep the DAC's resolution, and their read noise and ADC "

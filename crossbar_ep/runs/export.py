@@ -78,6 +78,9 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
     rt, ct = cb.row_tiles[tile_i], cb.col_tiles[tile_j]
     per = cb.per
     levels = 2 ** (per.dac_bits - 1) - 1 if per.dac_bits is not None else None
+    peak = float(np.abs(signal).max())
+    if per.input_scaling == "abs_max" and peak > 0.0:   # the vector the DAC actually drives
+        signal = signal * (per.input_range / peak)
     sig = np.clip(signal, -per.input_range, per.input_range)
     if levels is not None:
         step = per.input_range / levels

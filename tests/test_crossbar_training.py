@@ -221,3 +221,29 @@ def test_weight_range_factor_per_matrix(tmp_path):
     with pytest.raises(ConfigError, match=r"crossbar.weight_range_factor: has 2 values; give "
                                           r"one value or 4"):
         sgd(enabled=True, device=RPU, weight_range_factor=[2.0, 4.0])
+
+
+def test_converter_error_measurement_runs_on_a_crossbar_run(tmp_path, capsys):
+    """benchmarks/converter_error.py on a small crossbar run: a nonzero update error per
+    array for the converters, and a tighter ADC full scale clips more tile outputs."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "converter_error", os.path.join(REPO, "benchmarks", "converter_error.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = sgd(enabled=True, device=RPU, tile_rows=8, tile_cols=8,
+              periphery={"dac_bits": 5, "adc_bits": 6, "read_noise": 0.01})
+    d = str(tmp_path / "r")
+    train.fit(train.start(replace(cfg, training=replace(cfg.training, epochs=1)), d),
+              progress=False)
+    mod.main([d, "--samples", "40", "--adc-sigmas", "4", "1"])
+    out = capsys.readouterr().out
+    rows = {ln[:34].strip(): [float(v) for v in ln[34:].split()]
+            for ln in out.splitlines() if ln[:34].strip().startswith(("DAC", "ADC", "all"))}
+    assert len(rows["DAC + ADC, 4 sigma"]) == 4 and min(rows["DAC + ADC, 4 sigma"]) > 0
+    clip = {ln.split(":")[0]: ln for ln in out.splitlines() if ln.startswith("adc_sigmas")}
+    assert set(clip) == {"adc_sigmas 4", "adc_sigmas 1"}
+    # a full scale of one sigma clips more tile outputs than four sigma
+    frac = {k: sum(float(t.split()[-1]) for t in v.split(": ")[1].split(", "))
+            for k, v in clip.items()}
+    assert frac["adc_sigmas 1"] > frac["adc_sigmas 4"]

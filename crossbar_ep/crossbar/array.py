@@ -168,6 +168,11 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         # transposed-strided operand about 1.4x slower on 2 threads
         self._fwd_rows = [np.ascontiguousarray(self.W_eff[:, rt].T) for rt in self.row_tiles]
 
+    def set_periphery(self, periphery: Periphery) -> None:
+        """Swap the converters and read noise (a measurement's variants); ADC recalibrated."""
+        self.per = periphery
+        self._calibrate()
+
     def _calibrate(self) -> None:
         """ADC full scale per tile and direction: fixed, or ``adc_sigmas`` std of the tile
         output for inputs uniform on the input range (std = range * rms column norm / sqrt 3)."""

@@ -74,25 +74,20 @@ def main(argv=None) -> None:
           f"training images) against exact reads of the same conductances")
     print(f"{'periphery':34s}" + "".join(f"{n:>8s}" for n in names))
     p0 = next(iter(base.values()))
-    rows = []
+    rows = [(f"read noise {p0.read_noise:g} alone", dict(dac_bits=None, adc_bits=None)),
+            (f"DAC {p0.dac_bits} b alone", dict(adc_bits=None, read_noise=0.0))]
     for sg in a.adc_sigmas:
-        rows += [(f"DAC {p0.dac_bits} b alone", dict(adc_bits=None, read_noise=0.0)),
-                 (f"ADC {p0.adc_bits} b alone, {sg:g} sigma",
+        rows += [(f"ADC {p0.adc_bits} b alone, {sg:g} sigma",
                   dict(dac_bits=None, read_noise=0.0, adc_sigmas=sg)),
                  (f"DAC + ADC, {sg:g} sigma", dict(read_noise=0.0, adc_sigmas=sg)),
                  (f"all, {sg:g} sigma", dict(adc_sigmas=sg)),
                  (f"all, {sg:g} sigma, abs_max", dict(adc_sigmas=sg, input_scaling="abs_max"))]
-    rows.insert(0, (f"read noise {p0.read_noise:g} alone", dict(dac_bits=None, adc_bits=None)))
-    seen = set()
     clips = {}
     for label, kw in rows:
-        if label in seen:
-            continue
-        seen.add(label)
         g, free = update(**{"input_scaling": "none", **kw})
         print(f"{label:34s}" + "".join(
             f"{np.linalg.norm(g[n] - ref[n]) / np.linalg.norm(ref[n]):8.3f}" for n in names))
-        if "adc_sigmas" in kw and "dac_bits" not in kw and "read_noise" not in kw:
+        if label.startswith("all") and "input_scaling" not in kw:   # the full periphery
             clips[kw["adc_sigmas"]] = clipped(net, free.s)
     print("\nfraction of tile outputs the ADC clips at the free fixed point (full periphery)")
     for sg, c in clips.items():

@@ -33,7 +33,8 @@ _LAZY = {
     # learning
     "Settler": "model.settle", "EPLearner": "model.learners", "BPLearner": "model.learners",
     "Adam": "model.optim", "SGD": "model.optim",
-    "attach_crossbar": "api", "ep_learner": "api", "bp_learner": "api", "fit": "api",
+    "attach_crossbar": "api", "settler": "api", "options": "api", "ep_learner": "api",
+    "bp_learner": "api", "fit": "api",
     "evaluate": "api", "MetricsCSV": "api", "SaveWeights": "api", "Traces": "api",
     # configs and runs (the CLI's path)
     "load_config": "config.experiment", "load_dataset": "io.data",

@@ -28,14 +28,12 @@ from crossbar_ep.crossbar.energy import EnergyMeter
 from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
 from crossbar_ep.devices.card import DeviceCard, load_card
 from crossbar_ep.errors import CrossbarEPError
-from crossbar_ep.model.convergence import PhaseStop
-from crossbar_ep.model.normalisation import path_gains
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.optim import SGD, Adam
 from crossbar_ep.model.settle import Settler
 
-__all__ = ["attach_crossbar", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
+__all__ = ["attach_crossbar", "settler", "options", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
            "SaveWeights", "Traces"]
 
 
@@ -94,6 +92,33 @@ def _optimizer(net: Network, optimizer, lr):
     raise ValueError(f"optimizer {optimizer!r}: use 'adam', 'sgd' or an optimiser object")
 
 
+def options(cls, where: str, **kwargs):
+    """The option dataclass ``cls`` (a config section) from keyword arguments, checked by the
+    same schema as a config file: a bad value raises :class:`ConfigError` naming the
+    function and the argument."""
+    from crossbar_ep.schema import Where, build_section
+    return build_section(cls, kwargs, Where(where, ""))
+
+
+def _split(where: str, kwargs: dict) -> tuple:
+    """(training, settling) sections from keyword arguments of either."""
+    from crossbar_ep.model.options import SettlingConfig, TrainingConfig
+    from crossbar_ep.schema import _keys
+    settling_keys = {f.name for f in _keys(SettlingConfig)}
+    sk = {k: v for k, v in kwargs.items() if k in settling_keys}
+    tk = {k: v for k, v in kwargs.items() if k not in settling_keys}
+    return options(TrainingConfig, where, **tk), options(SettlingConfig, where, **sk)
+
+
+def settler(net: Network, T: int = 20, K: int = 10, *, meter=None, **options_) -> Settler:
+    """The settle engine of ``net``: free phase T, nudged phase K (steps of the discrete map,
+    or units of tau with ``mode="ode"``), and any key of the ``training`` (``nudge_error``)
+    or ``settling`` sections (``mode``, ``method``, ``dt_over_tau``, ``early_stop``,
+    ``tolerance``, ``average_last``, ...; ``docs/config.md``)."""
+    training, settling = _split("settler", {"T": T, "K": K, **options_})
+    return Settler(net, training=training, settling=settling, meter=meter)
+
+
 def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
                lr: float | None = None, normalised: bool = False, mode: str = "discrete",
                dt_over_tau: float = 1.0, method: str = "euler",
@@ -106,6 +131,7 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
     Crossbar arrays in ``net`` are observed for pulse statistics (``learner.pulses``) and
     read energy (``learner.settler.meter``).  ``early_stop`` ends a phase once it has
     settled to ``tolerance`` (``tolerance_mode``: :mod:`crossbar_ep.model.convergence`)."""
+    from crossbar_ep.model.options import SettlingConfig, TrainingConfig
     opt = _optimizer(net, optimizer, lr)
     arrays = {n: op for n, op in net.ops.items() if isinstance(op, CrossbarMatrix)}
     pulses = meter = None
@@ -113,11 +139,13 @@ def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
         pulses, meter = PulseStats(arrays, next(iter(arrays.values())).rng), EnergyMeter()
         for cb in arrays.values():
             cb.observers += [pulses, meter]
-    settler = Settler(net, T, K, mode, dt_over_tau, early_stop, tolerance, None, nudge_error,
-                      None, method, meter=meter)
-    settler.stop = PhaseStop(tolerance, tolerance_mode, net.L, path_gains(net))
-    return EPLearner(net, settler, opt, normalised=normalised, pulses=pulses,
-                     readout_error=readout_error)
+    training = TrainingConfig(T=T, K=K, nudge_error=nudge_error, readout_error=readout_error,
+                              update_norm="normalised" if normalised else "raw")
+    settling = SettlingConfig(mode=mode, dt_over_tau=dt_over_tau, method=method,
+                              early_stop=early_stop, tolerance=tolerance,
+                              tolerance_mode=tolerance_mode)
+    settler = Settler(net, training=training, settling=settling, meter=meter)
+    return EPLearner(net, settler, opt, training=training, pulses=pulses)
 
 
 def bp_learner(net: Network, *, optimizer="adam", lr: float | None = None) -> BPLearner:

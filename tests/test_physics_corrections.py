@@ -1,8 +1,9 @@
-"""Physics corrections (issue 13), each against an independent reference: read energy with the
-device I-V law (device sums; ngspice with wires), the exact transposed read energy with wires,
-the published fits' up/down convention (closed form, NumPy loops), the realisable
-reference-column transposed read (ngspice), drift compensation during training (closed form),
-the API guard on nonlinear laws with wires, and ngspice at its default options."""
+"""Read energy, the fits' conventions and drift compensation, each against an independent
+reference: read energy with the device I-V law (device sums; ngspice with wires), the exact
+transposed read energy with wires, the published fits' up/down convention (closed form, NumPy
+loops), the realisable reference-column transposed read (ngspice), drift compensation during
+training (closed form), the API guard on nonlinear laws with wires, and ngspice at its default
+options."""
 
 import math
 import os

@@ -173,9 +173,7 @@ class SettlingConfig:
                              "amplifier): the probabilities p, and so the output error y - p "
                              "of the readout's update and of the first nudged step, carry "
                              "1/N of one read's noise variance; N - 1 extra reads of the "
-                             "readout per phase.  On the in-situ 3HL recipe it changes "
-                             "nothing measurable: p's noise there is the settled state's, not "
-                             "the read's (docs/crossbar.md).", p_int(lo=1, hi=1000), "reads")
+                             "readout per phase.", p_int(lo=1, hi=1000), "reads")
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")
 

@@ -134,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("runs", nargs="+", metavar="RUN_DIR")
     sm.add_argument("--at", default="1,5,10,20", help="epochs reported (default 1,5,10,20)")
     sm.add_argument("--format", choices=("md", "csv"), default="md")
+    sm.add_argument("--group-by", choices=("seed",), help="one row (and one band in --plot) "
+                    "per group of runs that differ only in training.seed: mean ± sd")
+    sm.add_argument("--into", metavar="FILE.md", help="write the table into FILE.md between "
+                    "its '<!-- results-table:start' and '<!-- results-table:end -->' markers")
     sm.add_argument("--plot", metavar="PNG", help="also draw every run's test accuracy "
                     "against epoch into one figure")
     sm.add_argument("--train", action="store_true", help="with --plot: training accuracy too")
@@ -375,16 +379,24 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from crossbar_ep.runs.summary import parse_epochs, summary_table
+    from crossbar_ep.runs.summary import expand_paths, parse_epochs, summary_table
     skipped: list = []
-    print(summary_table(args.runs, parse_epochs(args.at), args.format, skipped=skipped))
+    paths = expand_paths(args.runs)
+    table = summary_table(paths, parse_epochs(args.at), args.format, skipped=skipped,
+                          group_by=args.group_by)
+    if args.into:
+        from crossbar_ep.runs.doc_tables import summary_args, write_block
+        write_block(args.into, summary_args(args), table)
+        print(f"wrote the table into {args.into}", file=sys.stderr)
+    else:
+        print(table)
     for _, msg in skipped:
         print(f"skipped {msg}", file=sys.stderr)
     if args.plot:
         from crossbar_ep.runs.summary import plot_summary
         bad = {p for p, _ in skipped}
-        runs = [r for r in args.runs if r not in bad]
-        png = plot_summary(runs, args.plot, args.title, args.train, args.ymin)
+        runs = [r for r in paths if r not in bad]
+        png = plot_summary(runs, args.plot, args.title, args.train, args.ymin, args.group_by)
         print(f"wrote {png}", file=sys.stderr)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from crossbar_ep import cli_dynamics
 from crossbar_ep.errors import CrossbarEPError, interrupts
 
 
@@ -144,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--title", default="", help="with --plot: the figure's title")
     sm.add_argument("--ymin", type=float, help="with --plot: lowest accuracy shown, %% "
                     "(default: 1 point under the lowest test accuracy from epoch 3 on)")
+
+    cli_dynamics.add_parser(sub)
 
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
@@ -469,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
                 "sweep": _cmd_sweep, "export-netlist": _cmd_export,
-                "diagnose": _cmd_diagnose, "summary": _cmd_summary}
+                "diagnose": _cmd_diagnose, "summary": _cmd_summary,
+                "diagnose-sweep": cli_dynamics.run}
     try:
         return handlers[args.command](args)
     except CrossbarEPError as exc:

@@ -118,3 +118,10 @@ def activation_derivative(s: np.ndarray, h: np.ndarray | None, kind: str) -> np.
     if kind == "tanh":
         return 1.0 - s * s
     return ((h > 0.0) & (h < 1.0)).astype(s.dtype)
+
+
+def rho(h: np.ndarray, kind: str) -> np.ndarray:
+    """rho(h) as a new array (plain NumPy, any dtype): the reference of :func:`activate`."""
+    if kind == "tanh":
+        return np.tanh(h)
+    return np.clip(h, 0.0, 1.0)

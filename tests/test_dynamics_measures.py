@@ -150,3 +150,28 @@ def test_diagnose_sweep_cli_measures_every_point_and_resumes(tmp_path, capsys):
     assert "init:" not in capsys.readouterr().err
     assert len(list(csv.DictReader(open(out / "dynamics.csv")))) == 4
     assert cli.main(["diagnose-sweep", str(sweep), "--out", str(out), "--samples", "0"]) == 2
+
+
+def test_dynamics_figures_draw_from_the_sweep_files(tmp_path):
+    from crossbar_ep.plots import dynamics
+    rows = []
+    for fb in ("symmetric", "random"):
+        for ph in ("init", "trained"):
+            for b in (0.01, 1.0):
+                rows.append({"feedback": fb, "phase": ph, "beta_i": b, "alpha": 1,
+                             "hidden": "64x64x64", "residual_p": 0.2, "spectral_radius": b,
+                             "ftmle": -1 + b, "conv_steps": 10 / b, "conv_fraction": 1,
+                             "cos_W0": 0.9, "cos_W1": 0.8, "cos_Wf": 1.0,
+                             "test_acc_best": 0.9 if ph == "trained" else "",
+                             "model.beta_i": b, "model.feedback": fb, "step": 1,
+                             "dnorm": 0.1, "u0": 0.5})
+    path = tmp_path / "d.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for fig in ("fig5", "fig6", "fig4", "figS8", "fig2"):
+        png = tmp_path / f"{fig}.png"
+        assert dynamics.main([fig, str(path), "-o", str(png)]) == 0
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert dynamics.main(["fig5", str(tmp_path / "none.csv"), "-o", str(png)]) == 2

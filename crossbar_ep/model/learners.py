@@ -18,6 +18,7 @@ from crossbar_ep.model.settle import (
     PhaseResult,
     Settler,
     activation_derivative,
+    rho,
     softmax,
 )
 
@@ -182,7 +183,7 @@ class BPLearner:
             if k in net.b:
                 a += net.b[k]
             h.append(a)
-            s.append(np.tanh(a) if net.activation == "tanh" else np.clip(a, 0.0, 1.0))
+            s.append(rho(a, net.activation))
         z = s[L] @ net.W["Wf"].T
         if L + 1 in net.b:
             z += net.b[L + 1]

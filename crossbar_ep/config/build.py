@@ -108,6 +108,9 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
         return make_conv_learner(cfg, net, optimizer)
     if t.algorithm == "bp":
         return BPLearner(net, optimizer)
+    if t.algorithm == "fa":
+        from crossbar_ep.model.feedback_alignment import FALearner
+        return FALearner(net, optimizer)
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = make_settler(cfg, net, meter)
     return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,

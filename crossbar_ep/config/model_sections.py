@@ -27,13 +27,14 @@ from crossbar_ep.schema import (
     section,
 )
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, cifar10 (the python-pickle "
-                       "folder cifar-10-batches-py, supplied by the user: docs/data.md), or "
+    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, cifar10 / cifar100 (the "
+                       "python-pickle folders cifar-10-batches-py / cifar-100-python, "
+                       "supplied by the user: docs/data.md), or "
                        "synthetic (generated, for tests and demos).", p_choice(*DATASETS))
     dir: str | None = key(None, "Data directory searched first (holding mnist/ or "
                           "fashion-mnist/, or the IDX files themselves). Relative paths are "

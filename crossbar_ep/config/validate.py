@@ -293,7 +293,7 @@ def _check_conv(cfg, w: Where) -> None:
                                                            "steps; set it to false")
     shape = cfg.image_shape()
     n_in = d.synthetic_features if d.dataset == "synthetic" else \
-        {"cifar10": 3 * 32 * 32}.get(d.dataset, 784)
+        {"cifar10": 3 * 32 * 32, "cifar100": 3 * 32 * 32}.get(d.dataset, 784)
     if d.dataset == "synthetic" and c.input_shape is None:
         raise cw.child("input_shape").fail("synthetic data needs [channels, height, width] "
                                            "with their product = data.synthetic_features")

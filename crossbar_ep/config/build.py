@@ -104,6 +104,9 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     t = cfg.training
     if t.algorithm == "bp":
         return BPLearner(net, optimizer, training=t)
+    if t.algorithm == "fa":
+        from crossbar_ep.model.feedback_alignment import FALearner
+        return FALearner(net, optimizer, training=t)
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = make_settler(cfg, net, meter)
     return EPLearner(net, settler, optimizer, training=t, pulses=pulses, norm=norm)

@@ -165,7 +165,8 @@ class Config:
         c = self.model.conv
         if c.input_shape is not None:
             return tuple(c.input_shape)
-        return {"cifar10": (3, 32, 32)}.get(self.data.dataset, (1, 28, 28))
+        return {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}.get(self.data.dataset,
+                                                                      (1, 28, 28))
 
     def beta_per_layer(self) -> tuple:
         """beta_i for hidden layers 1..L (tuple of L floats)."""

@@ -58,6 +58,8 @@ def _check_cross_fields(cfg) -> None:
         raise rw.child("kind").fail(f"every-3 needs at least 4 hidden layers, model has {L}")
     if r.kind == "agt" and cfg.model.feedback != "random":
         raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
+    if cfg.training.algorithm == "fa":
+        _check_fa(cfg, w)
     if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
         raise w.child("settling").child("dt_over_tau").fail(
             "only used with settling.mode: ode (the discrete map has dt = tau)")
@@ -72,6 +74,25 @@ def _check_cross_fields(cfg) -> None:
         raise w.child("training").child("update_norm").fail(
             "normalised updates divide by beta_i, so every model.beta_i must be > 0")
     _check_magnitudes(cfg, w)
+
+
+def _check_fa(cfg, w: Where) -> None:
+    """Feedback alignment sends errors back through the net's fixed random feedback."""
+    m = cfg.model
+    fixes = [(m.feedback != "random", ("model", "feedback"), "must be random (FA sends the "
+              "errors back through the fixed random feedback matrices)"),
+             (m.residual.kind == "agt", ("model", "residual", "kind"), "AGT skips have no "
+              "feedback partner to send errors through; use none, every-3 or pairs"),
+             (m.conv.enabled, ("model", "conv", "channels"), "FA is implemented for layered "
+              "nets; use training.algorithm: bp for conv nets"),
+             (bool(m.aux.layers), ("model", "aux", "layers"), "FA trains the readout alone; "
+              "remove the heads")]
+    for bad, path, msg in fixes:
+        if bad:
+            where = w
+            for part in path:
+                where = where.child(part)
+            raise where.fail(f"with training.algorithm: fa {msg}")
 
 
 def _check_aux(cfg, w: Where) -> None:
@@ -263,7 +284,7 @@ def _check_conv(cfg, w: Where) -> None:
             "kd_logits heads")
     shape = cfg.image_shape()
     n_in = d.synthetic_features if d.dataset == "synthetic" else \
-        {"cifar10": 3 * 32 * 32}.get(d.dataset, 784)
+        {"cifar10": 3 * 32 * 32, "cifar100": 3 * 32 * 32}.get(d.dataset, 784)
     if d.dataset == "synthetic" and c.input_shape is None:
         raise cw.child("input_shape").fail("synthetic data needs [channels, height, width] "
                                            "with their product = data.synthetic_features")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossbar_ep.model.activations import activation_derivative, softmax
+from crossbar_ep.model.activations import activation_derivative, rho, softmax
 from crossbar_ep.model.heads import bp_head_terms
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.operators import DigitalMatrix
@@ -224,7 +224,7 @@ class BPLearner:
             if k == L + 1:
                 return s, h, softmax(a), e, sw, pre
             h.append(a)
-            s.append(np.tanh(a) if net.activation == "tanh" else np.clip(a, 0.0, 1.0))
+            s.append(rho(a, net.activation))
             em, idx = self._emit(k, s[k])
             e.append(em)
             sw.append(idx)
@@ -260,12 +260,18 @@ class BPLearner:
             for pr in net.incoming(k):
                 grads[pr.name] = pr.scale * (lm.local_delta(pr, delta).T @ pre[pr.name])
                 if pr.src >= 1:
-                    back = pr.scale * (delta @ W[pr.name] if lm.emits_states else
-                                       lm.bp_read_transposed(pr, delta, W[pr.name]))
+                    M = self.backward_matrix(pr, W)
+                    back = pr.scale * (delta @ M if lm.emits_states else
+                                       lm.bp_read_transposed(pr, delta, M))
                     ge[pr.src] = ge[pr.src] + back if pr.src in ge else back
             if k in net.b:
                 grads[f"b{k}"] = lm.bias_rows(k, delta).sum(axis=0)
         return grads, p
+
+    def backward_matrix(self, p, W: dict) -> np.ndarray:
+        """The matrix the error of projection p's destination goes back through: W itself
+        (backpropagation; feedback alignment overrides it)."""
+        return W[p.name]
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         net = self.net

@@ -27,9 +27,11 @@ from crossbar_ep.schema import (
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    algorithm: str = key("ep", "ep (Equilibrium Propagation on the FRE-RNN) or bp "
-                         "(backpropagation through the equivalent feed-forward net).",
-                         p_choice("ep", "bp"))
+    algorithm: str = key("ep", "ep (Equilibrium Propagation on the FRE-RNN), bp "
+                         "(backpropagation through the equivalent feed-forward net) or fa "
+                         "(feedback alignment: bp with the errors sent back through the "
+                         "net's fixed random feedback matrices; needs model.feedback: "
+                         "random).", p_choice("ep", "bp", "fa"))
     epochs: int = key(50, "Training epochs.", p_int(lo=1, hi=MAX_STEPS))
     batch_size: int = key(500, "Minibatch size (reshuffled every epoch).",
                           p_int(lo=1, hi=MAX_SAMPLES),

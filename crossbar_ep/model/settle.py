@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model import kernels
-from crossbar_ep.model.activations import activate, activation_derivative, softmax  # noqa: F401
+from crossbar_ep.model.activations import (  # noqa: F401
+    activate, activation_derivative, rho, softmax)
 from crossbar_ep.model.convergence import PhaseStop
 from crossbar_ep.model.network import Network
 from crossbar_ep.model.normalisation import path_gains
@@ -359,7 +360,7 @@ def settle_reference(net: Network, x: np.ndarray, steps: int, s_init: list | Non
             pr = frozen_p if frozen_p is not None else probs(s[L])
             h[L] += net.beta_f * (y - pr) @ net.nudge_matrix()
         for k in range(1, L + 1):
-            f_k = np.tanh(h[k]) if net.activation == "tanh" else np.clip(h[k], 0, 1)
+            f_k = rho(h[k], net.activation)
             h[k] = s[k] + r * (f_k - s[k])
         s = [x] + h[1:]
     return s

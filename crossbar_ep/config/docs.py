@@ -94,9 +94,8 @@ The two smaller differences, over 2000 devices drawn from the card (cycle noise 
 pulses from w = 0: `slope_bound` on Li-ECRAM moves the states by 0.15 dw_min on average for SET
 trains and 0.84 for RESET trains (at most 5.6 dw_min); `exp_range` on the ReRAM card by 0.77 and
 5.5 dw_min (at most 42 dw_min, 2.8 % of the range).
-`ecram_*`, `capacitor_li2018` and `reram_gong2018_*` set the fits' forms;
-`pcm_nandakumar2020.yaml` (up_down 0, a Nandakumar et al. fit) and the RPU and NeuroSim cards
-keep the defaults.
+`ecram_*`, `capacitor_li2018`, `reram_gong2018_*` and `pcm_nandakumar2020.yaml` (`exp_range`
+only: its up_down is 0) set the fits' forms; the RPU and NeuroSim cards keep the defaults.
 
 Every model is a class in the model registry (`crossbar_ep/devices/`); the table below and the
 parameter sections are generated from it.

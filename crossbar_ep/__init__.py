@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # network and operators
-    "make_network": "model.network", "Network": "model.network", "Block": "model.network",
+    "make_network": "api", "make_conv_network": "api", "from_experiment": "api",
+    "Network": "model.network", "Block": "model.network",
     "add_heads": "model.heads",
     "WeightOperator": "model.operators", "DigitalMatrix": "model.operators",
     # crossbar arrays and their physics

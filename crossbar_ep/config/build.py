@@ -98,6 +98,19 @@ def lr_factor(training_cfg, epoch: int, base: float) -> float:
     return t.lr_min + (base - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * e / period))
 
 
+def set_epoch_rates(net: Network, optimizer, training_cfg, epoch: int) -> None:
+    """Learning rates of epoch ``epoch`` (1-based) by ``training.lr_schedule``, set from the
+    base rates ``net.lr``; arrays' pulse gains follow the same schedule from their base."""
+    if training_cfg.lr_schedule == "constant":
+        return
+    if optimizer is not None:
+        for name, base in net.lr.items():
+            optimizer.lrs[name] = lr_factor(training_cfg, epoch, base)
+    for op in net.ops.values():
+        if getattr(op, "lr_base", None) is not None:
+            op.lr = lr_factor(training_cfg, epoch, op.lr_base)
+
+
 def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
     attached to the projections ``crossbar.layers`` names)."""
@@ -132,6 +145,12 @@ def _arrays_and_norm(cfg, net) -> tuple:
         arrays = digital if arrays is None else arrays    # one normalisation, one override
         for name in pulses.crossbars:
             norm[name] = net.norm[name] if arrays else 1.0
+        return pulses, meter, norm
+    attached = {n: op for n, op in net.ops.items() if isinstance(op, CrossbarMatrix)}
+    if attached:          # arrays put on by hand (the Python API's attach_crossbar)
+        pulses, meter = PulseStats(attached, next(iter(attached.values())).rng), EnergyMeter()
+        for cb in attached.values():
+            cb.observers += [pulses, meter]
     return pulses, meter, norm
 
 

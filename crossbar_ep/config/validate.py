@@ -19,7 +19,7 @@ def _check_cross_fields(cfg) -> None:
             "cumulative grows the nudge step by step, defined for the discrete map and Euler "
             "steps only; use settling.method: euler, or another nudge_error")
     L = cfg.n_hidden
-    if cfg.training.T < L:
+    if cfg.training.T < L and cfg.settling.mode == "discrete":
         raise w.child("training").child("T").fail(
             f"must be >= the number of hidden layers ({L}) so the input reaches the top "
             f"layer; got {cfg.training.T}")

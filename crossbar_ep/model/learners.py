@@ -44,6 +44,17 @@ def cross_entropy_sum(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.maximum(p[np.arange(y.shape[0]), y], 1e-12)).sum())
 
 
+def _samples(x: np.ndarray, net: Network) -> np.ndarray:
+    """x as (B, n_in) of the net's dtype; a clear error for any other shape."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != net.sizes[0]:
+        from crossbar_ep.errors import DataError
+        hint = " (one sample: x[None])" if x.ndim == 1 and x.size == net.sizes[0] else ""
+        raise DataError(f"predict: x must be (samples, {net.sizes[0]}); got shape "
+                        f"{x.shape}{hint}")
+    return np.ascontiguousarray(x, dtype=net.dtype)
+
+
 def clip_factor(grads, max_norm: float | None) -> float:
     """PyTorch's clip_grad_norm_ factor over all update arrays (1 without a limit)."""
     if not max_norm:
@@ -73,6 +84,7 @@ class EPLearner:
                  training: TrainingConfig = TrainingConfig(), norm: dict | None = None,
                  pulses=None, targets=None):
         self.net, self.settler, self.opt = net, settler, optimizer
+        self.training = training
         self.centered = training.nudging == "centered"
         self.readout_error = training.readout_error
         self.clip_norm = training.grad_clip_norm
@@ -89,7 +101,8 @@ class EPLearner:
         self._bgrads: dict = {}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.settler.free(x).p
+        """Output probabilities (B, n_out) of the free phase of x (B, n_in)."""
+        return self.settler.free(_samples(x, self.net)).p
 
     def settle(self, x: np.ndarray, y: np.ndarray | None = None,
                free: PhaseResult | None = None) -> PhaseResult:
@@ -199,7 +212,7 @@ class BPLearner:
 
     def __init__(self, net: Network, optimizer: Optimizer | None, *,
                  training: TrainingConfig = TrainingConfig()):
-        self.net, self.opt = net, optimizer
+        self.net, self.opt, self.training = net, optimizer, training
         self.clip_norm = training.grad_clip_norm
         self.map = layer_map(net, False)
 
@@ -238,7 +251,8 @@ class BPLearner:
         return (s, None) if self.map.emits_states else self.map.bp_emit(k, s)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x)[2]
+        """Output probabilities (B, n_out) of the feed-forward pass of x (B, n_in)."""
+        return self._forward(_samples(x, self.net))[2]
 
     def gradients(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, np.ndarray]:
         """Minus the gradient of the mean cross-entropy w.r.t. every trained parameter."""

@@ -51,7 +51,7 @@ def tiles(cb):
 
 
 def volts(cb, v):
-    return np.asarray(cb._dac_only(v), float) * cb.per.v_read_V / cb.per.input_range
+    return np.asarray(cb.dac(v), float) * cb.per.v_read_V / cb.per.input_range
 
 
 def source_power(text, V):
@@ -108,14 +108,14 @@ def test_transposed_energy_with_equal_terminals_is_the_nodal_power(signed):
     cb = make(signed, wires=w)
     y = np.random.default_rng(3).uniform(-1, 1, (2, 13))
     cb.transposed(y)
-    assert all(t.lazy_solves == 0 for t in cb._ir.values())   # reads alone: no extra solve
+    assert all(t.lazy_solves == 0 for t in cb.reader.circuits.values())   # reads alone: no extra solve
     Vy = volts(cb, y)
     ref = 0.0
     for rt, ct, G in tiles(cb):
         for b in range(2):
             ref += TileCircuit(G, w, True).read_power(transposed_drive(Vy[b, ct], signed))
     assert cb.read_energy(y, transposed=True)[0] == pytest.approx(ref * T_READ, rel=1e-9)
-    assert all(t.lazy_solves == 1 for t in cb._ir.values())
+    assert all(t.lazy_solves == 1 for t in cb.reader.circuits.values())
     # the column sums (the former shortcut) over-count: the wires take part of the drive
     ideal = make(signed).read_energy(y, transposed=True)[0]
     assert cb.read_energy(y, transposed=True)[0] < 0.99 * ideal
@@ -254,7 +254,7 @@ def test_reference_transposed_read_undriven_reference_column_against_ngspice():
 def test_reference_transposed_read_ideal_wires_is_the_weight_product():
     cb = make("reference")
     y = np.random.default_rng(7).uniform(-1, 1, (3, 13))
-    np.testing.assert_allclose(cb.transposed(y), np.asarray(cb._dac_only(y)) @ cb.W_eff,
+    np.testing.assert_allclose(cb.transposed(y), np.asarray(cb.dac(y)) @ cb.W_eff,
                                rtol=1e-12)
 
 

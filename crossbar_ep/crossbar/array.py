@@ -195,11 +195,13 @@ class CrossbarMatrix(WeightOperator):
         return self.reader.dac.convert(v)
 
     # ------------------------------------------------------------------ programming, clock
-    def program(self, W: np.ndarray) -> None:
+    def program(self, W: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Write target weights W (n_out, n_in, weight units) through the device model: the
-        card's programming noise (drawn from the array's generator), clipping to the device
-        bounds; every device's write time is the present clock."""
-        self.mapping.program(np.asarray(W, float))
+        card's programming noise (drawn from ``rng``, default the array's generator),
+        clipping to the device bounds; every device's write time is the present clock, from
+        which :meth:`age` counts."""
+        self.mapping.program(np.asarray(W, float), rng)
+        self._t_programmed = self.t_now
         self.refresh(exact=True)
 
     def refresh(self, exact: bool = False) -> None:
@@ -230,6 +232,21 @@ class CrossbarMatrix(WeightOperator):
     def t_now(self) -> float:
         """The devices' clock (s)."""
         return float(self.pos.t_now)
+
+    @property
+    def age(self) -> float:
+        """Seconds on the clock since the array was last programmed (:meth:`program`)."""
+        return self.t_now - self._t_programmed
+
+    def advance_to(self, t_s: float) -> None:
+        """Move the clock to ``t_s`` seconds after the last programming (t_s >= :attr:`age`):
+        the card's drift acts for that time and its device read noise is redrawn for it, so
+        the reads that follow are those of the array at t_s (evaluation of retention)."""
+        dt = float(t_s) - self.age
+        if dt < 0:
+            raise ValueError(f"advance_to({t_s!r}): the array is already {self.age:g} s past "
+                             f"its programming; the clock only moves forward")
+        self.advance(dt)
 
     def set_periphery(self, periphery: Periphery) -> None:
         """Swap the converters and read noise (a measurement's variants); ADC recalibrated."""
@@ -382,27 +399,50 @@ class CrossbarMatrix(WeightOperator):
 
     def state_dict(self) -> dict:
         """Device states per side: ``{side}:w``, ``{side}:write_noise``, ``{side}:t_written``
-        (flat arrays) and ``{side}:t_now`` (the clock, s, a 0-d array); the bound rule's
-        state as ``rule:<key>``."""
+        (flat arrays) and ``{side}:t_now`` (the clock, s, a 0-d array); with laws that need
+        them, ``{side}:g_target`` (programming targets, S) and ``{side}:read_xi`` (the
+        present read-noise normals); the bound rule's state as ``rule:<key>``."""
         out = {}
         for side, dev in self.mapping.arrays:
             out[f"{side}:w"] = dev.w
             out[f"{side}:write_noise"] = dev.write_noise
             out[f"{side}:t_written"] = dev.t_written
             out[f"{side}:t_now"] = np.array(dev.t_now)
+            if dev.g_target is not None:
+                out[f"{side}:g_target"] = dev.g_target
+            if dev.read_xi is not None:
+                out[f"{side}:read_xi"] = dev.read_xi
         if self._rule is not None:    # mixed precision, Tiki-Taka: rule:<key>
             out.update({f"rule:{k}": v for k, v in self._rule.state_dict().items()})
         return out
 
+    @property
+    def optional_state(self) -> set:
+        """State-dict keys an older checkpoint may lack (:meth:`load_state_dict` fills them)."""
+        keys = {f"{side}:{k}" for side, _ in self.mapping.arrays
+                for k in ("t_now", "g_target", "read_xi")}
+        if self._rule is not None:
+            keys |= {f"rule:{k}" for k in self._rule.optional_state()}
+        return keys
+
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; a state without ``t_now`` (older checkpoints) keeps
-        the clock at its time now."""
+        """Restore :meth:`state_dict`.  Older layouts: a state without ``t_now`` keeps the
+        clock at its time now; without ``g_target`` the targets are the conductances as
+        written; without ``read_xi`` no read-noise fluctuation until the clock moves."""
         for side, dev in self.mapping.arrays:
             np.copyto(dev.w, state[f"{side}:w"])
             dev.write_noise = np.array(state[f"{side}:write_noise"])
             np.copyto(dev.t_written, state[f"{side}:t_written"])
             if f"{side}:t_now" in state:
                 dev.t_now = float(state[f"{side}:t_now"])
+            if dev.g_target is not None:
+                g = state.get(f"{side}:g_target")
+                dev.g_target = (np.array(g, float) if g is not None else
+                                dev.card.w_to_g(dev.states().reshape(-1)))
+            if dev.read_xi is not None:
+                xi = state.get(f"{side}:read_xi")
+                dev.read_xi = np.array(xi, float) if xi is not None else \
+                    np.zeros_like(dev.read_xi)
             dev.touch()
         if self._rule is not None:
             self._rule.load_state_dict({k[5:]: v for k, v in state.items()

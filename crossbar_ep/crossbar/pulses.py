@@ -111,6 +111,10 @@ class DeterministicPulses:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
 
+    def optional_state(self) -> set:
+        """Keys of :meth:`state_dict` an older checkpoint may lack."""
+        return set()
+
 
 PulseRule = DeterministicPulses     # the base every rule subclasses
 

@@ -123,6 +123,9 @@ class TikiTaka(DeterministicPulses):
         out.update(H=st["H"], chop=st["chop"], col=st["col"], count=st["count"])
         return out
 
+    def optional_state(self) -> set:
+        return {f"fast:{k}" for k in self.state["fast"].optional_state}
+
     def load_state_dict(self, state: dict) -> None:
         st = self.state
         st["fast"].load_state_dict({k[5:]: v for k, v in state.items()

@@ -134,8 +134,15 @@ class DeviceArray:
 
     def update_exact(self, dw: np.ndarray) -> None:
         """Exact models (``pulsed`` False, the ideal device): add an exact float change (no
-        bounds, noise or pulses)."""
-        self.w += np.asarray(dw, float).reshape(-1)
+        bounds, noise or pulses).  With laws that depend on the programming target, the
+        devices changed are written: their target is the new conductance and their drift
+        restarts."""
+        dw = np.asarray(dw, float).reshape(-1)
+        self.w += dw
+        if self.uses_target:
+            written = dw != 0
+            self.g_target[written] = self.card.w_to_g(self.w[written])
+            self.t_written[written] = self.t_now
         self.touch()
 
     def _redraw_write_noise(self) -> None:
@@ -144,11 +151,11 @@ class DeviceArray:
             self.write_noise = s * self.card.params["dw_min"] * \
                 self.rng.standard_normal(self.w.size)
 
-    def program(self, w_target: np.ndarray) -> None:
+    def program(self, w_target: np.ndarray, rng: np.random.Generator | None = None) -> None:
         """Write target states directly (initial programming): the card's programming noise
         (:class:`~crossbar_ep.devices.laws.ProgrammingLaw`: additive Gaussian of std
-        ``sigma_S(G_target)`` siemens), then clipping to each device's bounds (and at 0 S
-        where the law says so)."""
+        ``sigma_S(G_target)`` siemens, drawn from ``rng``, default the array's generator),
+        then clipping to each device's bounds (and at 0 S where the law says so)."""
         w = np.asarray(w_target, float).reshape(-1).copy()
         card, law = self.card, self.programming_law
         if self.uses_target:
@@ -158,7 +165,7 @@ class DeviceArray:
             span_w = card.w_max - card.w_min
             span_g = card.g_max_S - card.g_min_S
             sigma_S = law.sigma_S(g)
-            w += sigma_S / span_g * span_w * self.rng.standard_normal(w.size)
+            w += sigma_S / span_g * span_w * (rng or self.rng).standard_normal(w.size)
             if law.clip_at_zero:       # G >= 0: w >= the state of 0 S
                 np.maximum(w, card.w_min - card.g_min_S / span_g * span_w, out=w)
         if self.pulsed:

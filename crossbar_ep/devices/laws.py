@@ -349,8 +349,10 @@ def section_keys(kind: str) -> dict:
     out = {NAME_KEYS[kind][0]: f"the law: {' | '.join(LAWS[kind])}"}
     for extra in NAME_KEYS[kind][1:]:
         out[extra] = f"older spelling of {NAME_KEYS[kind][0]}"
+    users: dict = {}
     for name, cls in LAWS[kind].items():
         for k, p in cls.params.items():
-            if k not in out:
-                out[k] = f"{p.doc} ({p.unit}; law {name})"
+            users.setdefault(k, (p, []))[1].append(name)
+    for k, (p, names) in users.items():
+        out[k] = f"{p.doc} ({p.unit}; law{'s' if len(names) > 1 else ''} {', '.join(names)})"
     return out

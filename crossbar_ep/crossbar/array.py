@@ -31,7 +31,7 @@ from crossbar_ep import fastrng
 from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
 from crossbar_ep.crossbar.array_energy import ArrayEnergy
-from crossbar_ep.crossbar.drift import DRIFT_COMPENSATION, compensation_gain
+from crossbar_ep.crossbar.drift import DriftCompensation
 from crossbar_ep.crossbar.mapping import MAPPINGS
 from crossbar_ep.crossbar.periphery import (  # noqa: F401  (re-exported)
     Periphery,
@@ -103,11 +103,11 @@ class CrossbarMatrix(WeightOperator):
         self._rule = None
         self.lr = lr
         self.seconds_per_update = float(seconds_per_update)  # s each update advances clocks
-        self._compensation = "none"
-        self.drift_compensation = drift_compensation
+        self.compensation = DriftCompensation(drift_compensation)
         self._last_write = _NO_WRITE      # the last update's record (pulses, energy, counts)
         self._stale = False
         self.program(W_init)
+        self.compensation.take_reads()    # programming's own calibration: not training's
         if rule is not None:
             self.rule = rule
 
@@ -124,15 +124,28 @@ class CrossbarMatrix(WeightOperator):
     @property
     def drift_compensation(self) -> str:
         """none | global | column: the digital output gain undoing drift
-        (:mod:`crossbar_ep.crossbar.drift`)."""
-        return self._compensation
+        (:mod:`crossbar_ep.crossbar.drift`).  Set after construction, a mode other than none
+        records the calibration reference of the devices now (:meth:`calibrate`; like
+        programming's, that read is not counted in the updates' ``calibration_reads``)."""
+        return self.compensation.mode
 
     @drift_compensation.setter
     def drift_compensation(self, mode: str) -> None:
-        if mode not in DRIFT_COMPENSATION:
-            raise ValueError(f"drift compensation {mode!r}: use "
-                             f"{', '.join(DRIFT_COMPENSATION)}")
-        self._compensation = mode
+        before = self.compensation.mode
+        self.compensation.set_mode(mode)
+        if self.pos.drifts and (mode != "none" or before != "none"):
+            self.calibrate()
+            self.compensation.take_reads()
+
+    @property
+    def compensating(self) -> bool:
+        """Drift compensation is on and the devices' reads depend on the clock."""
+        return self.compensation.mode != "none" and self.pos.drifts
+
+    @property
+    def calibration_reads(self) -> int:
+        """Calibration input vectors read so far (drift compensation)."""
+        return self.compensation.reads
 
     per = property(lambda self: self.reader.per, doc="The periphery (converters, read noise).")
     wires = property(lambda self: self.reader.wires, doc="The wire settings of every tile.")
@@ -202,23 +215,36 @@ class CrossbarMatrix(WeightOperator):
         which :meth:`age` counts."""
         self.mapping.program(np.asarray(W, float), rng)
         self._t_programmed = self.t_now
+        self.compensation.reference = None    # the refresh records a new reference
         self.refresh(exact=True)
+
+    def calibrate(self) -> None:
+        """Record the drift compensation's reference now: a calibration read of the devices
+        as they are (done right after every :meth:`program`; call it after rewriting an
+        array by other means); no effect without drift compensation."""
+        self.compensation.reference = None
+        self.refresh()
 
     def refresh(self, exact: bool = False) -> None:
         """Recompute the effective weight matrix from the conductances (after writes,
         drift or time steps), the per-tile read operands (with IR drop: an exact nodal solve
         every ``wires.refresh_every`` calls or when ``exact``, first order in between) and
-        the per-tile ADC ranges."""
+        the per-tile ADC ranges.  With drift compensation on a drifting card, a calibration
+        read of the raw array gives the digital output gain
+        (:mod:`crossbar_ep.crossbar.drift`)."""
         m = self.mapping
         gp, gn = m.conductances()
         W = m.weights(gp, gn)
-        gain = compensation_gain(m, self._compensation)
-        if gain is not None:          # digital output gain of the drift compensation
-            W = W * gain[:, None]
-        self.reader.set_weights(W, gp, gn, gain, exact)
+        self.reader.set_weights(W, gp, gn, exact)
         self.energy.invalidate()
+        if self.compensating:
+            c = self.compensation
+            self.reader.apply_gain(W, c.gain(c.measure(self.reader, self._notify())))
         self._stale = False
         self.changed()
+
+    def _notify(self):
+        return self.notify_read if self.observers else None
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` of simulated time pass on the devices' clocks; with a drifting card
@@ -395,6 +421,9 @@ class CrossbarMatrix(WeightOperator):
             self.apply_update(self.lr * g)
         else:
             self._last_write = self._rule.apply(pre, delta, scale)
+        if self.compensating:     # the calibration reads since the last update
+            self._last_write = {**self._last_write,
+                                "calibration_reads": self.compensation.take_reads()}
         self.notify_update(self._last_write)
 
     def state_dict(self) -> dict:
@@ -412,6 +441,8 @@ class CrossbarMatrix(WeightOperator):
                 out[f"{side}:g_target"] = dev.g_target
             if dev.read_xi is not None:
                 out[f"{side}:read_xi"] = dev.read_xi
+        if self.compensation.reference is not None:
+            out["calibration:reference"] = self.compensation.reference
         if self._rule is not None:    # mixed precision, Tiki-Taka: rule:<key>
             out.update({f"rule:{k}": v for k, v in self._rule.state_dict().items()})
         return out
@@ -420,7 +451,7 @@ class CrossbarMatrix(WeightOperator):
     def optional_state(self) -> set:
         """State-dict keys an older checkpoint may lack (:meth:`load_state_dict` fills them)."""
         keys = {f"{side}:{k}" for side, _ in self.mapping.arrays
-                for k in ("t_now", "g_target", "read_xi")}
+                for k in ("t_now", "g_target", "read_xi")} | {"calibration:reference"}
         if self._rule is not None:
             keys |= {f"rule:{k}" for k in self._rule.optional_state()}
         return keys
@@ -428,7 +459,9 @@ class CrossbarMatrix(WeightOperator):
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`.  Older layouts: a state without ``t_now`` keeps the
         clock at its time now; without ``g_target`` the targets are the conductances as
-        written; without ``read_xi`` no read-noise fluctuation until the clock moves."""
+        written; without ``read_xi`` no read-noise fluctuation until the clock moves;
+        without ``calibration:reference`` (drift compensation on) the reference is a
+        calibration read of the devices as written (before drift)."""
         for side, dev in self.mapping.arrays:
             np.copyto(dev.w, state[f"{side}:w"])
             dev.write_noise = np.array(state[f"{side}:write_noise"])
@@ -447,4 +480,13 @@ class CrossbarMatrix(WeightOperator):
         if self._rule is not None:
             self._rule.load_state_dict({k[5:]: v for k, v in state.items()
                                         if k.startswith("rule:")})
+        ref = state.get("calibration:reference")
+        self.compensation.reference = None if ref is None else np.array(ref, float)
+        if ref is None and self.compensating:    # the devices as written, read
+            m = self.mapping
+            gp, gn = m.conductances(drifted=False)
+            self.reader.set_weights(m.weights(gp, gn), gp, gn, True)
+            self.energy.invalidate()
+            self.compensation.reference = self.compensation.measure(self.reader,
+                                                                    self._notify())
         self.refresh(exact=True)

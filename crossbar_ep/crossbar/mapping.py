@@ -51,9 +51,9 @@ class SignedMapping:
         """Pulses per unit of weight change for one device of the mapping (nominal step)."""
         return (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.mean_step
 
-    def conductances(self) -> tuple:
-        """(G+ or G, G- or None), each (n_out, n_in) in S."""
-        return tuple(dev.conductance() for _, dev in self.arrays) + (None,) * (
+    def conductances(self, drifted: bool = True) -> tuple:
+        """(G+ or G, G- or None), each (n_out, n_in) in S (``drifted=False``: as written)."""
+        return tuple(dev.conductance(drifted) for _, dev in self.arrays) + (None,) * (
             2 - len(self.arrays))
 
     def programming_sum(self, counts_abs: np.ndarray) -> float:

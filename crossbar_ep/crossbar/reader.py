@@ -75,11 +75,10 @@ class TiledReader:
         """Every read is an exact product with W_eff (ideal periphery, wires and I-V law)."""
         return self.per.ideal and self.wires.ideal and self.iv.linear
 
-    def set_weights(self, W: np.ndarray, gp: np.ndarray, gn, gain, exact: bool) -> None:
+    def set_weights(self, W: np.ndarray, gp: np.ndarray, gn, exact: bool) -> None:
         """New effective matrix W (n_out, n_in) from conductances gp, gn (S): the per-tile read
         operands (with IR drop: an exact nodal solve every ``wires.refresh_every`` calls or
-        when ``exact``, first order in between; ``gain`` (n_out,) or None, the digital output
-        gain folded into them) and the ADC full scales."""
+        when ``exact``, first order in between) and the ADC full scales."""
         self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
         t, m = self.tiling, self.mapping
         if self.circuits:
@@ -89,8 +88,6 @@ class TiledReader:
                     key = (rt.start, ct.start)
                     G = m.physical_tile(gp[ct, rt], None if gn is None else gn[ct, rt])
                     fwd, bwd = self.circuits[key].weights(G, exact)
-                    if gain is not None:
-                        fwd, bwd = fwd * gain[None, ct], bwd * gain[ct, None]
                     ops[key] = (np.ascontiguousarray(fwd, dtype=self.dtype),
                                 np.ascontiguousarray(bwd, dtype=self.dtype))
             self.adc.calibrate(t, self.W_eff, ops)
@@ -98,6 +95,25 @@ class TiledReader:
         self.adc.calibrate(t, self.W_eff)
         # forward read operands per driven tile row, (rows, n_out) contiguous: BLAS runs a
         # transposed-strided operand about 1.4x slower on 2 threads
+        self._fwd_rows = [np.ascontiguousarray(self.W_eff[:, rt].T) for rt in t.row_tiles]
+
+    def apply_gain(self, W: np.ndarray, gain: np.ndarray) -> None:
+        """Fold a digital output gain (n_out,) into the operands set by :meth:`set_weights`
+        from the raw matrix W: ``W_eff = gain[:, None] * W`` and the tiles' operands scaled
+        alike (no new nodal solve); the ADC full scales follow."""
+        self.W_eff = np.ascontiguousarray(W * gain[:, None], dtype=self.dtype)
+        t = self.tiling
+        if self.circuits:
+            for rt in t.row_tiles:
+                for ct in t.col_tiles:
+                    key = (rt.start, ct.start)
+                    fwd, bwd = self._tile_ops[key]
+                    self._tile_ops[key] = (
+                        np.ascontiguousarray(fwd * gain[None, ct], dtype=self.dtype),
+                        np.ascontiguousarray(bwd * gain[ct, None], dtype=self.dtype))
+            self.adc.calibrate(t, self.W_eff, self._tile_ops)
+            return
+        self.adc.calibrate(t, self.W_eff)
         self._fwd_rows = [np.ascontiguousarray(self.W_eff[:, rt].T) for rt in t.row_tiles]
 
     def calibrate(self) -> None:

@@ -172,7 +172,7 @@ class DriftLaw(Law):
 @register_law
 class PowerDrift(DriftLaw):
     name = "power"
-    summary = "`nu = |nu_mean + nu_std xi|`, the same law for every conductance"
+    summary = "`mu = nu_mean`, `sigma = nu_std` for every conductance"
     params = {"nu_mean": Param(0.0, "-", "mean drift exponent nu", "nonneg"),
               "nu_std": Param(0.0, "-", "device-to-device std of nu", "nonneg"),
               **DriftLaw.params}

@@ -100,7 +100,8 @@ class NoProgrammingNoise(ProgrammingLaw):
 class ConstantProgrammingNoise(ProgrammingLaw):
     name = "constant"
     summary = "`sigma = std_S`"
-    params = {"std_S": Param(REQUIRED, "S", "std of the programmed conductance", "nonneg")}
+    params = {"std_S": Param(REQUIRED, "S", "std of the programmed conductance", "nonneg",
+                             0.0, 1.0)}
 
     def sigma_S(self, g):
         return np.full_like(g, self.std_S)
@@ -152,7 +153,7 @@ class DriftLaw(Law):
 
     kind = "drift"
     basis = "written"
-    params = {"t0_s": Param(20.0, "s", "reference time t0", "pos")}
+    params = {"t0_s": Param(20.0, "s", "reference time t0", "pos", 0.0, 1e9)}
 
     def moments(self, g: np.ndarray) -> tuple:
         """(mu, sigma) of the exponent for basis conductances g (S): arrays or floats."""
@@ -173,8 +174,8 @@ class DriftLaw(Law):
 class PowerDrift(DriftLaw):
     name = "power"
     summary = "`mu = nu_mean`, `sigma = nu_std` for every conductance"
-    params = {"nu_mean": Param(0.0, "-", "mean drift exponent nu", "nonneg"),
-              "nu_std": Param(0.0, "-", "device-to-device std of nu", "nonneg"),
+    params = {"nu_mean": Param(0.0, "-", "mean drift exponent nu", "nonneg", 0.0, 1.0),
+              "nu_std": Param(0.0, "-", "device-to-device std of nu", "nonneg", 0.0, 1.0),
               **DriftLaw.params}
 
     def moments(self, g):
@@ -228,7 +229,8 @@ class NoReadNoise(ReadNoiseLaw):
 class RelativeReadNoise(ReadNoiseLaw):
     name = "relative"
     summary = "`sigma = std_rel G(t)`"
-    params = {"std_rel": Param(REQUIRED, "-", "std relative to the conductance", "nonneg")}
+    params = {"std_rel": Param(REQUIRED, "-", "std relative to the conductance", "nonneg",
+                               0.0, 10.0)}
 
     def sigma_S(self, g_target, g_now, dt):
         return self.std_rel * np.abs(g_now)
@@ -240,7 +242,8 @@ class PCMJoshiReadNoise(ReadNoiseLaw):
     summary = ("1/f noise: `sigma = G(t) Q_s sqrt(ln((dt + t_read_s) / (2 t_read_s)))`, "
                "`Q_s = min(0.0088 / x^0.65, 0.2)`, `x = G_target / 25 uS`; 0 for dt <= t_read_s "
                "(Joshi et al., Nat. Commun. 2020)")
-    params = {"t_read_s": Param(250e-9, "s", "read duration t_read of the 1/f law", "pos")}
+    params = {"t_read_s": Param(250e-9, "s", "read duration t_read of the 1/f law", "pos",
+                                0.0, 1.0)}
 
     @staticmethod
     def q_s(g_target: np.ndarray) -> np.ndarray:
@@ -319,8 +322,9 @@ def validate_section(kind: str, raw, where: Where) -> dict:
         if k in NAME_KEYS[kind]:
             continue
         if kind == "drift" and "nu_model" in sec and k in ("nu_mean", "nu_std"):
-            sec[k] = _number(sec[k], where.child(k), "nonneg")   # the older spelling
-            continue                                             # allowed (and ignored) them
+            sec[k] = _number(sec[k], where.child(k),             # the older spelling
+                             PowerDrift.params[k])               # allowed (and ignored) them
+            continue
         if k not in cls.params:
             used = ", ".join(cls.params) or "none"
             raise where.child(str(k)).fail(f"not a parameter of the {kind} law {name} "
@@ -330,17 +334,22 @@ def validate_section(kind: str, raw, where: Where) -> dict:
             if p.default is REQUIRED:
                 raise where.child(k).fail(f"missing for the {kind} law {name}")
             continue
-        sec[k] = _number(sec[k], where.child(k), p.kind)
+        sec[k] = _number(sec[k], where.child(k), p)
     return sec
 
 
-def _number(v, w: Where, kind: str) -> float:
+def _number(v, w: Where, p: Param) -> float:
+    """A card number of parameter ``p``: finite, of its kind, inside its physical range."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise w.fail(f"expected a finite number, got {v!r}")
-    if kind in ("nonneg", "pos") and v < 0:
+    if p.kind in ("nonneg", "pos") and v < 0:
         raise w.fail(f"must not be negative, got {v}")
-    if kind == "pos" and v == 0:
+    if p.kind == "pos" and v == 0:
         raise w.fail("must be > 0")
+    if not p.lo <= v <= p.hi:
+        u = "" if p.unit in ("", "-") else f" {p.unit}"
+        raise w.fail(f"{v:g}{u} is outside the physical range {p.lo:g} to {p.hi:g}{u}; check "
+                     f"the value and its unit (docs/devices.md lists every range)")
     return float(v)
 
 

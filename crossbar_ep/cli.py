@@ -12,6 +12,7 @@ import sys
 
 from crossbar_ep import cli_shipped
 from crossbar_ep import cli_dynamics
+from crossbar_ep import cli_evaluate
 from crossbar_ep.errors import CrossbarEPError, interrupts
 
 
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: 1 point under the lowest test accuracy from epoch 3 on)")
 
     cli_dynamics.add_parser(sub)
+    cli_evaluate.add_parser(sub)
 
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
@@ -477,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
                 "sweep": _cmd_sweep, "export-netlist": _cmd_export,
                 "diagnose": _cmd_diagnose, "summary": _cmd_summary,
-                "diagnose-sweep": cli_dynamics.run}
+                "diagnose-sweep": cli_dynamics.run, "evaluate": cli_evaluate.run}
     try:
         cli_shipped.resolve_names(args)
         return handlers[args.command](args)

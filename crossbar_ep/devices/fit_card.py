@@ -51,6 +51,7 @@ class FitResult:
     seconds: float
     ranking: list = field(default_factory=list)
     criterion: str = "bic"
+    text: dict = field(default_factory=dict)      # name, source, description of the card
 
     def card_dict(self, name: str | None = None, source: str | None = None,
                   description: str | None = None) -> dict:
@@ -84,8 +85,10 @@ class FitResult:
         return raw
 
     def card(self, **text):
-        """The fitted card, validated (:func:`crossbar_ep.devices.card.card_from_dict`)."""
+        """The fitted card, validated (:func:`crossbar_ep.devices.card.card_from_dict`);
+        ``text``: name, source, description (default: those of the last :meth:`write`)."""
         from crossbar_ep.devices.card import card_from_dict
+        text = {**self.text, **text}
         try:
             return card_from_dict(self.card_dict(**text), "<fitted card>")
         except ConfigError as exc:
@@ -96,11 +99,12 @@ class FitResult:
     def write(self, path: str, **text) -> str:
         """Write the card file (YAML; atomically) after validating it; returns ``path``."""
         import yaml
-        self.card(**text)
+        self.text = {k: v for k, v in text.items() if v}
+        self.card()
         head = (f"# Device card fitted by crossbar-ep device fit: model {self.model}, "
                 f"{len(self.data.devices)} devices, {self.data.cycles()} cycles, "
                 f"{self.data.n_reads} reads.\n")
-        body = yaml.safe_dump(self.card_dict(**text), sort_keys=False, width=100,
+        body = yaml.safe_dump(self.card_dict(**self.text), sort_keys=False, width=100,
                               allow_unicode=True)
         _atomic_write(path, head + body)
         return path
@@ -194,6 +198,13 @@ def fit_model(data: PulseData, model: str, conventions: dict | None = None,
     for k, p in spec.params.items():
         if p.spread_of and k not in spec.spreads and k not in spec.fixed:
             how[k] = "not estimated: what it spreads is held or common; set to 0"
+    for k in spec.params:
+        if k in spec.fixed:
+            how[k] = "held (--fix)"
+        elif k in spec.bounds:
+            how[k] = "the card's state range (a convention; --fix to change)"
+        elif k not in how:
+            how[k] = "held at the model's default"
     g_ci = {}
     for b, key in (("w_min", "g_min_S"), ("w_max", "g_max_S")):
         if b in spec.bounds and bounds_ok[b] and g_range is None:

@@ -1,8 +1,8 @@
 """The figure of a device fit (``crossbar-ep device fit``, ``cx.plot_card_fit``).
 
 Left: conductance against pulse number for the measured cycles (median over devices and
-cycles, shaded 10th to 90th percentile) and for devices drawn from the fitted card (dashed
-median, hatched band) driven through the same pulses from the measured median start.  Right:
+cycles, blue band 10th to 90th percentile) and for devices drawn from the fitted card (dashed
+median, red band) driven through the same pulses from the measured median start.  Right:
 the conductance change of each measured pulse against the conductance before it (SET up,
 RESET down) with the fitted card's nominal step (lines).
 """
@@ -71,8 +71,7 @@ def plot_card_fit(result, path, n_devices: int = 200, seed: int = 0):
                                       "--")):
         lo, med, hi = np.percentile(arr * 1e6, [10, 50, 90], axis=0)
         ax.plot(x, med, style, color=color, lw=1.3, label=label + ", median")
-        ax.fill_between(x, lo, hi, color=color, alpha=0.18 if style == "-" else 0.0,
-                        hatch=None if style == "-" else "///", edgecolor=color, lw=0,
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18 if style == "-" else 0.12, lw=0,
                         label="10th to 90th percentile")
     ax.set_xlabel("pulse number")
     ax.set_ylabel("conductance (uS)")

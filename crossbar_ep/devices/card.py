@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from crossbar_ep import yamlio
+from crossbar_ep import shipped, yamlio
 from crossbar_ep.devices.registry import REQUIRED, model_class, model_names
 from crossbar_ep.errors import ConfigError
 from crossbar_ep.schema import Where
@@ -365,13 +365,16 @@ def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
 
 
 def load_card(path: str, overrides: dict | None = None) -> DeviceCard:
-    """Read and validate a device card file, optionally with parameter overrides
+    """Read and validate a device card file, or a shipped card by name
+    (``ecram_li_tang2018``: :mod:`crossbar_ep.shipped`), optionally with parameter overrides
     (:func:`apply_card_overrides`, from ``crossbar.device_params``)."""
+    path = shipped.resolve_card(path)
     if os.path.isdir(path):
         raise ConfigError(f"{path}: is a directory, not a device card file (cards live in "
                           f"device_models/)")
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such device card (cards live in device_models/)")
+        raise ConfigError(f"{path}: no such device card file, and no shipped card of that "
+                          f"name (crossbar-ep device list names them)")
     try:
         if os.path.getsize(path) > MAX_CARD_BYTES:
             raise ConfigError(f"{path}: {os.path.getsize(path)} bytes is too large for a device "

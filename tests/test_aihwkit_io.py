@@ -72,8 +72,8 @@ def test_aihwkit_file_imported_and_exported_is_the_same_file(tmp_path, cls):
 
 def card_fields(c):
     return (c.name, c.model, c.source, c.description, c.g_min_S, c.g_max_S, c.params,
-            c.faults, c.drift, c.programming_noise, c.write_voltage_V, c.pulse_width_s,
-            c.conventions, c.metadata)
+            c.faults, c.drift, c.programming_noise, c.read_noise, c.write_voltage_V,
+            c.pulse_width_s, c.conventions, c.metadata)
 
 
 @pytest.mark.parametrize("path", CARDS, ids=os.path.basename)

@@ -69,8 +69,8 @@ SOFTWARE = ("construction_seed", "count_pulses", "enforce_consistency",
             "apply_write_noise_on_set", "perfect_bias")
 DEFAULTS = {"g_min_S": 1e-7, "g_max_S": 25e-6}       # an imported card's conductance range
 CARD_EXTRA = ("name", "source", "description", "g_min_S", "g_max_S", "write_voltage_V",
-              "pulse_width_s", "faults", "drift", "programming_noise", "conventions",
-              "metadata", "params")
+              "pulse_width_s", "faults", "drift", "programming_noise", "read_noise",
+              "conventions", "metadata", "params")
 
 MAPPING_DOC = [   # (aihwkit field, card key, note) for docs/devices.md
     ("class", "`model`", "ConstantStepDevice: constant_step, LinearStepDevice: linear_step, "
@@ -96,7 +96,8 @@ MAPPING_DOC = [   # (aihwkit field, card key, note) for docs/devices.md
      "corrupt_devices_*, dw_min_dtod_log_normal, dw_min_std_add, dw_min_std_slope, "
      "pow_up_down_dtod", "refused unless `--allow-unsupported`", "then kept in "
      "`metadata.aihwkit` for export; crossbar-ep does not simulate them"),
-    ("(none)", "name, source, g_min_S, g_max_S, faults, drift, programming_noise, ...",
+    ("(none)", "name, source, g_min_S, g_max_S, faults, drift, programming_noise, read_noise, "
+     "...",
      "exported under `crossbar_ep` where they differ from an import's defaults (name "
      "`aihwkit <class>`, G 0.1 to 25 uS)"),
 ]
@@ -208,14 +209,14 @@ def to_aihwkit(card) -> tuple:
                 "g_min_S": card.g_min_S, "g_max_S": card.g_max_S,
                 "write_voltage_V": card.write_voltage_V, "pulse_width_s": card.pulse_width_s,
                 "faults": card.faults, "drift": card.drift,
-                "programming_noise": card.programming_noise}
+                "programming_noise": card.programming_noise, "read_noise": card.read_noise}
     base = {"name": f"aihwkit {cls}", "source": f"IBM aihwkit {cls} settings",
             "description": "", **DEFAULTS, "write_voltage_V": 1.0, "pulse_width_s": 1e-7,
-            "faults": {}, "drift": {}, "programming_noise": {}}
+            "faults": {}, "drift": {}, "programming_noise": {}, "read_noise": {}}
     for k, v in raw_card.items():
         if v != base[k]:
             extra[k] = copy.deepcopy(v)
-    for k in ("faults", "drift", "programming_noise"):
+    for k in ("faults", "drift", "programming_noise", "read_noise"):
         if k in extra:
             notes.append(f"{k} has no aihwkit device field: kept under crossbar_ep, aihwkit "
                          f"will not simulate it")

@@ -154,7 +154,9 @@ class SettlingConfig:
                       p_choice("plain", "anderson"))
     anderson_depth: int = key(5, "Anderson: iterates mixed per step.", p_int(lo=1, hi=50),
                               "steps")
-    anderson_beta: float = key(0.5, "Anderson: mixing of the residual into each step (1: the "
-                               "undamped step).", p_float(lo=0.0, hi=1.0, lo_open=True))
+    anderson_beta: float = key(1.0, "Anderson: mixing of the residual into each step (1: the "
+                               "undamped step, fewest steps on weakly coupled nets; 0.5 is "
+                               "steadier on strongly coupled ones).",
+                               p_float(lo=0.0, hi=1.0, lo_open=True))
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")

@@ -237,7 +237,8 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     if xb:
         row["pulses_total"] = int(sum(v["pulses"] for v in xb.values()))
         row["at_bound_mean"] = float(np.mean([v["at_bound"] for v in xb.values()]))
-        for k in ("fast_pulses", "transfer_reads", "transfer_pulses"):   # Tiki-Taka rules
+        for k in ("fast_pulses", "transfer_reads", "transfer_pulses",   # Tiki-Taka rules
+                  "calibration_reads"):                               # drift compensation
             if any(k in v for v in xb.values()):
                 row[f"{k}_total"] = int(sum(v.get(k, 0) for v in xb.values()))
         row["crossbar"] = xb

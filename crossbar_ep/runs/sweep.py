@@ -101,7 +101,7 @@ def _columns(sweep: Sweep, rows: list) -> list:
 
 def write_results(sweep: Sweep, sweep_dir: str, rows: list) -> None:
     """results.csv and results.h5 (same columns), sorted by point, written atomically."""
-    from crossbar_ep.runs.train import _atomic_text
+    from crossbar_ep.io.files import atomic_text as _atomic_text
     rows = sorted(rows, key=lambda r: r["point_id"])
     cols = _columns(sweep, rows)
     buf = io.StringIO()
@@ -283,7 +283,7 @@ def _stop_signals_set(event: threading.Event):
 
 def _row_of(fut, p: Point, sweep: Sweep, out_dir: str) -> dict:
     """The result row of a finished future (a worker that died is a failed point)."""
-    from crossbar_ep.runs.train import _atomic_text
+    from crossbar_ep.io.files import atomic_text as _atomic_text
     exc = fut.exception()
     if exc is not None:
         row = {"point_id": p.point_id, "kind": p.kind, "status": "failed",
@@ -393,7 +393,7 @@ def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None =
     changed since unless ``accept_changes`` (then the changed points rerun from scratch)."""
     import shutil
 
-    from crossbar_ep.runs.train import _atomic_text
+    from crossbar_ep.io.files import atomic_text as _atomic_text
     sweep = sweep or load_sweep(path)
     held = [f for f in (RESULT_FILE, "points.json") if os.path.exists(os.path.join(out_dir, f))]
     if held and not resume:

@@ -181,7 +181,8 @@ class Traces:
 
     def on_fit_begin(self, model) -> None:
         from crossbar_ep.io.traces import Recorder
-        os.makedirs(self.run_dir, exist_ok=True)
+        from crossbar_ep.runs.rundir import claim_for_api_traces
+        self.lock = claim_for_api_traces(self.run_dir, self.tcfg.file)   # held while alive
         self.recorder = Recorder(self.tcfg, self.run_dir, "# built with the Python API\n",
                                  model, None, self.tau_s)
 

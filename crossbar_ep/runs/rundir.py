@@ -316,3 +316,36 @@ class RunDir:
             return None
         h = meta.get("history")
         return h if isinstance(h, list) else None
+
+
+def claim_for_api_traces(run_dir: str, trace_name: str) -> FolderLock:
+    """For the Python API's trace callback (``crossbar_ep.api.Traces``): create ``run_dir``,
+    take its lock and return it; refuse a folder that holds a run of the CLI (its
+    ``run.json``, ``config.yaml`` or checkpoint) or a trace file the API did not write, so a
+    callback pointed at the wrong folder cannot truncate another run's traces."""
+    from crossbar_ep.io.trace_files import TraceError, reading
+    rd = RunDir(run_dir)
+    rd.make()
+    lock = rd.lock()
+    try:
+        cli = [n for n in (IDENTITY, "config.yaml", CHECKPOINT) if os.path.lexists(rd.file(n))]
+        if cli:
+            raise CheckpointError(f"{run_dir}: holds a run of crossbar-ep run (it has "
+                                  f"{cli[0]}); the Traces callback writes only into its own "
+                                  f"folder: give it a new one")
+        path = rd.file(trace_name)
+        if rd.check_plain(trace_name, "trace file"):
+            try:
+                with reading(path) as f:
+                    mine = f.attrs.get("written_by") == "python-api"
+            except TraceError:
+                mine = False
+            if not mine:
+                raise CheckpointError(f"{path}: a trace file the Python API did not write "
+                                      f"(another run's, or not a trace file); the Traces "
+                                      f"callback replaces only its own: move it away or give "
+                                      f"another folder")
+    except BaseException:
+        lock.release()
+        raise
+    return lock

@@ -396,17 +396,19 @@ def _check_identity(rd: RunDir, cfg: Config, meta: dict, ident: dict | None,
     config was edited since and ``accept_changes`` accepts it; raises otherwise."""
     ck, d = rd.file(CHECKPOINT), rd.path
     again = f"crossbar-ep run {cfg.source} --out {d} --overwrite"
-    ck_id = meta.get("run_id")
-    if ident and isinstance(ck_id, str) and ck_id != ident["run_id"]:
-        raise CheckpointError(f"{ck}: belongs to another run (its run id {ck_id[:12]}, this "
-                              f"folder's run.json: {ident['run_id'][:12]}); it was copied in "
-                              f"from another run folder.  Put this run's own checkpoint back, "
-                              f"or start this run again from its config: {again}")
     new = hashed_config(cfg)
     new_sha = config_hash(new)
-    if "config_sha256" not in meta or meta["config_sha256"] == new_sha:
-        return False
-    changes = config_changes(_with_defaults(meta.get("config", {})), new)
+    changes = []
+    if "config_sha256" in meta and meta["config_sha256"] != new_sha:
+        changes = config_changes(_with_defaults(meta.get("config", {})), new)
+    ck_id = meta.get("run_id")
+    if ident and isinstance(ck_id, str) and ck_id != ident["run_id"]:
+        other = f", trained with another config ({changes_text(changes)})" if changes else ""
+        raise CheckpointError(f"{ck}: belongs to another run (its run id {ck_id[:12]}, this "
+                              f"folder's run.json: {ident['run_id'][:12]}{other}); it was "
+                              f"copied in from another run folder.  Put this run's own "
+                              f"checkpoint back, or start this run again from its config: "
+                              f"{again}")
     if not changes:
         return False
     if ident and ident.get("config_sha256") == new_sha:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import errno
 import os
-import shutil
 import sys
 import time
 
@@ -233,9 +232,10 @@ class TraceStore:
             atomic_write(side, lambda fh: fh.write(image))
         except OSError as exc:
             raise io_error(side, exc, "write") from None
-        try:
-            free = shutil.disk_usage(self.folder).free
-        except OSError:
+        try:            # the file system's own count (not an estimate of the run's)
+            st = os.statvfs(self.folder)
+            free = st.f_bavail * st.f_frsize
+        except (OSError, AttributeError):
             free = None
         need = 2 * len(image) + MERGE_MARGIN_BYTES
         if free is not None and free < need:

@@ -1,0 +1,107 @@
+"""Peak memory known up front: the estimate from the config against peak RSS measured in
+fresh processes, and runs the machine cannot hold refused before anything is created
+(docs/limits.md, "Memory")."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO, small_config
+
+from crossbar_ep.cli import main
+from crossbar_ep.config.memory import GIB, check_memory, estimate
+from crossbar_ep.errors import ConfigError
+
+MEASURE = """
+import json, resource, sys
+sys.path.insert(0, {tests!r})
+from conftest import small_config
+from crossbar_ep.runs import train
+cfg = small_config(**json.loads(sys.argv[1]))
+run = train.setup(cfg, "unused")
+train.train_epoch(run, 1, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+WIDE = {"data": {"synthetic_features": 784, "synthetic_train": 200, "synthetic_test": 100},
+        "training": {"epochs": 1, "batch_size": 100, "T": 4, "K": 2}}
+
+
+def _spec(hidden, **training):
+    return {"data": WIDE["data"], "model": {"hidden": hidden},
+            "training": {**WIDE["training"], **training}}
+
+
+def _measured_peak(spec) -> float:
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c",
+                          MEASURE.format(tests=os.path.join(REPO, "tests")), json.dumps(spec)],
+                         env=env, capture_output=True, text=True, timeout=600, check=True)
+    return float(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB")
+@pytest.mark.parametrize("spec", [
+    _spec([1500, 1500], dtype="float32"),                         # EP, Adam
+    _spec([1500, 1500], dtype="float64", algorithm="bp"),         # BP twin
+    {**_spec([600, 600], dtype="float32", optimizer="sgd"),       # ECRAM crossbar arrays
+     "crossbar": {"enabled": True,
+                  "device": os.path.join(REPO, "device_models", "ecram_li_tang2018.yaml")}},
+], ids=["ep-adam-f32", "bp-f64", "crossbar-ecram"])
+def test_estimate_matches_measured_peak(spec):
+    est = estimate(small_config(**spec))
+    peak = _measured_peak(spec)
+    # the estimate is meant to be a little above the peak (it refuses, so it must not
+    # be far below), and close enough to be useful
+    assert 0.95 <= est["peak"] / peak <= 1.4, (est["peak"] / 2**20, peak / 2**20)
+    assert est["state"] + est["transient"] > 0.25 * (peak - est["base"])
+
+
+def test_too_big_a_net_is_refused_before_anything_exists(tmp_path, capsys):
+    exp = tmp_path / "wide.yaml"
+    raw = small_config().to_dict()
+    raw["model"]["hidden"] = [30000, 30000]
+    raw["data"]["synthetic_features"] = 784
+    exp.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "r"
+    t = time.monotonic()
+    rc = main(["run", str(exp), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "the run needs about" in err and "9.24e+08 weights" in err
+    assert "--set training.memory_limit_gib=" in err
+    assert time.monotonic() - t < 20
+    assert not out.exists()                              # no folder, not even run.lock
+
+
+def test_the_limit_key_and_its_hint(tmp_path, capsys):
+    cfg = small_config(training={"memory_limit_gib": 0.01})
+    with pytest.raises(ConfigError, match=r"the limit training.memory_limit_gib = 0.01; .*"
+                                          r"--set training.memory_limit_gib=0.\d"):
+        check_memory(cfg)
+    assert check_memory(small_config(training={"memory_limit_gib": 0})) is None   # no check
+    big = small_config(model={"hidden": [3000, 3000]})
+    with pytest.raises(ConfigError, match="GiB available on this machine"):
+        check_memory(big, available=0.1 * GIB)
+    assert check_memory(big, available=64 * GIB)["peak"] < 64 * GIB
+    # the refusal's hint, followed, runs
+    exp = tmp_path / "e.yaml"
+    exp.write_text(yaml.safe_dump(small_config(training={"epochs": 1}).to_dict()))
+    rc = main(["run", str(exp), "--out", str(tmp_path / "r"), "--quiet", "--set",
+               "training.memory_limit_gib=0.01"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "r").exists()
+    hint = err.split("set the limit: ")[1].split()[:2]
+    assert hint[0] == "--set"
+    assert main(["run", str(exp), "--out", str(tmp_path / "r"), "--quiet", *hint]) == 0
+
+
+def test_limit_is_not_part_of_the_run_identity(tmp_path):
+    from crossbar_ep.runs.rundir import config_hash, hashed_config
+    a = small_config()
+    b = small_config(training={"memory_limit_gib": 12.5})
+    assert config_hash(hashed_config(a)) == config_hash(hashed_config(b))

@@ -87,7 +87,7 @@ def test_the_limit_key_and_its_hint(tmp_path, capsys):
     big = small_config(model={"hidden": [3000, 3000]})
     with pytest.raises(ConfigError, match="GiB available on this machine"):
         check_memory(big, available=0.1 * GIB)
-    assert check_memory(big, available=64 * GIB)["peak"] < 64 * GIB
+    check_memory(big, available=64 * GIB)                       # fits: no error
     # the refusal's hint, followed, runs
     exp = tmp_path / "e.yaml"
     exp.write_text(yaml.safe_dump(small_config(training={"epochs": 1}).to_dict()))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from crossbar_ep import cli_shipped
+from crossbar_ep import cli_dynamics
 from crossbar_ep.errors import CrossbarEPError, interrupts
 
 
@@ -137,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("runs", nargs="+", metavar="RUN_DIR")
     sm.add_argument("--at", default="1,5,10,20", help="epochs reported (default 1,5,10,20)")
     sm.add_argument("--format", choices=("md", "csv"), default="md")
+    sm.add_argument("--group-by", choices=("seed",), help="one row (and one band in --plot) "
+                    "per group of runs that differ only in training.seed: mean ± sd")
+    sm.add_argument("--into", metavar="FILE.md", help="write the table into FILE.md between "
+                    "its '<!-- results-table:start' and '<!-- results-table:end -->' markers")
     sm.add_argument("--plot", metavar="PNG", help="also draw every run's test accuracy "
                     "against epoch into one figure")
     sm.add_argument("--train", action="store_true", help="with --plot: training accuracy too")
@@ -144,8 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--ymin", type=float, help="with --plot: lowest accuracy shown, %% "
                     "(default: 1 point under the lowest test accuracy from epoch 3 on)")
 
+    cli_dynamics.add_parser(sub)
+
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
+    cli_shipped.add_device_list(dsub)
     info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
     info.add_argument("card")
     plot = dsub.add_parser("plot", help="plot the pulse response (SET then RESET train)")
@@ -235,6 +244,8 @@ def _cmd_diagnose(args) -> int:
 
 def _cmd_device(args) -> int:
     from crossbar_ep.devices.card import describe, load_card
+    if args.device_command == "list":
+        return cli_shipped.run_device_list(args)
     if args.device_command == "plot" and not (1 <= args.devices <= 100 and (
             args.pulses is None or 1 <= args.pulses <= 100000)):
         raise CrossbarEPError("device plot: --devices must be 1 to 100 and --pulses 1 to "
@@ -338,18 +349,26 @@ def _cmd_plot(args) -> int:
 def _cmd_summary(args) -> int:
     import math
 
-    from crossbar_ep.runs.summary import parse_epochs, summary_table
+    from crossbar_ep.runs.summary import expand_paths, parse_epochs, summary_table
     if args.ymin is not None and not math.isfinite(args.ymin):
         raise CrossbarEPError(f"--ymin {args.ymin}: give a finite accuracy in %, e.g. --ymin 90")
     skipped: list = []
-    print(summary_table(args.runs, parse_epochs(args.at), args.format, skipped=skipped))
+    paths = expand_paths(args.runs)
+    table = summary_table(paths, parse_epochs(args.at), args.format, skipped=skipped,
+                          group_by=args.group_by)
+    if args.into:
+        from crossbar_ep.runs.doc_tables import summary_args, write_block
+        write_block(args.into, summary_args(args), table)
+        print(f"wrote the table into {args.into}", file=sys.stderr)
+    else:
+        print(table)
     for _, msg in skipped:
         print(f"skipped {msg}", file=sys.stderr)
     if args.plot:
         from crossbar_ep.runs.summary import plot_summary
         bad = {p for p, _ in skipped}
-        runs = [r for r in args.runs if r not in bad]
-        png = plot_summary(runs, args.plot, args.title, args.train, args.ymin)
+        runs = [r for r in paths if r not in bad]
+        png = plot_summary(runs, args.plot, args.title, args.train, args.ymin, args.group_by)
         print(f"wrote {png}", file=sys.stderr)
     return 0
 
@@ -389,10 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "device": _cmd_device,
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
                 "sweep": _cmd_sweep, "export-netlist": _cmd_export,
-                "diagnose": _cmd_diagnose, "summary": _cmd_summary}
+                "diagnose": _cmd_diagnose, "summary": _cmd_summary,
+                "diagnose-sweep": cli_dynamics.run}
     from crossbar_ep.cli_runs import check_environment, closed_pipe
     try:
         check_environment()
+        cli_shipped.resolve_names(args)
         return handlers[args.command](args)
     except CrossbarEPError as exc:
         print(f"error: {exc}", file=sys.stderr)

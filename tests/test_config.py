@@ -41,7 +41,8 @@ def test_out_of_range():
         "exp.yaml: model.hidden[2]: must be >= 1, got -3")
     assert err({"training": {"beta_f": 0.0}}) == "exp.yaml: training.beta_f: must be > 0, got 0"
     assert err({"model": {"activation": "relu"}}) == (
-        "exp.yaml: model.activation: must be one of tanh, hard_sigmoid; got 'relu' (str)")
+        "exp.yaml: model.activation: must be one of tanh, hard_sigmoid, shifted_sigmoid; got "
+        "'relu' (str)")
 
 
 def test_T_below_depth():

@@ -1,6 +1,7 @@
 """`crossbar-ep summary`: a table of many runs, checked against the metrics it was given."""
 
 import csv
+import os
 
 import pytest
 
@@ -96,3 +97,92 @@ def test_summary_takes_head_accuracies_from_metrics_json(tmp_path):
     (tmp_path / "bad.json").write_text('{"epoch": 1}')
     with pytest.raises(CrossbarEPError, match="list of per-epoch objects"):
         summarise_run(str(tmp_path / "bad.json"))
+
+
+def _with_config(run_dir, name="exp", seed=0, **training):
+    """A run directory's config.yaml: name, training (seed and the given keys), traces."""
+    import yaml
+    cfg = {"name": name, "description": f"seed {seed}", "data": {"dir": f"/d{seed}"},
+           "training": {"seed": seed, "lr": 0.001, **training},
+           "traces": {"enabled": seed % 2 == 0}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_group_by_seed_means_and_sample_sd(tmp_path):
+    import statistics
+    runs = []
+    for seed, accs in enumerate([[0.90, 0.95], [0.91, 0.97], [0.93, 0.96]]):
+        runs.append(_write_run(tmp_path / f"a{seed}", accs))
+        _with_config(tmp_path / f"a{seed}", seed=seed)
+    other = _write_run(tmp_path / "b", [0.80, 0.85])
+    _with_config(tmp_path / "b", seed=0, lr=0.01)           # another config: its own group
+    md = summary_table(runs + [other], epochs=(1,), group_by="seed").splitlines()
+    assert md[0].startswith("| group | n | seeds | epochs | best test % |")
+    rows = {r.split(" | ")[0][2:]: r.split(" | ") for r in md[2:]}
+    assert set(rows) == {"exp training.lr=0.001", "exp training.lr=0.01"}   # no collision
+    a = rows["exp training.lr=0.001"]
+    best = [95.0, 97.0, 96.0]
+    assert a[1:4] == ["3", "0,1,2", "2"]
+    assert a[4] == f"{statistics.mean(best):.2f} ± {statistics.stdev(best):.2f}"
+    assert a[5] == "2"
+    e1 = [90.0, 91.0, 93.0]
+    assert a[7] == f"{statistics.mean(e1):.2f} ± {statistics.stdev(e1):.2f}"
+    assert rows["exp training.lr=0.01"][4] == "85.00"        # one run: no sd
+
+
+def test_group_by_seed_from_file_names_and_sidecar_configs(tmp_path):
+    import shutil
+    for seed, accs in [(0, [0.5, 0.6]), (1, [0.7, 0.8]), (2, [0.6, 0.6])]:
+        d = _write_run(tmp_path / f"r{seed}", accs)
+        name = "net.csv" if seed == 0 else f"net_s{seed}.csv"
+        shutil.copy(os.path.join(d, "metrics.csv"), tmp_path / name)
+    d = _write_run(tmp_path / "c", [0.4])
+    shutil.copy(os.path.join(d, "metrics.csv"), tmp_path / "cfg_run.csv")
+    _with_config(tmp_path / "c", name="withcfg", seed=4)
+    shutil.copy(tmp_path / "c" / "config.yaml", tmp_path / "cfg_run.config.yaml")
+    files = [str(tmp_path / n) for n in ("net_s2.csv", "cfg_run.csv", "net.csv", "net_s1.csv")]
+    md = summary_table(files, epochs=(1,), group_by="seed").splitlines()
+    assert [r.split(" | ")[0][2:] for r in md[2:]] == ["net", "withcfg"]   # natural order
+    net = md[2].split(" | ")
+    assert net[1:3] == ["3", "0,1,2"] and net[4] == "66.67 ± 11.55"
+    assert md[3].split(" | ")[2] == "4"                       # the sidecar's seed
+
+
+def test_group_by_seed_plot_and_cli_into(tmp_path, capsys):
+    runs = []
+    for seed in range(2):
+        runs.append(_write_run(tmp_path / f"g{seed}", [0.8 + 0.01 * seed, 0.9]))
+        _with_config(tmp_path / f"g{seed}", seed=seed)
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\n<!-- results-table:start old -->\nold table\n"
+                   "<!-- results-table:end -->\ntail\n")
+    png = tmp_path / "bands.png"
+    pattern = str(tmp_path / "g*")
+    assert cli.main(["summary", pattern, "--group-by", "seed", "--at", "1", "--into",
+                     str(doc), "--plot", str(png)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Doc\n\n<!-- results-table:start crossbar-ep summary ")
+    assert "--group-by seed --at 1 -->\n" in text and text.endswith("-->\ntail\n")
+    assert "| exp | 2 | 0,1 | 2 | 90.00 ± 0.00 |" in text and "old table" not in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from crossbar_ep.runs.doc_tables import read_block
+    args, _ = read_block(str(doc))
+    assert args == [pattern, "--group-by", "seed", "--at", "1"]
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert cli.main(["summary", runs[0], "--into", str(tmp_path / "plain.md")]) == 2
+    assert "results-table:start" in capsys.readouterr().err
+    assert cli.main(["summary", str(tmp_path / "zz*")]) == 2
+    assert "no run directory or metrics file matches" in capsys.readouterr().err
+
+
+def test_group_series_is_mean_and_range(tmp_path):
+    from crossbar_ep.runs.seed_groups import group_runs, group_series
+    from crossbar_ep.runs.summary import _run_name, read_metrics
+    runs = []
+    for seed, accs in enumerate([[0.5, 0.7], [0.7, 0.8], [0.6]]):   # seed 2 stopped early
+        runs.append(_write_run(tmp_path / f"q{seed}", accs))
+        _with_config(tmp_path / f"q{seed}", seed=seed)
+    (ep, mean, lo, hi, n), = group_series(group_runs(runs, _run_name), read_metrics).values()
+    assert ep == [1, 2] and n == [3, 2]
+    assert mean == pytest.approx([60.0, 75.0]) and lo == pytest.approx([50.0, 70.0])
+    assert hi == pytest.approx([70.0, 80.0])

@@ -107,7 +107,8 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
     for (k, j), terms in h_terms.items():
         b = float(net.b[k][j]) if k in net.b else 0.0
         h = "+".join(terms + [f"{b:.17g}"])
-        rho = f"tanh({h})" if act == "tanh" else f"min(max({h},0),1)"
+        rho = {"tanh": f"tanh({h})", "shifted_sigmoid": f"1/(1+exp(-4*({h}-0.5)))"}.get(
+            act, f"min(max({h},0),1)")
         out.append(f"BS{k}_{j} s{k}_{j} 0 V={kv:.17g}*{rho}")
     out += [".options gmin=1e-20 reltol=1e-12 abstol=1e-20 vntol=1e-15",
             ".op", ".control", "set numdgt=15", "op"]

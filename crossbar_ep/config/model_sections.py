@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from crossbar_ep.model.activations import ACTIVATIONS
 from crossbar_ep.schema import (
     MAX_GAIN,
     MAX_LAYERS,
@@ -26,13 +27,14 @@ from crossbar_ep.schema import (
     section,
 )
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, cifar10 (the python-pickle "
-                       "folder cifar-10-batches-py, supplied by the user: docs/data.md), or "
+    dataset: str = key("mnist", "Data set: mnist, fashion-mnist, cifar10 / cifar100 (the "
+                       "python-pickle folders cifar-10-batches-py / cifar-100-python, "
+                       "supplied by the user: docs/data.md), or "
                        "synthetic (generated, for tests and demos).", p_choice(*DATASETS))
     dir: str | None = key(None, "Data directory searched first (holding mnist/ or "
                           "fashion-mnist/, or the IDX files themselves). Relative paths are "
@@ -147,8 +149,9 @@ class ModelConfig:
     hidden: tuple = key((512, 512, 512), "Widths of the hidden layers (the recurrent core).",
                         p_list(p_int(lo=1, hi=MAX_UNITS), min_len=1, max_len=MAX_LAYERS),
                         "units")
-    activation: str = key("tanh", "Neuron nonlinearity rho: tanh, or hard_sigmoid = "
-                          "clip(x, 0, 1).", p_choice("tanh", "hard_sigmoid"))
+    activation: str = key("tanh", "Neuron nonlinearity rho: tanh, hard_sigmoid = "
+                          "clip(x, 0, 1), or shifted_sigmoid = 1 / (1 + exp(-4 (x - 1/2))) "
+                          "(prior discrete-time EP).", p_choice(*ACTIVATIONS))
     beta_i: Any = key(0.01, "Feedback regulation: gain of every feedback path into hidden "
                       "layer i; one value, or one per hidden layer.",
                       p_scalar_or_list(p_float(lo=0.0, hi=MAX_GAIN)))

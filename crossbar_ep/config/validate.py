@@ -20,7 +20,7 @@ def check_cross_fields(cfg) -> None:
             "cumulative grows the nudge step by step, defined for the discrete map and Euler "
             "steps only; use settling.method: euler, or another nudge_error")
     L = cfg.n_hidden
-    if cfg.training.T < L:
+    if cfg.training.T < L and cfg.settling.mode == "discrete":
         raise w.child("training").child("T").fail(
             f"must be >= the number of hidden layers ({L}) so the input reaches the top "
             f"layer; got {cfg.training.T}")
@@ -59,6 +59,8 @@ def check_cross_fields(cfg) -> None:
         raise rw.child("kind").fail(f"every-3 needs at least 4 hidden layers, model has {L}")
     if r.kind == "agt" and cfg.model.feedback != "random":
         raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
+    if cfg.training.algorithm == "fa":
+        _check_fa(cfg, w)
     if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
         raise w.child("settling").child("dt_over_tau").fail(
             "only used with settling.mode: ode (the discrete map has dt = tau)")
@@ -73,6 +75,25 @@ def check_cross_fields(cfg) -> None:
         raise w.child("training").child("update_norm").fail(
             "normalised updates divide by beta_i, so every model.beta_i must be > 0")
     _check_magnitudes(cfg, w)
+
+
+def _check_fa(cfg, w: Where) -> None:
+    """Feedback alignment sends errors back through the net's fixed random feedback."""
+    m = cfg.model
+    fixes = [(m.feedback != "random", ("model", "feedback"), "must be random (FA sends the "
+              "errors back through the fixed random feedback matrices)"),
+             (m.residual.kind == "agt", ("model", "residual", "kind"), "AGT skips have no "
+              "feedback partner to send errors through; use none, every-3 or pairs"),
+             (m.conv.enabled, ("model", "conv", "channels"), "FA is implemented for layered "
+              "nets; use training.algorithm: bp for conv nets"),
+             (bool(m.aux.layers), ("model", "aux", "layers"), "FA trains the readout alone; "
+              "remove the heads")]
+    for bad, path, msg in fixes:
+        if bad:
+            where = w
+            for part in path:
+                where = where.child(part)
+            raise where.fail(f"with training.algorithm: fa {msg}")
 
 
 def _check_aux(cfg, w: Where) -> None:
@@ -247,9 +268,6 @@ def _check_conv(cfg, w: Where) -> None:
         raise w.child("data").child("std").fail(f"has {len(d.std)} values, data.mean "
                                                 f"{len(d.mean)}; give one per channel")
     if not c.enabled:
-        if t.grad_clip_norm is not None:
-            raise w.child("training").child("grad_clip_norm").fail(
-                "is implemented for conv nets only (model.conv.channels); set it to null")
         return
     L = len(c.channels)
     for name in ("kernel", "padding"):
@@ -257,23 +275,17 @@ def _check_conv(cfg, w: Where) -> None:
         if isinstance(v, tuple) and len(v) != L:
             raise cw.child(name).fail(f"has {len(v)} values for {L} conv layers; give one "
                                       f"value or {L}")
-    fixed = [(mw.child("activation"), m.activation, "hard_sigmoid"),
-             (mw.child("feedback"), m.feedback, "symmetric"),
-             (mw.child("residual").child("kind"), m.residual.kind, "none"),
-             (w.child("settling").child("mode"), cfg.settling.mode, "discrete"),
-             (w.child("training").child("nudge_error"), t.nudge_error, "recomputed"),
-             (w.child("training").child("readout_error"), t.readout_error, "free"),
-             (mw.child("aux").child("target"), m.aux.target, "label")]
-    for where, got, want in fixed:
-        if got != want:
-            raise where.fail(f"conv nets (model.conv.channels) run with {want} only, got "
-                             f"{got!r}; set it to {want}")
-    if cfg.settling.early_stop:
-        raise w.child("settling").child("early_stop").fail("conv nets run T and K fixed "
-                                                           "steps; set it to false")
+    if m.residual.kind != "none":
+        raise mw.child("residual").child("kind").fail(
+            "conv nets (model.conv.channels) have no residual or AGT links: a skip link "
+            "between maps of different sizes has no kernel geometry here; set it to none")
+    if m.aux.target == "kd_features":
+        raise mw.child("aux").child("target").fail(
+            "feature hints match a dense teacher's hidden layers; conv nets take label or "
+            "kd_logits heads")
     shape = cfg.image_shape()
     n_in = d.synthetic_features if d.dataset == "synthetic" else \
-        {"cifar10": 3 * 32 * 32}.get(d.dataset, 784)
+        {"cifar10": 3 * 32 * 32, "cifar100": 3 * 32 * 32}.get(d.dataset, 784)
     if d.dataset == "synthetic" and c.input_shape is None:
         raise cw.child("input_shape").fail("synthetic data needs [channels, height, width] "
                                            "with their product = data.synthetic_features")

@@ -358,11 +358,12 @@ def load_dataset(data_cfg, dtype=np.float32, seed: int = 0) -> Dataset:
     if data_cfg.dataset == "synthetic":
         ds = synthetic(data_cfg.synthetic_features, data_cfg.synthetic_classes,
                        data_cfg.synthetic_train, data_cfg.synthetic_test)
-    elif data_cfg.dataset == "cifar10":
-        from crossbar_ep.io.cifar import load_cifar10
-        a, folder = load_cifar10(data_cfg.dir)
-        ds = Dataset("cifar10", a["x_train"] / 255.0, a["y_train"], a["x_test"] / 255.0,
-                     a["y_test"], n_classes=N_CLASSES, origin=folder)
+    elif data_cfg.dataset in ("cifar10", "cifar100"):
+        from crossbar_ep.io.cifar import load_cifar10, load_cifar100
+        ten = data_cfg.dataset == "cifar10"
+        a, folder = (load_cifar10 if ten else load_cifar100)(data_cfg.dir)
+        ds = Dataset(data_cfg.dataset, a["x_train"] / 255.0, a["y_train"], a["x_test"] / 255.0,
+                     a["y_test"], n_classes=N_CLASSES if ten else 100, origin=folder)
     else:
         arrays, folder = load_idx_dataset(data_cfg.dataset, data_cfg.dir, data_cfg.download)
         def flat(a):

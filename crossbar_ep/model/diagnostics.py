@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossbar_ep.model.network import Network
+from crossbar_ep.model.activations import rho
 from crossbar_ep.model.settle import activation_derivative, preactivations, settle_reference
 
 
@@ -39,8 +40,7 @@ def coupling_matrix(net: Network) -> np.ndarray:
 def jacobian(net: Network, x: np.ndarray, s: list, sample: int) -> np.ndarray:
     """J = diag(rho'(h)) M of the discrete map at the states s, for one sample."""
     h = preactivations(net, s)
-    d = np.concatenate([activation_derivative(np.tanh(h[k][sample]) if net.activation ==
-                                              "tanh" else np.clip(h[k][sample], 0, 1),
+    d = np.concatenate([activation_derivative(rho(h[k][sample], net.activation),
                                               h[k][sample], net.activation)
                         for k in range(1, net.L + 1)])
     return d[:, None] * coupling_matrix(net)
@@ -101,7 +101,7 @@ def diagnose(net: Network, settler, x: np.ndarray, tau_s: float,
     h = preactivations(net, s)
     res = []
     for k in range(1, net.L + 1):
-        f = np.tanh(h[k]) if net.activation == "tanh" else np.clip(h[k], 0, 1)
+        f = rho(h[k], net.activation)
         res.append(float(np.abs(f - s[k]).max()))
     n = min(jac_samples, x.shape[0])
     radii = np.array([np.abs(np.linalg.eigvals(jacobian(net, x, s, i))).max()

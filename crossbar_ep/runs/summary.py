@@ -4,7 +4,8 @@ Reads each run's ``metrics.csv`` (and ``config.yaml`` for its name) and reports,
 epochs done, the best test accuracy (%) with its epoch, the final one, the test accuracy at
 chosen epochs, the mean epoch time (s) and the training throughput (samples/s), plus the best
 accuracy of every auxiliary head.  Output is a Markdown table (for a paper's draft or the
-docs) or CSV.  A run still training is read as it stands.
+docs) or CSV.  A run still training is read as it stands.  ``group_by="seed"`` merges the runs
+that differ only in their seed into one row of means ± sd (:mod:`crossbar_ep.runs.seed_groups`).
 """
 
 from __future__ import annotations
@@ -135,8 +136,26 @@ def _fmt(v: float, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -> str:
-    """A Markdown ('md') or CSV ('csv') table with one row per run.
+def expand_paths(paths) -> list:
+    """Paths with glob patterns (``*``, ``?``, ``[``) expanded in sorted order, so a quoted
+    pattern works as the shell's would; a pattern matching nothing is an error."""
+    import glob
+    out = []
+    for p in paths:
+        if any(c in p for c in "*?[") and not os.path.exists(p):
+            hits = sorted(glob.glob(p))
+            if not hits:
+                raise CrossbarEPError(f"{p}: no run directory or metrics file matches")
+            out += hits
+        else:
+            out.append(p)
+    return out
+
+
+def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None,
+                  group_by: str | None = None) -> str:
+    """A Markdown ('md') or CSV ('csv') table with one row per run (per group of seeds with
+    ``group_by="seed"``).
 
     With a list as ``skipped``, runs that cannot be summarised (no epoch finished yet, not a
     run directory) are left out and ``(path, message)`` appended to it; otherwise the first
@@ -154,6 +173,12 @@ def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -
             skipped.append((p, str(exc)))
     if not sums:
         raise CrossbarEPError("no run to summarise: " + "; ".join(m for _, m in skipped or []))
+    if group_by is not None:
+        from crossbar_ep.runs.seed_groups import group_runs, group_table
+        _check_group_by(group_by)
+        bad = {p for p, _ in skipped or []}
+        kept = [p for p in paths if p not in bad]
+        return group_table(group_runs(kept, _run_name), dict(zip(kept, sums)), epochs, fmt)
     heads = sorted({h for s in sums for h in s["heads"]}, key=_natural)
     cols = (["run", "epochs", "best test %", "best epoch", "final %"]
             + [f"epoch {e} %" for e in epochs] + ["s/epoch", "samples/s"]
@@ -175,10 +200,27 @@ def summary_table(paths, epochs=DEFAULT_EPOCHS, fmt: str = "md", skipped=None) -
     return "\n".join(lines)
 
 
+def _check_group_by(group_by: str) -> None:
+    if group_by != "seed":
+        raise CrossbarEPError(f"--group-by {group_by!r}: the runs can be grouped by seed "
+                              f"(--group-by seed)")
+
+
 def plot_summary(paths, out_png: str, title: str = "", train: bool = False,
-                 ymin: float | None = None) -> str:
-    """Test accuracy versus epoch of the given runs in one PNG (best epochs marked)."""
+                 ymin: float | None = None, group_by: str | None = None) -> str:
+    """Test accuracy versus epoch of the given runs in one PNG (best epochs marked); with
+    ``group_by="seed"`` each group's mean with its seed range as a band."""
     from crossbar_ep.plots.curves import plot_accuracy_overlay
+    if group_by is not None:
+        from crossbar_ep.plots.seed_bands import plot_seed_bands
+        from crossbar_ep.runs.seed_groups import group_runs, group_series
+        _check_group_by(group_by)
+        series = group_series(group_runs(paths, _run_name), read_metrics)
+        try:
+            return plot_seed_bands(series, out_png, title=title, ymin=ymin)
+        except OSError as exc:
+            raise CrossbarEPError(f"--plot {out_png}: cannot write "
+                                  f"({exc.strerror or exc})") from None
     series = {}
     for p in paths:
         rows = read_metrics(p)

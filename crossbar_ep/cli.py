@@ -395,6 +395,8 @@ def _cmd_validate(args) -> int:
     print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, {net}, "
           f"{L} hidden layer{'s' if L > 1 else ''}, "
           f"T/K {cfg.training.T}/{cfg.training.K}, {cfg.training.epochs} epochs)")
+    from crossbar_ep.config.memory import describe, estimate
+    print(f"  memory: {describe(estimate(cfg))}")
     return 0
 
 
@@ -414,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_environment()
         cli_shipped.resolve_names(args)
-        return handlers[args.command](args)
+        rc = handlers[args.command](args)
+        sys.stdout.flush()          # a closed pipe shows here, not at interpreter exit
+        return rc
     except CrossbarEPError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

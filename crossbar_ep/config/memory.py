@@ -196,10 +196,12 @@ def available_bytes() -> float | None:
 
 
 def describe(e: dict) -> str:
+    """The estimate in words: the peak and its parts (GiB), bytes per weight."""
+    per = e["state_per_weight"] + e["transient"] / max(1, e["weights"])
     return (f"about {e['peak'] / GIB:.2f} GiB at its peak (data {e['data'] / GIB:.2f} GiB, "
             f"{max(e['data_load'] - e['data'], 0) / GIB:.2f} GiB more while it loads; "
-            f"{e['weights']:.3g} weights at {e['state_per_weight'] + e['transient'] / max(1, e['weights']):.0f} "
-            f"bytes each: {(e['state'] + e['transient']) / GIB:.2f} GiB; batch states "
+            f"{e['weights']:.3g} weights at {per:.0f} bytes each: "
+            f"{(e['state'] + e['transient']) / GIB:.2f} GiB; batch states "
             f"{e['activations'] / GIB:.2f} GiB; the process {e['base'] / GIB:.2f} GiB)")
 
 

@@ -28,7 +28,8 @@ class FolderLock:
     folder this process already holds shares the lock).
 
     ``what`` names the folder in messages ("run directory", "sweep folder"); ``fix`` is the
-    advice given when another process holds it, ``unwritable`` when the folder is read-only.  The lock file records the holder's pid.
+    advice given when another process holds it, ``unwritable`` when the folder is read-only.
+    The lock file records the holder's pid.
     """
 
     def __init__(self, folder: str, name: str, what: str = "run directory",

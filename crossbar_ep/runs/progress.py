@@ -42,7 +42,8 @@ class LogProgress:
         pct = 100.0 * self.n / self.total if self.total else 100.0
         tail = f", {self.postfix}" if self.postfix else ""
         try:
-            print(f"{self.desc}: {pct:3.0f}% ({self.n}/{self.total} {self.unit}s, "
+            units = self.unit + ("es" if self.unit.endswith(("ch", "s", "x")) else "s")
+            print(f"{self.desc}: {pct:3.0f}% ({self.n}/{self.total} {units}, "
                   f"{now - self.t0:.0f} s{tail})", file=self.stream, flush=True)
         except (OSError, ValueError):      # a closed or broken log stream: stay quiet
             pass

@@ -34,7 +34,7 @@ import numpy as np
 
 from crossbar_ep import __version__
 from crossbar_ep.errors import CheckpointError, ConfigError
-from crossbar_ep.io.files import atomic_copy, atomic_text, temp_path
+from crossbar_ep.io.files import atomic_copy, atomic_text, remove_stale_temps, temp_path
 from crossbar_ep.io.lock import FolderLock
 from crossbar_ep.runs.sweep_file import Point, Sweep, config_diff, load_sweep
 
@@ -364,11 +364,12 @@ def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None =
         raise ConfigError(f"--out {out_dir}: is the sweep file itself; give a folder")
     lock = _open_folder(out_dir)
     try:
+        remove_stale_temps(out_dir, everything=True)    # left by a killed sweep: ours now
         held = [f for f in (RESULT_FILE, "points.json")
                 if os.path.exists(os.path.join(out_dir, f))]
         if held and not resume:
-            raise ConfigError(f"{out_dir}: already holds a sweep; add --resume to continue it: {again}; or "
-                              f"choose another --out")
+            raise ConfigError(f"{out_dir}: already holds a sweep; add --resume to continue "
+                              f"it: {again}; or choose another --out")
         before = _readable_results(out_dir, log) if held else []
         stale = _changed_points(sweep, out_dir, accept_changes, before, again, log) \
             if held else set()

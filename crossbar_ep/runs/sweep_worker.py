@@ -3,7 +3,7 @@
 It reads one task per line from stdin (JSON: the arguments of
 :func:`crossbar_ep.runs.sweep.run_point`), trains the point and writes its result row as one
 JSON line to the file descriptor ``FD``; it ends at the end of its input.  The sweep
-(:class:`crossbar_ep.runs.sweep_pool.LocalPool`) starts it in a session of its own, so a
+(:class:`crossbar_ep.runs.sweep_pool.LocalPool`) starts it in a process group of its own, so a
 Ctrl-C at the terminal reaches the sweep alone, which stops its workers itself: SIGTERM
 unwinds the point (files close) and ends the worker.  A worker whose sweep is gone without
 stopping it (SIGKILL, a crash) ends within a second by itself.  Before each point the worker

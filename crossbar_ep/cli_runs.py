@@ -95,9 +95,9 @@ def run_command(args) -> int:
     else:
         if not args.experiment:
             raise CrossbarEPError("crossbar-ep run: give an experiment file, or --resume RUN_DIR")
-        if args.accept_config_changes or getattr(args, "new_traces", False):
-            raise CrossbarEPError("--accept-config-changes and --new-traces go with --resume "
-                                  "RUN_DIR")
+        for flag in ("accept_config_changes", "new_traces"):
+            if getattr(args, flag, False):
+                raise CrossbarEPError(f"--{flag.replace('_', '-')} goes with --resume RUN_DIR")
         check_input_path(args.experiment, "experiment file")
         overrides = list(args.overrides)
         if args.epochs is not None:

@@ -25,14 +25,23 @@ def test_sgd_at_the_largest_learning_rate_is_reported_as_collapse(tmp_path, caps
     d = tmp_path / "r"
     assert main(["run", str(exp), "--out", str(d), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "warning:" in captured.err and "training has collapsed" in captured.err
+    assert "warning:" in captured.err and "training has collapsed (since epoch 1)" in \
+        captured.err
     assert "is chance (1/4)" in captured.err
     assert "likely cause: the weights grew" in captured.err and "training.lr = 1000" in \
         captured.err
     rows = json.loads((d / "metrics.json").read_text())
-    assert all("the learning rate" in r["collapse"] for r in rows)
+    assert "collapse" not in rows[0]              # one epoch at chance may be a slow start
+    assert "the learning rate" in rows[1]["collapse"]
     assert "WARNING: training collapsed" in (d / "summary.txt").read_text()
     assert "WARNING: training collapsed" in captured.out
+
+
+def test_a_one_epoch_run_at_chance_is_reported_at_its_end(tmp_path, capsys):
+    run = train.start(small_config(training={"epochs": 1, "optimizer": "sgd", "lr": 1000}),
+                      str(tmp_path / "r"))
+    train.fit(run, progress=False)
+    assert "training has collapsed (since epoch 1)" in run.history[0]["collapse"]
 
 
 def test_a_healthy_run_has_no_collapse_entry(tmp_path):

@@ -44,6 +44,9 @@ def _measured_peak(spec) -> float:
     return float(out.stdout.split()[-1])
 
 
+TINY = _spec([8], dtype="float32")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB")
 @pytest.mark.parametrize("spec", [
     _spec([1500, 1500], dtype="float32"),                         # EP, Adam
@@ -53,12 +56,19 @@ def _measured_peak(spec) -> float:
                   "device": os.path.join(REPO, "device_models", "ecram_li_tang2018.yaml")}},
 ], ids=["ep-adam-f32", "bp-f64", "crossbar-ecram"])
 def test_estimate_matches_measured_peak(spec):
-    est = estimate(small_config(**spec))
+    """The peak RSS of a fresh process moves by some tens of MiB with Numba's compile cache;
+    what a net adds over a tiny one of the same kind does not."""
+    tiny = {**TINY, "crossbar": spec.get("crossbar", {}),
+            "training": {**TINY["training"], **{k: v for k, v in spec["training"].items()
+                                                 if k in ("dtype", "algorithm",
+                                                          "optimizer")}}}
+    base = _measured_peak(tiny)                   # also warms the compile cache
     peak = _measured_peak(spec)
-    # the estimate is meant to be a little above the peak (it refuses, so it must not
-    # be far below), and close enough to be useful
-    assert 0.95 <= est["peak"] / peak <= 1.4, (est["peak"] / 2**20, peak / 2**20)
-    assert est["state"] + est["transient"] > 0.25 * (peak - est["base"])
+    est, est0 = estimate(small_config(**spec)), estimate(small_config(**tiny))
+    # a refusal must not come from an estimate far below the need, nor far above it
+    assert 0.85 <= est["peak"] / peak <= 1.6, (est["peak"] / 2**20, peak / 2**20)
+    grown, est_grown = peak - base, est["peak"] - est0["peak"]
+    assert 0.9 <= est_grown / grown <= 1.45, (est_grown / 2**20, grown / 2**20)
 
 
 def test_too_big_a_net_is_refused_before_anything_exists(tmp_path, capsys):

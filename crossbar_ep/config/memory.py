@@ -30,7 +30,7 @@ from crossbar_ep.errors import ConfigError
 
 GIB = float(1 << 30)
 MIB = float(1 << 20)
-BASE_BYTES = 200 * (1 << 20)
+BASE_BYTES = 256 * (1 << 20)     # with Numba compiling its kernels (less when cached)
 LOAD_BYTES_PER_VALUE = {"float32": 10.0, "float64": 8.0}
 TRANSIENT_ITEMS = {"ep": 4.0, "bp": 1.5}
 CROSSBAR_TRANSIENT_BYTES = 16.0

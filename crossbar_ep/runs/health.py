@@ -8,8 +8,9 @@ learning rate or the nudge strengths.
 
 *Collapse* does not stop a run: test accuracy at chance with outputs that no longer depend on
 the input (one class predicted for nearly every sample, or the same output for every
-sample), or a loss stuck at ln(classes).  Each such epoch gets a ``collapse`` entry in its
-metrics row and a warning in the log, with the likely cause: devices pinned at their bounds,
+sample), or a loss stuck at ln(classes), for two epochs in a row (or at the run's last
+epoch).  Each such epoch gets a ``collapse`` entry in its metrics row and a warning in the
+log, with the likely cause: devices pinned at their bounds,
 weights grown far beyond their initial scale (the learning rate), or no EP signal reaching
 the layers (the nudge).  Only values the epoch computed anyway are read, so the check changes
 no result.
@@ -94,6 +95,7 @@ class CollapseCheck:
         self.spread = spread
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.w0 = None
+        self.since = None        # first epoch of the current run of collapsed epochs
 
     def begin_epoch(self, run) -> None:
         if self.w0 is None:
@@ -105,10 +107,20 @@ class CollapseCheck:
         self.spread.watch_test(p, y)
 
     def after_evaluation(self, run, row: dict) -> dict:
+        """A slow start looks like a collapse for an epoch: an epoch is reported once the
+        evidence held for two epochs in a row, or at the run's last epoch."""
         text = collapse_text(run, row, self.spread.evidence(), self.w0 or {})
+        epoch = row["epoch"]
         if text is None:
+            self.since = None
             return {}
-        self.log(f"warning: {run.out_dir}: epoch {row['epoch']}: {text}")
+        if self.since is None:
+            self.since = epoch
+        if epoch == self.since and epoch < run.cfg.training.epochs:
+            return {}
+        text = text.replace("training has collapsed:", f"training has collapsed (since epoch "
+                                                       f"{self.since}):", 1)
+        self.log(f"warning: {run.out_dir}: epoch {epoch}: {text}")
         return {"collapse": text}
 
 

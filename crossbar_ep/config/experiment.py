@@ -103,8 +103,9 @@ class CrossbarConfig:
         p_optional(p_float(lo=0.0, hi=1.0e9)), "s")
     drift_compensation: str = key(
         "none", "Drift compensation in the periphery (docs/devices.md): none; global (one "
-        "digital output gain per matrix, the ratio of a calibration read's column-current sum "
-        "as written to now); column (one gain per output column).",
+        "digital output gain per matrix: a calibration read of stored reference inputs, "
+        "recorded after programming, over the same read now); column (one gain per output "
+        "line). The calibration reads cost reads and energy like any read.",
         p_choice("none", "global", "column"))
     periphery: Periphery = section(Periphery, "DAC, ADC and read noise.")
     wires: WireSettings = section(WireSettings, "Wire, driver and sense resistances of every "

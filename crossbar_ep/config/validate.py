@@ -155,6 +155,18 @@ def _check_magnitudes(cfg, w: Where) -> None:
         raise w.child("settling").child("tolerance_mode").fail(
             "relative needs fixed steps (the adaptive method stops on its absolute residual); "
             "use method euler or heun, or tolerance_mode: absolute")
+    if s.solver == "anderson":
+        sw = w.child("settling").child("solver")
+        if s.mode != "discrete":
+            raise sw.fail("anderson accelerates the discrete map's fixed point; use "
+                          "settling.mode: discrete, or solver: plain")
+        if t.nudge_error == "cumulative":
+            raise sw.fail("a cumulative nudge grows every step, so the nudged phase has no "
+                          "fixed point to accelerate; use training.nudge_error recomputed or "
+                          "frozen, or solver: plain")
+        if s.average_last > 1:
+            raise sw.fail("phase averaging averages the plain map's last steps; use "
+                          "settling.average_last: 1 with anderson")
     if s.average_last > 1 and s.mode == "ode" and s.method == "adaptive":
         raise w.child("settling").child("average_last").fail(
             f"{s.average_last}: phase averaging needs fixed steps; use method euler or heun, "

@@ -50,6 +50,8 @@ METRIC_UNITS = {
     "fast_pulses_total": ("pulses", "Tiki-Taka: pulses into the fast arrays in the epoch"),
     "transfer_reads_total": ("columns", "Tiki-Taka: fast-array columns read out in the epoch"),
     "transfer_pulses_total": ("pulses", "Tiki-Taka: transfer pulses into the slow arrays"),
+    "calibration_reads_total": ("vectors", "drift compensation: calibration input vectors "
+                                           "read in the epoch, all arrays"),
 }
 
 

@@ -263,13 +263,13 @@ class Recorder:
     def _write_conductances(self, g) -> None:
         if self.crossbars:
             for name, cb in self.crossbars.items():
-                for side, dev in (("G_pos", cb.pos), ("G_neg", cb.neg)):
-                    if dev is None:
+                for side, G in zip(("G_pos", "G_neg"), cb.conductances()):
+                    if G is None:
                         continue
                     self._ds(g, f"conductance/{name}/{side}",
-                             dev.conductance().astype(np.float32), "S",
+                             G.astype(np.float32), "S",
                              f"conductance of the {'G+' if side == 'G_pos' else 'G-'} device "
-                             f"of each pair" if cb.neg is not None else
+                             f"of each pair" if cb.differential else
                              "conductance of each device (reference column at mid range)",
                              "(n_out, n_in): output (column) x input (row)")
                 a = g[f"conductance/{name}"].attrs
@@ -277,7 +277,7 @@ class Recorder:
                 a["g_min_S"], a["g_max_S"] = cb.card.g_min_S, cb.card.g_max_S
                 a["mapping"] = cb.signed
                 a["weights"] = ("W = weight_scale * (G_pos - G_neg) / (g_max_S - g_min_S)"
-                                if cb.neg is not None else
+                                if cb.differential else
                                 "W = weight_scale * (2 (G_pos - g_min_S) / (g_max_S - g_min_S) "
                                 "- 1)")
         net = self.learner.net

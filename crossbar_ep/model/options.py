@@ -153,5 +153,17 @@ class SettlingConfig:
                              "of the readout's update and of the first nudged step, carry "
                              "1/N of one read's noise variance; N - 1 extra reads of the "
                              "readout per phase.", p_int(lo=1, hi=1000), "reads")
+    solver: str = key("plain", "Fixed-point solver of the discrete map: plain (iterate s <- "
+                      "f(s)) or anderson (Anderson acceleration over the last anderson_depth "
+                      "iterates, per sample; same cost per step: one read of every array). "
+                      "With early_stop it reaches the tolerance in fewer steps; discrete mode, "
+                      "recomputed or frozen nudge errors, no phase averaging.",
+                      p_choice("plain", "anderson"))
+    anderson_depth: int = key(5, "Anderson: iterates mixed per step.", p_int(lo=1, hi=50),
+                              "steps")
+    anderson_beta: float = key(1.0, "Anderson: mixing of the residual into each step (1: the "
+                               "undamped step, fewest steps on weakly coupled nets; 0.5 is "
+                               "steadier on strongly coupled ones).",
+                               p_float(lo=0.0, hi=1.0, lo_open=True))
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")

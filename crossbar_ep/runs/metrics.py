@@ -106,10 +106,11 @@ class IRDrop:
 
 
 class Pulses:
-    """``pulses_total``, ``at_bound_mean``, the Tiki-Taka totals and the per-array
-    ``crossbar`` statistics of the epoch."""
+    """``pulses_total``, ``at_bound_mean``, the Tiki-Taka and drift-calibration totals and
+    the per-array ``crossbar`` statistics of the epoch."""
 
-    TIKI_TAKA = ("fast_pulses", "transfer_reads", "transfer_pulses")
+    COUNTS = ("fast_pulses", "transfer_reads", "transfer_pulses",   # Tiki-Taka rules
+              "calibration_reads")                                 # drift compensation
 
     def __init__(self, pulses):
         self.pulses = pulses
@@ -120,7 +121,7 @@ class Pulses:
             return {}
         out = {"pulses_total": int(sum(v["pulses"] for v in xb.values())),
                "at_bound_mean": float(np.mean([v["at_bound"] for v in xb.values()]))}
-        for k in self.TIKI_TAKA:
+        for k in self.COUNTS:
             if any(k in v for v in xb.values()):
                 out[f"{k}_total"] = int(sum(v.get(k, 0) for v in xb.values()))
         out["crossbar"] = xb

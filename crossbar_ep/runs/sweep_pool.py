@@ -30,6 +30,18 @@ CLIENT_TIMEOUT_S = 20.0        # Dask's own handshake, after the probe passed
 MAX_HANDSHAKE_BYTES = 1 << 26  # a Dask handshake frame is a few kB
 
 
+def _status_kib(pid, key: str) -> float | None:
+    """A ``/proc/PID/status`` value in KiB (VmRSS, VmHWM); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _package_root() -> str:
     import crossbar_ep
     return os.path.dirname(os.path.dirname(os.path.abspath(crossbar_ep.__file__)))
@@ -47,6 +59,13 @@ class _Worker:
         finally:
             os.close(w)
         self.fd, self.buf, self.key = r, b"", None
+        self.parent_kib = _status_kib("self", "VmRSS") or 0.0   # counted in its ru_maxrss
+        self.seen_kib = None       # its own high-water mark, sampled while it runs
+
+    def sample(self) -> None:
+        hwm = _status_kib(self.proc.pid, "VmHWM")
+        if hwm is not None:
+            self.seen_kib = hwm
 
     def send(self, key, args) -> None:
         self.key = key
@@ -67,10 +86,14 @@ class _Worker:
         try:
             _, status, usage = os.wait4(self.proc.pid, 0)
             self.proc.returncode = os.waitstatus_to_exitcode(status)
-            peak = usage.ru_maxrss / 1024.0        # KiB on Linux
+            # ru_maxrss (KiB) holds the point's peak up to the kill, but never less than the
+            # sweep's own size when it started the worker: then the last sample stands
+            peak = usage.ru_maxrss if usage.ru_maxrss > 1.05 * self.parent_kib else \
+                self.seen_kib
         except ChildProcessError:
             self.proc.wait()
-            peak = None
+            peak = self.seen_kib
+        peak = peak / 1024.0 if peak else None
         code = self.proc.returncode
         info = {"exit_code": code, "peak_memory_MiB": peak}
         if code is not None and code < 0:
@@ -128,6 +151,9 @@ class LocalPool:
                         w.key = key
                 for k, _ in sel.select(timeout=0.2):
                     self._collect(k.data, sel, record)
+                for w in self.workers:
+                    if w.key is not None:
+                        w.sample()
         finally:
             if stop.is_set():
                 self.stop()

@@ -17,7 +17,7 @@ from crossbar_ep import fastrng
 _f8, _i8 = types.float64, types.int64
 _row = types.Array(_f8, 1, "C")
 STEP_SIG = types.UniTuple(_f8, 2)(_f8, _i8, _f8, _f8, _row, _row)   # (w, d, wmin, wmax, p, c)
-STEP_TYPE = types.FunctionType(STEP_SIG)   # a compiled step function, as an argument
+STEP_TYPE = types.FunctionType(STEP_SIG)
 _JIT: dict = {}
 
 

@@ -90,16 +90,6 @@ def unpool_add_to_nb(out, base, g, idx, gain):
 
 
 @numba.njit(**_JIT)
-def unpool_add_to_nb(out, base, g, idx, gain):
-    """out = base + gain * unpool(g, idx), image by image (the copy and the scatter-add
-    in one pass over each image while it is in cache); out, base (B, H, W, C)."""
-    for b in prange(g.shape[0]):
-        out[b] = base[b]
-        _unpool_add_image(out[b], g[b], idx[b], gain)
-    return out
-
-
-@numba.njit(**_JIT)
 def pool_nb(s, m, idx):
     """m, idx <- 2x2 max-pool of maps s (B, H, W, C) with switches (first maximum in row-major
     window order: codes 0..3 for (0,0), (0,1), (1,0), (1,1))."""

@@ -65,3 +65,46 @@ def test_per_device_count_is_binomial_like_independent_draws():
         mean_sd = np.sqrt(bl * r * (1 - r) / trials)
         assert np.all(np.abs(draws.mean(0) - bl * r) <= 5 * mean_sd)
         np.testing.assert_allclose(draws.var(0), bl * r * (1 - r), rtol=0.08)
+
+
+@pytest.mark.parametrize("p_scale, q_scale", [(0.02, 0.01), (0.1, 0.05), (0.6, 0.5)])
+def test_listing_kernel_counts_equal_the_reference_kernel(p_scale, q_scale):
+    """The packed and listing kernels give exactly the reference kernel's counts from the
+    same streams, sparse to dense, signs of both kinds and zeros included; so their counts
+    have the reference's statistics (the test above)."""
+    from crossbar_ep.crossbar.coincidence_fast import listed_coincidences, packed_coincidences
+    rng = np.random.default_rng(7)
+    for B, n_in, n_out, bl in ((30, 70, 50, 31), (6, 9, 130, 100)):
+        x, d = rng.uniform(-1, 1, (B, n_in)), rng.standard_normal((B, n_out))
+        x[:, 0] = 0.0                                       # a silent input
+        P = np.minimum(p_scale * 2 * np.abs(x), 1.0)
+        Q = np.minimum(q_scale * np.abs(d), 1.0)
+        rows, cols = bit_streams(P, bl, 5), bit_streams(Q, bl, 6)
+        sx, sd = np.sign(x).astype(np.int64), np.sign(d).astype(np.int64)
+        ref = coincidences(rows, sx, cols, sd)
+        assert np.abs(ref).sum() > 0
+        np.testing.assert_array_equal(listed_coincidences(rows, sx, cols, sd, bl), ref)
+        np.testing.assert_array_equal(packed_coincidences(rows, sx, cols, sd), ref)
+
+
+def test_the_update_picks_the_cheaper_kernel_with_the_same_counts():
+    from crossbar_ep.crossbar.coincidence import coincidence_counts
+    from crossbar_ep.crossbar.coincidence_fast import expected_work
+
+    class Array:       # what coincidence_counts reads of an array
+        card = type("C", (), {"mean_step": 0.002, "w_max": 1.0, "w_min": -1.0})()
+        scale = 0.2
+
+    rng = np.random.default_rng(3)
+    x, d = np.tanh(rng.standard_normal((40, 64))), 0.01 * rng.standard_normal((40, 48))
+    for lr in (0.001, 0.5):            # sparse, then dense
+        counts = {k: coincidence_counts(Array, x, d, lr, 31, True, np.random.default_rng(9), k)
+                  for k in ("reference", "packed", "listed", "auto")}
+        for k in ("packed", "listed", "auto"):
+            np.testing.assert_array_equal(counts[k], counts["reference"])
+    P, Q = np.full((100, 512), 0.003), np.full((100, 512), 0.003)
+    s = np.ones((100, 512), np.int64), np.ones((100, 512), np.int64)
+    dense, listed = expected_work(P, s[0], Q, s[1], 31)
+    assert listed < dense
+    dense, listed = expected_work(20 * P, s[0], 50 * Q, s[1], 31)
+    assert listed > dense

@@ -12,6 +12,7 @@ import sys
 
 from crossbar_ep import cli_shipped
 from crossbar_ep import cli_dynamics
+from crossbar_ep import cli_evaluate
 from crossbar_ep.errors import CrossbarEPError, interrupts
 
 
@@ -148,8 +149,9 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: 1 point under the lowest test accuracy from epoch 3 on)")
 
     cli_dynamics.add_parser(sub)
+    cli_evaluate.add_parser(sub)
 
-    dev = sub.add_parser("device", help="inspect device cards")
+    dev = sub.add_parser("device", help="inspect, fit, import and export device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
     cli_shipped.add_device_list(dsub)
     info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
@@ -160,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--devices", type=int, default=5, help="devices drawn with variation")
     plot.add_argument("--pulses", type=int, help="pulses per direction (default 1.2 x states)")
     plot.add_argument("--seed", type=int, default=0)
+    from crossbar_ep import cli_device_tools
+    cli_device_tools.add_parsers(dsub)
     return ap
 
 
@@ -240,6 +244,9 @@ def _cmd_diagnose(args) -> int:
 def _cmd_device(args) -> int:
     import os
 
+    from crossbar_ep import cli_device_tools
+    if args.device_command in cli_device_tools.COMMANDS:
+        return cli_device_tools.run(args)
     from crossbar_ep.devices.card import describe, load_card
     if args.device_command == "list":
         return cli_shipped.run_device_list(args)
@@ -477,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
                 "sweep": _cmd_sweep, "export-netlist": _cmd_export,
                 "diagnose": _cmd_diagnose, "summary": _cmd_summary,
-                "diagnose-sweep": cli_dynamics.run}
+                "diagnose-sweep": cli_dynamics.run, "evaluate": cli_evaluate.run}
     try:
         cli_shipped.resolve_names(args)
         return handlers[args.command](args)

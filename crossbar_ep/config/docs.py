@@ -212,8 +212,9 @@ def render_devices() -> str:
     out = [DEVICE_HEADER, "| model | state change per pulse (d = +1 SET, -1 RESET) |",
            "|---|---|"]
     out += [f"| {m} | {model_class(m).summary} |" for m in model_names()]
-    out += [DEVICE_CLOCK.replace("{law_table}", _law_table()), "## Top-level keys\n",
-            "| key | range | meaning |", "|---|---|---|"]
+    from crossbar_ep.devices.guide import your_own_device
+    out += [DEVICE_CLOCK.replace("{law_table}", _law_table()), your_own_device(),
+            "## Top-level keys\n", "| key | range | meaning |", "|---|---|---|"]
     out += [f"| `{k}` | {rng(k)} | {v} |" for k, v in TOP.items()]
     for title, keys in (("faults", FAULT_KEYS), ("drift", DRIFT_KEYS),
                         ("programming_noise", PROG_KEYS), ("read_noise", READ_NOISE_KEYS)):

@@ -299,13 +299,19 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
         cfg = replace(cfg, model=replace(cfg.model, aux=replace(aux, teacher=teacher)))
     dev = cfg.crossbar.device
     if dev is not None and not os.path.isabs(dev):
-        # from the experiment's folder, the working directory, the folder above experiments/,
-        # or a shipped card's name
-        tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
-        here = next((os.path.abspath(t) for t in tries if os.path.exists(t)),
-                    shipped.card_path(dev) or os.path.abspath(tries[0]))
-        cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=here))
+        cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=_card_at(dev, base)))
+    wn = cfg.training.weight_noise_card
+    if wn is not None and not os.path.isabs(wn):
+        cfg = replace(cfg, training=replace(cfg.training, weight_noise_card=_card_at(wn, base)))
     return cfg
+
+
+def _card_at(dev: str, base: str) -> str:
+    """A card reference as a path: from the experiment's folder, the working directory, the
+    folder above experiments/, or a shipped card's name."""
+    tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
+    return next((os.path.abspath(t) for t in tries if os.path.exists(t)),
+                shipped.card_path(dev) or os.path.abspath(tries[0]))
 
 
 def dump_config(cfg: Config, path: str) -> None:

@@ -60,6 +60,12 @@ def _check_cross_fields(cfg) -> None:
         raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
     if cfg.training.algorithm == "fa":
         _check_fa(cfg, w)
+    t = cfg.training
+    if (t.weight_noise_add or t.weight_noise_mul or t.weight_noise_card) and \
+            t.algorithm != "ep":
+        raise w.child("training").child("weight_noise_add").fail(
+            "weight noise injection is for EP training (the BP twin stays noise-free); set "
+            "the training.weight_noise_* keys to 0 / null")
     if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
         raise w.child("settling").child("dt_over_tau").fail(
             "only used with settling.mode: ode (the discrete map has dt = tau)")

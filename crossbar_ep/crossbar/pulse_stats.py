@@ -26,7 +26,10 @@ class PulseStats:
         pass
 
     def on_update(self, cb, info: dict) -> None:
-        name = self._names[id(cb)]
+        name = self._names.get(id(cb))
+        if name is None:        # a copy of the arrays (copy.deepcopy): index them again
+            self._names = {id(c): n for n, c in self.crossbars.items()}
+            name = self._names[id(cb)]
         counts = info.get("counts")
         if self._device_totals is not None and counts is not None:
             tot = self._device_totals.get(name)

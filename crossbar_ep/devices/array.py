@@ -189,10 +189,25 @@ class DeviceArray:
     def states(self) -> np.ndarray:
         """Readable states (rows, cols): hidden state + write noise; stuck devices at bounds."""
         w = self.w + self.write_noise if self.card.params.get("write_noise_std") else self.w
-        if self.pulsed and self.stuck.any():
-            w = np.where(self.stuck == STUCK_MIN, self.wmin, w)
-            w = np.where(self.stuck == STUCK_MAX, self.wmax, w)
+        if self.stuck.any():
+            lo, hi = (self.wmin, self.wmax) if self.pulsed else (self.card.w_min,
+                                                                  self.card.w_max)
+            w = np.where(self.stuck == STUCK_MIN, lo, w)
+            w = np.where(self.stuck == STUCK_MAX, hi, w)
         return w.reshape(self.shape)
+
+    def fail(self, stuck_min_frac: float, stuck_max_frac: float,
+             rng: np.random.Generator) -> int:
+        """Faults that appear after programming: of the devices not stuck yet, the fractions
+        ``stuck_min_frac`` get stuck at G_min (SA0) and ``stuck_max_frac`` at G_max (SA1),
+        drawn from ``rng``; returns how many devices failed."""
+        healthy = np.flatnonzero(self.stuck == 0)
+        u = rng.random(healthy.size)
+        a0, a1 = float(stuck_min_frac), float(stuck_max_frac)
+        self.stuck[healthy[u < a0]] = STUCK_MIN
+        self.stuck[healthy[(u >= a0) & (u < a0 + a1)]] = STUCK_MAX
+        self.touch()
+        return int(((u < a0 + a1)).sum())
 
     def conductance(self, drifted: bool = True) -> np.ndarray:
         """Conductances (S), shape (rows, cols), with drift for the time since each write

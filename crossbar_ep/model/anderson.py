@@ -11,11 +11,12 @@ which for a linear contraction is GMRES on ``(I - J) s = b`` in disguise (the sa
 space, so at most as many steps as plain iteration needs and usually far fewer when rho is
 near 1).  With mixing ``beta`` < 1 the step is ``s_{k+1} = s_k - dX gamma + beta (g_k - dG
 gamma)`` (``dX`` the iterates' differences): on the saturating tanh map of a deep net the
-undamped step (beta = 1) can stall where beta = 1/2 converges.  Every sample of a batch settles to its own fixed point, so gamma is solved per
+undamped step (beta = 1, the default: fewest steps on weakly coupled nets) can stall where
+beta = 1/2 converges.  Every sample of a batch settles to its own fixed point, so gamma is solved per
 sample (B small m x m systems, Tikhonov-regularised, in float64).  Each iteration costs one
 evaluation of f, as a plain step does: one read of every array on a crossbar.  A sample whose
 residual grows past ``restart_factor`` times its best so far, or stagnates, loses its
-history and takes the plain step (the safeguard where the map is far from linear: saturation, hard-sigmoid kinks,
+history and takes the plain step, and after a few such restarts stays on plain steps (the safeguard where the map is far from linear: saturation, hard-sigmoid kinks,
 max-pooling switches).
 """
 
@@ -29,14 +30,14 @@ class Anderson:
     Tikhonov term of the least-squares normal equations; ``restart_factor``: residual growth
     that clears the history."""
 
-    def __init__(self, m: int = 5, beta: float = 0.5, reg: float = 1e-10,
-                 restart_factor: float = 2.0):
+    def __init__(self, m: int = 5, beta: float = 1.0, reg: float = 1e-10,
+                 restart_factor: float = 2.0, max_restarts: int = 3):
         if m < 1:
             raise ValueError(f"anderson depth {m}: use m >= 1")
         self.m, self.beta, self.reg = int(m), float(beta), float(reg)
-        self.restart_factor = float(restart_factor)
-        self.dG: list = []
-        self.dX: list = []
+        self.restart_factor, self.max_restarts = float(restart_factor), int(max_restarts)
+        self.DG = self.DX = None      # ring buffers (B, m, N) of residual / iterate differences
+        self.filled, self.slot = 0, 0
         self._g = self._x = None
         self.best = None
 
@@ -44,41 +45,46 @@ class Anderson:
         """The next iterate (B, N) from the current one s and its image f(s) (B, N), both flat
         per sample.  A sample whose residual norm grew past ``restart_factor`` times its best
         so far, or did not improve on it by 10 % in 2 m steps (stagnation), loses its history
-        (its step is then the plain one, f(s))."""
+        (its step is then the plain one, ``s + beta g``); after ``max_restarts`` such restarts
+        it keeps taking plain steps for the rest of the phase."""
         x = s.astype(np.float64)
-        g = fs.astype(np.float64) - x
+        g = fs.astype(np.float64)
+        g -= x
         norm = np.sqrt(np.einsum("bn,bn->b", g, g))
         if self.best is None:
-            self.best, self.stall = norm.copy(), np.zeros(norm.shape, np.int64)
+            B, N = g.shape
+            self.best, self.stall = norm.copy(), np.zeros(B, np.int64)
+            self.restarts = np.zeros(B, np.int64)
+            self.DG = np.zeros((B, self.m, N))
+            self.DX = np.zeros((B, self.m, N))
         grown = norm > self.restart_factor * self.best
         improved = norm < 0.9 * self.best
         self.stall = np.where(improved, 0, self.stall + 1)
         grown |= self.stall > 2 * self.m         # stagnation: start the mixing afresh
         self.stall[grown] = 0
+        self.restarts += grown
+        grown |= self.restarts >= self.max_restarts   # mixing keeps failing: plain steps
         np.minimum(self.best, norm, out=self.best)
         if self._g is not None:
-            self.dG.append(g - self._g)
-            self.dX.append(x - self._x)
-            if len(self.dG) > self.m:
-                self.dG.pop(0)
-                self.dX.pop(0)
+            np.subtract(g, self._g, out=self.DG[:, self.slot])
+            np.subtract(x, self._x, out=self.DX[:, self.slot])
+            self.slot = (self.slot + 1) % self.m
+            self.filled = min(self.filled + 1, self.m)
         if grown.any():
-            for d in (*self.dG, *self.dX):
-                d[grown] = 0.0
+            self.DG[grown] = 0.0
+            self.DX[grown] = 0.0
             self.best[grown] = norm[grown]
         self._g, self._x = g, x
-        if not self.dG:
+        if not self.filled:
             return (x + self.beta * g).astype(fs.dtype)
-        dG = np.stack(self.dG, axis=1)          # (B, m, N)
-        dX = np.stack(self.dX, axis=1)
-        A = dG @ dG.transpose(0, 2, 1)          # (B, m, m)
-        rhs = dG @ g[:, :, None]                # (B, m, 1)
+        dG, dX = self.DG[:, :self.filled], self.DX[:, :self.filled]
+        A = dG @ dG.transpose(0, 2, 1)          # (B, k, k)
+        rhs = dG @ g[:, :, None]                # (B, k, 1)
         scale = np.trace(A, axis1=1, axis2=2)[:, None, None] / A.shape[1]
-        A = A + (self.reg * scale + 1e-300) * np.eye(A.shape[1])
-        gamma = np.linalg.solve(A, rhs)         # (B, m, 1)
-        gam = gamma[:, :, 0]
-        nxt = x - np.einsum("bmn,bm->bn", dX, gam) + self.beta * (
-            g - np.einsum("bmn,bm->bn", dG, gam))
+        A += (self.reg * scale + 1e-300) * np.eye(A.shape[1])
+        gam = np.linalg.solve(A, rhs)           # (B, k, 1)
+        nxt = x - (gam.transpose(0, 2, 1) @ dX)[:, 0]
+        nxt += self.beta * (g - (gam.transpose(0, 2, 1) @ dG)[:, 0])
         return nxt.astype(fs.dtype)
 
 

@@ -22,6 +22,7 @@ from crossbar_ep.schema import (
     p_int,
     p_optional,
     p_scalar_or_list,
+    p_str,
 )
 
 
@@ -97,6 +98,20 @@ class TrainingConfig:
     schedule_epochs: int | None = key(None, "Cosine schedule: its period in epochs (null: "
                                       "training.epochs).", p_optional(p_int(lo=1, hi=MAX_STEPS)),
                                       "epochs")
+    weight_noise_add: float = key(0.0, "Hardware-aware training: std of additive weight "
+                                  "noise in each batch's phases, as a fraction of each "
+                                  "matrix's max |W| (updates go to the clean weights).",
+                                  p_float(lo=0.0, hi=10.0))
+    weight_noise_mul: float = key(0.0, "Hardware-aware training: std of multiplicative "
+                                  "weight noise in each batch's phases, relative to |W|.",
+                                  p_float(lo=0.0, hi=10.0))
+    weight_noise_card: str | None = key(None, "Hardware-aware training: a device card "
+                                        "(name or file) whose programming noise is injected "
+                                        "into each batch's phases, mapped to weights through "
+                                        "differential pairs at crossbar.weight_range_factor; "
+                                        "null: none.", p_optional(p_str()))
+    weight_noise_scale: float = key(1.0, "Multiple of the card's programming noise injected "
+                                    "(weight_noise_card).", p_float(lo=0.0, hi=100.0))
     grad_clip_norm: float | None = key(None, "Scale each batch's digital updates "
                                        "down to this global L2 norm when above it (PyTorch "
                                        "clip_grad_norm_); null: no clipping.",
@@ -154,7 +169,9 @@ class SettlingConfig:
                       p_choice("plain", "anderson"))
     anderson_depth: int = key(5, "Anderson: iterates mixed per step.", p_int(lo=1, hi=50),
                               "steps")
-    anderson_beta: float = key(0.5, "Anderson: mixing of the residual into each step (1: the "
-                               "undamped step).", p_float(lo=0.0, hi=1.0, lo_open=True))
+    anderson_beta: float = key(1.0, "Anderson: mixing of the residual into each step (1: the "
+                               "undamped step, fewest steps on weakly coupled nets; 0.5 is "
+                               "steadier on strongly coupled ones).",
+                               p_float(lo=0.0, hi=1.0, lo_open=True))
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")

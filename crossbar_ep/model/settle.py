@@ -92,7 +92,7 @@ class Settler:
         self.observers: list = []   # trajectory observers (traces.Recorder while recording)
         self.meter = meter
         self.map = layer_map(net, self.method != "euler")
-        self._op_ids = {n: id(op) for n, op in net.ops.items()}
+        self._ops = dict(net.ops)      # the operators the engine was built for
         self.L = net.L
         self.layers = self.map.layers
         self.r = 1.0 if mode == "discrete" else float(s.dt_over_tau)
@@ -112,16 +112,16 @@ class Settler:
         """Rebuild the layer map from the network's operators as they are now (after writing
         into ``net.W`` by hand, or after replacing an operator on purpose)."""
         self.map = layer_map(self.net, self.method != "euler")
-        self._op_ids = {n: id(op) for n, op in self.net.ops.items()}
+        self._ops = dict(self.net.ops)
 
     def sync(self) -> None:
         """Before a phase: re-stack what changed; refuse operators replaced since the engine
         was built (their observers and read paths would be missing)."""
         ops = self.net.ops
-        if len(ops) != len(self._op_ids) or any(id(ops.get(n)) != i
-                                                for n, i in self._op_ids.items()):
+        if len(ops) != len(self._ops) or any(ops.get(n) is not op
+                                             for n, op in self._ops.items()):
             from crossbar_ep.errors import CrossbarEPError
-            changed = [n for n, i in self._op_ids.items() if id(ops.get(n)) != i]
+            changed = [n for n, op in self._ops.items() if ops.get(n) is not op]
             raise CrossbarEPError(
                 f"operator(s) {', '.join(changed) or '(added)'} of the network changed after "
                 f"its settle engine and learner were built (e.g. attach_crossbar after "

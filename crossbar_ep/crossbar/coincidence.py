@@ -4,9 +4,8 @@ both fire.
 
 :func:`coincidence_counts` turns a batch of local signals into signed pulse counts per device.
 The kernels: :func:`bit_streams` (the streams, packed in uint64 words) and
-:func:`coincidences` (the signed coincidence counts, the reference kernel; the
-faster kernels of :mod:`crossbar_ep.crossbar.coincidence_fast` give the same counts); :func:`binomial_reference` draws the marginal
-law of a count for tests.
+:func:`coincidences` (the signed coincidence counts); :func:`binomial_reference` draws the
+marginal law of a count for tests.
 """
 
 from __future__ import annotations
@@ -17,11 +16,6 @@ from numba import types
 from numba.extending import intrinsic
 
 from crossbar_ep import fastrng
-from crossbar_ep.crossbar.coincidence_fast import (
-    expected_work,
-    listed_coincidences,
-    packed_coincidences,
-)
 
 
 @intrinsic
@@ -122,16 +116,11 @@ def binomial_reference(P, sx, Q, sd, bl, seed):
 
 
 def coincidence_counts(cb, x: np.ndarray, delta: np.ndarray, lr: float,
-                       bl: int, management: bool, rng: np.random.Generator,
-                       kernel: str = "auto") -> np.ndarray:
+                       bl: int, management: bool, rng: np.random.Generator) -> np.ndarray:
     """Stochastic pulse coincidence (Gokmen & Vlasov 2016) for the batch-mean update
     lr * mean_b(delta_b outer x_b): rows fire with p = A|x|, columns with q = B|delta|,
     A B = lr / (B_batch * bl * dw_min_in_weight_units); update management balances A and B by
-    sqrt(max|delta| / max|x|).  Expected signed count = lr * mean(delta x) / step.
-
-    ``kernel``: ``reference`` (:func:`coincidences`), ``packed`` or ``listed``
-    (:mod:`crossbar_ep.crossbar.coincidence_fast`), or ``auto`` (packed or listed, the one with
-    less expected work): the same counts from the same streams."""
+    sqrt(max|delta| / max|x|).  Expected signed count = lr * mean(delta x) / step."""
     Bn = x.shape[0]
     step_w = cb.card.mean_step * 2 * cb.scale / (cb.card.w_max - cb.card.w_min)
     c = lr / (Bn * bl * step_w)
@@ -143,12 +132,5 @@ def coincidence_counts(cb, x: np.ndarray, delta: np.ndarray, lr: float,
     Q = np.minimum(b * np.abs(delta), 1.0)
     rows = bit_streams(np.ascontiguousarray(P, dtype=float), bl, int(rng.integers(0, 2**62)))
     cols = bit_streams(np.ascontiguousarray(Q, dtype=float), bl, int(rng.integers(0, 2**62)))
-    sx, sd = np.sign(x).astype(np.int64), np.sign(delta).astype(np.int64)
-    if kernel == "auto":
-        dense, listed = expected_work(P, sx, Q, sd, bl)
-        kernel = "listed" if listed < dense else "packed"
-    if kernel == "listed":
-        return listed_coincidences(rows, sx, cols, sd, bl)
-    if kernel == "packed":
-        return packed_coincidences(rows, sx, cols, sd)
-    return coincidences(rows, sx, cols, sd)
+    return coincidences(rows, np.sign(x).astype(np.int64), cols,
+                        np.sign(delta).astype(np.int64))

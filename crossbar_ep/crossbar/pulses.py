@@ -125,7 +125,6 @@ class StochasticCoincidence(DeterministicPulses):
     to the exact change.  ``bl`` and ``update_management`` from the settings."""
 
     schemes = ("stochastic",)
-    kernel = "auto"     # coincidence kernel: auto, listed or reference (the same counts)
 
     def apply(self, pre, delta, scale):
         cb = self._bound()
@@ -133,6 +132,6 @@ class StochasticCoincidence(DeterministicPulses):
             return super().apply(pre, delta, scale)
         s = self.settings
         n = coincidence_counts(cb, pre, delta, cb.lr * scale * pre.shape[0], s.bl,
-                               s.update_management, self.rng, self.kernel)
+                               s.update_management, self.rng)
         cb.write_pulses(n)
         return self.record()

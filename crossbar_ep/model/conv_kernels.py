@@ -90,6 +90,16 @@ def unpool_add_to_nb(out, base, g, idx, gain):
 
 
 @numba.njit(**_JIT)
+def unpool_add_to_nb(out, base, g, idx, gain):
+    """out = base + gain * unpool(g, idx), image by image (the copy and the scatter-add
+    in one pass over each image while it is in cache); out, base (B, H, W, C)."""
+    for b in prange(g.shape[0]):
+        out[b] = base[b]
+        _unpool_add_image(out[b], g[b], idx[b], gain)
+    return out
+
+
+@numba.njit(**_JIT)
 def pool_nb(s, m, idx):
     """m, idx <- 2x2 max-pool of maps s (B, H, W, C) with switches (first maximum in row-major
     window order: codes 0..3 for (0,0), (0,1), (1,0), (1,1))."""
@@ -123,3 +133,34 @@ def pool(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.empty(m.shape, np.uint8)
     pool_nb(np.ascontiguousarray(s), m, idx)
     return m, idx
+
+
+@numba.njit(**_JIT)
+def clip_pool_nb(h, m, idx):
+    """h <- clip(h, 0, 1) in place (the hard-sigmoid), and m, idx <- its 2x2 max-pool with
+    switches, image by image while it is in cache; h (B, H, W, C)."""
+    B, H, W, C = h.shape
+    H2, W2 = H // 2, W // 2
+    for b in prange(B):
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    v = h[b, i, j, c]
+                    h[b, i, j, c] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    best = h[b, 2 * i, 2 * j, c]
+                    code = 0
+                    v = h[b, 2 * i, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 1
+                    v = h[b, 2 * i + 1, 2 * j, c]
+                    if v > best:
+                        best, code = v, 2
+                    v = h[b, 2 * i + 1, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 3
+                    m[b, i, j, c] = best
+                    idx[b, i, j, c] = code
+    return m

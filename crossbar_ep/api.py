@@ -96,12 +96,12 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
 def _check_array_args(periphery, wires, iv, signed, tile_rows, tile_cols, factor, lr):
     """attach_crossbar's arguments through the crossbar section's schema."""
     from crossbar_ep.config.experiment import CrossbarConfig
-    from crossbar_ep.schema import Where, _keys
+    from crossbar_ep.schema import Where, section_keys
     where = "attach_crossbar"
     for obj in (periphery, wires, iv):
         if obj is not None:
             check_section(obj, where)
-    fields = {f.name: f for f in _keys(CrossbarConfig)}
+    fields = {f.name: f for f in section_keys(CrossbarConfig)}
     for key, value in (("signed", signed), ("tile_rows", tile_rows),
                        ("tile_cols", tile_cols), ("weight_range_factor", factor)):
         fields[key].metadata["parse"](value, Where(where, key))
@@ -200,7 +200,8 @@ class Traces:
 
     def on_fit_begin(self, model) -> None:
         from crossbar_ep.io.traces import Recorder
-        os.makedirs(self.run_dir, exist_ok=True)
+        from crossbar_ep.runs.rundir import claim_for_api_traces
+        self.lock = claim_for_api_traces(self.run_dir, self.tcfg.file)   # held while alive
         self.recorder = Recorder(self.tcfg, self.run_dir, "# built with the Python API\n",
                                  model, None, self.tau_s)
 

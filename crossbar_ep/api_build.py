@@ -107,9 +107,9 @@ def learner_config(net: Network, where: str, crossbar=None, **keys):
     :class:`CrossbarConfig`), checked against ``net``'s depth and sizes."""
     from crossbar_ep.config.experiment import Config, CrossbarConfig, to_plain
     from crossbar_ep.model.options import SettlingConfig
-    from crossbar_ep.schema import _keys
+    from crossbar_ep.schema import section_keys
 
-    settling_keys = {f.name for f in _keys(SettlingConfig)}
+    settling_keys = {f.name for f in section_keys(SettlingConfig)}
     raw = {"training": {k: _plain(v) for k, v in keys.items() if k not in settling_keys},
            "settling": {k: v for k, v in keys.items() if k in settling_keys}}
     if isinstance(crossbar, CrossbarConfig):

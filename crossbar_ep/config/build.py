@@ -203,18 +203,24 @@ def wires_of(cfg) -> WireSettings:
 
 
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
-    """CrossbarMatrix per selected projection, programmed with its current weights (not yet
-    attached to the network), and the devices' rng."""
+    """CrossbarMatrix per selected projection, programmed with its current weights and
+    constructed complete (pulse rule, pulse gain, device clock per batch, drift
+    compensation), not yet attached to the network; and the devices' rng."""
     c = cfg.crossbar
     card = load_card(c.device, c.device_params)
     rng = np.random.default_rng(c.seed)
     per = periphery_of(cfg)
     wires = wires_of(cfg)
+    rule = make_pulse_rule(update_settings(cfg), rng)
+    lrs = pulse_lrs(cfg, net)
+    seconds = batch_seconds(cfg, card)
     arrays = {}
     factors = per_matrix(c.weight_range_factor, net)
     for name in selected(cfg, net):
         arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
-                                      c.tile_cols, factors[name], net.dtype, wires, c.iv)
+                                      c.tile_cols, factors[name], net.dtype, wires, c.iv,
+                                      rule=rule, lr=lrs[name], seconds_per_update=seconds,
+                                      drift_compensation=c.drift_compensation)
     return arrays, rng
 
 
@@ -224,19 +230,11 @@ def make_pulse_rule(update_cfg, rng: np.random.Generator):
 
 
 def attach_crossbars(cfg, net: Network):
-    """Put the projections ``crossbar.layers`` names on crossbar arrays (pulse rule and pulse
-    gain from ``crossbar.update``); returns (PulseStats, EnergyMeter) observing them."""
+    """Put the projections ``crossbar.layers`` names on crossbar arrays; returns
+    (PulseStats, EnergyMeter), subscribed to every array."""
     arrays, rng = build_crossbars(cfg, net)
-    rule = make_pulse_rule(update_settings(cfg), rng)
-    lrs = pulse_lrs(cfg, net)
     stats, meter = PulseStats(arrays, rng), EnergyMeter()
     for name, cb in arrays.items():
-        cb.rule, cb.lr = rule, lrs[name]
-        cb.lr_base = cb.lr      # training.lr_schedule scales the pulse gain from this
-        if hasattr(rule, "attach"):       # per-array rule state (accumulators, fast arrays)
-            rule.attach(cb)
-        cb.seconds_per_update = batch_seconds(cfg, cb.card)
-        cb.drift_compensation = cfg.crossbar.drift_compensation
         cb.observers += [stats, meter]
         net.attach(name, cb)
     return stats, meter

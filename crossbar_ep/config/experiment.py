@@ -16,7 +16,7 @@ import yaml
 from crossbar_ep import shipped, yamlio
 from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
-from crossbar_ep.config.validate import _check_cross_fields, cfg_matrix_names  # noqa: F401
+from crossbar_ep.config.validate import check_cross_fields, cfg_matrix_names  # noqa: F401
 from crossbar_ep.crossbar.periphery import Periphery
 from crossbar_ep.crossbar.update_settings import UpdateSettings
 from crossbar_ep.errors import ConfigError
@@ -27,7 +27,6 @@ from crossbar_ep.schema import (
     MAX_STEPS,
     MAX_UNITS,
     Where,
-    _keys,
     build_section,
     key,
     p_bool,
@@ -40,6 +39,7 @@ from crossbar_ep.schema import (
     p_scalar_or_list,
     p_str,
     section,
+    section_keys,
     to_plain,
 )
 from crossbar_ep.yamlio import clip
@@ -215,7 +215,7 @@ def _check_override_key(path: list[str], shown: str) -> None:
     """Fail on a key path that names no config key (``training.nope``)."""
     cls, done = Config, []
     for i, part in enumerate(path):
-        fields = {f.name: f for f in _keys(cls)}
+        fields = {f.name: f for f in section_keys(cls)}
         f = fields.get(part)
         if f is None:
             import difflib
@@ -261,7 +261,7 @@ def config_from_dict(raw: Any, source: str = "<memory>") -> Config:
                           f"(data, model, training, settling), got {type(raw).__name__}")
     cfg = build_section(Config, raw, Where(source, ""))
     cfg = replace(cfg, source=source)
-    _check_cross_fields(cfg)
+    check_cross_fields(cfg)
     return cfg
 
 

@@ -11,7 +11,8 @@ from crossbar_ep.schema import MAX_ACTIVATIONS, MAX_STEPS, MAX_WEIGHTS, MIN_ATOL
 from crossbar_ep.yamlio import clip
 
 
-def _check_cross_fields(cfg) -> None:
+def check_cross_fields(cfg) -> None:
+    """Checks that span sections (run after every section has parsed on its own)."""
     w = Where(cfg.source, "")
     if cfg.training.nudge_error == "cumulative" and cfg.settling.mode == "ode" and \
             cfg.settling.method != "euler":

@@ -102,6 +102,7 @@ class CrossbarMatrix(WeightOperator):
         self.energy = ArrayEnergy(self.reader, self.mapping, card)
         self._rule = None
         self.lr = lr
+        self.lr_base = lr     # the pulse gain training.lr_schedule scales from
         self.seconds_per_update = float(seconds_per_update)  # s each update advances clocks
         self.compensation = DriftCompensation(drift_compensation)
         self._last_write = _NO_WRITE      # the last update's record (pulses, energy, counts)

@@ -189,10 +189,13 @@ def _check_text(v: Any, w: Where, seen: set | None = None) -> None:
     (netlist comments, plot titles, terminals)."""
     seen = set() if seen is None else seen
     if isinstance(v, str):
-        bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-        if bad is not None:
-            raise w.fail(f"contains the control character {bad!r} (at position "
-                         f"{v.index(bad)}); card text must be one line of printable characters")
+        bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")),
+                   None)
+        if bad is not None:      # Cf: bidi overrides and zero-width characters hide text
+            kind = "invisible formatting" if unicodedata.category(bad) == "Cf" else "control"
+            raise w.fail(f"contains the {kind} character {bad!r} (U+{ord(bad):04X}, at "
+                         f"position {v.index(bad)}); card text must be one line of printable "
+                         f"characters")
     elif isinstance(v, (dict, list)) and id(v) not in seen:   # YAML aliases share objects
         seen.add(id(v))
         items = v.items() if isinstance(v, dict) else enumerate(v)

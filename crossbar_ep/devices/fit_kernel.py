@@ -12,12 +12,12 @@ from __future__ import annotations
 import numba
 from numba import types
 
-from crossbar_ep.devices.kernel import _STEP
+from crossbar_ep.devices.kernel import STEP_TYPE
 
 _f8, _i8 = types.float64, types.int64
 
 
-@numba.njit(types.void(_STEP, _f8[::1], _i8[::1], _i8[::1], _f8, _f8, _f8[::1], _f8[::1],
+@numba.njit(types.void(STEP_TYPE, _f8[::1], _i8[::1], _i8[::1], _f8, _f8, _f8[::1], _f8[::1],
                        _f8[:, ::1]), cache=True)
 def train_kernel(step, w0, d, n, wmin, wmax, p, c, out):
     """Row i: ``n[i]`` pulses of sign ``d[i]`` from state ``w0[i]`` of one device with bounds
@@ -35,7 +35,7 @@ def train_kernel(step, w0, d, n, wmin, wmax, p, c, out):
             out[i, q] = w
 
 
-@numba.njit(types.void(_STEP, _f8[::1], _i8[::1], _f8, _f8, _f8[::1], _f8[::1], _f8[::1],
+@numba.njit(types.void(STEP_TYPE, _f8[::1], _i8[::1], _f8, _f8, _f8[::1], _f8[::1], _f8[::1],
                        _f8[::1]), cache=True)
 def step_kernel(step, w, d, wmin, wmax, p, c, s_out, add_out):
     """The step of one pulse of sign ``d[i]`` at each state ``w[i]`` of one device: the state

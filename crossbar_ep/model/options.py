@@ -116,6 +116,13 @@ class TrainingConfig:
                                        "down to this global L2 norm when above it (PyTorch "
                                        "clip_grad_norm_); null: no clipping.",
                                        p_optional(p_float(lo=0.0, hi=1.0e9, lo_open=True)))
+    memory_limit_gib: float | None = key(
+        None, "Memory a run may use at its peak; the run is refused before anything is "
+        "allocated when its estimated peak (data, network state, update temporaries, batch "
+        "states: docs/limits.md) is larger.  null: the memory available on the machine that "
+        "trains when the run starts (MemAvailable, or a cgroup's limit); a number: that many "
+        "GiB instead (a cluster node that has the memory); 0: no check.  Changes no result.",
+        p_optional(p_float(lo=0.0, hi=1.0e6)), "GiB")
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ def test_installed_cli_lists_cards_and_resolves_shipped_names(wheel_env):
     n_cards = len([f for f in os.listdir(os.path.join(REPO, "device_models"))
                    if f.endswith(".yaml")])
     assert "rpu_gokmen2016" in listing and f"{n_cards} cards" in listing
+    assert "pcm_joshi2020_inference" in listing
     info = _run([str(cli), "device", "info", "rpu_gokmen2016"], cwd=work).stdout
     assert "Gokmen & Vlasov" in info
     # an experiment by name whose card is a relative path inside it, with a card by name

@@ -139,3 +139,18 @@ def test_the_python_api_evaluates_a_run_directory(digital_run, tmp_path):
     res = cx.evaluate(run_dir, times="1s,1y", card="ideal", out=str(tmp_path / "api"))
     assert [r["test_acc"] for r in res["rows"]] == [acc, acc]
     assert "compensation none" in res["table"]
+
+
+def test_a_copied_learner_settles_like_the_original():
+    """Recovery works on deep copies of the learner: the copy's work buffers (views into each
+    other) are rebuilt, so its phases equal the original's on new data."""
+    import copy
+    import crossbar_ep as cx
+    net = cx.make_network([12, 10, 8, 3], seed=0, beta_i=0.2)
+    model = cx.ep_learner(net, T=12, K=6)
+    rng = np.random.default_rng(0)
+    model.settle(rng.random((5, 12)).astype(np.float32))
+    twin = copy.deepcopy(model)
+    x = rng.random((5, 12)).astype(np.float32)
+    for a, b in zip(model.settle(x).s[1:], twin.settle(x).s[1:]):
+        np.testing.assert_array_equal(a, b)

@@ -47,6 +47,16 @@ class LayerMap:
 
     emits_states = True
 
+    def __deepcopy__(self, memo):
+        """A copy without the work buffers (they hold views into each other, which a deep
+        copy would turn into independent arrays); the copy makes its own on first use."""
+        import copy
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            setattr(new, k, {} if k == "_buffers" else copy.deepcopy(v, memo))
+        return new
+
     # ------------------------------------------------------------------ weights
     def refresh(self) -> None:
         """Rebuild anything cached from the operators' weights."""

@@ -252,7 +252,8 @@ def fig2(rows: list, out: str) -> str:
     """Settling trajectories: units of the first sample against step, per beta_i and
     feedback (columns), before and after training (rows); the last row ||s_t - s_{t-1}||."""
     key = sorted({(r["feedback"] if "feedback" in r else r["model.feedback"],
-                   num(r, "model.beta_i")) for r in rows})
+                   num(r, "model.beta_i")) for r in rows},
+                 key=lambda k: (k[0] != "symmetric", k[1]))
     units = [k for k in rows[0] if k.startswith("u") and k[1:].isdigit()]
     plt, fig, _ = _axes(1)
     plt.close(fig)

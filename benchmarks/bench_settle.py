@@ -37,7 +37,7 @@ def step_gemms(net, settler, B: int) -> Counter:
     for phase_len, nudged in ((settler.T, False), (settler.K, True)):
         steps = settler._n_steps(phase_len)
         for k in settler.layers:
-            w = (settler.width_nudged if nudged else settler.width_free)[k]
+            w = (settler.map.width_nudged if nudged else settler.map.width_free)[k]
             if w:
                 g[(B, w, net.sizes[k])] += steps
         n_read = steps if (nudged and settler.nudge_error == "recomputed") else 0

@@ -7,8 +7,8 @@ experiments/mnist_3hl_crossbar.yaml (7-bit DAC, v_read 0.2 V, t_read 10 ns), and
 one fixed drive (a state vector uniform on [-1, 1], seed 0) forward and transposed at each
 wire setting of experiments/sweeps/wire_resistance.yaml (driver = sense = 10 wire segments).
 Prints per read and sample: the forward energy, the transposed energy from the exact
-transposed admittance and the one the reciprocity shortcut used before (ideal-wire column
-sums), in pJ, and the ratios to ideal wires.
+transposed admittance and the reciprocity shortcut's (ideal-wire column sums), in pJ, and the
+ratios to ideal wires.
 
     python benchmarks/energy_vs_wires.py [--n 512] [--tile 256]
 """

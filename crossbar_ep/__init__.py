@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # network and operators
-    "make_network": "model.network", "Network": "model.network", "Block": "model.network",
+    "make_network": "api", "make_conv_network": "api", "from_experiment": "api",
+    "Network": "model.network", "Block": "model.network",
     "add_heads": "model.heads",
     "WeightOperator": "model.operators", "DigitalMatrix": "model.operators",
     # crossbar arrays and their physics
@@ -33,7 +34,8 @@ _LAZY = {
     # learning
     "Settler": "model.settle", "EPLearner": "model.learners", "BPLearner": "model.learners",
     "Adam": "model.optim", "SGD": "model.optim",
-    "attach_crossbar": "api", "ep_learner": "api", "bp_learner": "api", "fit": "api",
+    "attach_crossbar": "api", "settler": "api", "options": "api", "ep_learner": "api",
+    "bp_learner": "api", "fit": "api",
     "evaluate": "api", "MetricsCSV": "api", "SaveWeights": "api", "Traces": "api",
     # configs and runs (the CLI's path)
     "load_config": "config.experiment", "load_dataset": "io.data",

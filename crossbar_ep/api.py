@@ -24,18 +24,28 @@ from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
 from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.crossbar.drift import DRIFT_COMPENSATION
-from crossbar_ep.crossbar.energy import EnergyMeter
-from crossbar_ep.crossbar.pulses import DeterministicPulses, PulseStats
+from crossbar_ep.crossbar.pulses import DeterministicPulses
 from crossbar_ep.devices.card import DeviceCard, load_card
-from crossbar_ep.errors import CrossbarEPError
-from crossbar_ep.model.convergence import PhaseStop
-from crossbar_ep.model.normalisation import path_gains
-from crossbar_ep.model.learners import BPLearner, EPLearner
+from crossbar_ep.api_build import (  # noqa: F401  (the API's builders)
+    bp_learner,
+    ep_learner,
+    from_experiment,
+    make_conv_network,
+    make_network,
+    settler,
+)
+from crossbar_ep.api_checks import (  # noqa: F401
+    check_batch_size,
+    check_inputs,
+    check_labels,
+    check_section,
+    options,
+)
+from crossbar_ep.errors import ConfigError, CrossbarEPError
 from crossbar_ep.model.network import Network
-from crossbar_ep.model.optim import SGD, Adam
-from crossbar_ep.model.settle import Settler
 
-__all__ = ["attach_crossbar", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
+__all__ = ["make_network", "make_conv_network", "from_experiment", "attach_crossbar",
+           "settler", "options", "ep_learner", "bp_learner", "fit", "evaluate", "MetricsCSV",
            "SaveWeights", "Traces"]
 
 
@@ -61,8 +71,10 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
     ``net.ops[name]``).
     """
     if name not in {p.name for p in net.projections}:
-        raise KeyError(f"{name!r}: not a projection of this network "
-                       f"({', '.join(p.name for p in net.projections)})")
+        raise ConfigError(f"attach_crossbar: {name!r} is not a projection of this network; "
+                          f"use one of {', '.join(p.name for p in net.projections)}")
+    _check_array_args(periphery, wires, iv, signed, tile_rows, tile_cols,
+                      weight_range_factor, lr)
     if isinstance(card, str):
         card = load_card(card)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -81,52 +93,30 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
     return cb
 
 
-def _optimizer(net: Network, optimizer, lr):
+def _check_array_args(periphery, wires, iv, signed, tile_rows, tile_cols, factor, lr):
+    """attach_crossbar's arguments through the crossbar section's schema."""
+    from crossbar_ep.config.experiment import CrossbarConfig
+    from crossbar_ep.schema import Where, _keys
+    where = "attach_crossbar"
+    for obj in (periphery, wires, iv):
+        if obj is not None:
+            check_section(obj, where)
+    fields = {f.name: f for f in _keys(CrossbarConfig)}
+    for key, value in (("signed", signed), ("tile_rows", tile_rows),
+                       ("tile_cols", tile_cols), ("weight_range_factor", factor)):
+        fields[key].metadata["parse"](value, Where(where, key))
     if lr is not None:
-        for key in net.lr:
-            net.lr[key] = float(lr)
-    if not isinstance(optimizer, str):
-        return optimizer
-    if optimizer == "adam":
-        return Adam(net.trainable(), net.lr)
-    if optimizer == "sgd":
-        return SGD(net.trainable(), net.lr)
-    raise ValueError(f"optimizer {optimizer!r}: use 'adam', 'sgd' or an optimiser object")
-
-
-def ep_learner(net: Network, T: int = 20, K: int = 10, *, optimizer="adam",
-               lr: float | None = None, normalised: bool = False, mode: str = "discrete",
-               dt_over_tau: float = 1.0, method: str = "euler",
-               nudge_error: str = "recomputed", early_stop: bool = False,
-               tolerance: float = 1e-3, tolerance_mode: str = "absolute",
-               readout_error: str = "free") -> EPLearner:
-    """An EP learner over ``net``: free phase T and nudged phase K (steps of the discrete map,
-    or units of tau with ``mode="ode"``); ``optimizer`` is ``"adam"``, ``"sgd"`` or an object
-    from :mod:`crossbar_ep.model.optim`; ``lr`` sets every learning rate (else ``net.lr``).
-    Crossbar arrays in ``net`` are observed for pulse statistics (``learner.pulses``) and
-    read energy (``learner.settler.meter``).  ``early_stop`` ends a phase once it has
-    settled to ``tolerance`` (``tolerance_mode``: :mod:`crossbar_ep.model.convergence`)."""
-    opt = _optimizer(net, optimizer, lr)
-    arrays = {n: op for n, op in net.ops.items() if isinstance(op, CrossbarMatrix)}
-    pulses = meter = None
-    if arrays:
-        pulses, meter = PulseStats(arrays, next(iter(arrays.values())).rng), EnergyMeter()
-        for cb in arrays.values():
-            cb.observers += [pulses, meter]
-    settler = Settler(net, T, K, mode, dt_over_tau, early_stop, tolerance, None, nudge_error,
-                      None, method, meter=meter)
-    settler.stop = PhaseStop(tolerance, tolerance_mode, net.L, path_gains(net))
-    return EPLearner(net, settler, opt, normalised=normalised, pulses=pulses,
-                     readout_error=readout_error)
-
-
-def bp_learner(net: Network, *, optimizer="adam", lr: float | None = None) -> BPLearner:
-    """The backpropagation twin of ``net`` (the feed-forward net it tends to as beta_i -> 0)."""
-    return BPLearner(net, _optimizer(net, optimizer, lr))
+        from crossbar_ep.schema import MAX_GAIN, p_float
+        p_float(lo=0.0, hi=MAX_GAIN)(lr, Where(where, "lr"))
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple:
-    """(mean cross-entropy, accuracy) of ``model.predict`` on (x, y)."""
+    """(mean cross-entropy, accuracy) of ``model.predict`` on (x (N, n_in), y (N,) integer
+    labels), checked like :func:`fit`'s data."""
+    net = model.net
+    x = check_inputs(x, net.sizes[0], net.dtype, "evaluate")
+    y = check_labels(y, x.shape[0], net.sizes[-1], "evaluate")
+    batch_size = check_batch_size(batch_size, "evaluate")
     loss = correct = 0.0
     for i in range(0, x.shape[0], batch_size):
         p = model.predict(x[i:i + batch_size])
@@ -211,11 +201,18 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 
     ``on_epoch_begin(model, epoch, n_batches)``, ``on_batch_begin(model, index)``,
     ``on_batch_end(model, index, stats)`` and ``on_epoch_end(model, row)``; one whose
     ``on_epoch_end`` returns True stops training."""
-    x = np.ascontiguousarray(x, dtype=model.net.dtype)
-    y = np.asarray(y)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"x must be (samples, features) and y (samples,); got {x.shape}, "
-                         f"{y.shape}")
+    net = model.net
+    x = check_inputs(x, net.sizes[0], net.dtype, "fit")
+    y = check_labels(y, x.shape[0], net.sizes[-1], "fit")
+    batch_size = check_batch_size(batch_size, "fit")
+    from crossbar_ep.schema import MAX_STEPS, Where, p_int
+    epochs = p_int(lo=1, hi=MAX_STEPS)(epochs, Where("fit", "epochs"))
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ConfigError("fit: validation: give (x_val, y_val)")
+        xv = check_inputs(validation[0], net.sizes[0], net.dtype, "fit: validation")
+        validation = (xv, check_labels(validation[1], xv.shape[0], net.sizes[-1],
+                                       "fit: validation"))
     rng = np.random.default_rng(seed)
     history = []
     _hook(callbacks, "on_fit_begin", model)
@@ -225,6 +222,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 
         loss = correct = 0.0
         starts = range(0, x.shape[0], batch_size)
         _hook(callbacks, "on_epoch_begin", model, epoch, len(starts))
+        training = getattr(model, "training", None)
+        if training is not None:        # training.lr_schedule, as a CLI run applies it
+            from crossbar_ep.config.build import set_epoch_rates
+            set_epoch_rates(net, model.opt, training, epoch)
         batches = starts
         if progress:
             from tqdm import tqdm
@@ -233,6 +234,11 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 
             idx = perm[i:i + batch_size]
             _hook(callbacks, "on_batch_begin", model, n)
             st = model.train_batch(x[idx], y[idx])
+            if not np.isfinite(st.loss_sum):
+                raise CrossbarEPError(
+                    f"fit: the loss became {st.loss_sum} at epoch {epoch}, batch {n + 1}: "
+                    f"training diverged; lower the learning rate (or the pulse gain of the "
+                    f"arrays)")
             _hook(callbacks, "on_batch_end", model, n, st)
             loss += st.loss_sum
             correct += st.correct
@@ -240,8 +246,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 
                "train_acc": correct / x.shape[0], "time_s": time.perf_counter() - t0}
         if validation is not None:
             xv, yv = validation
-            row["val_loss"], row["val_acc"] = evaluate(
-                model, np.ascontiguousarray(xv, dtype=model.net.dtype), np.asarray(yv))
+            row["val_loss"], row["val_acc"] = evaluate(model, xv, yv)
         history.append(row)
         if any(_hook(callbacks, "on_epoch_end", model, row)):
             break

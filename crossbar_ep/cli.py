@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from crossbar_ep import cli_shipped
 from crossbar_ep import cli_dynamics
 from crossbar_ep.errors import CrossbarEPError, interrupts
 
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("device", help="inspect device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
+    cli_shipped.add_device_list(dsub)
     info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
     info.add_argument("card")
     plot = dsub.add_parser("plot", help="plot the pulse response (SET then RESET train)")
@@ -239,6 +241,8 @@ def _cmd_device(args) -> int:
     import os
 
     from crossbar_ep.devices.card import describe, load_card
+    if args.device_command == "list":
+        return cli_shipped.run_device_list(args)
     if args.device_command == "plot" and not (1 <= args.devices <= 100 and (
             args.pulses is None or 1 <= args.pulses <= 100000)):
         raise CrossbarEPError("device plot: --devices must be 1 to 100 and --pulses 1 to "
@@ -475,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 "diagnose": _cmd_diagnose, "summary": _cmd_summary,
                 "diagnose-sweep": cli_dynamics.run}
     try:
+        cli_shipped.resolve_names(args)
         return handlers[args.command](args)
     except CrossbarEPError as exc:
         print(f"error: {exc}", file=sys.stderr)

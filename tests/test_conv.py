@@ -13,9 +13,11 @@ from crossbar_ep.model.conv import (
     pool2,
     unpool2,
 )
-from crossbar_ep.model.conv_learn import ConvBPLearner, ConvEPLearner, ConvSettler
+from crossbar_ep.api import settler
+from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.learners import one_hot
 from crossbar_ep.model.operators import DigitalMatrix
+from crossbar_ep.model.options import TrainingConfig
 
 
 def conv_loop(x, Wk, pad):
@@ -126,14 +128,14 @@ def test_feedforward_start_and_free_phase_tend_to_bp_forward():
     net = tiny_net()
     rng = np.random.default_rng(2)
     x = rng.random((3, 64))
-    st = ConvSettler(net, 30, 10)
+    st = settler(net, 30, 10)
     p_ep = st.free(x).p
-    p_bp = ConvBPLearner(net, None).predict(x)
+    p_bp = BPLearner(net, None).predict(x)
     np.testing.assert_allclose(p_ep, p_bp, atol=5e-4)
     # with beta_i = 0 the free phase is exactly the feed-forward net
     net0 = tiny_net(beta_i=0.0)
-    np.testing.assert_allclose(ConvSettler(net0, 4, 1).free(x).p,
-                               ConvBPLearner(net0, None).predict(x), atol=1e-12)
+    np.testing.assert_allclose(settler(net0, 4, 1).free(x).p,
+                               BPLearner(net0, None).predict(x), atol=1e-12)
 
 
 def cosine(a, b):
@@ -150,9 +152,9 @@ def test_ep_updates_align_with_bp_gradients():
     rng = np.random.default_rng(5)
     x = 0.6 * rng.random((6, 64))
     y1h = one_hot(np.arange(6) % 5, 5, np.float64)
-    ep = ConvEPLearner(net, ConvSettler(net, 40, 40), None, norm=dict(net.norm))
+    ep = EPLearner(net, settler(net, 40, 40), None, norm=dict(net.norm))
     up, _ = ep.updates(x, y1h)
-    gr, _ = ConvBPLearner(net, None).gradients(x, y1h)
+    gr, _ = BPLearner(net, None).gradients(x, y1h)
     for name in ("C1", "C2", "Wf", "b1", "b2", "b3"):
         c = cosine(up[name], gr[name])
         assert c > 0.99, (name, c)
@@ -162,7 +164,7 @@ def test_ep_updates_align_with_bp_gradients():
 
 def test_numba_kernels_match_numpy_references():
     from crossbar_ep.model.conv import col2im_ref, im2col_ref
-    from crossbar_ep.model.conv_kernels import rho_pool, unpool_add_nb, unpool_add_to_nb
+    from crossbar_ep.model.conv_kernels import pool, unpool_add_nb
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 7, 6, 5))
     for k, pad in ((3, 1), (2, 0)):
@@ -171,17 +173,14 @@ def test_numba_kernels_match_numpy_references():
         np.testing.assert_allclose(col2im(c, 3, 7, 6, 5, k, pad),
                                    col2im_ref(c, 3, 7, 6, 5, k, pad), atol=1e-12)
     x = np.round(rng.standard_normal((2, 6, 6, 3)) * 2) / 2     # many ties after the clip
-    s, m, idx = rho_pool(x)
+    m, idx = pool(np.clip(x, 0, 1))
     m_ref, idx_ref = pool2(np.clip(x, 0, 1))
-    np.testing.assert_array_equal(s, np.clip(x, 0, 1))
     np.testing.assert_array_equal(m, m_ref)
     np.testing.assert_array_equal(idx, idx_ref)
     g = rng.standard_normal(m.shape)
     h = rng.standard_normal(x.shape)
     want = h + 0.3 * unpool2(g, idx, 6, 6)
     np.testing.assert_allclose(unpool_add_nb(h.copy(), g, idx, 0.3), want, atol=1e-12)
-    np.testing.assert_allclose(unpool_add_to_nb(np.empty_like(h), h, g, idx, 0.3), want,
-                               atol=1e-12)
 
 
 def conv_cfg(**training):
@@ -223,8 +222,9 @@ def test_conv_config_errors():
     from tests.conftest import small_config
     with pytest.raises(ConfigError, match="model.conv.input_shape"):
         small_config(model={"activation": "hard_sigmoid", "conv": {"channels": [4]}})
-    with pytest.raises(ConfigError, match="model.activation"):
-        small_config(model={"conv": {"channels": [4], "input_shape": [1, 4, 5]}},
+    with pytest.raises(ConfigError, match="model.residual.kind"):
+        small_config(model={"conv": {"channels": [4], "kernel": 3, "padding": 1,
+                                     "input_shape": [1, 4, 5]}, "residual": "every-3"},
                      data={"synthetic_features": 20})
     with pytest.raises(ConfigError, match="too small to pool"):
         small_config(model={"activation": "hard_sigmoid",
@@ -302,11 +302,12 @@ def test_conv_diagnostics_match_a_brute_force_jacobian():
         net.b[k][:] = 0.45
         net.ops[f"C{k}"].W *= 3.0
         net.ops[f"C{k}"].changed()
-    settler = ConvSettler(net, 300, 10)
+    st = settler(net, 300, 10)
     x = np.random.default_rng(4).random((2, 64))
-    free = settler.free(x)
-    xs, D1 = [a[:1] for a in free.x], free.drive[:1]
-    F0 = settler.step(xs, D1, None)[0]
+    free = st.free(x)
+    xs = [a[:1] for a in free.s[1:]]
+    st.start_state(x[:1])                 # reads the first sample's input drive
+    F0 = st.step_map([x[:1]] + xs)[1:]
     flat0 = np.concatenate([a.ravel() for a in F0])
     sizes = [a.size for a in xs]
     J = np.empty((flat0.size, flat0.size))
@@ -315,13 +316,13 @@ def test_conv_diagnostics_match_a_brute_force_jacobian():
         v = np.zeros(flat0.size)
         v[i] = eps
         parts = np.split(v, np.cumsum(sizes)[:-1])
-        F = settler.step([a + p.reshape(a.shape) for a, p in zip(xs, parts)], D1, None)[0]
+        F = st.step_map([x[:1]] + [a + p.reshape(a.shape) for a, p in zip(xs, parts)])[1:]
         J[:, i] = (np.concatenate([a.ravel() for a in F]) - flat0) / eps
     exact = np.abs(np.linalg.eigvals(J)).max()
     assert 0.1 < exact < 1.0
-    assert spectral_radius(settler, xs, D1, iters=200, eps=1e-6)[0] == pytest.approx(
+    assert spectral_radius(st, xs, x[:1], iters=200, eps=1e-6)[0] == pytest.approx(
         exact, rel=1e-3)
-    rep = diagnose_conv(settler, x, jac_samples=2)
+    rep = diagnose_conv(st, x, jac_samples=2)
     assert rep.steps == 300 and len(rep.layer_residual) == 2
     assert rep.spectral_radius.shape == (2,) and rep.spectral_radius[0] == pytest.approx(
         exact, rel=1e-2)
@@ -336,7 +337,7 @@ def test_diagnose_cli_on_a_conv_experiment(tmp_path, capsys):
     dump_config(conv_cfg(), path)
     assert cli.main(["diagnose", path, "--samples", "6", "--jacobian-samples", "2"]) == 0
     out = capsys.readouterr().out
-    assert "conv layer 2" in out and "spectral radius" in out and "Lyapunov" in out
+    assert "layer 2" in out and "spectral radius" in out and "Lyapunov" in out
 
 
 def test_centered_nudging_on_conv_nets_has_less_bias():
@@ -353,20 +354,22 @@ def test_centered_nudging_on_conv_nets_has_less_bias():
             net = tiny_net(seed=4, beta_i=1e-3, beta_f=bf)
             for k in (1, 2):
                 net.b[k][:] = 0.5
-            ep = ConvEPLearner(net, ConvSettler(net, 40, 40), None, norm=dict(net.norm),
-                               centered=centered)
+            ep = EPLearner(net, settler(net, 40, 40), None, norm=dict(net.norm),
+                           training=TrainingConfig(
+                               nudging="centered" if centered else "one_sided"))
             up, _ = ep.updates(x, y1h)
-            gr, _ = ConvBPLearner(net, None).gradients(x, y1h)
+            gr, _ = BPLearner(net, None).gradients(x, y1h)
             err[centered] = {n: np.linalg.norm(up[n] - gr[n]) / np.linalg.norm(gr[n])
                              for n in ("C1", "C2", "b2")}
         for n in ("C1", "C2", "b2"):
             assert err[True][n] < 0.6 * err[False][n], (bf, n, err)
-    st = ConvSettler(net, 40, 40)
+    st = settler(net, 40, 40)
     free = st.free(x)
     neg = st.nudged(free, y1h, sign=-1.0)
-    net.beta_f = -net.beta_f
-    flipped = ConvSettler(net, 40, 40).nudged(free, y1h)
-    for a, b in zip(neg.x, flipped.x):
+    import dataclasses
+    net.blocks = [dataclasses.replace(b, gain=-b.gain) if b.src == 3 else b for b in net.blocks]
+    flipped = settler(net, 40, 40).nudged(free, y1h)
+    for a, b in zip(neg.s[1:], flipped.s[1:]):
         np.testing.assert_allclose(a, b, atol=1e-12)
     assert st._sign == 1.0                     # the sign does not stick to later phases
 
@@ -383,30 +386,27 @@ def test_phase_averaged_conv_updates_match_a_reference():
     """settling.average_last on a conv net: the update's states are the means of rho(x) and
     of the pooled maps over each phase's last m steps (checked against stepping the settler
     by hand); m = 1 is the plain update."""
-    from crossbar_ep.model.conv_kernels import rho_pool
     net = tiny_net(seed=2, beta_i=0.05, beta_f=0.1)
     rng = np.random.default_rng(3)
     x = rng.random((4, 64))
     y1h = one_hot(np.arange(4) % 5, 5, np.float64)
-    st = ConvSettler(net, 8, 6)
-    st.average_last = 3
+    st = settler(net, 8, 6, average_last=3)
     free = st.free(x)
-    xs, ref_s, ref_p = st.start(4), [0.0, 0.0], [0.0, 0.0]
+    s, ref_s, ref_p = st.start_state(x), [0.0, 0.0], [0.0, 0.0]
     for t in range(8):
-        xs = st.step(xs, free.drive, None)[0]
+        s = st.step_map(s)
         if t >= 5:
             for k in range(2):
-                s, p, _ = rho_pool(xs[k])
-                ref_s[k] = ref_s[k] + s / 3
-                ref_p[k] = ref_p[k] + p / 3
+                maps = st.map.maps(k + 1, s[k + 1])
+                ref_s[k] = ref_s[k] + s[k + 1] / 3
+                ref_p[k] = ref_p[k] + pool2(maps)[0].reshape(4, -1) / 3
     for k in range(2):
-        np.testing.assert_allclose(free.s_mean[k], ref_s[k], atol=1e-12)
-        np.testing.assert_allclose(free.pooled_mean[k], ref_p[k], atol=1e-12)
-    ep = ConvEPLearner(net, st, None, norm={k: 1.0 for k in net.norm})
+        np.testing.assert_allclose(free.s_mean[k + 1], ref_s[k], atol=1e-12)
+        np.testing.assert_allclose(free.e_mean[k + 1], ref_p[k], atol=1e-12)
+    ep = EPLearner(net, st, None, norm={k: 1.0 for k in net.norm})
     up, _ = ep.updates(x, y1h)
     nudged = ep.settler.nudged(st.free(x), y1h)
-    d2 = (nudged.s_mean[1] - free.s_mean[1]).reshape(-1, 6)
-    pre = im2col(free.pooled_mean[0], 3, 1)
+    d2 = (nudged.s_mean[2] - free.s_mean[2]).reshape(-1, 6)
+    pre = im2col(free.e_mean[1].reshape(4, 4, 4, 4), 3, 1)
     np.testing.assert_allclose(up["C2"], d2.T @ pre / 4, atol=1e-12)
-    st.average_last = 1
-    assert st.free(x).s_mean is None
+    assert settler(net, 8, 6).free(x).s_mean is None

@@ -160,7 +160,7 @@ def test_conv_diagnose_on_noisy_arrays_measures_the_dynamics(tmp_path):
     so it equals the digital net with the same weights, and the arrays are restored."""
     import copy
     from crossbar_ep.model.conv_diagnostics import diagnose_conv
-    from crossbar_ep.model.conv_learn import ConvSettler
+    from crossbar_ep.api import settler
     cfg = sgd_conv(enabled=True, device=os.path.join(REPO, "device_models",
                                                       "ecram_li_tang2018.yaml"),
                    periphery={"adc_bits": 8, "read_noise": 0.05})
@@ -174,7 +174,7 @@ def test_conv_diagnose_on_noisy_arrays_measures_the_dynamics(tmp_path):
     digital = copy.deepcopy(run.net)
     for name, op in arrays.items():
         digital.attach(name, DigitalMatrix(np.array(op.dense(), dtype=digital.dtype), name))
-    st = ConvSettler(digital, cfg.training.T, cfg.training.K)
+    st = settler(digital, cfg.training.T, cfg.training.K)
     ref = diagnose_conv(st, x)
     assert not ref.exact
     # at the noisy run's free state vs the digital one's: the same map, nearby points
@@ -182,7 +182,7 @@ def test_conv_diagnose_on_noisy_arrays_measures_the_dynamics(tmp_path):
     assert rep.spectral_radius.max() < 1 and rep.ftle.max() < 0
     from crossbar_ep.model.conv_diagnostics import spectral_radius
     free = run.learner.settler.free(x)        # what finite differences through noise give
-    naive = spectral_radius(run.learner.settler, list(free.x), free.drive)
+    naive = spectral_radius(run.learner.settler, list(free.s[1:]), x)
     assert naive.min() > 10
 
 
@@ -197,13 +197,10 @@ def test_conv_readout_reads_average_matches_numpy_reference(tmp_path):
     st, op = run.learner.settler, run.net.ops["Wf"]
     assert st.readout_reads == 3
     x = run.data.x_train[:6]
-    first = st.free(x)
     state = op.rng.bit_generator.state
-    # the free phase reads Wf once per step; its last reads are the phase's readout
-    ph = st.run(st.start(6), first.drive, st.T)
+    ph = st.free(x)             # a free phase reads Wf only for its readout, at its end
     op.rng.bit_generator.state = state
-    for _ in range(st.T):        # replay the per-step reads of the phase
-        op.read(np.ascontiguousarray(first.pooled[-1]).reshape(6, -1))
-    v = np.ascontiguousarray(ph.pooled[-1]).reshape(6, -1)
+    v = ph.e[len(run.net.convs)]
     z = np.mean([op.read(v) for _ in range(3)], axis=0) + run.net.b[len(run.net.convs) + 1]
-    np.testing.assert_allclose(ph.z, z, atol=1e-12)
+    from crossbar_ep.model.activations import softmax
+    np.testing.assert_allclose(ph.p, softmax(z), atol=1e-12)

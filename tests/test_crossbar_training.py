@@ -84,7 +84,7 @@ def test_ideal_card_with_fine_periphery_tracks_digital(tmp_path):
     fine = {"adc_bits": 24, "adc_range": 20.0}
     xbar = train.start(sgd(enabled=True, device=IDEAL, tile_rows=7, tile_cols=5,
                            periphery=fine), str(tmp_path / "x"))
-    assert xbar.learner.settler.read_layers == {1, 2, 3}
+    assert xbar.learner.settler.map.read_layers == {1, 2, 3}
     train.fit(xbar, progress=False)
     for k in digital.net.W:
         np.testing.assert_allclose(xbar.net.W[k], digital.net.W[k], atol=1e-4)

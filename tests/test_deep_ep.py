@@ -68,7 +68,7 @@ def test_cumulative_nudge_grows_with_the_step_against_numpy():
                   np.tanh(s1 @ W1.T + k * 0.1 * e0 @ Wf))
     np.testing.assert_allclose(nudged.s[1], s1, atol=1e-12)
     np.testing.assert_allclose(nudged.s[2], s2, atol=1e-12)
-    with pytest.raises(ValueError, match="cumulative"):
+    with pytest.raises(cx.ConfigError, match="cumulative"):
         cx.ep_learner(net, mode="ode", method="heun", nudge_error="cumulative")
 
 

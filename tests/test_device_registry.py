@@ -1,4 +1,4 @@
-"""Issue 11, item 4: device models in a registry, and devices with a clock.
+"""Device models in a registry, and devices with a clock.
 
 - adding a model is one registered class plus a card (no edits elsewhere);
 - each model's step is one plain-Python function: the Numba kernel runs it compiled and

@@ -7,7 +7,8 @@ from conftest import small_config
 from crossbar_ep.config.build import build_network
 from crossbar_ep.model import kernels
 from crossbar_ep.model.learners import one_hot
-from crossbar_ep.model.settle import Settler, settle_reference
+from crossbar_ep.api import settler
+from crossbar_ep.model.settle import settle_reference
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -62,7 +63,7 @@ def test_settler_matches_reference(case, frozen):
         net.b[k][:] = rng.standard_normal(net.b[k].shape) * 0.3
     for name in net.W:  # strong weights so the layers interact visibly
         net.W[name] *= 3.0
-    st = Settler(net, 12, 7, nudge_error="frozen" if frozen else "recomputed")
+    st = settler(net, 12, 7, nudge_error="frozen" if frozen else "recomputed")
     x = rng.random((9, 20))
     y = one_hot(rng.integers(0, 4, 9), 4, np.float64)
     free = st.free(x)
@@ -80,18 +81,18 @@ def test_ode_mode_and_early_stop():
     cfg = small_config(model={"beta_i": 0.05})
     net = build_network(cfg, 20, 4, np.random.default_rng(0))
     x = np.random.default_rng(1).random((5, 20))
-    ode = Settler(net, 6, 6, mode="ode", dt_over_tau=0.25)
+    ode = settler(net, 6, 6, mode="ode", dt_over_tau=0.25)
     free = ode.free(x)
     assert free.steps == 24  # T / (dt/tau)
     ref = settle_reference(net, x, 24, r=0.25)
     np.testing.assert_allclose(free.s[2], ref[2], atol=1e-12)
     # early stop: converged states agree with a long run, using fewer steps
-    es = Settler(net, 200, 10, early_stop=True, tolerance=1e-9)
+    es = settler(net, 200, 10, early_stop=True, tolerance=1e-9)
     out = es.free(x)
     assert out.steps < 200 and out.residual < 1e-9
     long = settle_reference(net, x, 200)
     np.testing.assert_allclose(out.s[2], long[2], atol=1e-8)
-    capped = Settler(net, 200, 10, max_steps=7).free(x)
+    capped = settler(net, 200, 10, max_steps=7).free(x)
     assert capped.steps == 7
 
 
@@ -99,7 +100,7 @@ def test_residual_shrinks_with_more_steps():
     cfg = small_config()
     net = build_network(cfg, 20, 4, np.random.default_rng(0))
     x = np.random.default_rng(1).random((5, 20))
-    r = [Settler(net, T, 2).free(x).residual for T in (3, 6, 12)]
+    r = [settler(net, T, 2).free(x).residual for T in (3, 6, 12)]
     assert r[0] > r[1] > r[2]
 
 

@@ -154,7 +154,7 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
                                                 "refresh_every": refresh}})
     run = train.start(cfg(50.0), str(tmp_path / "a"))
     st = run.learner.settler
-    assert st.read_layers == {1, 2}
+    assert st.map.read_layers == {1, 2}
     xb = run.learner.pulses.crossbars
 
     def dense(cb, transposed):
@@ -173,7 +173,7 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
     s1 = np.zeros((5, 24))
     s2 = np.zeros((5, 16))
     d = x @ dense(xb["W0"], False)
-    (blk,) = st.inc[1]      # layer 1's one incoming block: layer 2 through W1 transposed
+    (blk,) = st.map.inc[1]      # layer 1's one incoming block: layer 2 through W1 transposed
     assert blk.transposed and blk.src == 2 and blk.op == "W1"
     gain = blk.gain
     d = d + net.b.get(1, 0)

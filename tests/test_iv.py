@@ -65,7 +65,7 @@ def test_nonlinear_law_trains_and_config_rules(tmp_path):
     xb = {"enabled": True, "device": ECRAM, "tile_rows": 16, "tile_cols": 8,
           "iv": {"law": "sinh", "v0_V": 0.1}}
     run = train.start(small_config(training={"epochs": 1}, crossbar=xb), str(tmp_path / "r"))
-    assert run.learner.settler.read_layers == {1, 2}
+    assert run.learner.settler.map.read_layers == {1, 2}
     train.fit(run, progress=False)
     assert np.isfinite(run.history[-1]["test_loss"])
     with pytest.raises(ConfigError, match="crossbar.iv.law.*Newton"):

@@ -136,7 +136,7 @@ def _linear_response(net, free, y1h):
 def test_uniform_residual_gains_are_bounded_and_equal_the_linear_response():
     """Authors' gains (beta on 4 -> 1): layer 2 hears the nudge at order beta through
     4 -> 1 -> 2 (a forward hop after a feedback hop), not beta^2 through 4 -> 3 -> 2.  The
-    normaliser counts that walk: the normalised update no longer grows like 1/beta, and
+    normaliser counts that walk: the normalised update does not grow like 1/beta, and
     equals the linear response of the fixed point; its direction is not BP's there."""
     norms = {}
     for beta in (1e-3, 1e-4):

@@ -7,7 +7,8 @@ import crossbar_ep as cx
 from crossbar_ep import cli
 from crossbar_ep.model.heads import add_heads
 from crossbar_ep.model.nudge_sources import signal_by_source
-from crossbar_ep.model.settle import Settler, settle_reference, softmax
+from crossbar_ep.api import settler
+from crossbar_ep.model.settle import settle_reference, softmax
 
 
 def _net(beta_i=0.1, beta_f=0.1, head_beta=0.1):
@@ -28,7 +29,7 @@ def test_output_alone_matches_a_numpy_settle():
     net = _net()
     x, y1h = _data()
     T, K = 60, 40
-    rep = signal_by_source(net, lambda: Settler(net, T, K, nudge_error="frozen"), x, y1h)
+    rep = signal_by_source(net, lambda: settler(net, T, K, nudge_error="frozen"), x, y1h)
     s0 = settle_reference(net, x, T)
     p0 = softmax(s0[net.L] @ net.W["Wf"].T)
     sb = settle_reference(net, x, K, s_init=s0, y=y1h, frozen_p=p0)
@@ -40,12 +41,12 @@ def test_parts_add_up_and_a_head_moves_the_layers_above_it():
     net = _net(head_beta=1e-3, beta_f=1e-3)       # small nudges: a linear response
     x, y1h = _data()
     blocks = list(net.blocks)
-    rep = signal_by_source(net, lambda: Settler(net, 60, 60, nudge_error="frozen"), x, y1h)
+    rep = signal_by_source(net, lambda: settler(net, 60, 60, nudge_error="frozen"), x, y1h)
     assert net.blocks == blocks                   # the gains are restored
     assert set(rep.signal) == {"all", "Wf", "A2"}
     assert rep.nonlinear.max() < 0.01            # signed parts add up to the whole
     n2 = _net()
-    big = signal_by_source(n2, lambda: Settler(n2, 60, 60, nudge_error="frozen"), x, y1h)
+    big = signal_by_source(n2, lambda: settler(n2, 60, 60, nudge_error="frozen"), x, y1h)
     assert big.nonlinear.max() > rep.nonlinear.max()   # beta 0.1: less linear
     head = rep.signal["A2"]                       # head on layer 2 of 4
     # down through feedback: about beta_i per hop; up through forward links: order 1

@@ -7,7 +7,8 @@ from conftest import small_config
 
 from crossbar_ep.config.build import build_network
 from crossbar_ep.model.learners import one_hot
-from crossbar_ep.model.settle import Settler, settle_reference
+from crossbar_ep.api import settler
+from crossbar_ep.model.settle import settle_reference
 from crossbar_ep.runs import train
 
 
@@ -39,8 +40,8 @@ def numpy_heun(net, x, length, r, s_init=None, y=None, frozen_p=None):
 
 def test_euler_with_dt_tau_is_the_discrete_map_step_for_step(net_x):
     net, x, y = net_x
-    disc = Settler(net, 9, 5)
-    ode = Settler(net, 9, 5, mode="ode", method="euler", dt_over_tau=1.0)
+    disc = settler(net, 9, 5)
+    ode = settler(net, 9, 5, mode="ode", method="euler", dt_over_tau=1.0)
     for T in range(1, 10):
         disc.T = ode.T = T
         a, b = disc.free(x), ode.free(x)
@@ -54,7 +55,7 @@ def test_euler_with_dt_tau_is_the_discrete_map_step_for_step(net_x):
 
 def test_heun_matches_numpy_heun(net_x):
     net, x, y = net_x
-    st = Settler(net, 3, 2, mode="ode", method="heun", dt_over_tau=0.5, nudge_error="frozen")
+    st = settler(net, 3, 2, mode="ode", method="heun", dt_over_tau=0.5, nudge_error="frozen")
     free = st.free(x)
     assert free.steps == 6 and free.time_tau == pytest.approx(3.0)
     ref = numpy_heun(net, x, 3, 0.5)
@@ -68,10 +69,10 @@ def test_heun_matches_numpy_heun(net_x):
 
 def test_heun_is_second_order_and_euler_first(net_x):
     net, x, _ = net_x
-    fine = Settler(net, 2, 1, mode="ode", method="heun", dt_over_tau=1 / 512).free(x).s
+    fine = settler(net, 2, 1, mode="ode", method="heun", dt_over_tau=1 / 512).free(x).s
 
     def err(method, r):
-        s = Settler(net, 2, 1, mode="ode", method=method, dt_over_tau=r).free(x).s
+        s = settler(net, 2, 1, mode="ode", method=method, dt_over_tau=r).free(x).s
         return max(np.abs(s[k] - fine[k]).max() for k in range(1, net.L + 1))
 
     heun = [err("heun", r) for r in (0.25, 0.125, 0.0625)]
@@ -88,21 +89,21 @@ def test_smaller_steps_reach_the_discrete_fixed_point(net_x, method, r):
     for name in net.W:   # back to the initial coupling: one fixed point (no multistability)
         net.W[name] /= 2.5
     fixed = settle_reference(net, x, 400)
-    out = Settler(net, 200, 1, mode="ode", method=method, dt_over_tau=r, atol=1e-6).free(x)
+    out = settler(net, 200, 1, mode="ode", method=method, dt_over_tau=r, atol=1e-6).free(x)
     for k in range(1, net.L + 1):
         np.testing.assert_allclose(out.s[k], fixed[k], atol=1e-6)
 
 
 def test_adaptive_controls_the_error_and_stops_on_the_residual(net_x):
     net, x, _ = net_x
-    fine = Settler(net, 3, 1, mode="ode", method="heun", dt_over_tau=1 / 512).free(x).s
-    ad = Settler(net, 3, 1, mode="ode", method="adaptive", dt_over_tau=0.5, atol=1e-5)
+    fine = settler(net, 3, 1, mode="ode", method="heun", dt_over_tau=1 / 512).free(x).s
+    ad = settler(net, 3, 1, mode="ode", method="adaptive", dt_over_tau=0.5, atol=1e-5)
     out = ad.free(x)
     assert out.time_tau == pytest.approx(3.0)
     assert max(np.abs(out.s[k] - fine[k]).max() for k in range(1, net.L + 1)) < 1e-3
-    loose = Settler(net, 3, 1, mode="ode", method="adaptive", dt_over_tau=0.5, atol=1e-2)
+    loose = settler(net, 3, 1, mode="ode", method="adaptive", dt_over_tau=0.5, atol=1e-2)
     assert loose.free(x).steps < out.steps
-    es = Settler(net, 100, 1, mode="ode", method="adaptive", dt_over_tau=0.5, atol=1e-6,
+    es = settler(net, 100, 1, mode="ode", method="adaptive", dt_over_tau=0.5, atol=1e-6,
                  early_stop=True, tolerance=1e-7)
     conv = es.free(x)
     assert conv.residual < 1e-7 and 1.0 < conv.time_tau < 100.0

@@ -1,8 +1,9 @@
-"""Physics corrections (issue 13), each against an independent reference: read energy with the
-device I-V law (device sums; ngspice with wires), the exact transposed read energy with wires,
-the published fits' up/down convention (closed form, NumPy loops), the realisable
-reference-column transposed read (ngspice), drift compensation during training (closed form),
-the API guard on nonlinear laws with wires, and ngspice at its default options."""
+"""Read energy, the fits' conventions and drift compensation, each against an independent
+reference: read energy with the device I-V law (device sums; ngspice with wires), the exact
+transposed read energy with wires, the published fits' up/down convention (closed form, NumPy
+loops), the realisable reference-column transposed read (ngspice), drift compensation during
+training (closed form), the API guard on nonlinear laws with wires, and ngspice at its default
+options."""
 
 import math
 import os
@@ -116,7 +117,7 @@ def test_transposed_energy_with_equal_terminals_is_the_nodal_power(signed):
             ref += TileCircuit(G, w, True).read_power(transposed_drive(Vy[b, ct], signed))
     assert cb.read_energy(y, transposed=True)[0] == pytest.approx(ref * T_READ, rel=1e-9)
     assert all(t.lazy_solves == 1 for t in cb._ir.values())
-    # the column sums (the former shortcut) over-count: the wires take part of the drive
+    # the ideal-wire column sums (a shortcut) over-count: the wires take part of the drive
     ideal = make(signed).read_energy(y, transposed=True)[0]
     assert cb.read_energy(y, transposed=True)[0] < 0.99 * ideal
 

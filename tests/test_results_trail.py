@@ -37,7 +37,7 @@ def named_files(doc: str) -> list:
         text = f.read()
     out = []
     for m in _REF.finditer(text):
-        ref = m[1].rstrip(".,:;)")
+        ref = m[1].rstrip(".,:;)]")
         if ref.endswith("/"):                     # a folder named as such
             continue
         base = ROOT if ref.startswith("docs/") else os.path.dirname(doc)

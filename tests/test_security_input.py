@@ -1,4 +1,4 @@
-"""Issue 12 (input robustness): bounded work for any YAML, tight config ranges, validated data
+"""Input robustness: bounded work for any YAML, tight config ranges, validated data
 files, and clear errors (exit 2, no traceback) for malformed experiment files."""
 
 import gzip

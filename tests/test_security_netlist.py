@@ -1,4 +1,4 @@
-"""Issue 12: hostile device cards and run paths cannot inject lines (a ``.control`` block with
+"""Netlist safety: hostile device cards and run paths cannot inject lines (a ``.control`` block with
 ``shell``) into exported netlists; cards are checked when loaded; validate loads the card;
 export-netlist -o and the device commands fail with clear errors, never a traceback."""
 

@@ -1,4 +1,4 @@
-"""Issue 12, run directories: validated --epochs on resume, locking, foreign --out folders,
+"""Run-directory safety: validated --epochs on resume, locking, foreign --out folders,
 edited configs on resume, unsafe experiment names, clear errors instead of tracebacks."""
 
 import json

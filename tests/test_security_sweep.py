@@ -1,4 +1,4 @@
-"""Issue 12 (sweep part): Ctrl-C stops a sweep's workers at once, the work a sweep file can ask
+"""Sweep robustness: Ctrl-C stops a sweep's workers at once, the work a sweep file can ask
 for is bounded before anything is built, and --resume refuses results whose config changed."""
 
 import csv

@@ -1,4 +1,4 @@
-"""Issue 12, items 6, 7 and 10: full disk and unwritable run folders, divergence, and trace
+"""Failure behaviour of training runs: full disk and unwritable run folders, divergence, and trace
 readers that coexist with a running training."""
 
 import errno

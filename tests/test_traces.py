@@ -19,7 +19,8 @@ from crossbar_ep.crossbar.array import CrossbarMatrix, Periphery
 from crossbar_ep.devices.card import load_card
 from crossbar_ep.errors import ConfigError
 from crossbar_ep.io.traces import TraceError, _TileProbe, open_run
-from crossbar_ep.model.settle import Settler, settle_reference
+from crossbar_ep.api import settler
+from crossbar_ep.model.settle import settle_reference
 from crossbar_ep.runs import train
 
 RPU = os.path.join(REPO, "device_models", "rpu_gokmen2016.yaml")
@@ -99,7 +100,7 @@ def test_h5dump_reads_the_file(traced_run):
 def test_trajectory_hook_matches_numpy_reference():
     cfg = small_config(model={"hidden": [12, 10, 8]})
     net = build_network(cfg, 20, 4, np.random.default_rng(0))
-    settler = Settler(net, T=7, K=3)
+    st = settler(net, T=7, K=3)
 
     class Stub:
         def __init__(self):
@@ -113,8 +114,8 @@ def test_trajectory_hook_matches_numpy_reference():
 
     x = np.random.default_rng(1).random((5, 20))
     stub = Stub()
-    settler.observers.append(stub)
-    settler.free(x)
+    st.observers.append(stub)
+    st.free(x)
     assert len(stub.snaps) == 8
     for t, snap in enumerate(stub.snaps):
         ref = settle_reference(net, x, t)

@@ -18,14 +18,11 @@ from crossbar_ep.crossbar.energy import EnergyMeter
 from crossbar_ep.crossbar.pulses import PulseStats
 from crossbar_ep.crossbar.rules import make_rule
 from crossbar_ep.devices.card import load_card
-from crossbar_ep.model.heads import add_conv_heads, add_heads
-from crossbar_ep.model.conv import ConvNetwork, make_conv_network
-from crossbar_ep.model.conv_learn import ConvBPLearner, ConvEPLearner, ConvSettler
+from crossbar_ep.model.heads import add_heads
+from crossbar_ep.model.conv import make_conv_network
 from crossbar_ep.model.learners import BPLearner, EPLearner
 from crossbar_ep.model.network import Network, agt_links, make_network
 from crossbar_ep.model.optim import SGD, Adam, Optimizer
-from crossbar_ep.model.convergence import PhaseStop
-from crossbar_ep.model.normalisation import path_gains
 from crossbar_ep.model.settle import Settler
 
 
@@ -37,9 +34,10 @@ def build_network(cfg: Config, n_in: int, n_out: int, rng: np.random.Generator) 
         c = m.conv
         net = make_conv_network(cfg.image_shape(), c.channels, n_out, rng, kernel=c.kernel,
                                 padding=c.padding, beta_i=cfg.beta_per_layer(),
-                                beta_f=t.beta_f, lr=cfg.lr_per_matrix(), dtype=t.dtype)
+                                beta_f=t.beta_f, lr=cfg.lr_per_matrix(), dtype=t.dtype,
+                                activation=m.activation, feedback=m.feedback)
         if m.aux.layers:     # label heads on conv layers (validation refuses other targets)
-            add_conv_heads(net, m.aux.layers, m.aux.beta, m.aux.seed, m.aux.bp_weight)
+            add_heads(net, m.aux.layers, m.aux.beta, m.aux.seed, m.aux.bp_weight)
         return net
     if m.residual.kind == "agt":
         fwd_links, fb_links = agt_links(L, m.residual.p, m.residual.seed,
@@ -100,35 +98,38 @@ def lr_factor(training_cfg, epoch: int, base: float) -> float:
     return t.lr_min + (base - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * e / period))
 
 
+def set_epoch_rates(net: Network, optimizer, training_cfg, epoch: int) -> None:
+    """Learning rates of epoch ``epoch`` (1-based) by ``training.lr_schedule``, set from the
+    base rates ``net.lr``; arrays' pulse gains follow the same schedule from their base."""
+    if training_cfg.lr_schedule == "constant":
+        return
+    if optimizer is not None:
+        for name, base in net.lr.items():
+            optimizer.lrs[name] = lr_factor(training_cfg, epoch, base)
+    for op in net.ops.values():
+        if getattr(op, "lr_base", None) is not None:
+            op.lr = lr_factor(training_cfg, epoch, op.lr_base)
+
+
 def make_learner(cfg, net: Network, optimizer: Optimizer | None):
     """The EP or BP learner a config's ``training.algorithm`` selects (crossbar arrays
     attached to the projections ``crossbar.layers`` names)."""
     t = cfg.training
-    if isinstance(net, ConvNetwork):
-        return make_conv_learner(cfg, net, optimizer)
     if t.algorithm == "bp":
-        return BPLearner(net, optimizer)
+        return BPLearner(net, optimizer, training=t)
     if t.algorithm == "fa":
         from crossbar_ep.model.feedback_alignment import FALearner
-        return FALearner(net, optimizer)
+        return FALearner(net, optimizer, training=t)
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = make_settler(cfg, net, meter)
-    return EPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
-                     readout_error=t.readout_error, centered=t.nudging == "centered")
+    return EPLearner(net, settler, optimizer, training=t, pulses=pulses, norm=norm)
 
 
 def make_settler(cfg, net: Network, meter=None) -> Settler:
-    """The settle loop of a layered net as the config's ``training`` (T, K, nudge error)
-    and ``settling`` sections set it, reading the net's operators as they are (crossbars
+    """The settle loop of a net as the config's ``training`` (T, K, nudge error) and
+    ``settling`` sections set it, reading the net's operators as they are (crossbars
     already attached stay attached); ``meter`` an energy observer or None."""
-    t, s = cfg.training, cfg.settling
-    settler = Settler(net, t.T, t.K, s.mode, s.dt_over_tau, s.early_stop, s.tolerance,
-                      s.max_steps, t.nudge_error, None, s.method, s.atol,
-                      s.dt_max_over_tau, meter=meter)
-    settler.average_last = s.average_last
-    settler.readout_reads = s.readout_reads
-    settler.stop = PhaseStop(s.tolerance, s.tolerance_mode, net.L, path_gains(net))
-    return settler
+    return Settler(net, training=cfg.training, settling=cfg.settling, meter=meter)
 
 
 def _arrays_and_norm(cfg, net) -> tuple:
@@ -144,20 +145,13 @@ def _arrays_and_norm(cfg, net) -> tuple:
         arrays = digital if arrays is None else arrays    # one normalisation, one override
         for name in pulses.crossbars:
             norm[name] = net.norm[name] if arrays else 1.0
+        return pulses, meter, norm
+    attached = {n: op for n, op in net.ops.items() if isinstance(op, CrossbarMatrix)}
+    if attached:          # arrays put on by hand (the Python API's attach_crossbar)
+        pulses, meter = PulseStats(attached, next(iter(attached.values())).rng), EnergyMeter()
+        for cb in attached.values():
+            cb.observers += [pulses, meter]
     return pulses, meter, norm
-
-
-def make_conv_learner(cfg, net: ConvNetwork, optimizer: Optimizer | None):
-    """EP (kernels on crossbar arrays where ``crossbar.layers`` says) or BP for a conv net."""
-    t = cfg.training
-    if t.algorithm == "bp":
-        return ConvBPLearner(net, optimizer, t.grad_clip_norm)
-    pulses, meter, norm = _arrays_and_norm(cfg, net)
-    settler = ConvSettler(net, t.T, t.K, meter=meter)
-    settler.average_last = cfg.settling.average_last
-    settler.readout_reads = cfg.settling.readout_reads
-    return ConvEPLearner(net, settler, optimizer, pulses=pulses, norm=norm,
-                         clip_norm=t.grad_clip_norm, centered=t.nudging == "centered")
 
 
 def selected(cfg, net: Network) -> list:

@@ -64,8 +64,9 @@ aihwkit, so published fits port one to one.  `crossbar-ep device info CARD` prin
 units, number of states and citation; `crossbar-ep device plot CARD` draws its pulse response.
 
 A card is rejected, with the file and key named, when the model is unknown, a required value is
-missing, a value is negative where it cannot be, G_min >= G_max, w_min >= w_max, or a parameter
-is given that the model does not use.
+missing, a value is negative where it cannot be or outside its physical range (the `range`
+columns below), G_min >= G_max, w_min >= w_max, or a parameter is given that the model does not
+use.
 
 Common to the step models: each device draws, once, `dw_up = dw_min (1 + b + dw_min_dtod xi)`,
 `dw_down = dw_min (1 - b + dw_min_dtod xi)` with `b = up_down + up_down_dtod xi'`, and its own
@@ -93,9 +94,8 @@ The two smaller differences, over 2000 devices drawn from the card (cycle noise 
 pulses from w = 0: `slope_bound` on Li-ECRAM moves the states by 0.15 dw_min on average for SET
 trains and 0.84 for RESET trains (at most 5.6 dw_min); `exp_range` on the ReRAM card by 0.77 and
 5.5 dw_min (at most 42 dw_min, 2.8 % of the range).
-`ecram_*`, `capacitor_li2018` and `reram_gong2018_*` set the fits' forms;
-`pcm_nandakumar2020.yaml` (up_down 0, a Nandakumar et al. fit) and the RPU and NeuroSim cards
-keep the defaults.
+`ecram_*`, `capacitor_li2018`, `reram_gong2018_*` and `pcm_nandakumar2020.yaml` (`exp_range`
+only: its up_down is 0) set the fits' forms; the RPU and NeuroSim cards keep the defaults.
 
 Every model is a class in the model registry (`crossbar_ep/devices/`); the table below and the
 parameter sections are generated from it.
@@ -166,28 +166,36 @@ def render_devices() -> str:
         DRIFT_KEYS,
         FAULT_KEYS,
         PROG_KEYS,
+        RANGES,
         REQUIRED,
         TOP,
     )
+
+    def rng(k):
+        if k not in RANGES:
+            return ""
+        lo, hi, unit = RANGES[k]
+        return f"{lo:g} to {hi:g}" + ("" if unit == "-" else f" {unit}")
     out = [DEVICE_HEADER, "| model | state change per pulse (d = +1 SET, -1 RESET) |",
            "|---|---|"]
     out += [f"| {m} | {model_class(m).summary} |" for m in model_names()]
-    out += [DEVICE_CLOCK, "## Top-level keys\n", "| key | meaning |", "|---|---|"]
-    out += [f"| `{k}` | {v} |" for k, v in TOP.items()]
+    out += [DEVICE_CLOCK, "## Top-level keys\n", "| key | range | meaning |", "|---|---|---|"]
+    out += [f"| `{k}` | {rng(k)} | {v} |" for k, v in TOP.items()]
     for title, keys in (("faults", FAULT_KEYS), ("drift", DRIFT_KEYS),
                         ("programming_noise", PROG_KEYS)):
-        out += [f"\n### `{title}`\n", "| key | meaning |", "|---|---|"]
-        out += [f"| `{k}` | {v} |" for k, v in keys.items()]
+        out += [f"\n### `{title}`\n", "| key | range | meaning |", "|---|---|---|"]
+        out += [f"| `{k}` | {'0 to 1' if title == 'faults' else rng(k)} | {v} |"
+                for k, v in keys.items()]
     for model in model_names():
         spec = model_class(model).params
         out.append(f"\n## `params` of model `{model}`\n")
         if not spec:
             out.append("No parameters.")
             continue
-        out += ["| key | default | unit | meaning |", "|---|---|---|---|"]
-        for k, (default, unit, doc, _kind) in spec.items():
-            d = "required" if default is REQUIRED else f"`{default:g}`"
-            out.append(f"| `{k}` | {d} | {unit} | {doc} |")
+        out += ["| key | default | unit | range | meaning |", "|---|---|---|---|---|"]
+        for k, par in spec.items():
+            d = "required" if par.default is REQUIRED else f"`{par.default:g}`"
+            out.append(f"| `{k}` | {d} | {par.unit} | {par.range_text} | {par.doc} |")
     return "\n".join(out) + "\n"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from crossbar_ep import yamlio
+from crossbar_ep import shipped, yamlio
 from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
 from crossbar_ep.config.validate import _check_cross_fields, cfg_matrix_names  # noqa: F401
@@ -61,8 +61,10 @@ PulseUpdateConfig = UpdateSettings   # the crossbar.update section (former name)
 @dataclass(frozen=True)
 class CrossbarConfig:
     enabled: bool = key(False, "Store weight matrices on resistive crossbar arrays.", p_bool())
-    device: str | None = key(None, "Device card (YAML). Relative paths: from the experiment "
-                             "file's folder, else from the working directory.",
+    device: str | None = key(None, "Device card: a YAML file (relative paths: from the "
+                             "experiment file's folder, the working directory, or the folder "
+                             "above the experiment's) or a shipped card's name, e.g. "
+                             "ecram_li_tang2018 (crossbar-ep device list).",
                              p_optional(p_str()))
     device_params: dict | None = key(None, "Overrides of the card's parameters, for sweeps: "
                                      "a model parameter (up_down, dw_min_dtod, dw_min_std, "
@@ -277,27 +279,30 @@ def read_yaml(path: str, what: str = "experiment file") -> Any:
 
 
 def load_config(path: str, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate an experiment file."""
+    """Read, override and validate an experiment file (a path, or the name of a shipped
+    experiment: :mod:`crossbar_ep.shipped`)."""
+    path = shipped.resolve_experiment(path)
     raw = read_yaml(path)
     if overrides:
         if not isinstance(raw, dict):
             raw = {}
         raw = apply_overrides(raw, overrides, check_keys=True)
     cfg = config_from_dict(raw, source=path)
-    base = os.path.dirname(os.path.abspath(path))
+    base, user = os.path.dirname(os.path.abspath(path)), shipped.user_folder(path)
     d = cfg.data
     if d.dir is not None and not os.path.isabs(d.dir):
-        cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(base, d.dir))))
+        cfg = replace(cfg, data=replace(d, dir=os.path.normpath(os.path.join(user, d.dir))))
     aux = cfg.model.aux
     if aux.teacher is not None and not os.path.isabs(aux.teacher):
-        teacher = os.path.normpath(os.path.join(base, aux.teacher))
+        teacher = os.path.normpath(os.path.join(user, aux.teacher))
         cfg = replace(cfg, model=replace(cfg.model, aux=replace(aux, teacher=teacher)))
     dev = cfg.crossbar.device
     if dev is not None and not os.path.isabs(dev):
-        # from the experiment's folder, the working directory, or the folder above experiments/
+        # from the experiment's folder, the working directory, the folder above experiments/,
+        # or a shipped card's name
         tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
         here = next((os.path.abspath(t) for t in tries if os.path.exists(t)),
-                    os.path.abspath(tries[0]))
+                    shipped.card_path(dev) or os.path.abspath(tries[0]))
         cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=here))
     return cfg
 

@@ -40,11 +40,10 @@ class Periphery:
                                   "state); null to calibrate it per tile.",
                                   p_optional(p_float(lo=1.0e-12, hi=1.0e12)), "weight x state")
     adc_sigmas: float = key(4.0, "Calibration rule: full scale = this many standard "
-                            "deviations of the tile output for uniform full-range inputs. "
-                            "Trained tanh nets drive saturated, correlated states: at 4 a "
-                            "trained in-situ 3HL net clips 5-20 % of its readout's outputs "
-                            "and 23-32 % of its top feedback read's (docs/crossbar.md); the "
-                            "in-situ recipe uses 8.",
+                            "deviations of the tile output for uniform full-range inputs, "
+                            "re-calibrated after every update; outputs beyond it are "
+                            "clipped.  Saturated tanh states drive larger outputs than "
+                            "uniform inputs (docs/studies/adc_full_scale.md).",
                             p_float(lo=0.0, hi=1.0e3, lo_open=True), "std")
     read_noise: float = key(0.0, "Read noise std, redrawn at every read: in output units per "
                             "tile (mode output) or relative to each conductance (mode device).",

@@ -33,6 +33,8 @@ class DeviceModel:
     params: dict = {}
     pulsed = True              # False: exact float updates (no pulses, bounds or noise)
     states_key = "dw_min"      # the parameter that sets the number of states (card errors)
+    bound_params = ("w_min", "w_max")   # the card's nominal device bounds (each device draws
+                                        # its own, draw_bounds); the fit fits them per device
 
     @classmethod
     def n_states(cls, p: dict) -> float:
@@ -75,21 +77,33 @@ class DeviceModel:
         raise NotImplementedError
 
 
+W_RANGE = (-1000.0, 1000.0)    # normalised state units: published fits use about +-1
+SPREAD = (0.0, 2.0)            # relative device-to-device std: 2 already leaves a third of
+                               # the devices at a zero step or an empty range
+
 STEP_PARAMS = {
-    "dw_min": Param(REQUIRED, "w", "mean step of one pulse (the state granularity)", "pos"),
-    "w_min": Param(REQUIRED, "w", "lower bound of the device state", "any"),
-    "w_max": Param(REQUIRED, "w", "upper bound of the device state", "any"),
+    "dw_min": Param(REQUIRED, "w", "mean step of one pulse (the state granularity)", "pos",
+                    0.0, 1000.0, start="step"),
+    "w_min": Param(REQUIRED, "w", "lower bound of the device state", "any", *W_RANGE,
+                   start=-1.0),
+    "w_max": Param(REQUIRED, "w", "upper bound of the device state", "any", *W_RANGE,
+                   start=1.0),
     "up_down": Param(0.0, "-", "up/down asymmetry b: up steps scale by (1 + b), down by (1 - b); "
                      "with conventions.up_down larger_is_dw_min the larger step stays dw_min "
-                     "and the other scales by (1 - abs(b))", "any"),
-    "dw_min_dtod": Param(0.0, "-", "device-to-device spread (relative std) of dw_min", "nonneg"),
-    "up_down_dtod": Param(0.0, "-", "device-to-device std of up_down", "nonneg"),
-    "w_max_dtod": Param(0.0, "-", "device-to-device relative std of w_max", "nonneg"),
-    "w_min_dtod": Param(0.0, "-", "device-to-device relative std of w_min", "nonneg"),
-    "dw_min_std": Param(0.0, "-", "cycle-to-cycle relative std of each pulse's step", "nonneg"),
+                     "and the other scales by (1 - abs(b))", "any", -1.0, 1.0, start=0.0),
+    "dw_min_dtod": Param(0.0, "-", "device-to-device spread (relative std) of dw_min", "nonneg",
+                         *SPREAD, spread_of=("dw_min",), relative=True),
+    "up_down_dtod": Param(0.0, "-", "device-to-device std of up_down", "nonneg", 0.0, 1.0,
+                          spread_of=("up_down",)),
+    "w_max_dtod": Param(0.0, "-", "device-to-device relative std of w_max", "nonneg", *SPREAD,
+                        spread_of=("w_max",), relative=True),
+    "w_min_dtod": Param(0.0, "-", "device-to-device relative std of w_min", "nonneg", *SPREAD,
+                        spread_of=("w_min",), relative=True),
+    "dw_min_std": Param(0.0, "-", "cycle-to-cycle relative std of each pulse's step", "nonneg",
+                        0.0, 20.0, noise="c2c"),
     "write_noise_std": Param(0.0, "dw_min", "std of the write noise on the readable state, in "
                              "units of dw_min, redrawn at every update that fires a pulse",
-                             "nonneg"),
+                             "nonneg", 0.0, 1e4, noise="write"),
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from crossbar_ep import yamlio
+from crossbar_ep import shipped, yamlio
 from crossbar_ep.devices.registry import REQUIRED, model_class, model_names
 from crossbar_ep.errors import ConfigError
 from crossbar_ep.schema import Where
@@ -63,7 +63,11 @@ TOP = {
                          "pcm_nandakumar | reram_wan, std_S for constant",
     "conventions": "which published form of the model equations the card's fit was made with: "
                    "up_down, slope_bound, exp_range (see Conventions of the fits)",
+    "metadata": "provenance written by the device tools, not read by the simulation: fit (data "
+                "files and their SHA-256, residual, confidence intervals, model ranking), "
+                "aihwkit (aihwkit settings with no crossbar-ep counterpart, kept for export)",
 }
+METADATA_KEYS = ("fit", "aihwkit")
 FAULT_KEYS = {"stuck_at_gmin_frac": "fraction of devices stuck at G_min (SA0)",
               "stuck_at_gmax_frac": "fraction of devices stuck at G_max (SA1)"}
 DRIFT_KEYS = {"nu_mean": "mean drift exponent nu (-)", "nu_std": "device spread of nu (-)",
@@ -82,6 +86,13 @@ CONVENTION_VALUES = {"up_down": ("symmetric", "larger_is_dw_min"),
                      "slope_bound": ("device", "nominal"), "exp_range": ("card", "device")}
 PROG_KEYS = {"model": "none | constant | pcm_nandakumar | reram_wan",
              "std_S": "std (S) for model constant"}
+# physical ranges (inclusive) of the card's numbers outside params, with their unit; a model
+# parameter's range is in its spec (Param.lo, Param.hi)
+RANGES = {"g_min_S": (0.0, 1.0, "S"), "g_max_S": (0.0, 1.0, "S"),
+          "r_on_ohm": (1.0, 1e12, "ohm"), "on_off_ratio": (1.0, 1e9, "-"),
+          "write_voltage_V": (0.0, 100.0, "V"), "pulse_width_s": (0.0, 1.0, "s"),
+          "nu_mean": (0.0, 1.0, "-"), "nu_std": (0.0, 1.0, "-"), "t0_s": (0.0, 1e9, "s"),
+          "std_S": (0.0, 1.0, "S")}
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ class DeviceCard:
     write_voltage_V: float = 1.0
     pulse_width_s: float = 1e-7
     conventions: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
 
     def convention(self, key: str) -> str:
         """The card's choice for a convention key (:data:`CONVENTION_VALUES`), or the
@@ -142,19 +154,26 @@ class DeviceCard:
             self.g_max_S - self.g_min_S)
 
 
-def _num(v: Any, w: Where, kind: str) -> Any:
+def _num(v: Any, w: Where, kind: str, lo: float = -math.inf, hi: float = math.inf,
+         unit: str = "") -> Any:
+    """A number of kind ``kind`` inside the physical range [lo, hi] (``unit`` for the
+    message)."""
     if kind == "list":
         if not isinstance(v, list) or len(v) < 2:
             raise w.fail(f"expected a list of at least 2 numbers, got {_short.repr(v)}")
-        return tuple(_num(x, w.child(i), "nonneg") for i, x in enumerate(v))
+        return tuple(_num(x, w.child(i), "nonneg", lo, hi, unit) for i, x in enumerate(v))
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise w.fail(f"expected a finite number, got {_short.repr(v)}")
     if kind in ("nonneg", "pos", "posint") and v < 0:
         raise w.fail(f"must not be negative, got {v}")
     if kind in ("pos", "posint") and v == 0:
         raise w.fail("must be > 0")
-    if kind == "nonzero" and v == 0:
-        raise w.fail("must not be 0")
+    if kind == "nonzero" and abs(v) < 1e-3:
+        raise w.fail(f"must not be 0 (|value| >= 0.001), got {v:g}")
+    if not lo <= v <= hi:
+        u = "" if unit in ("", "-") else f" {unit}"
+        raise w.fail(f"{v:g}{u} is outside the physical range {lo:g} to {hi:g}{u}; check the "
+                     f"value and its unit (docs/devices.md lists every range)")
     if kind == "posint":
         if float(v) != int(v):
             raise w.fail(f"expected a whole number, got {v}")
@@ -219,8 +238,9 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
         for k in ("r_on_ohm", "on_off_ratio"):
             if k not in raw:
                 raise top.child(k).fail("missing (r_on_ohm and on_off_ratio go together)")
-        r_on = _num(raw["r_on_ohm"], top.child("r_on_ohm"), "pos")
-        ratio = _num(raw["on_off_ratio"], top.child("on_off_ratio"), "pos")
+        r_on = _num(raw["r_on_ohm"], top.child("r_on_ohm"), "pos", *RANGES["r_on_ohm"])
+        ratio = _num(raw["on_off_ratio"], top.child("on_off_ratio"), "pos",
+                     *RANGES["on_off_ratio"])
         if ratio <= 1.0:
             raise top.child("on_off_ratio").fail(f"must be > 1 (R_off > R_on), got {ratio}")
         g_max, g_min = 1.0 / r_on, 1.0 / (r_on * ratio)
@@ -229,8 +249,8 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
             if k not in raw:
                 raise top.child(k).fail("missing: give the conductance range in siemens "
                                         "(or r_on_ohm and on_off_ratio)")
-        g_min = _num(raw["g_min_S"], top.child("g_min_S"), "nonneg")
-        g_max = _num(raw["g_max_S"], top.child("g_max_S"), "pos")
+        g_min = _num(raw["g_min_S"], top.child("g_min_S"), "nonneg", *RANGES["g_min_S"])
+        g_max = _num(raw["g_max_S"], top.child("g_max_S"), "pos", *RANGES["g_max_S"])
         if g_min >= g_max:
             raise top.child("g_min_S").fail(f"G_min ({g_min:g} S) must be below G_max "
                                             f"({g_max:g} S)")
@@ -249,9 +269,10 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
             raise pw.child(str(k)).fail(f"not a parameter of model {model}; {hint}"
                                         f"(it uses: {used})")
     params = {}
-    for k, (default, _unit, _doc, kind) in spec.items():
+    for k, par in spec.items():
+        default = par.default
         if k in praw:
-            params[k] = _num(praw[k], pw.child(k), kind)
+            params[k] = _num(praw[k], pw.child(k), par.kind, par.lo, par.hi, par.unit)
         elif default is REQUIRED:
             raise pw.child(k).fail(f"missing: model {model} needs it")
         else:
@@ -280,7 +301,8 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
             if v != "pcm_nandakumar":
                 raise top.child("drift").child(k).fail("only pcm_nandakumar is known")
         else:
-            drift[k] = _num(v, top.child("drift").child(k), "pos" if k == "t0_s" else "nonneg")
+            drift[k] = _num(v, top.child("drift").child(k), "pos" if k == "t0_s" else "nonneg",
+                            *RANGES[k])
     prog = _section(raw, "programming_noise", PROG_KEYS, top)
     if prog:
         pm = prog.get("model", "none")
@@ -293,7 +315,7 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
                 raise top.child("programming_noise").child("std_S").fail("missing for model "
                                                                         "constant")
             prog["std_S"] = _num(prog["std_S"], top.child("programming_noise").child("std_S"),
-                                 "nonneg")
+                                 "nonneg", *RANGES["std_S"])
         elif "std_S" in prog:
             raise top.child("programming_noise").child("std_S").fail(
                 f"only used with model constant (model is {pm})")
@@ -305,9 +327,33 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
     write = {}
     for k in ("write_voltage_V", "pulse_width_s"):
         if k in raw:
-            write[k] = _num(raw[k], top.child(k), "pos")
+            write[k] = _num(raw[k], top.child(k), "pos", *RANGES[k])
+    meta = _section(raw, "metadata", dict.fromkeys(METADATA_KEYS), top)
+    for k, v in meta.items():
+        _plain(v, top.child("metadata").child(k))
     return DeviceCard(raw["name"], model, raw["source"], g_min, g_max, params, faults, drift,
-                      prog, path, raw.get("description", ""), **write, conventions=conv)
+                      prog, path, raw.get("description", ""), **write, conventions=conv,
+                      metadata=meta)
+
+
+def _plain(v: Any, w: Where, depth: int = 0) -> None:
+    """Metadata is plain data: mappings with string keys, lists, strings, finite numbers,
+    booleans and null, nested at most 4 deep."""
+    if depth > 4:
+        raise w.fail("nested too deep (metadata is at most 4 levels of plain data)")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise w.fail(f"keys must be strings, got {_short.repr(k)}")
+            _plain(x, w.child(k), depth + 1)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _plain(x, w.child(i), depth + 1)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise w.fail(f"expected a finite number, got {v}")
+    elif v is not None and not isinstance(v, (str, int, float, bool)):
+        raise w.fail(f"expected plain data (text, numbers, lists, mappings), got "
+                     f"{type(v).__name__}")
 
 
 def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
@@ -319,13 +365,16 @@ def _section(raw: dict, key: str, allowed: dict, top: Where) -> dict:
 
 
 def load_card(path: str, overrides: dict | None = None) -> DeviceCard:
-    """Read and validate a device card file, optionally with parameter overrides
+    """Read and validate a device card file, or a shipped card by name
+    (``ecram_li_tang2018``: :mod:`crossbar_ep.shipped`), optionally with parameter overrides
     (:func:`apply_card_overrides`, from ``crossbar.device_params``)."""
+    path = shipped.resolve_card(path)
     if os.path.isdir(path):
         raise ConfigError(f"{path}: is a directory, not a device card file (cards live in "
                           f"device_models/)")
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such device card (cards live in device_models/)")
+        raise ConfigError(f"{path}: no such device card file, and no shipped card of that "
+                          f"name (crossbar-ep device list names them)")
     try:
         if os.path.getsize(path) > MAX_CARD_BYTES:
             raise ConfigError(f"{path}: {os.path.getsize(path)} bytes is too large for a device "
@@ -410,8 +459,8 @@ def describe(card: DeviceCard) -> str:
              f"(energy V^2 G t per pulse)"]
     if spec:
         lines.append("  parameters:")
-        for k, (_d, unit, doc, _kind) in spec.items():
-            v = card.params[k]
+        for k, par in spec.items():
+            unit, doc, v = par.unit, par.doc, card.params[k]
             vs = ", ".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
             lines.append(f"    {k:<16} = {vs:<12} [{unit}]  {doc}")
     for title, sec, docs in (("faults", card.faults, FAULT_KEYS),

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from crossbar_ep.devices.base import STEP_PARAMS, DeviceModel, StepModel, asymmetric
+from crossbar_ep.devices.base import SPREAD, STEP_PARAMS, W_RANGE, DeviceModel, StepModel, \
+    asymmetric
 from crossbar_ep.devices.registry import REQUIRED, Param, register
 
 
@@ -56,12 +57,14 @@ class LinearStep(StepModel):
                "nominal`)")
     params = {**STEP_PARAMS,
               "gamma_up": Param(0.0, "-", "slope of the up step: step scales by "
-                                "(1 - |gamma_up| w / w_max)", "any"),
+                                "(1 - |gamma_up| w / w_max)", "any", -10.0, 10.0, start=0.1),
               "gamma_down": Param(0.0, "-", "slope of the down step: step scales by "
-                                  "(1 - |gamma_down| w / w_min)", "any"),
-              "gamma_up_dtod": Param(0.0, "-", "device-to-device std of gamma_up", "nonneg"),
+                                  "(1 - |gamma_down| w / w_min)", "any", -10.0, 10.0,
+                                  start=0.1),
+              "gamma_up_dtod": Param(0.0, "-", "device-to-device std of gamma_up", "nonneg",
+                                     0.0, 10.0, spread_of=("gamma_up",)),
               "gamma_down_dtod": Param(0.0, "-", "device-to-device std of gamma_down",
-                                       "nonneg")}
+                                       "nonneg", 0.0, 10.0, spread_of=("gamma_down",))}
 
     @classmethod
     def draw_shape(cls, card, xi, n):
@@ -106,18 +109,25 @@ class SoftBoundsPmax(DeviceModel):
     states_key = "p_max"
     params = {
         "p_max": Param(REQUIRED, "pulses", "pulses that sweep the full range (the number of "
-                       "states)", "posint"),
+                       "states)", "posint", 1, 1e6, start="states"),
         "A_up": Param(REQUIRED, "p_max", "nonlinearity of potentiation, in units of p_max "
-                      "(sign sets the curvature)", "nonzero"),
+                      "(sign sets the curvature)", "nonzero", -1000.0, 1000.0,
+                      start=(0.5, -0.5)),
         "A_down": Param(REQUIRED, "p_max", "nonlinearity of depression, in units of p_max",
-                        "nonzero"),
-        "w_min": Param(-1.0, "w", "lower bound of the device state", "any"),
-        "w_max": Param(1.0, "w", "upper bound of the device state", "any"),
-        "A_dtod": Param(0.0, "-", "device-to-device relative std of A_up and A_down", "nonneg"),
-        "w_max_dtod": Param(0.0, "-", "device-to-device relative std of w_max", "nonneg"),
-        "w_min_dtod": Param(0.0, "-", "device-to-device relative std of w_min", "nonneg"),
+                        "nonzero", -1000.0, 1000.0, start=(0.5, -0.5)),
+        "w_min": Param(-1.0, "w", "lower bound of the device state", "any", *W_RANGE,
+                       start=-1.0),
+        "w_max": Param(1.0, "w", "upper bound of the device state", "any", *W_RANGE,
+                       start=1.0),
+        "A_dtod": Param(0.0, "-", "device-to-device relative std of A_up and A_down", "nonneg",
+                        *SPREAD, spread_of=("A_up", "A_down"), relative=True),
+        "w_max_dtod": Param(0.0, "-", "device-to-device relative std of w_max", "nonneg",
+                            *SPREAD, spread_of=("w_max",), relative=True),
+        "w_min_dtod": Param(0.0, "-", "device-to-device relative std of w_min", "nonneg",
+                            *SPREAD, spread_of=("w_min",), relative=True),
         "c2c_sigma": Param(0.0, "w_max - w_min", "cycle-to-cycle std per pulse, absolute, as "
-                           "a fraction of the range (NeuroSim convention)", "nonneg"),
+                           "a fraction of the range (NeuroSim convention)", "nonneg", 0.0, 1.0,
+                           noise="c2c"),
     }
 
     @classmethod
@@ -163,13 +173,16 @@ class ExpStep(StepModel):
                "`conventions.exp_range: device`), `y = 1 - A_d exp(d gamma_d z)`, step "
                "`d max(y, 0) dw^d`")
     params = {**STEP_PARAMS,
-              "a": Param(-0.5, "-", "z = 2 a w / (w_max - w_min) + b", "any"),
-              "b": Param(-0.5, "-", "offset of z", "any"),
-              "gamma_up": Param(5.0, "-", "exponent of the up step", "any"),
-              "gamma_down": Param(5.0, "-", "exponent of the down step", "any"),
-              "A_up": Param(REQUIRED, "-", "y = 1 - A_up exp(gamma_up z) for up pulses", "any"),
+              "a": Param(-0.5, "-", "z = 2 a w / (w_max - w_min) + b", "any", -10.0, 10.0),
+              "b": Param(-0.5, "-", "offset of z", "any", -10.0, 10.0),
+              "gamma_up": Param(5.0, "-", "exponent of the up step", "any", -20.0, 20.0,
+                                start=(2.0, 5.0)),
+              "gamma_down": Param(5.0, "-", "exponent of the down step", "any", -20.0, 20.0,
+                                  start=(2.0, 5.0)),
+              "A_up": Param(REQUIRED, "-", "y = 1 - A_up exp(gamma_up z) for up pulses", "any",
+                            -1000.0, 1000.0, start=(-0.5, 0.1)),
               "A_down": Param(REQUIRED, "-", "y = 1 - A_down exp(-gamma_down z) for down "
-                              "pulses", "any")}
+                              "pulses", "any", -1000.0, 1000.0, start=(-0.5, 0.1))}
 
     @classmethod
     def constants(cls, card):
@@ -198,10 +211,13 @@ class PowStep(StepModel):
                "`dw^- (1 - omega)^gamma-`, `gamma^d = pow_gamma (1 + d pow_up_down)` (with "
                "`conventions.up_down: larger_is_dw_min` the larger exponent stays pow_gamma)")
     params = {**STEP_PARAMS,
-              "pow_gamma": Param(1.0, "-", "exponent of the power-law step", "pos"),
-              "pow_up_down": Param(0.0, "-", "asymmetry of the exponent", "any"),
+              "pow_gamma": Param(1.0, "-", "exponent of the power-law step", "pos", 0.0, 20.0,
+                                 start=1.0),
+              "pow_up_down": Param(0.0, "-", "asymmetry of the exponent", "any", -1.0, 1.0,
+                                   start=0.0),
               "pow_gamma_dtod": Param(0.0, "-", "device-to-device relative std of the "
-                                      "exponent", "nonneg")}
+                                      "exponent", "nonneg", *SPREAD, spread_of=("pow_gamma",),
+                                      relative=True)}
 
     @classmethod
     def draw_shape(cls, card, xi, n):
@@ -228,9 +244,15 @@ class Piecewise(StepModel):
     summary = ("`d dw^d s(w)`, s linearly interpolated from nodes spread evenly over "
                "[w_min, w_max]")
     params = {**STEP_PARAMS,
+              # the nodes and dw_min are one product, and the nodes carry the asymmetry: the
+              # fit holds dw_min while it fits the nodes, and up_down at its value
+              "dw_min": STEP_PARAMS["dw_min"]._replace(anchor=True),
+              "up_down": STEP_PARAMS["up_down"]._replace(start=None),
               "piecewise_up": Param(REQUIRED, "-", "step scale at nodes spread evenly over "
-                                    "[w_min, w_max] for up pulses", "list"),
-              "piecewise_down": Param(REQUIRED, "-", "the same for down pulses", "list")}
+                                    "[w_min, w_max] for up pulses", "list", 0.0, 100.0,
+                                    start=[1.0] * 5),
+              "piecewise_down": Param(REQUIRED, "-", "the same for down pulses", "list", 0.0,
+                                      100.0, start=[1.0] * 5)}
 
     @classmethod
     def constants(cls, card):

@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from crossbar_ep.model.conv_kernels import col2im_nb, im2col_nb
 from crossbar_ep.model.network import Block, Feedback, Network, Projection
+from crossbar_ep.model.normalisation import normalisers
 from crossbar_ep.model.operators import WeightOperator
 
 
@@ -110,6 +111,12 @@ def col2im_ref(cols: np.ndarray, B: int, H: int, W: int, C: int, k: int,
     return out[:, pad:pad + H, pad:pad + W] if pad else out
 
 
+def to_maps(x: np.ndarray, in_shape: tuple) -> np.ndarray:
+    """Flat images (B, C*H*W) in channel-first order -> maps (B, H, W, C)."""
+    C, H, W = in_shape
+    return np.ascontiguousarray(x.reshape(-1, C, H, W).transpose(0, 2, 3, 1))
+
+
 def pool2(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2 x 2 max-pooling, stride 2, of maps (B, H, W, C) -> (pooled (B, H//2, W//2, C),
     switches uint8 0..3: the window position of the first maximum in row-major order)."""
@@ -186,13 +193,14 @@ class ConvOperator(WeightOperator):
         self.matrix.read_into(cols, out, gain)
         return out.reshape(B, g.h_out, g.w_out, g.c_out)
 
-    def conv(self, x: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    def conv(self, x: np.ndarray, gain: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
         """Maps (B, Ho, Wo, C_out) of input maps x (B, ...): im2col and one read per patch,
-        chunk by chunk."""
+        chunk by chunk (into ``out``, C-contiguous maps, when given)."""
         g = self.g
         B = x.size // self.n_in
         X = np.ascontiguousarray(x).reshape(B, g.h_in, g.w_in, g.c_in)
-        out = np.empty((B * g.positions, g.c_out), self.dtype)
+        out = (np.empty((B * g.positions, g.c_out), self.dtype) if out is None
+               else out.reshape(B * g.positions, g.c_out))
         n, chunks = self._chunks(B)
         buf = self._buffer("patches", (n * g.positions, g.patch))
         for b0, b1 in chunks:
@@ -260,10 +268,26 @@ class ConvNetwork(Network):
     in_shape: tuple = (1, 28, 28)      # (C, H, W) of the input images
     convs: list = field(default_factory=list)
     beta_i: tuple = ()
+    feedback_convs: list = field(default_factory=list)   # fixed random kernels (asymmetric)
+
+    def emitted_size(self, k: int) -> int:
+        """Width of layer k's flattened pooled map."""
+        return int(np.prod(self.convs[k - 1].g.pooled))
+
+    def init_readout(self, rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
+        """PyTorch-default init of a readout added later: U(+-1/sqrt(n_in))."""
+        lim = 1.0 / math.sqrt(n_in)
+        return rng.uniform(-lim, lim, (n_out, n_in)).astype(self.dtype)
+
+    @property
+    def conv_ops(self) -> dict:
+        """Operator name -> :class:`ConvOperator` of every kernel: the layers' and the fixed
+        random feedback kernels of an asymmetric net."""
+        return {c.name: c for c in (*self.convs, *self.feedback_convs)}
 
     def attach(self, name: str, op) -> None:
         super().attach(name, op)
-        for c in self.convs:
+        for c in self.conv_ops.values():
             if c.name == name:
                 c.matrix = op
                 c.dtype = op.dtype
@@ -286,11 +310,16 @@ def conv_geoms(in_shape, channels, kernels, pads) -> list:
 
 def make_conv_network(in_shape, channels, n_out: int, rng: np.random.Generator | int = 0, *,
                       kernel=5, padding=0, beta_i=0.01, beta_f: float = 0.25, lr=1e-3,
-                      dtype="float32") -> ConvNetwork:
+                      dtype="float32", activation: str = "hard_sigmoid",
+                      feedback: str = "symmetric") -> ConvNetwork:
     """A conv FRE-RNN with PyTorch-default init: every weight and bias U(+-1/sqrt(fan_in))
     (fan_in = k*k*C_in for a kernel, the pooled size for Wf), drawn layer by layer (weights,
     then biases), then Wf and its bias.  kernel, padding: one value or one per layer; beta_i:
-    feedback gain into layers 1..L-1 (one value or L); lr: one value or L+1."""
+    feedback gain into layers 1..L-1 (one value or L); lr: one value or L+1; activation: the
+    neurons' rho (:mod:`crossbar_ep.model.activations`); feedback: ``symmetric`` (transposed
+    reads of the forward kernels and of Wf) or ``random`` (fixed random kernels ``B<k>`` of
+    the forward kernels' shapes and a fixed random nudge matrix ``Bf``, drawn after every
+    trained weight, so a symmetric and a random net share their init)."""
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     dtype = np.dtype(dtype)
     L = len(channels)
@@ -303,9 +332,10 @@ def make_conv_network(in_shape, channels, n_out: int, rng: np.random.Generator |
     sizes = (int(np.prod(in_shape)), *(g.positions * g.c_out for g in geoms), int(n_out))
     projections = [Projection(f"C{k}", k - 1, k) for k in range(1, L + 1)]
     projections.append(Projection("Wf", L, L + 1))
-    feedbacks = [Feedback(f"B{k}", k + 1, k, float(beta[k - 1]), f"C{k + 1}")
-                 for k in range(1, L)]
-    net = ConvNetwork(sizes, projections, feedbacks, True, float(beta_f), "hard_sigmoid",
+    symmetric = feedback == "symmetric"
+    feedbacks = [Feedback(f"B{k}", k + 1, k, float(beta[k - 1]),
+                          f"C{k + 1}" if symmetric else None) for k in range(1, L)]
+    net = ConvNetwork(sizes, projections, feedbacks, symmetric, float(beta_f), activation,
                       in_shape=tuple(int(v) for v in in_shape), beta_i=tuple(map(float, beta)))
     for k, g in enumerate(geoms, start=1):
         lim = 1.0 / math.sqrt(g.patch)
@@ -319,12 +349,23 @@ def make_conv_network(in_shape, channels, n_out: int, rng: np.random.Generator |
     lim = 1.0 / math.sqrt(n_flat)
     net.ops["Wf"] = DigitalMatrix(rng.uniform(-lim, lim, (n_out, n_flat)).astype(dtype), "Wf")
     net.b[L + 1] = rng.uniform(-lim, lim, n_out).astype(dtype)
+    if not symmetric:        # fixed random feedback kernels and nudge matrix, drawn last
+        for f in feedbacks:
+            g = geoms[f.src - 1]
+            lim = 1.0 / math.sqrt(g.patch)
+            W = rng.uniform(-lim, lim, (g.c_out, g.patch)).astype(dtype)
+            net.ops[f.name] = DigitalMatrix(W, f.name, trainable=False)
+            op = ConvOperator(g, net.ops[f.name])
+            op.name = f.name
+            net.feedback_convs.append(op)
+        lim = 1.0 / math.sqrt(n_flat)
+        net.ops["Bf"] = DigitalMatrix(rng.uniform(-lim, lim, (n_out, n_flat)).astype(dtype),
+                                      "Bf", trainable=False)
     net.blocks = [Block(p.name, p.src, p.dst) for p in projections]
-    net.blocks += [Block(f.tied, f.src, f.dst, f.scale, True) for f in feedbacks]
-    net.blocks.append(Block("Wf", L + 1, L, net.beta_f, True))
+    net.blocks += [Block(f.tied or f.name, f.src, f.dst, f.scale, True) for f in feedbacks]
+    net.blocks.append(Block("Wf" if symmetric else "Bf", L + 1, L, net.beta_f, True))
     for k in range(1, L + 2):
         name = f"C{k}" if k <= L else "Wf"
         net.lr[name] = net.lr[f"b{k}"] = float(lrs[k - 1])
-        gain = 1.0 if k == L + 1 else float(beta_f) * float(np.prod(beta[k - 1:L - 1]))
-        net.norm[name] = net.norm[f"b{k}"] = gain
+    net.norm = normalisers(net)
     return net

@@ -1,5 +1,5 @@
 """Numba kernels of the conv net's element-wise passes (the GEMMs stay in BLAS): im2col,
-col2im (overlap-add), 2x2 max-pooling with switches fused with rho, and unpool-add.  The
+col2im (overlap-add), 2x2 max-pooling with switches, and unpool-add.  The
 NumPy versions in :mod:`crossbar_ep.model.conv` are their references (tests compare them).
 Maps are channels-last (B, H, W, C), C-contiguous.  Serial loops (``prange`` runs them in
 order): on a loaded 2-core machine extra threads beside BLAS's cost more than they gain."""
@@ -61,37 +61,6 @@ def col2im_nb(cols, out, k, pad):
 
 
 @numba.njit(**_JIT)
-def rho_pool_nb(x, s, m, idx):
-    """s <- clip(x, 0, 1); m, idx <- 2x2 max-pool of s with switches (first maximum in
-    row-major window order)."""
-    B, H, W, C = x.shape
-    H2, W2 = H // 2, W // 2
-    for b in prange(B):
-        for i in range(H):
-            for j in range(W):
-                for c in range(C):
-                    v = x[b, i, j, c]
-                    s[b, i, j, c] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
-        for i in range(H2):
-            for j in range(W2):
-                for c in range(C):
-                    best = s[b, 2 * i, 2 * j, c]
-                    code = 0
-                    v = s[b, 2 * i, 2 * j + 1, c]
-                    if v > best:
-                        best, code = v, 1
-                    v = s[b, 2 * i + 1, 2 * j, c]
-                    if v > best:
-                        best, code = v, 2
-                    v = s[b, 2 * i + 1, 2 * j + 1, c]
-                    if v > best:
-                        best, code = v, 3
-                    m[b, i, j, c] = best
-                    idx[b, i, j, c] = code
-    return m
-
-
-@numba.njit(**_JIT)
 def _unpool_add_image(h, g, idx, gain):
     """One image: h (H, W, C) += gain * g (H//2, W//2, C) at each window's switch."""
     H2, W2, C = g.shape
@@ -120,11 +89,37 @@ def unpool_add_to_nb(out, base, g, idx, gain):
     return out
 
 
-def rho_pool(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rho(x), pooled map, switches) of maps x (B, H, W, C)."""
-    B, H, W, C = x.shape
-    s = np.empty_like(x)
-    m = np.empty((B, H // 2, W // 2, C), x.dtype)
+@numba.njit(**_JIT)
+def pool_nb(s, m, idx):
+    """m, idx <- 2x2 max-pool of maps s (B, H, W, C) with switches (first maximum in row-major
+    window order: codes 0..3 for (0,0), (0,1), (1,0), (1,1))."""
+    B, H, W, C = s.shape
+    H2, W2 = H // 2, W // 2
+    for b in prange(B):
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    best = s[b, 2 * i, 2 * j, c]
+                    code = 0
+                    v = s[b, 2 * i, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 1
+                    v = s[b, 2 * i + 1, 2 * j, c]
+                    if v > best:
+                        best, code = v, 2
+                    v = s[b, 2 * i + 1, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 3
+                    m[b, i, j, c] = best
+                    idx[b, i, j, c] = code
+    return m
+
+
+def pool(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled map, switches) of maps s (B, H, W, C); :func:`crossbar_ep.model.conv.pool2` is
+    the NumPy reference."""
+    B, H, W, C = s.shape
+    m = np.empty((B, H // 2, W // 2, C), s.dtype)
     idx = np.empty(m.shape, np.uint8)
-    rho_pool_nb(np.ascontiguousarray(x), s, m, idx)
-    return s, m, idx
+    pool_nb(np.ascontiguousarray(s), m, idx)
+    return m, idx

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from crossbar_ep.errors import ConfigError
-from crossbar_ep.model.activations import activation_derivative
-from crossbar_ep.model.learners import BPLearner, BatchStats, cross_entropy_sum, one_hot
+from crossbar_ep.model.learners import BPLearner
 from crossbar_ep.model.network import Network
+from crossbar_ep.model.options import TrainingConfig
 
 
 def feedback_matrices(net: Network) -> dict:
@@ -54,38 +54,15 @@ def feedback_matrices(net: Network) -> dict:
 
 
 class FALearner(BPLearner):
-    """BP's forward pass and updates, errors sent back through fixed random matrices."""
+    """BP's forward pass and updates, errors sent back through fixed random matrices (dense
+    and conv nets: a conv net's random feedback kernels)."""
 
-    def __init__(self, net: Network, optimizer):
+    def __init__(self, net: Network, optimizer, *, training: TrainingConfig = TrainingConfig()):
         if net.head_sizes:
             raise ConfigError("feedback alignment trains the readout alone: remove "
                               "model.aux.layers")
-        super().__init__(net, optimizer)
+        super().__init__(net, optimizer, training=training)
         self.feedback = feedback_matrices(net)
 
-    def gradients(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, np.ndarray]:
-        """The FA update direction of every trained parameter (the ascent convention of
-        :meth:`BPLearner.gradients`), and the probabilities."""
-        net, L, B = self.net, self.net.L, x.shape[0]
-        s, h, p = self.forward(x)
-        delta = {L + 1: (y1h - p) / B}
-        grads = {}
-        for k in range(L + 1, 0, -1):
-            if k <= L:
-                delta[k] = delta[k] * activation_derivative(s[k], h[k], net.activation)
-            for pr in net.incoming(k):
-                grads[pr.name] = pr.scale * (delta[k].T @ s[pr.src])
-                if pr.src >= 1:
-                    back = pr.scale * (delta[k] @ self.feedback[pr.name])
-                    delta[pr.src] = delta[pr.src] + back if pr.src in delta else back
-            if k in net.b:
-                grads[f"b{k}"] = delta[k].sum(axis=0)
-        return grads, p
-
-    def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
-        net = self.net
-        grads, p = self.gradients(x, one_hot(y, net.sizes[-1], net.dtype))
-        self.opt.begin()
-        for name, g in grads.items():
-            self.opt.step(name, np.ascontiguousarray(g, dtype=net.dtype))
-        return BatchStats(cross_entropy_sum(p, y), int((p.argmax(1) == y).sum()), 0.0, 0)
+    def backward_matrix(self, p, W: dict) -> np.ndarray:
+        return self.feedback[p.name]

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossbar_ep.model.network import Block, Network, Projection, glorot
+from crossbar_ep.model.network import Block, Network, Projection
 from crossbar_ep.model.normalisation import normalisers
 
 
 def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None,
               out_sizes=None, linear: bool = False) -> dict:
     """Add a label head on every hidden layer of ``layers`` (1-based); ``beta`` one gain or
-    one per head; weights Glorot-uniform from their own generator (``seed``), so the main
-    network's draws, data order and results do not change.  ``bp_weight``: the weight of each
-    head's loss in the BP twin (one value, one per head, or None: ``beta_e / beta_f``).
+    one per head; weights from their own generator (``seed``: Glorot-uniform for a dense
+    net, U(+-1/sqrt(n_in)) for a conv net, whose heads read the flattened pooled map), so the
+    main network's draws, data order and results do not change.  ``bp_weight``: the weight of
+    each head's loss in the BP twin (one value, one per head, or None: ``beta_e / beta_f``).
     ``out_sizes`` (one per head; default the class count) and ``linear`` make feature-hint
     heads: a learned linear map R_l whose error ``f - R_l s_l`` nudges the layer (no softmax).
     Returns head index -> layer.  Recomputes the EP normalisers (heads are nudge sources)."""
@@ -30,34 +31,12 @@ def add_heads(net: Network, layers, beta=0.1, seed: int = 0, bp_weight=None,
     outs = list(out_sizes) if out_sizes is not None else [net.sizes[-1]] * len(layers)
     heads = {}
     for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
-        e = _new_head(net, k, i, "hidden")
-        _attach_head(net, k, e, glorot(rng, outs[i], net.sizes[k], net.dtype), b, w)
+        e = _new_head(net, k, i)
+        _attach_head(net, k, e, net.init_readout(rng, outs[i], net.emitted_size(k)), b, w)
         if linear:
             net.linear_heads.add(e)
         heads[e] = k
     net.norm = normalisers(net)
-    return heads
-
-
-def add_conv_heads(net, layers, beta=0.1, seed: int = 0, bp_weight=None) -> dict:
-    """Label heads on conv layers ``layers`` (1-based) of a :class:`ConvNetwork`: head
-    ``A{l}`` reads the flattened pooled map of layer l (shape (n_classes, n_pooled_l), no
-    bias, PyTorch-style U(+-1/sqrt(n_pooled_l)) from its own generator ``seed``), and in the
-    nudged phase ``beta_e (y - p_e) A`` is unpooled into layer l with its switches, like the
-    output's nudge into layer L.  ``beta`` and ``bp_weight`` as in :func:`add_heads`.
-    Recomputes the EP normalisers (strongest nudge path into each layer).  Returns head
-    index -> layer."""
-    layers, betas, weights = _head_gains(net, layers, beta, bp_weight)
-    rng = np.random.default_rng(seed)
-    heads = {}
-    for i, (k, b, w) in enumerate(zip(layers, betas, weights)):
-        e = _new_head(net, k, i, "conv")
-        n_in = int(np.prod(net.convs[k - 1].g.pooled))
-        lim = 1.0 / np.sqrt(n_in)
-        W = rng.uniform(-lim, lim, (net.sizes[-1], n_in)).astype(net.dtype)
-        _attach_head(net, k, e, W, b, w)
-        heads[e] = k
-    conv_normalisers(net)
     return heads
 
 
@@ -74,10 +53,10 @@ def _head_gains(net, layers, beta, bp_weight) -> tuple[list, list, list]:
     return layers, betas, weights
 
 
-def _new_head(net, k: int, i: int, kind: str) -> int:
+def _new_head(net, k: int, i: int) -> int:
     """Head index of the i-th head (on layer k, checked)."""
     if not 1 <= k <= net.L:
-        raise ValueError(f"head on layer {k}: {kind} layers are 1..{net.L}")
+        raise ValueError(f"head on layer {k}: hidden layers are 1..{net.L}")
     if f"A{k}" in net.ops:
         raise ValueError(f"two heads on layer {k}")
     return net.L + 2 + i
@@ -100,30 +79,17 @@ def _attach_head(net, k: int, e: int, W: np.ndarray, beta: float, weight: float)
     net.head_weight[e] = float(weight)
 
 
-def conv_normalisers(net) -> None:
-    """``net.norm`` of a conv net: for kernel C_k and bias b_k the gain of the strongest nudge
-    path into layer k (the output, beta_f beta_k ... beta_{L-1}; a head on layer l >= k,
-    beta_e beta_k ... beta_{l-1}); 1 for the readouts."""
-    L = net.L
-    sources = [(L, net.beta_f)] + [(b.dst, b.gain) for b in net.blocks
-                                   if b.transposed and b.src > L + 1]
-    for k in range(1, L + 1):
-        g = max(gain * float(np.prod(net.beta_i[k - 1:l - 1])) for l, gain in sources if l >= k)
-        net.norm[f"C{k}"] = net.norm[f"b{k}"] = g
-    for p in head_projections(net):
-        net.norm[p.name] = 1.0
-
-
 def head_projections(net: Network) -> list:
     """The auxiliary heads' readout projections (destination > L + 1)."""
     return [p for p in net.projections if p.dst > net.L + 1]
 
 
 def bp_head_terms(net: Network, s: list, targets, B: int) -> tuple[dict, dict]:
-    """For the BP twin: (grads of the heads' readouts, extra -dLoss/ds per hidden layer) of
-    ``sum_e w_e CE(t_e, softmax(A_e s_l))`` averaged over the batch; ``targets`` is one
-    (B, n_out) target or a dict head index -> target."""
-    from crossbar_ep.model.settle import softmax
+    """For the BP twin: (grads of the heads' readouts, extra -dLoss/de per hidden layer) of
+    ``sum_e w_e CE(t_e, softmax(A_e e_l))`` averaged over the batch, with ``s`` the signals
+    the heads read (states, or a conv net's pooled maps); ``targets`` is one (B, n_out)
+    target or a dict head index -> target."""
+    from crossbar_ep.model.activations import softmax
 
     grads, back = {}, {}
     for p in head_projections(net):

@@ -1,8 +1,10 @@
 """Equilibrium Propagation on the FRE-RNN, and the backpropagation twin of the same net.
 
 Both learners expose ``train_batch(x, y) -> BatchStats`` and ``predict(x) -> p`` over the
-same :class:`~crossbar_ep.model.network.Network`, so EP and BP runs share data, init and seed.
-Updates follow the ascent convention (they point downhill on the cross-entropy loss).
+same :class:`~crossbar_ep.model.network.Network` (layered, residual, random-graph or conv: the
+net's layer map supplies the reads and the local signals), so EP and BP runs share data, init
+and seed.  Updates follow the ascent convention (they point downhill on the cross-entropy
+loss).
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossbar_ep.model.activations import activation_derivative, rho, softmax
 from crossbar_ep.model.heads import bp_head_terms
 from crossbar_ep.model.network import Network
+from crossbar_ep.model.operators import DigitalMatrix
 from crossbar_ep.model.optim import Optimizer
-from crossbar_ep.model.settle import (
-    PhaseResult,
-    Settler,
-    activation_derivative,
-    rho,
-    softmax,
-)
+from crossbar_ep.model.options import TrainingConfig
+from crossbar_ep.model.settle import PhaseResult, Settler, layer_map
 
 
 @dataclass
@@ -45,37 +44,65 @@ def cross_entropy_sum(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.maximum(p[np.arange(y.shape[0]), y], 1e-12)).sum())
 
 
+def _samples(x: np.ndarray, net: Network) -> np.ndarray:
+    """x as (B, n_in) of the net's dtype; a clear error for any other shape."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != net.sizes[0]:
+        from crossbar_ep.errors import DataError
+        hint = " (one sample: x[None])" if x.ndim == 1 and x.size == net.sizes[0] else ""
+        raise DataError(f"predict: x must be (samples, {net.sizes[0]}); got shape "
+                        f"{x.shape}{hint}")
+    return np.ascontiguousarray(x, dtype=net.dtype)
+
+
+def clip_factor(grads, max_norm: float | None) -> float:
+    """PyTorch's clip_grad_norm_ factor over all update arrays (1 without a limit)."""
+    if not max_norm:
+        return 1.0
+    total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads)))
+    return min(1.0, max_norm / (total + 1e-6))
+
+
 class EPLearner:
     """Two-phase EP with local updates ``dW = mean((sb_k - s0_k) outer s0_j)``.
 
     Every trained operator learns from its local signals through
     :meth:`~crossbar_ep.model.operators.WeightOperator.update` (a digital matrix through the
     optimiser, a crossbar array through its pulse rule).  ``norm`` maps a projection (or bias
-    ``b<k>``) to the divisor of its update: 1 for raw updates, ``beta_f * prod(beta)`` along
-    the feedback path from the nudge for normalised ones (the BP-gradient scale).
-    ``centered`` (Laborieux et al. 2021): nudged phases at +beta_f and -beta_f from the free
-    state and ``delta = (s+ - s-) / 2``, which cancels the O(beta_f) bias of the one-sided
-    estimate (one more nudged phase per batch).  With phase averaging in the settler the
-    update uses the averaged states (``PhaseResult.s_mean``).
+    ``b<k>``) to the divisor of its update: 1 for raw updates, the gain of the strongest path
+    from a nudge source for normalised ones (the BP-gradient scale; default from
+    ``training.update_norm``).  ``training.nudging`` centered (Laborieux et al. 2021): nudged
+    phases at +beta_f and -beta_f from the free state and ``delta = (s+ - s-) / 2``, which
+    cancels the O(beta_f) bias of the one-sided estimate.  ``training.readout_error``: the
+    readout learns from y - p of the free phase or of the nudged end.
+    ``training.grad_clip_norm``: the batch's digital updates are scaled down to that global
+    L2 norm when above it.  With phase averaging in the settler the update uses the averaged
+    states.  ``targets`` (optional) maps (x, y1h) to a target per head (distillation).
     """
 
-    def __init__(self, net: Network, settler: Settler, optimizer: Optimizer,
-                 normalised: bool = False, pulses=None, norm: dict | None = None,
-                 readout_error: str = "free", centered: bool = False):
+    def __init__(self, net: Network, settler: Settler, optimizer: Optimizer | None, *,
+                 training: TrainingConfig = TrainingConfig(), norm: dict | None = None,
+                 pulses=None, targets=None):
         self.net, self.settler, self.opt = net, settler, optimizer
-        self.centered = centered
-        self.readout_error = readout_error   # free: y - p0; nudged: y - p at the nudged end
-        self.targets = None     # optional (x, y1h) -> {head index: target} (distillation)
+        self.training = training
+        self.centered = training.nudging == "centered"
+        self.readout_error = training.readout_error
+        self.clip_norm = training.grad_clip_norm
+        self.targets = targets
         self.layer_stats = None  # optional observer of (delta, updates) per batch
         self.pulses = pulses            # backend.PulseStats over the crossbar operators
         if norm is None:
-            norm = {k: (v if normalised else 1.0) for k, v in net.norm.items()}
+            digital = training.update_norm == "normalised"
+            norm = {k: (v if digital else 1.0) for k, v in net.norm.items()}
         self.norm = norm
-        net.set_optimizer(optimizer)
-        self._bgrads = {k: np.empty_like(b) for k, b in net.b.items()}
+        self.map = settler.map
+        if optimizer is not None:
+            net.set_optimizer(optimizer)
+        self._bgrads: dict = {}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.settler.free(x).p
+        """Output probabilities (B, n_out) of the free phase of x (B, n_in)."""
+        return self.settler.free(_samples(x, self.net)).p
 
     def settle(self, x: np.ndarray, y: np.ndarray | None = None,
                free: PhaseResult | None = None) -> PhaseResult:
@@ -97,11 +124,11 @@ class EPLearner:
         nudged = self.settler.nudged(free, y1h)
         L = self.net.L
         if self.centered:
-            neg = _used(self.settler.nudged(free, y1h, sign=-1.0))
-            pos = _used(nudged)
+            neg = self.settler.nudged(free, y1h, sign=-1.0).used()[0]
+            pos = nudged.used()[0]
             delta = {k: 0.5 * (pos[k] - neg[k]) for k in range(1, L + 1)}
         else:
-            pos, s0 = _used(nudged), _used(free)
+            pos, s0 = nudged.used()[0], free.used()[0]
             delta = {k: pos[k] - s0[k] for k in range(1, L + 1)}
         end = nudged if self.readout_error == "nudged" else free
         probs = dict(free.heads or {})          # auxiliary heads learn at the free state
@@ -111,12 +138,15 @@ class EPLearner:
         return free, nudged, delta
 
     def local_signals(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, PhaseResult]:
-        """name -> (pre-synaptic s0, post-synaptic delta, scale) of every trained operator,
-        and the free-phase result."""
+        """name -> (pre-synaptic signal, post-synaptic signal, scale) of every trained
+        operator (rows, n_in), (rows, n_out), as its ``update`` takes them, and the free-phase
+        result."""
         free, nudged, delta = self.phases(x, y1h)
         self.last_nudged = nudged
-        B, s0 = x.shape[0], _used(free)
-        local = {p.name: (s0[p.src], delta[p.dst], 1.0 / (B * self.norm[p.name]))
+        B, lm = x.shape[0], self.map
+        e0 = free.used()[1]
+        local = {p.name: (lm.local_pre(p, e0, free), lm.local_delta(p, delta[p.dst]),
+                          1.0 / (B * self.norm[p.name]))
                  for p in self.net.projections}
         self.local, self.last_delta = local, delta
         return local, free
@@ -131,8 +161,12 @@ class EPLearner:
 
     def _bias_updates(self, B: int) -> dict:
         out = {}
-        for k, g in self._bgrads.items():
-            np.sum(self.last_delta[k], axis=0, out=g)
+        for k, b in self.net.b.items():
+            rows = self.map.bias_rows(k, self.last_delta[k])
+            g = self._bgrads.get(k)
+            if g is None:
+                g = self._bgrads[k] = np.empty_like(b)
+            np.sum(rows, axis=0, out=g)
             g *= 1.0 / (B * self.norm[f"b{k}"])
             out[f"b{k}"] = g
         return out
@@ -146,9 +180,21 @@ class EPLearner:
         if self.layer_stats is not None:
             self.layer_stats.observe(self.last_delta, local)
         self.opt.begin()
-        for name, (pre, d, scale) in local.items():
-            net.ops[name].update(pre, d, scale)
-        for name, g in self._bias_updates(x.shape[0]).items():
+        bias = self._bias_updates(x.shape[0])
+        if self.clip_norm:
+            digital = {n: net.ops[n].local_gradient(*v).copy() for n, v in local.items()
+                       if isinstance(net.ops[n], DigitalMatrix)}
+            f = clip_factor([*digital.values(), *bias.values()], self.clip_norm)
+            for name, v in local.items():
+                if name in digital:
+                    net.ops[name].step(digital[name] * f if f != 1.0 else digital[name])
+                else:
+                    net.ops[name].update(*v)
+            bias = {n: (g * f).astype(net.dtype, copy=False) for n, g in bias.items()}
+        else:
+            for name, (pre, d, scale) in local.items():
+                net.ops[name].update(pre, d, scale)
+        for name, g in bias.items():
             self.opt.step(name, g)
         nudged = self.last_nudged
         return BatchStats(cross_entropy_sum(free.p, y), int((free.p.argmax(1) == y).sum()),
@@ -156,70 +202,101 @@ class EPLearner:
                           free.time_tau, nudged.time_tau)
 
 
-def _used(r: PhaseResult) -> list:
-    """The states a phase hands to the update: averaged over its last steps when the settler
-    averages, else its final states."""
-    return r.s if r.s_mean is None else r.s_mean
-
-
 class BPLearner:
     """Backpropagation through the feed-forward net the FRE-RNN tends to as beta_i -> 0:
-    ``s_k = rho(alpha W_{k-1} s_{k-1} + sum of residual links + b_k)``, softmax readout."""
+    ``s_k = rho(sum of the reads of the layers below + b_k)`` (conv nets: convolutions of the
+    pooled maps), softmax readout.  ``training.grad_clip_norm`` as for :class:`EPLearner`."""
 
     settler = None   # no settling and no crossbar arrays: the BP twin is digital
     pulses = None
 
-    def __init__(self, net: Network, optimizer: Optimizer | None):
-        self.net, self.opt = net, optimizer
+    def __init__(self, net: Network, optimizer: Optimizer | None, *,
+                 training: TrainingConfig = TrainingConfig()):
+        self.net, self.opt, self.training = net, optimizer, training
+        self.clip_norm = training.grad_clip_norm
+        self.map = layer_map(net, False)
 
     def forward(self, x: np.ndarray) -> tuple[list, list, np.ndarray]:
         """States s[0..L], pre-activations h[1..L] (h[0] is None), probabilities p."""
-        net, L = self.net, self.net.L
-        s, h = [x], [None]
-        for k in range(1, L + 1):
-            a = np.zeros((x.shape[0], net.sizes[k]), net.dtype)
+        return self._forward(x)[:3]
+
+    def _forward(self, x: np.ndarray):
+        """(states, pre-activations, probabilities, emitted signals, switches, pre signal per
+        projection)."""
+        net, L, lm = self.net, self.net.L, self.map
+        W = net.W
+        s, h, e, sw, pre = [x], [None], [x], [None], {}
+        for k in range(1, L + 2):
+            a = None
             for p in net.incoming(k):
-                a += p.scale * (s[p.src] @ net.W[p.name].T)
+                r, pre[p.name] = self._read(p, e[p.src], W[p.name])
+                r = p.scale * r
+                a = r if a is None else a + r
             if k in net.b:
-                a += net.b[k]
+                lm.add_bias(k, a)
+            if k == L + 1:
+                return s, h, softmax(a), e, sw, pre
             h.append(a)
             s.append(rho(a, net.activation))
-        z = s[L] @ net.W["Wf"].T
-        if L + 1 in net.b:
-            z += net.b[L + 1]
-        return s, h, softmax(z)
+            em, idx = self._emit(k, s[k])
+            e.append(em)
+            sw.append(idx)
+
+    def _read(self, p, e_src, W):
+        if self.map.emits_states:
+            return e_src @ W.T, e_src
+        return self.map.bp_read(p, e_src, W)
+
+    def _emit(self, k, s):
+        return (s, None) if self.map.emits_states else self.map.bp_emit(k, s)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[2]
+        """Output probabilities (B, n_out) of the feed-forward pass of x (B, n_in)."""
+        return self._forward(_samples(x, self.net))[2]
 
     def gradients(self, x: np.ndarray, y1h: np.ndarray) -> tuple[dict, np.ndarray]:
         """Minus the gradient of the mean cross-entropy w.r.t. every trained parameter."""
-        net, L, B = self.net, self.net.L, x.shape[0]
-        s, h, p = self.forward(x)
-        delta = {L + 1: (y1h - p) / B}     # -dLoss/d(pre-activation), per layer
-        grads, aux = bp_head_terms(net, s, y1h, B)   # auxiliary heads' weighted losses
+        net, L, B, lm = self.net, self.net.L, x.shape[0], self.map
+        s, h, p, e, sw, pre = self._forward(x)
+        W = net.W
+        ge = {L + 1: (y1h - p) / B}   # -dLoss/d(emitted signal); L + 1: the logits
+        grads, aux = bp_head_terms(net, e, y1h, B)   # auxiliary heads' weighted losses
         for k in range(L + 1, 0, -1):
             if k in aux:
-                delta[k] = delta[k] + aux[k] if k in delta else aux[k]
+                ge[k] = ge[k] + aux[k] if k in ge else aux[k]
+            if k not in ge:
+                continue
             if k <= L:
-                delta[k] = delta[k] * activation_derivative(s[k], h[k], net.activation)
+                g = ge[k] if lm.emits_states else lm.bp_unemit(k, ge[k], sw[k])
+                delta = g * activation_derivative(s[k], h[k], net.activation)
+            else:
+                delta = ge[k]
             for pr in net.incoming(k):
-                grads[pr.name] = pr.scale * (delta[k].T @ s[pr.src])
+                grads[pr.name] = pr.scale * (lm.local_delta(pr, delta).T @ pre[pr.name])
                 if pr.src >= 1:
-                    back = pr.scale * (delta[k] @ net.W[pr.name])
-                    delta[pr.src] = delta[pr.src] + back if pr.src in delta else back
+                    M = self.backward_matrix(pr, W)
+                    back = pr.scale * (delta @ M if lm.emits_states else
+                                       lm.bp_read_transposed(pr, delta, M))
+                    ge[pr.src] = ge[pr.src] + back if pr.src in ge else back
             if k in net.b:
-                grads[f"b{k}"] = delta[k].sum(axis=0)
+                grads[f"b{k}"] = lm.bias_rows(k, delta).sum(axis=0)
         return grads, p
+
+    def backward_matrix(self, p, W: dict) -> np.ndarray:
+        """The matrix the error of projection p's destination goes back through: W itself
+        (backpropagation; feedback alignment overrides it)."""
+        return W[p.name]
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         net = self.net
         y1h = one_hot(y, net.sizes[-1], net.dtype)
         grads, p = self.gradients(x, y1h)
+        f = clip_factor(list(grads.values()), self.clip_norm)
         self.opt.begin()
         for name, g in grads.items():
-            self.opt.step(name, np.ascontiguousarray(g, dtype=net.dtype))
+            self.opt.step(name, np.ascontiguousarray(g * f if f != 1.0 else g,
+                                                     dtype=net.dtype))
         return BatchStats(cross_entropy_sum(p, y), int((p.argmax(1) == y).sum()), 0.0, 0)
 
 
-__all__ = ["BatchStats", "EPLearner", "BPLearner", "one_hot", "softmax"]
+__all__ = ["BatchStats", "EPLearner", "BPLearner", "one_hot", "softmax", "clip_factor"]

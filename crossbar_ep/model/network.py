@@ -102,6 +102,14 @@ class Network:
         trained = {p.name for p in self.projections}
         return {n: op.dense() for n, op in self.ops.items() if n not in trained}
 
+    def emitted_size(self, k: int) -> int:
+        """Width of what layer k emits to forward reads and readouts (its state)."""
+        return self.sizes[k]
+
+    def init_readout(self, rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
+        """Initial weights (n_out, n_in) of a readout added later (a head): Glorot-uniform."""
+        return glorot(rng, n_out, n_in, self.dtype)
+
     def incoming(self, k: int) -> list:
         """Forward projections entering hidden/output layer k, W0 first."""
         return [p for p in self.projections if p.dst == k]

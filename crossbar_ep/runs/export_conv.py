@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from crossbar_ep.errors import CrossbarEPError
-from crossbar_ep.model.conv import im2col
-from crossbar_ep.model.conv_learn import rho, to_maps
+from crossbar_ep.model.conv import im2col, to_maps
 
 
 def conv_signal(run, name: str, x: np.ndarray, transposed: bool) -> tuple[np.ndarray, str]:
@@ -21,8 +20,7 @@ def conv_signal(run, name: str, x: np.ndarray, transposed: bool) -> tuple[np.nda
             raise CrossbarEPError(f"{name}: a readout's transposed read carries the nudge, "
                                   f"not a state; export its forward read")
         k = len(net.convs) if name == "Wf" else int(name[1:])
-        return (np.ascontiguousarray(free.pooled[k - 1]).reshape(-1),
-                f"flattened pooled map of conv layer {k}")
+        return free.e[k][0], f"flattened pooled map of conv layer {k}"
     k = int(name[1:])
     op = net.convs[k - 1]
     g = op.g
@@ -32,8 +30,9 @@ def conv_signal(run, name: str, x: np.ndarray, transposed: bool) -> tuple[np.nda
         if k == 1:
             raise CrossbarEPError("C1: the first conv layer is never read transposed (no "
                                   "feedback into the input); export its forward read")
-        return rho(free.x[k - 1])[0, oy, ox], f"rho(x_{k}) at {where}"
-    src = to_maps(x, net.in_shape) if k == 1 else free.pooled[k - 2]
+        return free.s[k][0].reshape(g.h_out, g.w_out, g.c_out)[oy, ox], f"rho(x_{k}) at {where}"
+    prev = net.convs[k - 2].g.pooled if k > 1 else None
+    src = to_maps(x, net.in_shape) if k == 1 else free.e[k - 1].reshape(-1, *prev)
     cols = im2col(src, g.k, g.pad)
     return cols[oy * g.w_out + ox], f"input patch at {where}"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crossbar_ep import shipped
 from crossbar_ep.config.experiment import apply_overrides, config_from_dict, read_yaml
 from crossbar_ep.errors import ConfigError
 
@@ -174,6 +175,7 @@ def _card_digest(device, base: str, cache: dict) -> str:
     tries = [device] if os.path.isabs(device) else [
         os.path.join(folder, device), device, os.path.join(folder, os.pardir, device)]
     path = next((os.path.abspath(t) for t in tries if os.path.isfile(t)), None)
+    path = path or shipped.card_path(device)          # a shipped card given by name
     if path is None:
         return ""
     if path not in cache:

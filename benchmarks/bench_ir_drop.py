@@ -58,7 +58,7 @@ def main() -> int:
     runs["IR drop"] = learner_for(wired)
     t_build = time.perf_counter() - t
     xb = runs["IR drop"].pulses.crossbars
-    n_tiles = sum(len(cb._ir) for cb in xb.values())
+    n_tiles = sum(len(cb.row_tiles) * len(cb.col_tiles) for cb in xb.values())
     B = args.batch_size
     rng = np.random.default_rng(1)
     x = rng.random((B * 4, 784)).astype(base.training.dtype)
@@ -75,14 +75,15 @@ def main() -> int:
     # first-order maps against a fresh exact solve of every tile
     err, scale, drop = 0.0, 0.0, 0.0
     for cb in xb.values():
-        lag = {k: v.copy() for k, v in cb._fwd_tiles.items()}
+        tiles = [(i, j) for i in range(len(cb.row_tiles)) for j in range(len(cb.col_tiles))]
+        lag = {t: cb.read_operand(t).copy() for t in tiles}
         cb.refresh(exact=True)
-        for k, v in cb._fwd_tiles.items():
-            err = max(err, float(np.abs(lag[k] - v).max()))
+        for t in tiles:
+            v = cb.read_operand(t)
+            err = max(err, float(np.abs(lag[t] - v).max()))
             scale = max(scale, float(np.abs(v).max()))
-        drop = max([drop] + [float(np.abs(cb._fwd_tiles[(rt.start, ct.start)]
-                                          - cb.W_eff[ct, rt].T).max())
-                             for rt in cb.row_tiles for ct in cb.col_tiles])
+            rt, ct = cb.row_tiles[t[0]], cb.col_tiles[t[1]]
+            drop = max(drop, float(np.abs(v - cb.W_eff[ct, rt].T).max()))
     print(f"config: {args.config}; batch {B}, {args.batches} timed batches per backend; "
           f"wires {args.r_wire:g} ohm per segment, driver/sense {args.r_terminal:g} ohm; "
           f"exact solve every {args.refresh_every} updates")

@@ -30,6 +30,7 @@ _LAZY = {
     "MixedPrecision": "crossbar.mixed_precision", "TikiTaka": "crossbar.tiki_taka",
     "UpdateSettings": "crossbar.update_settings", "make_rule": "crossbar.rules",
     "load_card": "devices.card", "DeviceCard": "devices.card",
+    "fit_card": "devices.fit_card", "plot_card_fit": "plots.device_fit",
     "WireSettings": "circuit.ir_drop", "Wires": "circuit.nodal", "IVLaw": "circuit.iv",
     # learning
     "Settler": "model.settle", "EPLearner": "model.learners", "BPLearner": "model.learners",

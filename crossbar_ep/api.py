@@ -96,12 +96,12 @@ def attach_crossbar(net: Network, name: str, card: DeviceCard | str, *,
 def _check_array_args(periphery, wires, iv, signed, tile_rows, tile_cols, factor, lr):
     """attach_crossbar's arguments through the crossbar section's schema."""
     from crossbar_ep.config.experiment import CrossbarConfig
-    from crossbar_ep.schema import Where, _keys
+    from crossbar_ep.schema import Where, section_keys
     where = "attach_crossbar"
     for obj in (periphery, wires, iv):
         if obj is not None:
             check_section(obj, where)
-    fields = {f.name: f for f in _keys(CrossbarConfig)}
+    fields = {f.name: f for f in section_keys(CrossbarConfig)}
     for key, value in (("signed", signed), ("tile_rows", tile_rows),
                        ("tile_cols", tile_cols), ("weight_range_factor", factor)):
         fields[key].metadata["parse"](value, Where(where, key))
@@ -110,9 +110,20 @@ def _check_array_args(periphery, wires, iv, signed, tile_rows, tile_cols, factor
         p_float(lo=0.0, hi=MAX_GAIN)(lr, Where(where, "lr"))
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple:
+def evaluate(model, x: np.ndarray | None = None, y: np.ndarray | None = None,
+             batch_size: int = 1000, **retention):
     """(mean cross-entropy, accuracy) of ``model.predict`` on (x (N, n_in), y (N,) integer
-    labels), checked like :func:`fit`'s data."""
+    labels), checked like :func:`fit`'s data.
+
+    With a run directory instead of a model, the retention evaluation of
+    ``crossbar-ep evaluate`` (:mod:`crossbar_ep.runs.retention`): keyword arguments
+    ``times`` ("1s,1h,1d,1w,1mo,1y,10y"), ``card`` (None: an in-situ run's own arrays),
+    ``overrides`` (``crossbar.*`` settings), ``repeats``, ``compensation`` (modes),
+    ``faults`` ("stuck_off=F,stuck_on=F"), ``recover`` (batch counts), ``recover_at`` (time
+    labels), ``samples``, ``out``, ``overwrite``, ``progress``; returns {"rows", "recovery",
+    "table", "out_dir"}."""
+    if isinstance(model, (str, os.PathLike)):
+        return _evaluate_run(os.fspath(model), **retention)
     net = model.net
     x = check_inputs(x, net.sizes[0], net.dtype, "evaluate")
     y = check_labels(y, x.shape[0], net.sizes[-1], "evaluate")
@@ -125,6 +136,24 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tup
         correct += int((p.argmax(1) == yy).sum())
     n = max(1, x.shape[0])
     return loss / n, correct / n
+
+
+def _evaluate_run(run_dir: str, times: str = "1s,1h,1d,1w,1mo,1y,10y", card=None,
+                  overrides=(), repeats: int = 1, compensation=("none",), faults=None,
+                  recover=(), recover_at=None, recover_modes=("none",), samples=None,
+                  out=None, overwrite: bool = False, progress: bool = False) -> dict:
+    from types import SimpleNamespace
+
+    from crossbar_ep.cli_evaluate import plan_from_args
+    from crossbar_ep.runs.retention_report import evaluate_run
+    join = (lambda v: v if isinstance(v, str) else ",".join(str(a) for a in v))
+    args = SimpleNamespace(times=times, card=card, overrides=list(overrides), repeats=repeats,
+                           compensation=join(compensation), faults=faults,
+                           recover=join(recover) if recover else None,
+                           recover_at=join(recover_at) if recover_at else None,
+                           recover_modes=join(recover_modes), samples=samples, seed_offset=0)
+    return evaluate_run(run_dir, plan_from_args(args), out, progress=progress,
+                        overwrite=overwrite)
 
 
 class MetricsCSV:
@@ -171,7 +200,8 @@ class Traces:
 
     def on_fit_begin(self, model) -> None:
         from crossbar_ep.io.traces import Recorder
-        os.makedirs(self.run_dir, exist_ok=True)
+        from crossbar_ep.runs.rundir import claim_for_api_traces
+        self.lock = claim_for_api_traces(self.run_dir, self.tcfg.file)   # held while alive
         self.recorder = Recorder(self.tcfg, self.run_dir, "# built with the Python API\n",
                                  model, None, self.tau_s)
 

@@ -29,9 +29,15 @@ def _data_section(n_in: int, n_out: int) -> dict:
             "synthetic_train": 1, "synthetic_test": 1}
 
 
-def _config(raw: dict, where: str):
+def _config(raw: dict, where: str, memory: bool = False):
+    """The checked Config of ``raw``; ``memory``: also refuse a net whose estimated peak
+    memory exceeds what the machine has (as ``crossbar-ep run`` does)."""
     from crossbar_ep.config.experiment import config_from_dict
-    return config_from_dict(raw, where)
+    cfg = config_from_dict(raw, where)
+    if memory:
+        from crossbar_ep.config.memory import check_memory
+        check_memory(cfg)
+    return cfg
 
 
 def make_network(sizes, seed: int | np.random.Generator = 0, *, alpha: float = 1.0,
@@ -62,7 +68,7 @@ def make_network(sizes, seed: int | np.random.Generator = 0, *, alpha: float = 1
                           "feedback_gain": feedback_gain}}
     cfg = _config({"data": _data_section(sizes[0], sizes[-1]), "model": model,
                    "training": {"lr": _plain(lr), "dtype": dtype, "beta_f": beta_f,
-                                "T": max(L, 1)}}, where)
+                                "T": max(L, 1)}}, where, memory=True)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(
         _seed(seed, where))
     if random_feedback is None:
@@ -95,7 +101,7 @@ def make_conv_network(in_shape, channels, n_out: int, seed: int | np.random.Gene
                       "padding": _plain(padding), "input_shape": shape}}
     cfg = _config({"data": _data_section(n_in, int(n_out)), "model": model,
                    "training": {"lr": _plain(lr), "dtype": dtype, "beta_f": beta_f,
-                                "T": len(channels)}}, where)
+                                "T": len(channels)}}, where, memory=True)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(
         _seed(seed, where))
     return build_network(cfg, n_in, int(n_out), rng)
@@ -107,9 +113,9 @@ def learner_config(net: Network, where: str, crossbar=None, **keys):
     :class:`CrossbarConfig`), checked against ``net``'s depth and sizes."""
     from crossbar_ep.config.experiment import Config, CrossbarConfig, to_plain
     from crossbar_ep.model.options import SettlingConfig
-    from crossbar_ep.schema import _keys
+    from crossbar_ep.schema import section_keys
 
-    settling_keys = {f.name for f in _keys(SettlingConfig)}
+    settling_keys = {f.name for f in section_keys(SettlingConfig)}
     raw = {"training": {k: _plain(v) for k, v in keys.items() if k not in settling_keys},
            "settling": {k: v for k, v in keys.items() if k in settling_keys}}
     if isinstance(crossbar, CrossbarConfig):

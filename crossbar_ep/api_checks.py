@@ -26,9 +26,9 @@ def options(cls, where: str, **kwargs):
 def check_section(obj, where: str) -> None:
     """Run every key's schema check on an already built section object (e.g. a
     ``Periphery(dac_bits=0)`` made by hand)."""
-    from crossbar_ep.schema import Where, _keys
+    from crossbar_ep.schema import Where, section_keys
     w = Where(where, type(obj).__name__)
-    for f in _keys(type(obj)):
+    for f in section_keys(type(obj)):
         value = getattr(obj, f.name)
         if "section" in f.metadata:
             check_section(value, f"{where}.{f.name}")

@@ -12,6 +12,7 @@ import sys
 
 from crossbar_ep import cli_shipped
 from crossbar_ep import cli_dynamics
+from crossbar_ep import cli_evaluate
 from crossbar_ep.errors import CrossbarEPError, interrupts
 
 
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--accept-config-changes", action="store_true",
                      help="with --resume: continue although RUN_DIR/config.yaml was edited "
                      "since the last checkpoint")
+    run.add_argument("--new-traces", action="store_true",
+                     help="with --resume: start a new trace file for the epochs to come (the "
+                     "current one, missing or not this run's, is kept renamed)")
 
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("experiment")
@@ -148,8 +152,9 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: 1 point under the lowest test accuracy from epoch 3 on)")
 
     cli_dynamics.add_parser(sub)
+    cli_evaluate.add_parser(sub)
 
-    dev = sub.add_parser("device", help="inspect device cards")
+    dev = sub.add_parser("device", help="inspect, fit, import and export device cards")
     dsub = dev.add_subparsers(dest="device_command", required=True)
     cli_shipped.add_device_list(dsub)
     info = dsub.add_parser("info", help="print a card's parameters, units, states, citation")
@@ -160,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--devices", type=int, default=5, help="devices drawn with variation")
     plot.add_argument("--pulses", type=int, help="pulses per direction (default 1.2 x states)")
     plot.add_argument("--seed", type=int, default=0)
+    from crossbar_ep import cli_device_tools
+    cli_device_tools.add_parsers(dsub)
     return ap
 
 
@@ -192,6 +199,8 @@ def _cmd_diagnose(args) -> int:
     from crossbar_ep.runs import train
     if args.plot and not args.nudge_sources:
         raise CrossbarEPError("--plot draws the --nudge-sources split; add --nudge-sources")
+    if args.jacobian_samples < 1 or args.samples < 1:
+        raise CrossbarEPError("diagnose: --samples and --jacobian-samples need at least 1")
     if os.path.isdir(args.target):
         if args.overrides:
             raise CrossbarEPError("--set applies to an experiment file, not a run directory")
@@ -238,8 +247,9 @@ def _cmd_diagnose(args) -> int:
 
 
 def _cmd_device(args) -> int:
-    import os
-
+    from crossbar_ep import cli_device_tools
+    if args.device_command in cli_device_tools.COMMANDS:
+        return cli_device_tools.run(args)
     from crossbar_ep.devices.card import describe, load_card
     if args.device_command == "list":
         return cli_shipped.run_device_list(args)
@@ -254,11 +264,8 @@ def _cmd_device(args) -> int:
     if not card.pulsed:
         raise CrossbarEPError(f"{args.card}: the {card.model} device takes exact updates and "
                               f"has no pulse response to plot")
-    from crossbar_ep.plots.curves import plot_pulse_response
-    out = args.out or os.path.splitext(os.path.basename(args.card))[0] + "_pulse_response.png"
-    plot_pulse_response(card, out, args.devices, args.pulses, args.seed)
-    print(f"wrote {out}")
-    return 0
+    from crossbar_ep.cli_outputs import device_plot
+    return device_plot(card, args)
 
 
 def _cmd_export(args) -> int:
@@ -324,7 +331,9 @@ def _cmd_inspect(args) -> int:
     import os
 
     from crossbar_ep.io.traces import describe_tree, open_run
+    from crossbar_ep.cli_runs import check_input_path
     path = args.path
+    check_input_path(path, "trace file")
     if os.path.isdir(path):
         with open_run(path) as tr:
             path = tr.path
@@ -335,58 +344,21 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    import os
-    import shlex
-
-    from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
-    if args.workers < 1 or (args.dask_local is not None and args.dask_local < 1):
-        raise CrossbarEPError("--workers and --dask-local need at least 1")
-    if args.scheduler and args.dask_local:
-        raise CrossbarEPError("give either --scheduler (an existing cluster) or --dask-local")
-    sweep = load_sweep(args.sweep_file)
-    out = args.out or os.path.join("runs", f"sweep-{sweep.name}")
-    try:
-        rows = run_sweep(args.sweep_file, out, args.workers, args.scheduler, args.dask_local,
-                         args.resume, args.retry_failed, progress=not args.quiet,
-                         log=lambda m: print(m, file=sys.stderr),
-                         accept_changes=args.accept_config_changes, sweep=sweep)
-    except KeyboardInterrupt:
-        n = len(read_results(out))
-        again = ["crossbar-ep", "sweep", args.sweep_file, "--out", out, "--resume"]
-        if args.scheduler:
-            again += ["--scheduler", args.scheduler]
-        elif args.dask_local:
-            again += ["--dask-local", str(args.dask_local)]
-        elif args.workers > 1:
-            again += ["--workers", str(args.workers)]
-        print(f"\ninterrupted: workers stopped, {n} finished point{'' if n == 1 else 's'} in "
-              f"{out}/results.csv; continue with: "
-              f"{' '.join(shlex.quote(a) for a in again)}", file=sys.stderr)
-        return 130
-    failed = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows)} points ({failed} failed): {out}/results.csv, {out}/results.h5; "
-          f"figures: crossbar-ep plot {out}")
-    return 0
+    from crossbar_ep.cli_runs import sweep_command
+    return sweep_command(args)
 
 
 def _cmd_plot(args) -> int:
-    import os
-
-    from crossbar_ep.plots.traces import plot_run_dir
-    if not os.path.isdir(args.run_dir):
-        raise CrossbarEPError(f"{args.run_dir}: no such directory")
-    if os.path.isfile(os.path.join(args.run_dir, "results.csv")):
-        from crossbar_ep.plots.sweeps import plot_sweep
-        paths = plot_sweep(args.run_dir, args.out)
-    else:
-        paths = plot_run_dir(args.run_dir, args.out)
-    for p in paths:
-        print(f"wrote {p}")
-    return 0
+    from crossbar_ep.cli_outputs import plot_command
+    return plot_command(args)
 
 
 def _cmd_summary(args) -> int:
+    import math
+
     from crossbar_ep.runs.summary import expand_paths, parse_epochs, summary_table
+    if args.ymin is not None and not math.isfinite(args.ymin):
+        raise CrossbarEPError(f"--ymin {args.ymin}: give a finite accuracy in %, e.g. --ymin 90")
     skipped: list = []
     paths = expand_paths(args.runs)
     table = summary_table(paths, parse_epochs(args.at), args.format, skipped=skipped,
@@ -430,45 +402,14 @@ def _cmd_validate(args) -> int:
     print(f"{args.experiment}: OK ({cfg.name}: {cfg.training.algorithm}, {net}, "
           f"{L} hidden layer{'s' if L > 1 else ''}, "
           f"T/K {cfg.training.T}/{cfg.training.K}, {cfg.training.epochs} epochs)")
+    from crossbar_ep.config.memory import describe, estimate
+    print(f"  memory: {describe(estimate(cfg))}")
     return 0
 
 
 def _cmd_run(args) -> int:
-    from crossbar_ep.runs import train
-
-    if args.resume:
-        if args.experiment or args.overrides or args.out or args.overwrite:
-            raise CrossbarEPError("--resume continues a run in its own folder with its saved "
-                                  "config.yaml; drop the experiment file, --set, --out and "
-                                  "--overwrite (only --epochs may extend it)")
-        run = train.resume(args.resume, epochs=args.epochs,
-                           accept_changes=args.accept_config_changes)
-        if run.epochs_done >= run.cfg.training.epochs:
-            print(f"{run.out_dir}: already trained {run.epochs_done} epochs; nothing to do "
-                  f"(extend it with --epochs {run.epochs_done + 1} or more)", file=sys.stderr)
-            return 0
-        print(f"resuming {run.out_dir} after epoch {run.epochs_done} of "
-              f"{run.cfg.training.epochs}", file=sys.stderr)
-    else:
-        if not args.experiment:
-            raise CrossbarEPError("crossbar-ep run: give an experiment file, or --resume RUN_DIR")
-        if args.accept_config_changes:
-            raise CrossbarEPError("--accept-config-changes goes with --resume RUN_DIR")
-        overrides = list(args.overrides)
-        if args.epochs is not None:
-            overrides.append(f"training.epochs={args.epochs}")
-        cfg = train.load_experiment(args.experiment, overrides)
-        run = train.start(cfg, args.out, overwrite=args.overwrite)
-        print(f"run directory: {run.out_dir}", file=sys.stderr)
-    try:
-        with interrupts():
-            s = train.fit(run, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after epoch {run.epochs_done}; the checkpoint in {run.out_dir} "
-              f"is intact: crossbar-ep run --resume {run.out_dir}", file=sys.stderr)
-        return 130
-    print(s["line"])
-    return 0
+    from crossbar_ep.cli_runs import run_command
+    return run_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,13 +418,19 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": _cmd_compare, "inspect": _cmd_inspect, "plot": _cmd_plot,
                 "sweep": _cmd_sweep, "export-netlist": _cmd_export,
                 "diagnose": _cmd_diagnose, "summary": _cmd_summary,
-                "diagnose-sweep": cli_dynamics.run}
+                "diagnose-sweep": cli_dynamics.run, "evaluate": cli_evaluate.run}
+    from crossbar_ep.cli_runs import check_environment, closed_pipe
     try:
+        check_environment()
         cli_shipped.resolve_names(args)
-        return handlers[args.command](args)
+        rc = handlers[args.command](args)
+        sys.stdout.flush()          # a closed pipe shows here, not at interpreter exit
+        return rc
     except CrossbarEPError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return closed_pipe()
 
 
 if __name__ == "__main__":

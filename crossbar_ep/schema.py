@@ -216,7 +216,7 @@ def build_section(cls: type, raw: Any, where: Where, shorthand: str | None = Non
         raw = {shorthand: raw}
     if not isinstance(raw, dict):
         raise where.fail(f"expected a mapping of keys, got {_describe(raw)}")
-    fields = {f.name: f for f in _keys(cls)}
+    fields = {f.name: f for f in section_keys(cls)}
     for k in raw:
         if k not in fields:
             close = difflib.get_close_matches(str(k), list(fields), n=1, cutoff=0.5)
@@ -237,7 +237,7 @@ def build_section(cls: type, raw: Any, where: Where, shorthand: str | None = Non
     return cls(**values)
 
 
-def _keys(cls: type) -> list:
+def section_keys(cls: type) -> list:
     """The dataclass fields that are YAML keys or sections (not bookkeeping fields)."""
     return [f for f in dataclasses.fields(cls) if "parse" in f.metadata or "section" in f.metadata]
 
@@ -245,7 +245,7 @@ def _keys(cls: type) -> list:
 def to_plain(obj: Any) -> Any:
     """A config object as plain YAML-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in _keys(type(obj))}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in section_keys(type(obj))}
     if isinstance(obj, (list, tuple)):
         return [to_plain(x) for x in obj]
     if isinstance(obj, dict):
@@ -256,7 +256,7 @@ def to_plain(obj: Any) -> Any:
 def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, unit, doc) for every key, sections flattened, for the docs."""
     rows = []
-    for f in _keys(cls):
+    for f in section_keys(cls):
         name = f"{prefix}{f.name}"
         if "section" in f.metadata:
             rows.extend(reference_rows(f.metadata["section"], name + "."))

@@ -148,6 +148,9 @@ def load_file(path: str, what: str = "YAML file"):
     max_bytes = limit(MAX_BYTES_ENV, MAX_BYTES)
     if os.path.isdir(path):
         raise ConfigError(f"{path}: is a directory; give the {what} itself")
+    if os.path.exists(path) and not os.path.isfile(path):     # a FIFO would block the read
+        raise ConfigError(f"{path}: not a regular file (a FIFO, socket or device); give the "
+                          f"{what} itself")
     try:
         with open(path, "rb") as fh:
             data = fh.read(max_bytes + 1)

@@ -23,7 +23,9 @@ def test_unknown_key_did_you_mean():
         "exp.yaml: training.bta_f: unknown key; did you mean 'beta_f'? (allowed: algorithm, "
         "epochs, batch_size, optimizer, lr, momentum, adam_beta1, adam_beta2, adam_eps, T, K, "
         "beta_f, nudge_error, readout_error, nudging, update_norm, dtype, seed, eval_batch_size, "
-        "weight_decay, lr_schedule, lr_min, schedule_epochs, grad_clip_norm)")
+        "weight_decay, lr_schedule, lr_min, schedule_epochs, weight_noise_add, "
+        "weight_noise_mul, weight_noise_card, weight_noise_scale, grad_clip_norm, "
+        "memory_limit_gib)")
     assert err({"modle": {}}).startswith("exp.yaml: modle: unknown key; did you mean 'model'?")
 
 

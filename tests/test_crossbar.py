@@ -129,10 +129,10 @@ def test_fused_tile_reads_equal_tile_by_tile_reads(W, transposed, accumulate, bl
     """The one-GEMM-per-tile-row read (noise streams, per-tile ADC, partial sums) equals the
     tile-by-tile read, and with noise off a NumPy per-tile quantiser; also when a large read
     is done in blocks of rows (blocks of 16, 16 and 8 of the 40 rows here)."""
-    import crossbar_ep.crossbar.array as array_module
+    import crossbar_ep.crossbar.reader as reader_module
     if blocked:
-        monkeypatch.setattr(array_module, "SENSE_BLOCK_BYTES", 1)
-        monkeypatch.setattr(array_module, "BLOCKED_READ_BYTES", 0)
+        monkeypatch.setattr(reader_module, "SENSE_BLOCK_BYTES", 1)
+        monkeypatch.setattr(reader_module, "BLOCKED_READ_BYTES", 0)
     card = cardfile("ecram_li_tang2018.yaml")
     per = Periphery(dac_bits=7, adc_bits=9, read_noise=0.02)
     v = np.random.default_rng(8).uniform(-1, 1, (40, 37 if transposed else 53))

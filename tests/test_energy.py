@@ -35,7 +35,7 @@ def tiles(cb):
 
 
 def volts(cb, v):
-    return np.asarray(cb._dac(v), float) * cb.per.v_read_V / cb.per.input_range
+    return np.asarray(cb.reader.dac.drive(v), float) * cb.per.v_read_V / cb.per.input_range
 
 
 @pytest.mark.parametrize("signed", ["differential", "reference"])

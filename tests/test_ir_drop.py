@@ -76,7 +76,7 @@ def test_ir_drop_attenuates_far_devices():
     W = np.full((8, 8), 0.05)
     cb = CrossbarMatrix(W, card, np.random.default_rng(0), tile_rows=8, tile_cols=8,
                         dtype=np.float64, wires=WireSettings.of(Wires(50.0, 50.0, 0.0, 0.0)))
-    fwd = cb._fwd_tiles[(0, 0)]          # (inputs = physical rows, outputs)
+    fwd = cb.read_operand((0, 0))        # (inputs = physical rows, outputs)
     assert np.all(np.diff(fwd, axis=1) < 0)
     assert np.all(np.diff(fwd, axis=0) > 0)
     assert fwd.min() == fwd[0, -1] < 0.95 * 0.05
@@ -90,20 +90,21 @@ def test_lagged_refresh_tracks_exact_solves(W):
     kw = dict(tile_rows=8, tile_cols=5, dtype=np.float64)
     lag = CrossbarMatrix(W, card, np.random.default_rng(1), wires=WireSettings.of(wires, 1000), **kw)
     ref = CrossbarMatrix(W, card, np.random.default_rng(1), wires=WireSettings.of(wires, 1), **kw)
-    frozen = {k: v.copy() for k, v in lag._fwd_tiles.items()}
+    tiles = [(i, j) for i in range(len(lag.row_tiles)) for j in range(len(lag.col_tiles))]
+    frozen = {k: lag.read_operand(k).copy() for k in tiles}
     rng = np.random.default_rng(7)
     for _ in range(5):
         dW = rng.normal(0, 0.01, W.shape)
         lag.apply_update(dW, 31)
         ref.apply_update(dW, 31)
-    assert next(iter(lag._ir.values())).exact_solves == 1
-    assert next(iter(ref._ir.values())).exact_solves == 6
-    err_lag = max(np.abs(lag._fwd_tiles[k] - ref._fwd_tiles[k]).max() for k in frozen)
-    err_frozen = max(np.abs(frozen[k] - ref._fwd_tiles[k]).max() for k in frozen)
+    assert next(iter(lag.reader.circuits.values())).exact_solves == 1
+    assert next(iter(ref.reader.circuits.values())).exact_solves == 6
+    err_lag = max(np.abs(lag.read_operand(k) - ref.read_operand(k)).max() for k in frozen)
+    err_frozen = max(np.abs(frozen[k] - ref.read_operand(k)).max() for k in frozen)
     assert err_lag < 0.05 * err_frozen
     lag.refresh(exact=True)
     for k in frozen:
-        np.testing.assert_allclose(lag._fwd_tiles[k], ref._fwd_tiles[k], atol=1e-12)
+        np.testing.assert_allclose(lag.read_operand(k), ref.read_operand(k), atol=1e-12)
 
 
 def test_reciprocity_shortcut_equals_solving_both_circuits(W):
@@ -117,7 +118,7 @@ def test_reciprocity_shortcut_equals_solving_both_circuits(W):
     C = combination(ct.stop - ct.start, "differential")
     Mt = TileCircuit(G, w, True).effective_matrix()
     bwd = (Mt @ C.T).T / (cb.current_factor() / (cb.per.v_read_V / cb.per.input_range))
-    np.testing.assert_allclose(cb._bwd_tiles[(rt.start, ct.start)], bwd, rtol=1e-10)
+    np.testing.assert_allclose(cb.read_operand((1, 2), transposed=True), bwd, rtol=1e-10)
 
 
 def test_periphery_applies_after_the_ir_drop(W):
@@ -159,13 +160,12 @@ def test_training_with_wires_reads_through_ir_drop_and_degrades_with_resistance(
 
     def dense(cb, transposed):
         M = np.zeros((cb.n_in, cb.n_out))
-        for rt in cb.row_tiles:
-            for ct in cb.col_tiles:
-                key = (rt.start, ct.start)
+        for i, rt in enumerate(cb.row_tiles):
+            for j, ct in enumerate(cb.col_tiles):
                 if transposed:
-                    M[rt, ct] = cb._bwd_tiles[key].T
+                    M[rt, ct] = cb.read_operand((i, j), True).T
                 else:
-                    M[rt, ct] = cb._fwd_tiles[key]
+                    M[rt, ct] = cb.read_operand((i, j))
         return M
 
     x = run.data.x_test[:5]
@@ -215,9 +215,9 @@ def test_unchanged_tiles_are_not_solved_again(W):
     card = cardfile("ideal.yaml")
     cb = CrossbarMatrix(W, card, np.random.default_rng(1), tile_rows=8, tile_cols=5,
                         dtype=np.float64, wires=WireSettings.of(Wires(3.0, 3.0, 20.0, 20.0)))
-    before = {k: ir.exact_solves for k, ir in cb._ir.items()}
+    before = {k: ir.exact_solves for k, ir in cb.reader.circuits.items()}
     dW = np.zeros(W.shape)
     dW[6:9, 10:14] = 0.01                  # inside row tile 1 (inputs 8..15), col tile 1
     cb.apply_update(dW)
-    changed = {k for k, ir in cb._ir.items() if ir.exact_solves > before[k]}
+    changed = {k for k, ir in cb.reader.circuits.items() if ir.exact_solves > before[k]}
     assert changed == {(8, 5)}

@@ -37,9 +37,9 @@ def test_nonlinear_reads_equal_newton_solves_of_the_physical_tiles(iv):
             G = physical_tile(gp[ct, rt], gn[ct, rt], 0.0)
             C = combination(ct.stop - ct.start, "differential")
             for b in range(3):
-                V = np.asarray(cb._dac_only(x[b:b + 1]))[0, rt] * k
+                V = np.asarray(cb.dac(x[b:b + 1]))[0, rt] * k
                 fwd[b, ct] += C @ TileCircuit(G, tiny).nonlinear_sensed_currents(V, iv)
-                V = np.asarray(cb._dac_only(y[b:b + 1]))[0, ct] * k
+                V = np.asarray(cb.dac(y[b:b + 1]))[0, ct] * k
                 bwd[b, rt] += TileCircuit(G, tiny, True).nonlinear_sensed_currents(C.T @ V, iv)
     np.testing.assert_allclose(cb.forward(x), fwd / cb.current_factor(), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(cb.transposed(y), bwd / cb.current_factor(), rtol=1e-6,

@@ -17,7 +17,7 @@ from conftest import REPO, small_config
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError, ConfigError
 from crossbar_ep.runs import train
-from crossbar_ep.runs.rundir import config_hash
+from crossbar_ep.runs.rundir import RunDir, config_hash
 
 TINY = {"data": {"synthetic_train": 100, "synthetic_test": 50}, "model": {"hidden": [8, 8]},
         "training": {"epochs": 1, "T": 4, "K": 2}}
@@ -159,7 +159,7 @@ def test_edited_config_refused_on_resume_unless_accepted(tmp_path, capsys):
     assert "--accept-config-changes" in err
     run = train.resume(str(d), accept_changes=True)     # accepted: the checkpoint records it
     assert run.cfg.training.lr == 0.01
-    meta = train._read_checkpoint(str(d), arrays=False)[0]
+    meta = RunDir(str(d)).read_checkpoint(arrays=False)[0]
     assert meta["config"]["training"]["lr"] == 0.01 and meta["format"] == 2
     assert train.resume(str(d), epochs=3).epochs_done == 1     # no further complaint
 

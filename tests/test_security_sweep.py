@@ -41,7 +41,7 @@ def _rows(out):
 
 
 def _workers(pid):
-    """Process ids of the pool's worker processes (children running spawn_main)."""
+    """Process ids of the sweep's worker processes (children running sweep_worker)."""
     found = []
     for d in os.listdir("/proc"):
         try:
@@ -51,7 +51,7 @@ def _workers(pid):
                 cmd = fh.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid and b"spawn_main" in cmd:
+        if ppid == pid and b"crossbar_ep.runs.sweep_worker" in cmd:
             found.append(int(d))
     return found
 

@@ -203,7 +203,8 @@ def test_disk_full_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch
 def test_unwritable_trace_path_fails_before_training(tmp_path):
     d = tmp_path / "bad"
     (d / "traces.h5").mkdir(parents=True)                    # a folder where the file goes
-    with pytest.raises(TraceError, match=r"traces.h5: cannot create the trace file"):
+    with pytest.raises(TraceError, match=r"traces.h5: the trace file is a folder, not a regular "
+                       r"file.*rm -r"):
         train.start(traced_config(), str(d), overwrite=True)  # not empty: needs overwrite
 
 

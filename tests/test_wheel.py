@@ -106,7 +106,10 @@ def test_installed_cli_lists_cards_and_resolves_shipped_names(wheel_env):
     _, _, cli, work = wheel_env
     listing = _run([str(cli), "device", "list"], cwd=work).stdout
     assert re.search(r"ecram_li_tang2018\s+linear_step\s+1000\s+Tang et al", listing)
-    assert "rpu_gokmen2016" in listing and "16 cards" in listing
+    n_cards = len([f for f in os.listdir(os.path.join(REPO, "device_models"))
+                   if f.endswith(".yaml")])
+    assert "rpu_gokmen2016" in listing and f"{n_cards} cards" in listing
+    assert "pcm_joshi2020_inference" in listing
     info = _run([str(cli), "device", "info", "rpu_gokmen2016"], cwd=work).stdout
     assert "Gokmen & Vlasov" in info
     # an experiment by name whose card is a relative path inside it, with a card by name

@@ -44,7 +44,7 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
     if missing:
         raise CrossbarEPError(f"matrices {', '.join(missing)} are not on crossbars; the network "
                               f"netlist needs every hidden-layer matrix on a crossbar")
-    if any(cb.neg is None for cb in cbs):
+    if not all(cb.differential for cb in cbs):
         raise CrossbarEPError("the network netlist needs crossbar.signed: differential")
     n_dev = 2 * sum(crossbars[n].n_in * crossbars[n].n_out for n in names)
     n_dev += 2 * sum(crossbars[f.tied].n_in * crossbars[f.tied].n_out
@@ -74,7 +74,7 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
         if p.dst > L:
             continue
         cb, pn = crossbars[p.name], ident[p.name]
-        gp, gn = cb.pos.conductance(), cb.neg.conductance()
+        gp, gn = cb.conductances()
         c = cb.current_factor()             # A per (weight x state) unit
         for j in range(cb.n_out):
             for sign, g in (("p", gp), ("n", gn)):
@@ -88,7 +88,7 @@ def network_netlist(net, crossbars: dict, x: np.ndarray, title: str = "crossbar-
     inverted = set()
     for f in net.feedbacks:
         cb = crossbars[f.tied]
-        gp, gn = cb.pos.conductance(), cb.neg.conductance()
+        gp, gn = cb.conductances()
         c = cb.current_factor()
         for j in range(cb.n_out):          # the source layer's neurons drive the column pairs
             src = node(f.src, j)

@@ -122,7 +122,41 @@ def make_learner(cfg, net: Network, optimizer: Optimizer | None):
         return FALearner(net, optimizer, training=t)
     pulses, meter, norm = _arrays_and_norm(cfg, net)
     settler = make_settler(cfg, net, meter)
-    return EPLearner(net, settler, optimizer, training=t, pulses=pulses, norm=norm)
+    return EPLearner(net, settler, optimizer, training=t, pulses=pulses, norm=norm,
+                     weight_noise=weight_noise_of(cfg, net))
+
+
+def weight_noise_of(cfg, net: Network):
+    """The hardware-aware training noise ``training.weight_noise_*`` asks for, or None."""
+    from crossbar_ep.model.weight_noise import WeightNoise
+    t = cfg.training
+    if not (t.weight_noise_add or t.weight_noise_mul or t.weight_noise_card):
+        return None
+    sigma = {}
+    if t.weight_noise_card:
+        card = load_card(t.weight_noise_card)
+        factors = per_matrix(cfg.crossbar.weight_range_factor, net)
+        sigma = {p.name: card_weight_sigma(card, factors[p.name]) for p in net.projections}
+    return WeightNoise(t.seed + 7, t.weight_noise_add, t.weight_noise_mul, sigma,
+                       t.weight_noise_scale)
+
+
+def card_weight_sigma(card, factor: float):
+    """W (n_out, n_in) -> std of the weights a differential pair of ``card`` realises after
+    programming W, with scale S = factor * max|W| (weight units per unit of normalised
+    conductance): ``S / (G_max - G_min) sqrt(sigma(G+)^2 + sigma(G-)^2)``."""
+    from crossbar_ep.devices.laws import make_law
+    law = make_law("programming_noise", card.programming_noise)
+    span = card.g_max_S - card.g_min_S
+
+    def sigma(W: np.ndarray) -> np.ndarray:
+        S = factor * max(float(np.abs(W).max()), 1e-30)
+        u = np.clip(0.5 * W / S, -0.5, 0.5)
+        gp, gn = card.g_min_S + (0.5 + u) * span, card.g_min_S + (0.5 - u) * span
+        if not law.active:
+            return np.zeros(W.shape)
+        return S / span * np.sqrt(law.sigma_S(gp) ** 2 + law.sigma_S(gn) ** 2)
+    return sigma
 
 
 def make_settler(cfg, net: Network, meter=None) -> Settler:
@@ -169,18 +203,24 @@ def wires_of(cfg) -> WireSettings:
 
 
 def build_crossbars(cfg, net: Network) -> tuple[dict, np.random.Generator]:
-    """CrossbarMatrix per selected projection, programmed with its current weights (not yet
-    attached to the network), and the devices' rng."""
+    """CrossbarMatrix per selected projection, programmed with its current weights and
+    constructed complete (pulse rule, pulse gain, device clock per batch, drift
+    compensation), not yet attached to the network; and the devices' rng."""
     c = cfg.crossbar
     card = load_card(c.device, c.device_params)
     rng = np.random.default_rng(c.seed)
     per = periphery_of(cfg)
     wires = wires_of(cfg)
+    rule = make_pulse_rule(update_settings(cfg), rng)
+    lrs = pulse_lrs(cfg, net)
+    seconds = batch_seconds(cfg, card)
     arrays = {}
     factors = per_matrix(c.weight_range_factor, net)
     for name in selected(cfg, net):
         arrays[name] = CrossbarMatrix(net.W[name], card, rng, per, c.signed, c.tile_rows,
-                                      c.tile_cols, factors[name], net.dtype, wires, c.iv)
+                                      c.tile_cols, factors[name], net.dtype, wires, c.iv,
+                                      rule=rule, lr=lrs[name], seconds_per_update=seconds,
+                                      drift_compensation=c.drift_compensation)
     return arrays, rng
 
 
@@ -190,19 +230,11 @@ def make_pulse_rule(update_cfg, rng: np.random.Generator):
 
 
 def attach_crossbars(cfg, net: Network):
-    """Put the projections ``crossbar.layers`` names on crossbar arrays (pulse rule and pulse
-    gain from ``crossbar.update``); returns (PulseStats, EnergyMeter) observing them."""
+    """Put the projections ``crossbar.layers`` names on crossbar arrays; returns
+    (PulseStats, EnergyMeter), subscribed to every array."""
     arrays, rng = build_crossbars(cfg, net)
-    rule = make_pulse_rule(update_settings(cfg), rng)
-    lrs = pulse_lrs(cfg, net)
     stats, meter = PulseStats(arrays, rng), EnergyMeter()
     for name, cb in arrays.items():
-        cb.rule, cb.lr = rule, lrs[name]
-        cb.lr_base = cb.lr      # training.lr_schedule scales the pulse gain from this
-        if hasattr(rule, "attach"):       # per-array rule state (accumulators, fast arrays)
-            rule.attach(cb)
-        cb.seconds_per_update = batch_seconds(cfg, cb.card)
-        cb.drift_compensation = cfg.crossbar.drift_compensation
         cb.observers += [stats, meter]
         net.attach(name, cb)
     return stats, meter

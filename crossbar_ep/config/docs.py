@@ -124,15 +124,39 @@ over a training run is tiny unless `time_per_batch_s` is set to a realistic chip
 clock is part of the crossbar state (`CrossbarMatrix.state_dict()`: `pos:t_now`, `neg:t_now`).
 
 **Drift compensation** (`crossbar.drift_compensation`, or `cx.attach_crossbar(...,
-drift_compensation=...)`), as in the PCM literature (global drift compensation, Joshi et al.,
-Nat. Commun. 11, 2473 (2020)): a calibration read drives every row with the same voltage and
-senses each physical column (G+ and G- currents added), giving the column sums
-`s_j = sum_i (G+_ij + G-_ij)`; the periphery keeps the response of the devices as written and
-scales the digital outputs by `alpha = s_written / s_now`: `global`, one gain per matrix
-(`sum_j s_written_j / sum_j s_now_j`); `column`, one per output column; `none` (default).  The
-gain is applied after the ADC (no array energy).  With one drift exponent for every device it
-undoes the drift exactly; a spread of nu leaves a residual (test: nu 0.1 +- 0.03 after 400 s,
-t0 20 s: the weights the reads see are 31 % off without compensation, 23 % with `column`).
+drift_compensation=...)`), as analog inference chips do it (global drift compensation, Joshi et
+al., Nat. Commun. 11, 2473 (2020)): a calibration read drives the array's rows with 16 stored
+reference inputs (rows 1 to 16 of a Walsh-Hadamard matrix, entries +-input_range) through the
+normal read path (DAC, read noise, ADC) and sums each output line's response magnitudes,
+`c_j = sum_k |r_kj|`.  The periphery records `c_j` right after programming and reads it again
+whenever the devices' clock has moved; the digital outputs are scaled by `global`, one gain per
+matrix, `sum_j c_ref_j / sum_j c_now_j`; `column`, one per output line, `c_ref_j / c_now_j`;
+`none` (default).  Only what the reads measure enters the gain: devices rewritten since the
+reference count like drift (`CrossbarMatrix.calibrate()` records a new reference; programming
+does it).  The calibration reads cost energy and conversions like any read, and the epoch
+metrics count them (`calibration_reads_total`, input vectors).  With one drift exponent for
+every device of a differential pair the compensation is exact; a spread of nu leaves a residual
+(test: nu 0.1 +- 0.03 after 400 s, t0 20 s).
+
+## Device laws
+
+Programming noise, drift and device read noise are laws named in the card's sections
+`programming_noise`, `drift` and `read_noise` with their parameters; each is a class in
+`crossbar_ep/devices/laws.py` (a new law is one class registered with `register_law` plus a
+test against its closed form).  Programming adds Gaussian noise of std `sigma(G_target)` to
+each target (initial programming, `CrossbarMatrix.program`); drift scales each device's
+conductance by `((t - t_written + t0_s) / t0_s)^-nu` with `nu = abs(mu + sigma xi)`, xi drawn
+once per device; device read noise adds `sigma xi'` to the drifted conductance, xi' redrawn
+each time the clock moves and frozen over the reads made at one time.  `x = G / 25 uS` in the
+PCM laws.  `pcm_joshi2020_inference.yaml` carries the three `pcm_joshi2020` laws (the published
+PCM inference model, a programming-and-retention card: its devices take exact updates); its
+test (`tests/test_pcm_inference.py`) holds the mean and standard deviation of G(t) at 0, 1 s,
+1 h, 1 d, 1 month and 1 year for targets 1 to 25 uS (150,000 devices each) within 1 % and 3 %
+of a NumPy sampler of the formulas.  `CrossbarMatrix.program(W, rng)` writes weights through
+these laws, `advance_to(t_s)` moves the clock to a time after programming (retention:
+[retention.md](retention.md)).
+
+{law_table}
 
 ## Adding a device model
 
@@ -160,6 +184,20 @@ The module defining the class must be imported before the card is loaded.
 """
 
 
+def _law_table() -> str:
+    """The registered device laws: section, name, closed form, parameters."""
+    from crossbar_ep.devices.laws import LAWS
+    from crossbar_ep.devices.registry import REQUIRED
+    rows = ["| section | law | closed form | parameters |", "|---|---|---|---|"]
+    for kind, laws in LAWS.items():
+        for name, cls in laws.items():
+            params = ", ".join(f"`{k}` ({p.unit}, default "
+                               f"{'required' if p.default is REQUIRED else f'{p.default:g}'})"
+                               for k, p in cls.params.items()) or "none"
+            rows.append(f"| `{kind}` | `{name}` | {cls.summary} | {params} |")
+    return "\n".join(rows)
+
+
 def render_devices() -> str:
     from crossbar_ep.devices import model_class, model_names
     from crossbar_ep.devices.card import (
@@ -167,6 +205,7 @@ def render_devices() -> str:
         FAULT_KEYS,
         PROG_KEYS,
         RANGES,
+        READ_NOISE_KEYS,
         REQUIRED,
         TOP,
     )
@@ -179,10 +218,12 @@ def render_devices() -> str:
     out = [DEVICE_HEADER, "| model | state change per pulse (d = +1 SET, -1 RESET) |",
            "|---|---|"]
     out += [f"| {m} | {model_class(m).summary} |" for m in model_names()]
-    out += [DEVICE_CLOCK, "## Top-level keys\n", "| key | range | meaning |", "|---|---|---|"]
+    from crossbar_ep.devices.guide import your_own_device
+    out += [DEVICE_CLOCK.replace("{law_table}", _law_table()), your_own_device(),
+            "## Top-level keys\n", "| key | range | meaning |", "|---|---|---|"]
     out += [f"| `{k}` | {rng(k)} | {v} |" for k, v in TOP.items()]
     for title, keys in (("faults", FAULT_KEYS), ("drift", DRIFT_KEYS),
-                        ("programming_noise", PROG_KEYS)):
+                        ("programming_noise", PROG_KEYS), ("read_noise", READ_NOISE_KEYS)):
         out += [f"\n### `{title}`\n", "| key | range | meaning |", "|---|---|---|"]
         out += [f"| `{k}` | {'0 to 1' if title == 'faults' else rng(k)} | {v} |"
                 for k, v in keys.items()]

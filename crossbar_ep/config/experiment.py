@@ -16,7 +16,7 @@ import yaml
 from crossbar_ep import shipped, yamlio
 from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
-from crossbar_ep.config.validate import _check_cross_fields, cfg_matrix_names  # noqa: F401
+from crossbar_ep.config.validate import check_cross_fields, cfg_matrix_names  # noqa: F401
 from crossbar_ep.crossbar.periphery import Periphery
 from crossbar_ep.crossbar.update_settings import UpdateSettings
 from crossbar_ep.errors import ConfigError
@@ -27,7 +27,6 @@ from crossbar_ep.schema import (
     MAX_STEPS,
     MAX_UNITS,
     Where,
-    _keys,
     build_section,
     key,
     p_bool,
@@ -40,6 +39,7 @@ from crossbar_ep.schema import (
     p_scalar_or_list,
     p_str,
     section,
+    section_keys,
     to_plain,
 )
 from crossbar_ep.yamlio import clip
@@ -103,8 +103,9 @@ class CrossbarConfig:
         p_optional(p_float(lo=0.0, hi=1.0e9)), "s")
     drift_compensation: str = key(
         "none", "Drift compensation in the periphery (docs/devices.md): none; global (one "
-        "digital output gain per matrix, the ratio of a calibration read's column-current sum "
-        "as written to now); column (one gain per output column).",
+        "digital output gain per matrix: a calibration read of stored reference inputs, "
+        "recorded after programming, over the same read now); column (one gain per output "
+        "line). The calibration reads cost reads and energy like any read.",
         p_choice("none", "global", "column"))
     periphery: Periphery = section(Periphery, "DAC, ADC and read noise.")
     wires: WireSettings = section(WireSettings, "Wire, driver and sense resistances of every "
@@ -214,7 +215,7 @@ def _check_override_key(path: list[str], shown: str) -> None:
     """Fail on a key path that names no config key (``training.nope``)."""
     cls, done = Config, []
     for i, part in enumerate(path):
-        fields = {f.name: f for f in _keys(cls)}
+        fields = {f.name: f for f in section_keys(cls)}
         f = fields.get(part)
         if f is None:
             import difflib
@@ -260,7 +261,7 @@ def config_from_dict(raw: Any, source: str = "<memory>") -> Config:
                           f"(data, model, training, settling), got {type(raw).__name__}")
     cfg = build_section(Config, raw, Where(source, ""))
     cfg = replace(cfg, source=source)
-    _check_cross_fields(cfg)
+    check_cross_fields(cfg)
     return cfg
 
 
@@ -298,13 +299,19 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
         cfg = replace(cfg, model=replace(cfg.model, aux=replace(aux, teacher=teacher)))
     dev = cfg.crossbar.device
     if dev is not None and not os.path.isabs(dev):
-        # from the experiment's folder, the working directory, the folder above experiments/,
-        # or a shipped card's name
-        tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
-        here = next((os.path.abspath(t) for t in tries if os.path.exists(t)),
-                    shipped.card_path(dev) or os.path.abspath(tries[0]))
-        cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=here))
+        cfg = replace(cfg, crossbar=replace(cfg.crossbar, device=_card_at(dev, base)))
+    wn = cfg.training.weight_noise_card
+    if wn is not None and not os.path.isabs(wn):
+        cfg = replace(cfg, training=replace(cfg.training, weight_noise_card=_card_at(wn, base)))
     return cfg
+
+
+def _card_at(dev: str, base: str) -> str:
+    """A card reference as a path: from the experiment's folder, the working directory, the
+    folder above experiments/, or a shipped card's name."""
+    tries = [os.path.join(base, dev), dev, os.path.join(base, os.pardir, dev)]
+    return next((os.path.abspath(t) for t in tries if os.path.exists(t)),
+                shipped.card_path(dev) or os.path.abspath(tries[0]))
 
 
 def dump_config(cfg: Config, path: str) -> None:

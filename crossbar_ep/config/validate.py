@@ -11,7 +11,8 @@ from crossbar_ep.schema import MAX_ACTIVATIONS, MAX_STEPS, MAX_WEIGHTS, MIN_ATOL
 from crossbar_ep.yamlio import clip
 
 
-def _check_cross_fields(cfg) -> None:
+def check_cross_fields(cfg) -> None:
+    """Checks that span sections (run after every section has parsed on its own)."""
     w = Where(cfg.source, "")
     if cfg.training.nudge_error == "cumulative" and cfg.settling.mode == "ode" and \
             cfg.settling.method != "euler":
@@ -60,6 +61,12 @@ def _check_cross_fields(cfg) -> None:
         raise rw.child("kind").fail("agt links are asymmetric: set model.feedback: random")
     if cfg.training.algorithm == "fa":
         _check_fa(cfg, w)
+    t = cfg.training
+    if (t.weight_noise_add or t.weight_noise_mul or t.weight_noise_card) and \
+            t.algorithm != "ep":
+        raise w.child("training").child("weight_noise_add").fail(
+            "weight noise injection is for EP training (the BP twin stays noise-free); set "
+            "the training.weight_noise_* keys to 0 / null")
     if cfg.settling.mode == "discrete" and cfg.settling.dt_over_tau != 1.0:
         raise w.child("settling").child("dt_over_tau").fail(
             "only used with settling.mode: ode (the discrete map has dt = tau)")
@@ -154,6 +161,18 @@ def _check_magnitudes(cfg, w: Where) -> None:
         raise w.child("settling").child("tolerance_mode").fail(
             "relative needs fixed steps (the adaptive method stops on its absolute residual); "
             "use method euler or heun, or tolerance_mode: absolute")
+    if s.solver == "anderson":
+        sw = w.child("settling").child("solver")
+        if s.mode != "discrete":
+            raise sw.fail("anderson accelerates the discrete map's fixed point; use "
+                          "settling.mode: discrete, or solver: plain")
+        if t.nudge_error == "cumulative":
+            raise sw.fail("a cumulative nudge grows every step, so the nudged phase has no "
+                          "fixed point to accelerate; use training.nudge_error recomputed or "
+                          "frozen, or solver: plain")
+        if s.average_last > 1:
+            raise sw.fail("phase averaging averages the plain map's last steps; use "
+                          "settling.average_last: 1 with anderson")
     if s.average_last > 1 and s.mode == "ode" and s.method == "adaptive":
         raise w.child("settling").child("average_last").fail(
             f"{s.average_last}: phase averaging needs fixed steps; use method euler or heun, "

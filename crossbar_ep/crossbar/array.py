@@ -1,4 +1,4 @@
-"""A weight matrix stored in resistive crossbar tiles, read forward and transposed.
+"""A weight matrix stored in resistive crossbar tiles: the weight-operator facade.
 
 Mapping (documented rule): a projection's weights W (n_out, n_in) are stored as normalised
 conductances ``u = (G - G_min) / (G_max - G_min)`` in [0, 1] with a per-layer scale ``S``
@@ -8,12 +8,18 @@ conductances ``u = (G - G_min) / (G_max - G_min)`` in [0, 1] with a per-layer sc
 - one device plus a reference column at mid conductance: ``W = S (2 u - 1)``.
 
 ``S = weight_range_factor * max |W_init|``, so the initial weights use ``1 / factor`` of the
-range and training has headroom.  The matrix is split into tiles of ``tile_rows`` inputs by
-``tile_cols`` outputs.  A forward read drives the rows (inputs) and senses the columns; the
-transposed read drives the columns and senses the rows of the same tiles, giving W^T for the
-tied feedback path.  Each tile's partial output passes its own read noise and ADC before the
-partial sums are added digitally, as in tiled chips.  With ideal periphery the reads are exact
-products with the effective matrix ``W_eff`` and tiling changes nothing.
+range and training has headroom.  The array is composed of parts with one job each:
+
+- the mapping (:mod:`crossbar_ep.crossbar.mapping`) owns the device arrays;
+- the tiled reader (:mod:`crossbar_ep.crossbar.reader`: tiles, DAC/ADC, read noise, IR-drop
+  operands, ADC calibration, probes) performs the reads;
+- the pulse rule (:mod:`crossbar_ep.crossbar.pulses`) bound to this array turns updates into
+  pulses; its state is its own;
+- the energy model (:mod:`crossbar_ep.crossbar.array_energy`) prices reads and pulses;
+- drift compensation (:mod:`crossbar_ep.crossbar.drift`) computes a digital output gain.
+
+:class:`CrossbarMatrix` itself is the :class:`~crossbar_ep.model.operators.WeightOperator`
+(reads, update, dense view), the clock and the state dict.
 """
 
 from __future__ import annotations
@@ -22,31 +28,24 @@ import numba
 import numpy as np
 
 from crossbar_ep import fastrng
-from crossbar_ep.circuit.ir_drop import TileIRDrop, WireSettings
+from crossbar_ep.circuit.ir_drop import WireSettings
 from crossbar_ep.circuit.iv import IVLaw
 from crossbar_ep.crossbar.array_energy import ArrayEnergy
-from crossbar_ep.crossbar.drift import compensation_gain
+from crossbar_ep.crossbar.drift import DriftCompensation
 from crossbar_ep.crossbar.mapping import MAPPINGS
-from crossbar_ep.crossbar.periphery import (  # noqa: F401
+from crossbar_ep.crossbar.periphery import (  # noqa: F401  (re-exported)
     Periphery,
     abs_max_read,
     dac_kernel,
     quantize,
-    sense_accumulate,
     seed_read_lanes,
+    sense_accumulate,
     sense_rows,
 )
+from crossbar_ep.crossbar.reader import TiledReader
+from crossbar_ep.crossbar.tiles import Tiling
 from crossbar_ep.devices.card import DeviceCard
-from crossbar_ep.model.operators import WeightOperator, gemm_into
-
-# A read whose partial outputs (driven groups x rows x sensed lines) exceed BLOCKED_READ_BYTES
-# is done in blocks of rows of about SENSE_BLOCK_BYTES (half this machine's 1 MiB L2), so
-# each block's GEMM output is sensed while it is still in cache (e.g. a dense net at batch
-# 2000, or a conv kernel read with larger patch chunks than model/conv.py's).  Smaller reads
-# (the dense nets' 2 x 500 x 512 at batch 500, conv reads in 2 MiB patch chunks) run faster
-# as whole GEMMs.
-SENSE_BLOCK_BYTES = 512 * 1024
-BLOCKED_READ_BYTES = 4 << 20
+from crossbar_ep.model.operators import WeightOperator
 
 
 @numba.njit(cache=True)
@@ -63,40 +62,32 @@ def _round_pulses(dw, factor, cap, seed, out):
         out[i] = n
 
 
+_NO_WRITE = {"pulses": 0, "program_J": 0.0, "counts": None}
 
 
-def _blocks(n: int, size: int) -> list:
-    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
-
-
-class CrossbarMatrix(ArrayEnergy, WeightOperator):
+class CrossbarMatrix(WeightOperator):
     """One weight matrix on crossbar tiles: device state, effective weights and reads; a
     :class:`~crossbar_ep.model.operators.WeightOperator` that learns by conductance pulses.
 
-    ``rule`` (a pulse rule from :mod:`crossbar_ep.crossbar.pulses`) turns the local EP signals into
-    pulses with the pulse gain ``lr``; without one, updates use deterministic pulse counts.
-    ``seconds_per_update`` (s, default 0) is the simulated time one update (one training
-    batch) takes: every :meth:`update` advances the devices' clocks by it before its pulses,
-    whose refresh then shows the drift to the reads that follow.
+    Keyword-only options (each also an attribute): ``rule``, a pulse rule
+    (:mod:`crossbar_ep.crossbar.rules`) bound to this array, turning the local EP signals into
+    pulses with the pulse gain ``lr`` (without one, updates use deterministic pulse counts);
+    ``seconds_per_update`` (s, default 0), the simulated time one update (one training batch)
+    takes: every :meth:`update` advances the devices' clocks by it before its pulses, whose
+    refresh then shows the drift to the reads that follow; ``drift_compensation`` (none,
+    global or column, :mod:`crossbar_ep.crossbar.drift`).
     """
 
     def __init__(self, W_init: np.ndarray, card: DeviceCard, rng: np.random.Generator,
                  periphery: Periphery = Periphery(), signed: str = "differential",
                  tile_rows: int = 256, tile_cols: int = 256,
                  weight_range_factor: float = 2.0, dtype=np.float32,
-                 wires: WireSettings = WireSettings(), iv: IVLaw = IVLaw()):
+                 wires: WireSettings = WireSettings(), iv: IVLaw = IVLaw(), *,
+                 rule=None, lr: float = 1.0, seconds_per_update: float = 0.0,
+                 drift_compensation: str = "none"):
         super().__init__()
         iv.check_reads(signed, wires.ideal)
-        self.card, self.rng, self.per = card, rng, periphery
-        self.wires, self.iv = wires, iv
-        self.rule, self.lr = None, 1.0
-        self.rule_state, self.rule_info = {}, {}   # a stateful rule's arrays; its last stats
-        self.seconds_per_update = 0.0  # simulated time (s) each update advances the clocks
-        self.drift_compensation = "none"  # none | global | column (crossbar/drift.py)
-        self._dac_buf, self._part_buf, self._steps, self._lanes = {}, {}, {}, {}
-        self.last_counts = None  # signed pulse counts (n_out, n_in) of the last update
-        self.last_program_J = 0.0  # programming energy of the last update (J)
-        self.probes = {}  # (row tile, col tile) -> traces probe recording that tile's reads
+        self.card, self.rng = card, rng
         self.signed, self.dtype = signed, np.dtype(dtype)
         self.n_out, self.n_in = W_init.shape
         wmax = float(np.max(np.abs(W_init))) or 1.0
@@ -105,269 +96,202 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
             raise ValueError(f"signed {signed!r}: use {' or '.join(MAPPINGS)}")
         self.mapping = MAPPINGS[signed](card, W_init.shape, rng, self.scale)
         self.pos, self.neg = self.mapping.pos, self.mapping.neg
-        self.row_tiles = _blocks(self.n_in, tile_rows)
-        self.col_tiles = _blocks(self.n_out, tile_cols)
-        self._bounds = {t: np.array([s.start for s in tiles] + [tiles[-1].stop], np.int64)
-                        for t, tiles in ((False, self.col_tiles), (True, self.row_tiles))}
-        self._ir = ({} if wires.ideal else
-                    {(rt.start, ct.start): TileIRDrop(wires, signed, self.mapping.weight_per_S)
-                     for rt in self.row_tiles for ct in self.col_tiles})
+        self.tiling = Tiling(self.n_out, self.n_in, tile_rows, tile_cols)
+        self.reader = TiledReader(self.tiling, self.mapping, periphery, wires, iv, rng,
+                                  self.dtype)
+        self.energy = ArrayEnergy(self.reader, self.mapping, card)
+        self._rule = None
+        self.lr = lr
+        self.lr_base = lr     # the pulse gain training.lr_schedule scales from
+        self.seconds_per_update = float(seconds_per_update)  # s each update advances clocks
+        self.compensation = DriftCompensation(drift_compensation)
+        self._last_write = _NO_WRITE      # the last update's record (pulses, energy, counts)
+        self._stale = False
         self.program(W_init)
+        self.compensation.take_reads()    # programming's own calibration: not training's
+        if rule is not None:
+            self.rule = rule
 
-    def program(self, W: np.ndarray) -> None:
-        """Write target weights through the device model (programming noise, clipping)."""
-        self.mapping.program(np.asarray(W, float))
-        self.refresh(exact=True)
+    # ------------------------------------------------------------------ parts
+    @property
+    def rule(self):
+        """The pulse rule bound to this array (None: deterministic counts, no state)."""
+        return self._rule
 
-    def ir_drop_deviation(self) -> tuple[float, float]:
-        """(sum of squares of W_read - W_eff over the forward tile operands, sum of squares of
-        W_eff): how far IR drop moves the weights the reads see from the programmed ones."""
-        if not self._ir:
-            return 0.0, float(np.sum(self.W_eff.astype(float) ** 2))
-        dev = 0.0
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
-                d = self._fwd_tiles[(rt.start, ct.start)] - self.W_eff[ct, rt].T
-                dev += float(np.sum(d.astype(float) ** 2))
-        return dev, float(np.sum(self.W_eff.astype(float) ** 2))
+    @rule.setter
+    def rule(self, rule) -> None:
+        self._rule = None if rule is None else rule.bind(self)
 
     @property
-    def ideal_reads(self) -> bool:
-        """Every read is an exact product with W_eff (ideal periphery, wires and I-V law)."""
-        return self.per.ideal and self.wires.ideal and self.iv.linear
+    def drift_compensation(self) -> str:
+        """none | global | column: the digital output gain undoing drift
+        (:mod:`crossbar_ep.crossbar.drift`).  Set after construction, a mode other than none
+        records the calibration reference of the devices now (:meth:`calibrate`; like
+        programming's, that read is not counted in the updates' ``calibration_reads``)."""
+        return self.compensation.mode
+
+    @drift_compensation.setter
+    def drift_compensation(self, mode: str) -> None:
+        before = self.compensation.mode
+        self.compensation.set_mode(mode)
+        if self.pos.drifts and (mode != "none" or before != "none"):
+            self.calibrate()
+            self.compensation.take_reads()
+
+    @property
+    def compensating(self) -> bool:
+        """Drift compensation is on and the devices' reads depend on the clock."""
+        return self.compensation.mode != "none" and self.pos.drifts
+
+    @property
+    def calibration_reads(self) -> int:
+        """Calibration input vectors read so far (drift compensation)."""
+        return self.compensation.reads
+
+    per = property(lambda self: self.reader.per, doc="The periphery (converters, read noise).")
+    wires = property(lambda self: self.reader.wires, doc="The wire settings of every tile.")
+    iv = property(lambda self: self.reader.iv, doc="The device I-V law of the reads.")
+    W_eff = property(lambda self: self.reader.W_eff,
+                     doc="The effective weight matrix (n_out, n_in) the reads realise.")
+    row_tiles = property(lambda self: self.tiling.row_tiles, doc="Input slices of the tiles.")
+    col_tiles = property(lambda self: self.tiling.col_tiles, doc="Output slices of the tiles.")
+    probes = property(lambda self: self.reader.probes, doc="Recorded tiles -> probes.")
+
+    @property
+    def fwd_range(self):
+        """ADC full scale per tile key of the forward reads (None: ideal ADC)."""
+        return self.reader.adc.ranges[False]
+
+    @property
+    def bwd_range(self):
+        """ADC full scale per tile key of the transposed reads (None: ideal ADC)."""
+        return self.reader.adc.ranges[True]
+
+    @property
+    def rule_state(self) -> dict:
+        """The bound rule's per-array state (accumulator, fast array, ...)."""
+        return self._rule.state if self._rule is not None else {}
+
+    @property
+    def rule_info(self) -> dict:
+        """The bound rule's statistics of the last update."""
+        return self._rule.info if self._rule is not None else {}
+
+    # ------------------------------------------------------------------ public accessors
+    def device_arrays(self) -> tuple:
+        """(side, :class:`~crossbar_ep.devices.DeviceArray`) pairs: ``pos`` and ``neg`` of
+        a differential pair, ``pos`` alone with the reference column."""
+        return self.mapping.arrays
+
+    @property
+    def differential(self) -> bool:
+        """Whether each weight is a differential pair (G+, G-)."""
+        return self.mapping.neg is not None
+
+    def conductances(self) -> tuple:
+        """(G+ or G, G- or None), each (n_out, n_in) in S, at the present clock."""
+        return self.mapping.conductances()
+
+    def read_operand(self, tile: tuple, transposed: bool = False) -> np.ndarray:
+        """The matrix tile ``(row tile, column tile)``'s reads multiply by, before noise
+        and ADC (output units per input unit): forward (tile inputs, tile outputs), transposed
+        (tile outputs, tile inputs); with wire resistance the tile's nodal effective map."""
+        return self.reader.operand(self.tiling.key(tile), transposed)
+
+    @property
+    def has_wires(self) -> bool:
+        """Wire resistance in the reads (each tile read through its nodal effective map)."""
+        return self.reader.has_wires
+
+    def dac(self, v: np.ndarray) -> np.ndarray:
+        """The DAC's output for inputs v (state units), as a read drives it (a reused buffer:
+        copy it to keep it)."""
+        return self.reader.dac.convert(v)
+
+    # ------------------------------------------------------------------ programming, clock
+    def program(self, W: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        """Write target weights W (n_out, n_in, weight units) through the device model: the
+        card's programming noise (drawn from ``rng``, default the array's generator),
+        clipping to the device bounds; every device's write time is the present clock, from
+        which :meth:`age` counts."""
+        self.mapping.program(np.asarray(W, float), rng)
+        self._t_programmed = self.t_now
+        self.compensation.reference = None    # the refresh records a new reference
+        self.refresh(exact=True)
+
+    def calibrate(self) -> None:
+        """Record the drift compensation's reference now: a calibration read of the devices
+        as they are (done right after every :meth:`program`; call it after rewriting an
+        array by other means); no effect without drift compensation."""
+        self.compensation.reference = None
+        self.refresh()
 
     def refresh(self, exact: bool = False) -> None:
         """Recompute the effective weight matrix from the conductances (after writes,
         drift or time steps), the per-tile read operands (with IR drop: an exact nodal solve
         every ``wires.refresh_every`` calls or when ``exact``, first order in between) and
-        the per-tile ADC ranges."""
+        the per-tile ADC ranges.  With drift compensation on a drifting card, a calibration
+        read of the raw array gives the digital output gain
+        (:mod:`crossbar_ep.crossbar.drift`)."""
         m = self.mapping
         gp, gn = m.conductances()
         W = m.weights(gp, gn)
-        gain = self._gain = compensation_gain(m, self.drift_compensation)
-        if gain is not None:          # digital output gain of the drift compensation
-            W = W * gain[:, None]
-        self.W_eff = np.ascontiguousarray(W, dtype=self.dtype)
-        self._eops, self._stale = None, False
+        self.reader.set_weights(W, gp, gn, exact)
+        self.energy.invalidate()
+        if self.compensating:
+            c = self.compensation
+            self.reader.apply_gain(W, c.gain(c.measure(self.reader, self._notify())))
+        self._stale = False
         self.changed()
-        if self._ir:
-            self._fwd_tiles, self._bwd_tiles = {}, {}
-            for rt in self.row_tiles:
-                for ct in self.col_tiles:
-                    key = (rt.start, ct.start)
-                    G = m.physical_tile(gp[ct, rt], None if gn is None else gn[ct, rt])
-                    fwd, bwd = self._ir[key].weights(G, exact)
-                    if gain is not None:
-                        fwd, bwd = fwd * gain[None, ct], bwd * gain[ct, None]
-                    self._fwd_tiles[key] = np.ascontiguousarray(fwd, dtype=self.dtype)
-                    self._bwd_tiles[key] = np.ascontiguousarray(bwd, dtype=self.dtype)
-            self._calibrate()
-            return
-        self._calibrate()
-        # forward read operands per driven tile row, (rows, n_out) contiguous: BLAS runs a
-        # transposed-strided operand about 1.4x slower on 2 threads
-        self._fwd_rows = [np.ascontiguousarray(self.W_eff[:, rt].T) for rt in self.row_tiles]
+
+    def _notify(self):
+        return self.notify_read if self.observers else None
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of simulated time pass on the devices' clocks; with a drifting card
+        (or a device read-noise law) the effective weights are recomputed (no work
+        otherwise)."""
+        self.mapping.advance(seconds)
+        if self.pos.drifts:
+            self.refresh()
+
+    @property
+    def t_now(self) -> float:
+        """The devices' clock (s)."""
+        return float(self.pos.t_now)
+
+    @property
+    def age(self) -> float:
+        """Seconds on the clock since the array was last programmed (:meth:`program`)."""
+        return self.t_now - self._t_programmed
+
+    def advance_to(self, t_s: float) -> None:
+        """Move the clock to ``t_s`` seconds after the last programming (t_s >= :attr:`age`):
+        the card's drift acts for that time and its device read noise is redrawn for it, so
+        the reads that follow are those of the array at t_s (evaluation of retention)."""
+        dt = float(t_s) - self.age
+        if dt < 0:
+            raise ValueError(f"advance_to({t_s!r}): the array is already {self.age:g} s past "
+                             f"its programming; the clock only moves forward")
+        self.advance(dt)
 
     def set_periphery(self, periphery: Periphery) -> None:
         """Swap the converters and read noise (a measurement's variants); ADC recalibrated."""
-        self.per = periphery
-        self._calibrate()
-
-    def _calibrate(self) -> None:
-        """ADC full scale per tile and direction: fixed, or ``adc_sigmas`` std of the tile
-        output for inputs uniform on the input range (std = range * rms column norm / sqrt 3)."""
-        p = self.per
-        if p.adc_bits is None:
-            self.fwd_range = self.bwd_range = None
-            self._steps = {}
-            return
-        self._steps = {}
-        W2 = self.W_eff.astype(float) ** 2
-        s = p.input_range / np.sqrt(3.0)
-        self.fwd_range, self.bwd_range = {}, {}
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
-                key = (rt.start, ct.start)
-                if p.adc_range is not None:
-                    f = b = p.adc_range
-                elif self._ir:   # the matrices the reads actually see
-                    f = p.adc_sigmas * s * np.sqrt(
-                        (self._fwd_tiles[key].astype(float) ** 2).sum(axis=0).max())
-                    b = p.adc_sigmas * s * np.sqrt(
-                        (self._bwd_tiles[key].astype(float) ** 2).sum(axis=0).max())
-                else:
-                    f = p.adc_sigmas * s * np.sqrt(W2[ct, rt].sum(axis=1).max())
-                    b = p.adc_sigmas * s * np.sqrt(W2[ct, rt].sum(axis=0).max())
-                self.fwd_range[key] = max(f, 1e-12)
-                self.bwd_range[key] = max(b, 1e-12)
+        self.reader.set_converters(periphery)
+        self.reader.calibrate()
 
     # ------------------------------------------------------------------ reads
-    def _dac(self, x: np.ndarray) -> np.ndarray:
-        """Drive of a read in input units: DAC(x), then the device I-V law at the drive
-        voltage, ``f(DAC(x) k) / k`` with k = v_read / input_range volts per unit (exact with
-        ideal wires: every device sees its line's drive voltage; odd f keeps the
-        differential pair's +-V symmetric)."""
-        q = self._dac_only(x)
-        if self.iv.linear:
-            return q
-        k = self.per.v_read_V / self.per.input_range
-        return (self.iv.f(np.asarray(q) * k) / k).astype(self.dtype, copy=False)
-
-    def _dac_only(self, x: np.ndarray) -> np.ndarray:
-        p = self.per
-        if p.dac_bits is None:
-            return x
-        levels = 2 ** (p.dac_bits - 1) - 1
-        out = self._dac_buf.get(x.shape)
-        if out is None:  # reused: a read consumes its DAC output before returning
-            out = self._dac_buf[x.shape] = np.empty(x.shape, self.dtype)
-        c = self.dtype.type
-        dac_kernel(np.ascontiguousarray(x), out, c(p.input_range / levels), c(levels))
-        return out
-
-    def _noisy_matrix(self) -> np.ndarray:
-        p = self.per
-        if p.read_noise and p.read_noise_mode == "device":
-            # conductance noise proportional to G, redrawn per read, on every device
-            return self.W_eff + self.mapping.device_noise(p.read_noise, self.rng).astype(
-                self.dtype)
-        return self.W_eff
-
-    def _tiled_into(self, v: np.ndarray, out: np.ndarray, gain: float,
-                    transposed: bool, assign: bool) -> None:
-        """Tile by tile: partial products, per-tile read noise and ADC, digital partial sums
-        added (times the sense gain) into ``out`` (B, n) in place (over it if ``assign``)."""
-        p = self.per
-        device_noise = p.read_noise and p.read_noise_mode == "device"
-        W = self._noisy_matrix() if device_noise else None
-        std = p.read_noise if p.read_noise_mode == "output" else 0.0
-        exact = std and p.noise_rng == "exact"
-        levels = 2 ** (p.adc_bits - 1) - 1 if p.adc_bits is not None else 0
-        ranges = self.bwd_range if transposed else self.fwd_range
-        c = self.dtype.type
-        if not (device_noise or exact or self._ir or self.probes):
-            self._lines_into(v, out, c(gain), c(std), c(levels), ranges, transposed, assign)
-            return
-        if assign:
-            out.fill(0.0)
-        for ri, rt in enumerate(self.row_tiles):
-            for ci, ct in enumerate(self.col_tiles):
-                key = (rt.start, ct.start)
-                if device_noise and self._ir:   # IR-drop operand plus this read's noise
-                    dW = W[ct, rt] - self.W_eff[ct, rt]
-                    fwd_op, bwd_op = self._fwd_tiles[key] + dW.T, self._bwd_tiles[key] + dW
-                elif device_noise:
-                    fwd_op, bwd_op = W[ct, rt].T, W[ct, rt]
-                elif self._ir:
-                    fwd_op, bwd_op = self._fwd_tiles[key], self._bwd_tiles[key]
-                else:
-                    fwd_op, bwd_op = self.W_eff[ct, rt].T, self.W_eff[ct, rt]
-                if transposed:
-                    part = v[:, ct] @ bwd_op
-                    c0 = rt.start
-                else:
-                    part = v[:, rt] @ fwd_op
-                    c0 = ct.start
-                if exact:
-                    part += (std * self.rng.standard_normal(part.shape)).astype(part.dtype)
-                step = ranges[key] / levels if levels else 0.0
-                args = (c(0.0 if exact else std), c(step), c(levels),
-                        int(self.rng.integers(0, 2**62)))
-                probe = self.probes.get((ri, ci)) if self.probes else None
-                if probe is None:
-                    sense_accumulate(out, c0, part, c(gain), *args)
-                    continue
-                # recorded tile: ADC output kept apart, then added like any other tile
-                sensed = np.zeros_like(part)
-                sense_accumulate(sensed, 0, part, c(1.0), *args)
-                out[:, c0:c0 + part.shape[1]] += c(gain) * sensed
-                n = probe.samples
-                probe.record(transposed, part[:n] * self.current_factor(),
-                             np.rint(sensed[:n] / step) if step else None)
-
-    def _lines_into(self, v, out, gain, std, levels, ranges, transposed: bool,
-                    assign: bool) -> None:
-        """:meth:`_tiled_into` for the common case (output read noise from the fast
-        generator, ideal wires, no recorded tile): one GEMM per driven tile row (forward) or
-        tile column (transposed) over all the lines it senses, then one sense pass over all
-        the read's tiles.  Same noise streams, tile ADC ranges and summation order as tile by
-        tile."""
-        c = self.dtype.type
-        nr, nc = len(self.row_tiles), len(self.col_tiles)
-        seeds = self.rng.integers(0, 2**62, nr * nc).reshape(nr, nc)  # = size (nr, nc)
-        driven, sensed = ((self.col_tiles, self.row_tiles) if transposed else
-                          (self.row_tiles, self.col_tiles))
-        bounds = self._bounds[transposed]
-        if transposed:
-            seeds = np.ascontiguousarray(seeds.T)
-        steps = self._steps.get((transposed, int(levels)))
-        if steps is None:       # ADC steps (driven group, sensed tile)
-            keys = [[(s.start, d.start) if transposed else (d.start, s.start) for s in sensed]
-                    for d in driven]
-            steps = self._steps[transposed, int(levels)] = np.array(
-                [[ranges[k] / levels if levels else 0.0 for k in ks] for ks in keys], c)
-        ops = ([self.W_eff[d, :] for d in driven] if transposed else self._fwd_rows)
-        rows, n = out.shape
-        # a large read runs its GEMMs and sense pass block by block of rows, so the partial
-        # outputs stay in cache; the noise lanes carry over, so the samples are those of one
-        # pass (a small read is one block)
-        row_bytes = len(driven) * n * self.dtype.itemsize
-        block = rows
-        if rows * row_bytes > BLOCKED_READ_BYTES:
-            block = max(16, SENSE_BLOCK_BYTES // row_bytes)
-        lanes = self._lanes.get((transposed, n))
-        if lanes is None:
-            lanes = self._lanes[transposed, n] = np.empty((len(driven), n), np.uint32)
-        if std > 0.0:
-            seed_read_lanes(lanes, bounds, seeds)
-        for r0 in range(0, rows, block):
-            r1 = min(rows, r0 + block)
-            parts = self._parts(len(driven), r1 - r0, n)
-            for i, d in enumerate(driven):
-                np.matmul(v[r0:r1, d], ops[i], out=parts[i])
-            sense_rows(out[r0:r1], parts, bounds, gain, std, steps, levels, lanes, assign)
-
-    def _parts(self, groups: int, rows: int, n: int) -> np.ndarray:
-        """Scratch (groups, rows, n) for the partial outputs of a read, reused."""
-        parts = self._part_buf.get((groups, rows, n))
-        if parts is None:
-            parts = self._part_buf[groups, rows, n] = np.empty((groups, rows, n), self.dtype)
-        return parts
-
-    def watch_tile(self, tile: tuple, probe) -> None:
-        """Record the reads of tile (row tile, column tile): ``probe.record(transposed,
-        current_A, adc_codes)`` after each read of it (``probe.samples`` rows)."""
-        self.probes[tile] = probe
-
-    def unwatch_tile(self, tile: tuple) -> None:
-        self.probes.pop(tile, None)
-
-    def current_factor(self) -> float:
-        """Amperes of differential sensed current (I+ - I-, or I - I_ref for the reference
-        column) per output unit (weight x state): inputs become voltages
-        ``x v_read / input_range`` and weights conductances ``W (G_max - G_min) / S``
-        (differential) or ``W (G_max - G_min) / (2 S)`` (reference)."""
-        return float(self.mapping.S_per_weight * self.per.v_read_V / self.per.input_range)
-
-    def _untiled(self) -> bool:
-        """Reads that need no per-tile processing: ideal periphery, or device read noise only."""
-        p = self.per
-        if not self.wires.ideal:
-            return False
-        return p.ideal or (p.adc_bits is None and not (p.read_noise and
-                                                       p.read_noise_mode == "output"))
+    @property
+    def ideal_reads(self) -> bool:
+        """Every read is an exact product with W_eff (ideal periphery, wires and I-V law)."""
+        return self.reader.ideal
 
     @property
     def exact_linear(self) -> bool:
-        return self.ideal_reads
+        return self.reader.ideal
 
     def dense(self) -> np.ndarray:
-        return self.W_eff
-
-    def read_transposed_into(self, y: np.ndarray, out: np.ndarray, gain: float = 1.0,
-                             accumulate: bool = False) -> np.ndarray:
-        """Columns driven by y (B, n_out), rows sensed: ``out (+)= gain * read(y) ~ y @ W``."""
-        return self.read_into(y, out, gain, accumulate, transposed=True)
+        return self.reader.W_eff
 
     def read_into(self, v: np.ndarray, out: np.ndarray, gain: float = 1.0,
                   accumulate: bool = False, transposed: bool = False) -> np.ndarray:
@@ -377,22 +301,13 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         (B, n_out) ~ v @ W^T.  Transposed: columns driven by v (B, n_out), rows sensed, out
         (B, n_in) ~ v @ W.  ``gain`` is the sense-amplifier gain applied after the ADC.
         """
-        if self.per.input_scaling == "abs_max" and not self.ideal_reads:
-            # the meter sees the scaled drive: the voltages the DAC actually applies
-            return abs_max_read(lambda vs, part: self._plain_read(vs, part, gain, False,
-                                                                  transposed),
-                                v, out, self.per.input_range, accumulate)
-        return self._plain_read(v, out, gain, accumulate, transposed)
+        return self.reader.read(v, out, gain, accumulate, transposed,
+                                self.notify_read if self.observers else None)
 
-    def _plain_read(self, v, out, gain, accumulate, transposed) -> np.ndarray:
-        if self.observers:
-            self.notify_read(v, transposed)
-        vq = self._dac(v)
-        if self._untiled():
-            M = self._noisy_matrix()
-            return gemm_into(vq, M if transposed else M.T, out, gain, accumulate)
-        self._tiled_into(vq, out, gain, transposed, not accumulate)
-        return out
+    def read_transposed_into(self, y: np.ndarray, out: np.ndarray, gain: float = 1.0,
+                             accumulate: bool = False) -> np.ndarray:
+        """Columns driven by y (B, n_out), rows sensed: ``out (+)= gain * read(y) ~ y @ W``."""
+        return self.read_into(y, out, gain, accumulate, transposed=True)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Rows driven by x (B, n_in), columns sensed: returns (B, n_out) ~ x @ W^T."""
@@ -402,7 +317,50 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         """Columns driven by y (B, n_out), rows sensed: returns (B, n_in) ~ y @ W."""
         return self.read_transposed_into(y, np.empty((y.shape[0], self.n_in), self.dtype))
 
-    # ------------------------------------------------------------------ updates
+    def watch_tile(self, tile: tuple, probe) -> None:
+        """Record the reads of tile (row tile, column tile): ``probe.record(transposed,
+        current_A, adc_codes)`` after each read of it (``probe.samples`` rows)."""
+        self.reader.probes[tile] = probe
+
+    def unwatch_tile(self, tile: tuple) -> None:
+        self.reader.probes.pop(tile, None)
+
+    def current_factor(self) -> float:
+        """Amperes of differential sensed current per output unit (weight x state)."""
+        return self.reader.current_factor()
+
+    def ir_drop_deviation(self) -> tuple[float, float]:
+        """(sum of squares of W_read - W_eff over the forward tile operands, sum of squares of
+        W_eff): how far IR drop moves the weights the reads see from the programmed ones."""
+        return self.reader.ir_drop_deviation()
+
+    # ------------------------------------------------------------------ energy
+    def read_energy(self, v: np.ndarray, transposed: bool = False) -> tuple[float, int, int]:
+        """(array energy in J, DAC conversions, ADC conversions) of one read driven by v
+        (:meth:`~crossbar_ep.crossbar.array_energy.ArrayEnergy.read_energy`)."""
+        return self.energy.read_energy(v, transposed)
+
+    def program_energy(self, counts: np.ndarray) -> float:
+        """Energy (J) of the signed pulse counts (n_out, n_in) at the present conductances."""
+        return self.energy.program_energy(counts)
+
+    # ------------------------------------------------------------------ writes
+    @property
+    def last_write(self) -> dict:
+        """The last update's record: ``pulses`` fired, ``program_J`` (J), ``counts`` (signed
+        (n_out, n_in), None for exact updates), and the rule's statistics."""
+        return self._last_write
+
+    @property
+    def last_counts(self):
+        """Signed pulse counts (n_out, n_in) of the last update (None: no pulses)."""
+        return self._last_write.get("counts")
+
+    @property
+    def last_program_J(self) -> float:
+        """Programming energy (J) of the last update."""
+        return self._last_write.get("program_J", 0.0)
+
     def pulse_counts(self, dW: np.ndarray, max_pulses: int | None = None) -> np.ndarray:
         """Deterministic scheme: signed pulse counts per device for a weight change dW,
         ``n = stochastic_round(dW / (device step in weight units))``, capped at ``max_pulses``.
@@ -419,7 +377,7 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         of pulses fired (0 for the ideal device, which takes the exact change)."""
         if not self.card.pulsed:
             self.mapping.change_exact(self.mapping.device_change(dW))
-            self.last_counts, self.last_program_J = None, 0.0
+            self._last_write = dict(_NO_WRITE)
             self.refresh()
             return 0
         return self.write_pulses(self.pulse_counts(dW, max_pulses))
@@ -429,16 +387,23 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         G- takes -n), keep them and their programming energy, refresh the read operands;
         returns the pulses fired.  An all-zero n touches no device (no write noise redrawn)
         and skips the refresh unless the clock moved on a drifting card since the last one."""
-        self.last_counts = n
         if not n.any():
-            self.last_program_J = 0.0
+            self._last_write = {"pulses": 0, "program_J": 0.0, "counts": n}
             if self._stale:
                 self.refresh()
             return 0
-        self.last_program_J = self.program_energy(n)
-        fired = self.mapping.pulse(n)
+        fired, _ = self.fire(n)
         self.refresh()
         return fired
+
+    def fire(self, n: np.ndarray) -> tuple[int, float]:
+        """Fire the signed counts n (n_out, n_in) without refreshing the read operands (call
+        :meth:`refresh` after); records them; returns (pulses fired, programming energy J
+        at the conductances before they fire)."""
+        program_J = self.program_energy(n)
+        fired = self.mapping.pulse(n)
+        self._last_write = {"pulses": fired, "program_J": program_J, "counts": n}
+        return fired, program_J
 
     def at_bound_fraction(self) -> float:
         return self.mapping.at_bound_fraction()
@@ -450,49 +415,79 @@ class CrossbarMatrix(ArrayEnergy, WeightOperator):
         programming energy and the signed counts.  The batch's simulated time
         (``seconds_per_update``) passes first; the refresh after the pulses shows the drift."""
         if self.seconds_per_update:
-            for dev in (self.pos, self.neg):
-                if dev is not None:
-                    dev.advance(self.seconds_per_update)
+            self.mapping.advance(self.seconds_per_update)
             self._stale = self.pos.drifts    # the refresh after the pulses shows the drift
-        if self.rule is None:
+        if self._rule is None:
             g = scale * (np.asarray(delta).T @ np.asarray(pre))
-            fired = self.apply_update(self.lr * g)
+            self.apply_update(self.lr * g)
         else:
-            fired = self.rule.apply(self, pre, delta, scale)
-        self.notify_update({"pulses": fired, "program_J": self.last_program_J,
-                            "counts": self.last_counts, **self.rule_info})
-
-    def advance(self, seconds: float) -> None:
-        """Let ``seconds`` of simulated time pass on the devices' clocks; with a drifting card
-        the effective weights are recomputed (no work without drift)."""
-        self.mapping.advance(seconds)
-        if self.pos.drifts:
-            self.refresh()
+            self._last_write = self._rule.apply(pre, delta, scale)
+        if self.compensating:     # the calibration reads since the last update
+            self._last_write = {**self._last_write,
+                                "calibration_reads": self.compensation.take_reads()}
+        self.notify_update(self._last_write)
 
     def state_dict(self) -> dict:
         """Device states per side: ``{side}:w``, ``{side}:write_noise``, ``{side}:t_written``
-        (flat arrays) and ``{side}:t_now`` (the clock, s, a 0-d array)."""
+        (flat arrays) and ``{side}:t_now`` (the clock, s, a 0-d array); with laws that need
+        them, ``{side}:g_target`` (programming targets, S) and ``{side}:read_xi`` (the
+        present read-noise normals); the bound rule's state as ``rule:<key>``."""
         out = {}
         for side, dev in self.mapping.arrays:
             out[f"{side}:w"] = dev.w
             out[f"{side}:write_noise"] = dev.write_noise
             out[f"{side}:t_written"] = dev.t_written
             out[f"{side}:t_now"] = np.array(dev.t_now)
-        if hasattr(self.rule, "state_dict"):    # mixed precision, Tiki-Taka: rule:<key>
-            out.update({f"rule:{k}": v for k, v in self.rule.state_dict(self).items()})
+            if dev.g_target is not None:
+                out[f"{side}:g_target"] = dev.g_target
+            if dev.read_xi is not None:
+                out[f"{side}:read_xi"] = dev.read_xi
+        if self.compensation.reference is not None:
+            out["calibration:reference"] = self.compensation.reference
+        if self._rule is not None:    # mixed precision, Tiki-Taka: rule:<key>
+            out.update({f"rule:{k}": v for k, v in self._rule.state_dict().items()})
         return out
 
+    @property
+    def optional_state(self) -> set:
+        """State-dict keys an older checkpoint may lack (:meth:`load_state_dict` fills them)."""
+        keys = {f"{side}:{k}" for side, _ in self.mapping.arrays
+                for k in ("t_now", "g_target", "read_xi")} | {"calibration:reference"}
+        if self._rule is not None:
+            keys |= {f"rule:{k}" for k in self._rule.optional_state()}
+        return keys
+
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; a state without ``t_now`` (older checkpoints) keeps
-        the clock at its time now."""
+        """Restore :meth:`state_dict`.  Older layouts: a state without ``t_now`` keeps the
+        clock at its time now; without ``g_target`` the targets are the conductances as
+        written; without ``read_xi`` no read-noise fluctuation until the clock moves;
+        without ``calibration:reference`` (drift compensation on) the reference is a
+        calibration read of the devices as written (before drift)."""
         for side, dev in self.mapping.arrays:
             np.copyto(dev.w, state[f"{side}:w"])
             dev.write_noise = np.array(state[f"{side}:write_noise"])
             np.copyto(dev.t_written, state[f"{side}:t_written"])
             if f"{side}:t_now" in state:
                 dev.t_now = float(state[f"{side}:t_now"])
+            if dev.g_target is not None:
+                g = state.get(f"{side}:g_target")
+                dev.g_target = (np.array(g, float) if g is not None else
+                                dev.card.w_to_g(dev.states().reshape(-1)))
+            if dev.read_xi is not None:
+                xi = state.get(f"{side}:read_xi")
+                dev.read_xi = np.array(xi, float) if xi is not None else \
+                    np.zeros_like(dev.read_xi)
             dev.touch()
-        if hasattr(self.rule, "load_state_dict"):
-            self.rule.load_state_dict(self, {k[5:]: v for k, v in state.items()
-                                             if k.startswith("rule:")})
+        if self._rule is not None:
+            self._rule.load_state_dict({k[5:]: v for k, v in state.items()
+                                        if k.startswith("rule:")})
+        ref = state.get("calibration:reference")
+        self.compensation.reference = None if ref is None else np.array(ref, float)
+        if ref is None and self.compensating:    # the devices as written, read
+            m = self.mapping
+            gp, gn = m.conductances(drifted=False)
+            self.reader.set_weights(m.weights(gp, gn), gp, gn, True)
+            self.energy.invalidate()
+            self.compensation.reference = self.compensation.measure(self.reader,
+                                                                    self._notify())
         self.refresh(exact=True)

@@ -1,7 +1,8 @@
-"""Read and programming energy of a crossbar array: a mixin of
-:class:`~crossbar_ep.crossbar.array.CrossbarMatrix` (the array's conductances, tiles, wires,
-I-V law and DAC are its own; the :class:`~crossbar_ep.crossbar.energy.EnergyMeter` observer
-calls these methods)."""
+"""Read and programming energy of a crossbar array: a component of
+:class:`~crossbar_ep.crossbar.array.CrossbarMatrix` reading the array's conductances (its
+mapping), tiles, wires, I-V law and DAC (its reader); the
+:class:`~crossbar_ep.crossbar.energy.EnergyMeter` observer calls the array's ``read_energy``
+and ``program_energy``, which ask this."""
 
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ def drive_power_sum(v, step, levels, k, law, v0, coeffs, Y):
 class ArrayEnergy:
     """Energy of the reads and pulses of one crossbar array (units: J, S, V)."""
 
+    def __init__(self, reader, mapping, card):
+        self.reader, self.mapping, self.card = reader, mapping, card
+        self.n_out, self.n_in = reader.n_out, reader.n_in
+        self._eops = None
+
+    def invalidate(self) -> None:
+        """The conductances changed: recompute the admittances at the next read."""
+        self._eops = None
+
     def _energy_operands(self) -> dict:
         """Per tile: (forward admittance: row sums (rows,) or dense (rows, rows); transposed:
         per-output sums (outputs,) or dense D^T Y D (outputs, outputs)) in S, with D the
@@ -68,29 +78,29 @@ class ArrayEnergy:
         since; the transposed one is solved here when the reads did not need it)."""
         if self._eops is not None:
             return self._eops
-        m = self.mapping
+        m, r = self.mapping, self.reader
         gp, gn = m.conductances()
         ops = {}
-        for rt in self.row_tiles:
-            for ct in self.col_tiles:
+        for rt in r.tiling.row_tiles:
+            for ct in r.tiling.col_tiles:
                 key = (rt.start, ct.start)
                 bp, bn = gp[ct, rt], (None if gn is None else gn[ct, rt])
                 fwd, bwd, _ = m.line_sums(bp, bn)
-                if self._ir:
-                    fwd, Yt = self._ir[key].admittances(m.physical_tile(bp, bn))
-                    if self.signed == "differential":   # D^T Yt D with D = +1 / -1 pairs
+                if r.circuits:
+                    fwd, Yt = r.circuits[key].admittances(m.physical_tile(bp, bn))
+                    if m.name == "differential":   # D^T Yt D with D = +1 / -1 pairs
                         bwd = Yt[0::2, 0::2] - Yt[0::2, 1::2] - Yt[1::2, 0::2] + Yt[1::2, 1::2]
                     else:                               # the reference column at 0 V
                         bwd = Yt[:-1, :-1]
                 ops[key] = (fwd, bwd)
         self._eops = ops
-        p, iv = self.per, self.iv
+        p, iv = r.per, r.iv
         levels = 0 if p.dac_bits is None else 2 ** (p.dac_bits - 1) - 1
         law = 0 if iv.linear else (1 if iv.law == "sinh" else 2)
         self._edrive = (p.input_range / levels if levels else 1.0, levels,
                         p.v_read_V / p.input_range, law, float(iv.v0_V),
                         np.asarray(iv.coeffs, float).reshape(-1))
-        nr, nc = len(self.row_tiles), len(self.col_tiles)   # conversions per sample
+        nr, nc = len(r.tiling.row_tiles), len(r.tiling.col_tiles)   # conversions per sample
         self._econv = {False: (self.n_in * nc, self.n_out * nr),
                        True: (self.n_out * nr, self.n_in * nc)}
         self._eflat = {False: self._flat_admittance(ops, 0, self.n_in, True),
@@ -124,8 +134,9 @@ class ArrayEnergy:
         if flat is not None:      # ideal wires: sum_b sum_i V_bi f(V_bi) Y_i over the read
             E = drive_power_sum(np.ascontiguousarray(v[:Bs]), *self._edrive, flat)
         else:
-            vq = np.asarray(self._dac_only(v[:Bs]), float) * (self.per.v_read_V /
-                                                               self.per.input_range)
+            per = self.reader.per
+            vq = np.asarray(self.reader.dac.convert(v[:Bs]), float) * (per.v_read_V /
+                                                                       per.input_range)
             E = 0.0
             for (r0, c0), (fwd, bwd) in ops.items():
                 n = bwd.shape[0] if transposed else fwd.shape[0]
@@ -134,7 +145,7 @@ class ArrayEnergy:
                 E += float(np.sum((V @ (bwd if transposed else fwd)) * V))
         E *= B / Bs
         dac, adc = self._econv[transposed]
-        return E * self.per.t_read_s, B * dac, B * adc
+        return E * self.reader.per.t_read_s, B * dac, B * adc
 
     def program_energy(self, counts: np.ndarray) -> float:
         """Energy (J) of the pulses ``counts`` (signed, (n_out, n_in); a differential pair's

@@ -51,9 +51,9 @@ class SignedMapping:
         """Pulses per unit of weight change for one device of the mapping (nominal step)."""
         return (self.card.w_max - self.card.w_min) / (2 * self.scale) / self.card.mean_step
 
-    def conductances(self) -> tuple:
-        """(G+ or G, G- or None), each (n_out, n_in) in S."""
-        return tuple(dev.conductance() for _, dev in self.arrays) + (None,) * (
+    def conductances(self, drifted: bool = True) -> tuple:
+        """(G+ or G, G- or None), each (n_out, n_in) in S (``drifted=False``: as written)."""
+        return tuple(dev.conductance(drifted) for _, dev in self.arrays) + (None,) * (
             2 - len(self.arrays))
 
     def programming_sum(self, counts_abs: np.ndarray) -> float:
@@ -88,9 +88,11 @@ class DifferentialPair(SignedMapping):
     def S_per_weight(self) -> float:
         return self.span_S / self.scale
 
-    def program(self, W: np.ndarray) -> None:
-        self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
-        self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)))
+    def program(self, W: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        """Write target weights W (n_out, n_in); ``rng`` draws the programming noise (default
+        the devices' own generator)."""
+        self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
+        self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)), rng)
 
     def weights(self, gp: np.ndarray, gn: np.ndarray) -> np.ndarray:
         return self.scale * (self._g_to_u(gp) - self._g_to_u(gn))
@@ -149,8 +151,8 @@ class ReferenceColumn(SignedMapping):
     def S_per_weight(self) -> float:
         return self.span_S / (2 * self.scale)
 
-    def program(self, W: np.ndarray) -> None:
-        self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)))
+    def program(self, W: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
 
     def weights(self, gp: np.ndarray, gn=None) -> np.ndarray:
         return self.scale * (2.0 * self._g_to_u(gp) - 1.0)

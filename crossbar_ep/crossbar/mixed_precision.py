@@ -24,7 +24,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from crossbar_ep.crossbar.array import CrossbarMatrix
 from crossbar_ep.crossbar.pulses import DeterministicPulses
 
 
@@ -56,42 +55,45 @@ class MixedPrecision(DeterministicPulses):
 
     schemes = ("mixed_precision",)
 
-    def attach(self, cb: CrossbarMatrix) -> None:
-        """Create the array's accumulator (and velocity, with momentum), zero."""
-        cb.rule_state["chi"] = np.zeros((cb.n_out, cb.n_in))
+    def create_state(self) -> None:
+        """The array's accumulator (and velocity, with momentum), zero."""
+        cb = self.array
+        self.state["chi"] = np.zeros((cb.n_out, cb.n_in))
         if self.settings.momentum > 0:
-            cb.rule_state["v"] = np.zeros((cb.n_out, cb.n_in), cb.dtype)
+            self.state["v"] = np.zeros((cb.n_out, cb.n_in), cb.dtype)
 
-    def _velocity(self, cb: CrossbarMatrix, g: np.ndarray) -> np.ndarray:
+    def _velocity(self, g: np.ndarray) -> np.ndarray:
         """g itself, or with momentum the updated velocity mu v + g."""
-        v = cb.rule_state.get("v")
+        v = self.state.get("v")
         if v is None:
             return g
         v *= v.dtype.type(self.settings.momentum)
         v += g
         return v
 
-    def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
-              scale: float) -> int:
-        if not cb.card.pulsed and "v" not in cb.rule_state:
-            return super().apply(cb, pre, delta, scale)
+    def apply(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> dict:
+        cb = self._bound()
+        if not cb.card.pulsed and "v" not in self.state:
+            return super().apply(pre, delta, scale)
         g = np.matmul(delta.T, pre)       # in the signals' dtype, like the digital update
         g *= cb.lr * scale
-        g = self._velocity(cb, g)
+        g = self._velocity(g)
         if not cb.card.pulsed:            # the exact-update card takes the velocity itself
-            return cb.apply_update(g, self.max_pulses)
-        chi = cb.rule_state["chi"]
+            cb.apply_update(g, self.max_pulses)
+            return self.record()
+        chi = self.state["chi"]
         n = np.empty(chi.shape, np.int64)
         _, sq = accumulate_pulses(chi.reshape(-1), g.reshape(-1), cb.mapping.pulse_factor(),
                                   -1 if self.max_pulses is None else int(self.max_pulses),
                                   n.reshape(-1), float(self.settings.threshold))
-        cb.rule_info = {"accumulator_rms": float(np.sqrt(sq / chi.size))}
-        return cb.write_pulses(n)
+        self.info = {"accumulator_rms": float(np.sqrt(sq / chi.size))}
+        cb.write_pulses(n)
+        return self.record()
 
-    def state_dict(self, cb: CrossbarMatrix) -> dict:
-        return {k: cb.rule_state[k] for k in ("chi", "v") if k in cb.rule_state}
+    def state_dict(self) -> dict:
+        return {k: self.state[k] for k in ("chi", "v") if k in self.state}
 
-    def load_state_dict(self, cb: CrossbarMatrix, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         for k in ("chi", "v"):
-            if k in cb.rule_state:
-                np.copyto(cb.rule_state[k], state[k])
+            if k in self.state:
+                np.copyto(self.state[k], state[k])

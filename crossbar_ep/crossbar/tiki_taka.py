@@ -53,20 +53,19 @@ class TikiTaka(DeterministicPulses):
         m = s.buffer_momentum
         self.momentum = (0.0 if self.chopped else 0.1) if m is None else float(m)
 
-    def attach(self, cb: CrossbarMatrix) -> None:
+    def create_state(self) -> None:
         """Build the fast array (same card, periphery, tiles and weight scale, programmed at
         zero with the card's programming noise) and the zero buffer."""
-        rt, ct = cb.row_tiles[0], cb.col_tiles[0]
+        cb = self.array
         fast = CrossbarMatrix(np.zeros((cb.n_out, cb.n_in)), cb.card, cb.rng, cb.per,
-                              cb.signed, rt.stop - rt.start, ct.stop - ct.start,
+                              cb.signed, cb.tiling.tile_rows, cb.tiling.tile_cols,
                               cb.scale, cb.dtype, cb.wires, cb.iv)   # max|0| -> 1: S = scale
-        st = cb.rule_state
-        st.update(fast=fast, H=np.zeros((cb.n_out, cb.n_in)), chop=np.ones(cb.n_in),
-                  col=np.array(0), count=np.array(0))
+        self.state.update(fast=fast, H=np.zeros((cb.n_out, cb.n_in)), chop=np.ones(cb.n_in),
+                          col=np.array(0), count=np.array(0))
 
-    def apply(self, cb: CrossbarMatrix, pre: np.ndarray, delta: np.ndarray,
-              scale: float) -> int:
-        st = cb.rule_state
+    def apply(self, pre: np.ndarray, delta: np.ndarray, scale: float) -> dict:
+        cb = self._bound()
+        st = self.state
         fast, H, chop = st["fast"], st["H"], st["chop"]
         if not fast.observers:     # the fast array's reads cost energy like any read
             fast.observers = [o for o in cb.observers if isinstance(o, EnergyMeter)]
@@ -77,7 +76,7 @@ class TikiTaka(DeterministicPulses):
         program = fast.last_program_J
         st["count"] = np.array(int(st["count"]) + 1)
         info = {"fast_pulses": fired_fast, "transfer_reads": 0, "transfer_pulses": 0}
-        fired_slow, cb.last_counts = 0, None
+        fired_slow, counts = 0, None
         if int(st["count"]) % self.transfer_every == 0:
             cols = (int(st["col"]) + np.arange(min(self.columns, cb.n_in))) % cb.n_in
             st["col"] = np.array((int(st["col"]) + cols.size) % cb.n_in)
@@ -94,9 +93,8 @@ class TikiTaka(DeterministicPulses):
                     Hc -= (1.0 - self.momentum) * n / pf
                 counts = np.zeros((cb.n_out, cb.n_in), np.int64)
                 counts[:, cols] = n
-                program += cb.program_energy(counts)
-                fired_slow = cb.mapping.pulse(counts)
-                cb.last_counts = counts
+                fired_slow, slow_J = cb.fire(counts)
+                program += slow_J
             else:                                          # exact card: the whole buffer
                 dW = np.zeros((cb.n_out, cb.n_in))
                 dW[:, cols] = Hc
@@ -108,25 +106,28 @@ class TikiTaka(DeterministicPulses):
                 chop[cols[flip]] *= -1.0
             cb.refresh()
             info.update(transfer_reads=int(cols.size), transfer_pulses=fired_slow)
-        cb.last_program_J = program
-        cb.rule_info = info
-        return fired_fast + fired_slow
+        self.info = info
+        return {"pulses": fired_fast + fired_slow, "program_J": program, "counts": counts,
+                **info}
 
-    def stats(self, cb: CrossbarMatrix) -> dict:
+    def stats(self) -> dict:
         """Fraction of the fast array's devices at a bound, and the buffer's rms (weight
         units)."""
-        st = cb.rule_state
+        st = self.state
         return {"fast_at_bound": st["fast"].at_bound_fraction(),
                 "buffer_rms": float(np.sqrt(np.mean(st["H"] ** 2)))}
 
-    def state_dict(self, cb: CrossbarMatrix) -> dict:
-        st = cb.rule_state
+    def state_dict(self) -> dict:
+        st = self.state
         out = {f"fast:{k}": v for k, v in st["fast"].state_dict().items()}
         out.update(H=st["H"], chop=st["chop"], col=st["col"], count=st["count"])
         return out
 
-    def load_state_dict(self, cb: CrossbarMatrix, state: dict) -> None:
-        st = cb.rule_state
+    def optional_state(self) -> set:
+        return {f"fast:{k}" for k in self.state["fast"].optional_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        st = self.state
         st["fast"].load_state_dict({k[5:]: v for k, v in state.items()
                                     if k.startswith("fast:")})
         np.copyto(st["H"], state["H"])

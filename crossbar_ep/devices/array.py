@@ -4,8 +4,10 @@ A :class:`DeviceArray` draws each device's parameters once from the card's devic
 spreads (seeded) through its model class (:mod:`crossbar_ep.devices.models`), marks stuck-at
 faults, applies signed pulse counts one pulse at a time through the model's step in the Numba
 pulse kernel (state-dependent step, cycle-to-cycle noise, clipping to the device's own bounds),
-adds write noise to the readable state, and returns conductances in siemens with power-law
-drift applied for the simulated time since each device was written.
+adds write noise to the readable state, and returns conductances in siemens with the card's
+laws (:mod:`crossbar_ep.devices.laws`) applied: programming noise when targets are written,
+power-law drift for the simulated time since each device was written, and the device read
+noise at the present time.
 
 The clock: ``t_now`` (s) is the array's simulated time; :meth:`DeviceArray.advance` moves it
 on (a crossbar operator advances it by the time of one training batch at every update), pulses
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossbar_ep.devices.laws import PCM_G_REF_S as G_REF_PCM_S  # noqa: F401 (older names)
+from crossbar_ep.devices.laws import RERAM_G_REF_S as G_REF_RERAM_S  # noqa: F401
+from crossbar_ep.devices.laws import make_law
+
 NO_FAULT, STUCK_MIN, STUCK_MAX = 0, 1, 2
-G_REF_PCM_S = 25e-6      # Nandakumar et al. 2019 normalise by G_max = 25 uS
-G_REF_RERAM_S = 40e-6    # Wan et al. 2022, G_max = 40 uS
 
 
 def pulse_reference(card, w: float, pulses: int) -> np.ndarray:
@@ -67,7 +71,11 @@ class DeviceArray:
         a0, a1 = f.get("stuck_at_gmin_frac", 0.0), f.get("stuck_at_gmax_frac", 0.0)
         self.stuck[u < a0] = STUCK_MIN
         self.stuck[(u >= a0) & (u < a0 + a1)] = STUCK_MAX
-        # drift: one xi per device; nu from the card or the PCM law at read time
+        # the card's laws (crossbar_ep.devices.laws); drift: one xi per device, nu from the
+        # law at read time
+        self.programming_law = make_law("programming_noise", card.programming_noise)
+        self.drift_law = make_law("drift", card.drift)
+        self.read_noise_law = make_law("read_noise", getattr(card, "read_noise", None))
         self.nu_xi = rng.standard_normal(n) if card.drift else None
         self.t_written = np.zeros(n)
         self.t_now = 0.0
@@ -75,6 +83,12 @@ class DeviceArray:
         if self.pulsed:
             np.clip(self.w, self.wmin, self.wmax, out=self.w)
         self.write_noise = np.zeros(n)
+        # the programming targets (S), kept where a law depends on them
+        self.uses_target = bool(self.read_noise_law.active or (
+            self.drift_law is not None and self.drift_law.basis == "target"))
+        self.g_target = card.w_to_g(self.w) if self.uses_target else None
+        # read noise: one standard normal per device, redrawn when the clock moves
+        self.read_xi = np.zeros(n) if self.read_noise_law.active else None
         self._g = None      # conductances of the present state and clock (read-only)
 
     def touch(self) -> None:
@@ -93,8 +107,8 @@ class DeviceArray:
 
     @property
     def drifts(self) -> bool:
-        """Whether reads depend on the clock (the card has drift)."""
-        return bool(self.card.drift)
+        """Whether reads depend on the clock (the card has drift or a device read-noise law)."""
+        return bool(self.card.drift) or self.read_xi is not None
 
     # ------------------------------------------------------------------ updates
     def pulse(self, n_pulses: np.ndarray) -> int:
@@ -108,16 +122,27 @@ class DeviceArray:
         total = pulse_kernel(jit_step(self.model.step), self.w, n, self.wmin, self.wmax,
                              self._P, self._c, self.stuck, float(self.std),
                              int(self.rng.integers(0, 2**62)))
-        if self.card.drift:
-            self.t_written[n != 0] = self.t_now
+        if self.drifts or self.uses_target:
+            fired = n != 0
+            if self.drifts:
+                self.t_written[fired] = self.t_now
+            if self.uses_target:      # the pulses' target: the conductance they reached
+                self.g_target[fired] = self.card.w_to_g(self.w[fired])
         self._redraw_write_noise()
         self.touch()
         return int(total)
 
     def update_exact(self, dw: np.ndarray) -> None:
         """Exact models (``pulsed`` False, the ideal device): add an exact float change (no
-        bounds, noise or pulses)."""
-        self.w += np.asarray(dw, float).reshape(-1)
+        bounds, noise or pulses).  With laws that depend on the programming target, the
+        devices changed are written: their target is the new conductance and their drift
+        restarts."""
+        dw = np.asarray(dw, float).reshape(-1)
+        self.w += dw
+        if self.uses_target:
+            written = dw != 0
+            self.g_target[written] = self.card.w_to_g(self.w[written])
+            self.t_written[written] = self.t_now
         self.touch()
 
     def _redraw_write_noise(self) -> None:
@@ -126,26 +151,23 @@ class DeviceArray:
             self.write_noise = s * self.card.params["dw_min"] * \
                 self.rng.standard_normal(self.w.size)
 
-    def program(self, w_target: np.ndarray) -> None:
-        """Write target states directly (initial programming): programming noise of the card,
-        then clipping to each device's bounds."""
+    def program(self, w_target: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        """Write target states directly (initial programming): the card's programming noise
+        (:class:`~crossbar_ep.devices.laws.ProgrammingLaw`: additive Gaussian of std
+        ``sigma_S(G_target)`` siemens, drawn from ``rng``, default the array's generator),
+        then clipping to each device's bounds (and at 0 S where the law says so)."""
         w = np.asarray(w_target, float).reshape(-1).copy()
-        pn = self.card.programming_noise
-        model = pn.get("model", "none")
-        if model != "none":
-            g = self.card.w_to_g(w)
-            span_w = self.card.w_max - self.card.w_min
-            span_g = self.card.g_max_S - self.card.g_min_S
-            if model == "constant":
-                sigma_S = np.full_like(w, pn["std_S"])
-            elif model == "pcm_nandakumar":
-                x = g / G_REF_PCM_S
-                sigma_S = np.maximum(0.26348 + 1.9650 * x - 1.1731 * x ** 2, 0.0) * 1e-6
-            else:  # reram_wan
-                x = g / G_REF_RERAM_S
-                sigma_S = np.maximum(0.348 + 16.030 * x - 43.853 * x ** 2 + 45.393 * x ** 3
-                                     - 16.815 * x ** 4, 0.0) * 1e-6
-            w += sigma_S / span_g * span_w * self.rng.standard_normal(w.size)
+        card, law = self.card, self.programming_law
+        if self.uses_target:
+            self.g_target = card.w_to_g(w)
+        if law.active:
+            g = card.w_to_g(w)
+            span_w = card.w_max - card.w_min
+            span_g = card.g_max_S - card.g_min_S
+            sigma_S = law.sigma_S(g)
+            w += sigma_S / span_g * span_w * (rng or self.rng).standard_normal(w.size)
+            if law.clip_at_zero:       # G >= 0: w >= the state of 0 S
+                np.maximum(w, card.w_min - card.g_min_S / span_g * span_w, out=w)
         if self.pulsed:
             np.clip(w, self.wmin, self.wmax, out=w)
         self.w = w
@@ -155,19 +177,37 @@ class DeviceArray:
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` of simulated time pass on the clock ``t_now`` (s); with drift,
-        reads then see the conductances decayed for the time since each write."""
+        reads then see the conductances decayed for the time since each write; with a read-
+        noise law, its fluctuation is redrawn for the new time."""
         self.t_now += float(seconds)
-        if self.card.drift:
+        if self.read_xi is not None:
+            self.read_xi = self.rng.standard_normal(self.read_xi.size)
+        if self.drifts:
             self.touch()
 
     # ------------------------------------------------------------------ reads
     def states(self) -> np.ndarray:
         """Readable states (rows, cols): hidden state + write noise; stuck devices at bounds."""
         w = self.w + self.write_noise if self.card.params.get("write_noise_std") else self.w
-        if self.pulsed and self.stuck.any():
-            w = np.where(self.stuck == STUCK_MIN, self.wmin, w)
-            w = np.where(self.stuck == STUCK_MAX, self.wmax, w)
+        if self.stuck.any():
+            lo, hi = (self.wmin, self.wmax) if self.pulsed else (self.card.w_min,
+                                                                  self.card.w_max)
+            w = np.where(self.stuck == STUCK_MIN, lo, w)
+            w = np.where(self.stuck == STUCK_MAX, hi, w)
         return w.reshape(self.shape)
+
+    def fail(self, stuck_min_frac: float, stuck_max_frac: float,
+             rng: np.random.Generator) -> int:
+        """Faults that appear after programming: of the devices not stuck yet, the fractions
+        ``stuck_min_frac`` get stuck at G_min (SA0) and ``stuck_max_frac`` at G_max (SA1),
+        drawn from ``rng``; returns how many devices failed."""
+        healthy = np.flatnonzero(self.stuck == 0)
+        u = rng.random(healthy.size)
+        a0, a1 = float(stuck_min_frac), float(stuck_max_frac)
+        self.stuck[healthy[u < a0]] = STUCK_MIN
+        self.stuck[healthy[(u >= a0) & (u < a0 + a1)]] = STUCK_MAX
+        self.touch()
+        return int(((u < a0 + a1)).sum())
 
     def conductance(self, drifted: bool = True) -> np.ndarray:
         """Conductances (S), shape (rows, cols), with drift for the time since each write
@@ -177,26 +217,33 @@ class DeviceArray:
             return self._g
         g = self.card.w_to_g(self.states().reshape(-1))
         g = np.maximum(g, 0.0) if self.pulsed else g
-        if self.card.drift and drifted:
-            g = g * self._drift_factor(g)
+        if drifted and self.drifts:
+            if self.card.drift:
+                g = g * self._drift_factor(g)
+            if self.read_xi is not None:
+                g = g + self.read_noise_law.sigma_S(self.g_target, g, self.t_now -
+                                                    self.t_written) * self.read_xi
         g = g.reshape(self.shape)
         g.flags.writeable = False
-        if drifted or not self.card.drift:
+        if drifted or not self.drifts:
             self._g = g
         return g
 
-    def _drift_factor(self, g: np.ndarray) -> np.ndarray:
-        d = self.card.drift
-        t0 = d.get("t0_s", 20.0)
-        if d.get("nu_model") == "pcm_nandakumar":
-            x = np.maximum(g / G_REF_PCM_S, 1e-12)
-            mu = np.clip(-0.0155 * np.log(x) + 0.0244, 0.049, 0.1)
-            sd = np.clip(-0.0125 * np.log(x) - 0.0059, 0.008, 0.045)
+    def drift_exponents(self, g_written: np.ndarray | None = None) -> np.ndarray:
+        """Each device's drift exponent nu (flat (n,)), from the drift law at its basis
+        conductance (the conductance as written, or the programming target)."""
+        law = self.drift_law
+        if law.basis == "target":
+            g = self.g_target
         else:
-            mu, sd = d.get("nu_mean", 0.0), d.get("nu_std", 0.0)
-        nu = np.abs(mu + sd * self.nu_xi)
-        dt = self.t_now - self.t_written
-        return ((dt + t0) / t0) ** (-nu)
+            g = self.card.w_to_g(self.states().reshape(-1)) if g_written is None else \
+                g_written
+            g = np.maximum(g, 0.0) if self.pulsed else g
+        return law.exponent(g, self.nu_xi)
+
+    def _drift_factor(self, g: np.ndarray) -> np.ndarray:
+        """``((t_now - t_written + t0) / t0)^-nu`` per device, g the undrifted conductances."""
+        return self.drift_law.factor(self.t_now - self.t_written, self.drift_exponents(g))
 
     def at_bound_fraction(self, tol: float = 1e-9) -> float:
         """Fraction of devices at (or within ``tol`` of their range from) one of their bounds,

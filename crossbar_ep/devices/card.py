@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from crossbar_ep import shipped, yamlio
+from crossbar_ep.devices.laws import section_keys, validate_section
 from crossbar_ep.devices.registry import REQUIRED, model_class, model_names
 from crossbar_ep.errors import ConfigError
 from crossbar_ep.schema import Where
@@ -58,9 +59,11 @@ TOP = {
     "pulse_width_s": "programming pulse width (s); default 100 ns (generic)",
     "params": "model parameters (normalised state units w unless noted)",
     "faults": "stuck-at faults: stuck_at_gmin_frac, stuck_at_gmax_frac (fractions of devices)",
-    "drift": "power-law drift: nu_mean, nu_std (-), t0_s (s); or nu_model: pcm_nandakumar",
-    "programming_noise": "noise when a target is written: model none | constant | "
-                         "pcm_nandakumar | reram_wan, std_S for constant",
+    "drift": "power-law drift: law power (nu_mean, nu_std, t0_s), pcm_nandakumar or "
+             "pcm_joshi2020 (crossbar_ep/devices/laws.py)",
+    "programming_noise": "noise when a target is written: law none | constant | "
+                         "pcm_nandakumar | pcm_joshi2020 | reram_wan, std_S for constant",
+    "read_noise": "device read noise at the present time: law none | relative | pcm_joshi2020",
     "conventions": "which published form of the model equations the card's fit was made with: "
                    "up_down, slope_bound, exp_range (see Conventions of the fits)",
     "metadata": "provenance written by the device tools, not read by the simulation: fit (data "
@@ -70,9 +73,8 @@ TOP = {
 METADATA_KEYS = ("fit", "aihwkit")
 FAULT_KEYS = {"stuck_at_gmin_frac": "fraction of devices stuck at G_min (SA0)",
               "stuck_at_gmax_frac": "fraction of devices stuck at G_max (SA1)"}
-DRIFT_KEYS = {"nu_mean": "mean drift exponent nu (-)", "nu_std": "device spread of nu (-)",
-              "t0_s": "reference time t0 (s), default 20",
-              "nu_model": "pcm_nandakumar: nu from the conductance (Nandakumar et al. 2019)"}
+DRIFT_KEYS = section_keys("drift")
+READ_NOISE_KEYS = section_keys("read_noise")
 CONVENTION_KEYS = {
     "up_down": "symmetric (default): dw_up = dw_min (1 + b), dw_down = dw_min (1 - b); "
                "larger_is_dw_min: the larger step is dw_min and only the other shrinks by "
@@ -84,15 +86,14 @@ CONVENTION_KEYS = {
 }
 CONVENTION_VALUES = {"up_down": ("symmetric", "larger_is_dw_min"),
                      "slope_bound": ("device", "nominal"), "exp_range": ("card", "device")}
-PROG_KEYS = {"model": "none | constant | pcm_nandakumar | reram_wan",
-             "std_S": "std (S) for model constant"}
+PROG_KEYS = section_keys("programming_noise")
 # physical ranges (inclusive) of the card's numbers outside params, with their unit; a model
 # parameter's range is in its spec (Param.lo, Param.hi)
 RANGES = {"g_min_S": (0.0, 1.0, "S"), "g_max_S": (0.0, 1.0, "S"),
           "r_on_ohm": (1.0, 1e12, "ohm"), "on_off_ratio": (1.0, 1e9, "-"),
           "write_voltage_V": (0.0, 100.0, "V"), "pulse_width_s": (0.0, 1.0, "s"),
           "nu_mean": (0.0, 1.0, "-"), "nu_std": (0.0, 1.0, "-"), "t0_s": (0.0, 1e9, "s"),
-          "std_S": (0.0, 1.0, "S")}
+          "std_S": (0.0, 1.0, "S"), "std_rel": (0.0, 10.0, "-"), "t_read_s": (0.0, 1.0, "s")}
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class DeviceCard:
     pulse_width_s: float = 1e-7
     conventions: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    read_noise: dict = field(default_factory=dict)
 
     def convention(self, key: str) -> str:
         """The card's choice for a convention key (:data:`CONVENTION_VALUES`), or the
@@ -187,10 +189,13 @@ def _check_text(v: Any, w: Where, seen: set | None = None) -> None:
     (netlist comments, plot titles, terminals)."""
     seen = set() if seen is None else seen
     if isinstance(v, str):
-        bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-        if bad is not None:
-            raise w.fail(f"contains the control character {bad!r} (at position "
-                         f"{v.index(bad)}); card text must be one line of printable characters")
+        bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")),
+                   None)
+        if bad is not None:      # Cf: bidi overrides and zero-width characters hide text
+            kind = "invisible formatting" if unicodedata.category(bad) == "Cf" else "control"
+            raise w.fail(f"contains the {kind} character {bad!r} (U+{ord(bad):04X}, at "
+                         f"position {v.index(bad)}); card text must be one line of printable "
+                         f"characters")
     elif isinstance(v, (dict, list)) and id(v) not in seen:   # YAML aliases share objects
         seen.add(id(v))
         items = v.items() if isinstance(v, dict) else enumerate(v)
@@ -295,30 +300,10 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
             raise top.child("faults").child(k).fail(f"is a fraction in [0, 1], got {v}")
     if sum(faults.values()) > 1:
         raise top.child("faults").fail("stuck fractions add up to more than 1")
-    drift = _section(raw, "drift", DRIFT_KEYS, top)
-    for k, v in drift.items():
-        if k == "nu_model":
-            if v != "pcm_nandakumar":
-                raise top.child("drift").child(k).fail("only pcm_nandakumar is known")
-        else:
-            drift[k] = _num(v, top.child("drift").child(k), "pos" if k == "t0_s" else "nonneg",
-                            *RANGES[k])
-    prog = _section(raw, "programming_noise", PROG_KEYS, top)
-    if prog:
-        pm = prog.get("model", "none")
-        if pm not in ("none", "constant", "pcm_nandakumar", "reram_wan"):
-            raise top.child("programming_noise").child("model").fail(
-                f"unknown model {_short.repr(pm)}; use none, constant, pcm_nandakumar or "
-                f"reram_wan")
-        if pm == "constant":
-            if "std_S" not in prog:
-                raise top.child("programming_noise").child("std_S").fail("missing for model "
-                                                                        "constant")
-            prog["std_S"] = _num(prog["std_S"], top.child("programming_noise").child("std_S"),
-                                 "nonneg", *RANGES["std_S"])
-        elif "std_S" in prog:
-            raise top.child("programming_noise").child("std_S").fail(
-                f"only used with model constant (model is {pm})")
+    drift = validate_section("drift", raw.get("drift"), top.child("drift"))
+    prog = validate_section("programming_noise", raw.get("programming_noise"),
+                            top.child("programming_noise"))
+    read_noise = validate_section("read_noise", raw.get("read_noise"), top.child("read_noise"))
     conv = _section(raw, "conventions", CONVENTION_KEYS, top)
     for k, v in conv.items():
         if v not in CONVENTION_VALUES[k]:
@@ -333,7 +318,7 @@ def card_from_dict(raw: Any, path: str = "<memory>") -> DeviceCard:
         _plain(v, top.child("metadata").child(k))
     return DeviceCard(raw["name"], model, raw["source"], g_min, g_max, params, faults, drift,
                       prog, path, raw.get("description", ""), **write, conventions=conv,
-                      metadata=meta)
+                      metadata=meta, read_noise=read_noise)
 
 
 def _plain(v: Any, w: Where, depth: int = 0) -> None:
@@ -465,7 +450,8 @@ def describe(card: DeviceCard) -> str:
             lines.append(f"    {k:<16} = {vs:<12} [{unit}]  {doc}")
     for title, sec, docs in (("faults", card.faults, FAULT_KEYS),
                              ("drift", card.drift, DRIFT_KEYS),
-                             ("programming noise", card.programming_noise, PROG_KEYS)):
+                             ("programming noise", card.programming_noise, PROG_KEYS),
+                             ("read noise", card.read_noise, READ_NOISE_KEYS)):
         if sec:
             lines.append(f"  {title}:")
             for k, v in sec.items():

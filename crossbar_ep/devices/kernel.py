@@ -17,7 +17,7 @@ from crossbar_ep import fastrng
 _f8, _i8 = types.float64, types.int64
 _row = types.Array(_f8, 1, "C")
 STEP_SIG = types.UniTuple(_f8, 2)(_f8, _i8, _f8, _f8, _row, _row)   # (w, d, wmin, wmax, p, c)
-_STEP = types.FunctionType(STEP_SIG)
+STEP_TYPE = types.FunctionType(STEP_SIG)
 _JIT: dict = {}
 
 
@@ -30,7 +30,7 @@ def jit_step(py_step):
     return fn
 
 
-@numba.njit(_i8(_STEP, _f8[::1], _i8[::1], _f8[::1], _f8[::1], _f8[:, ::1], _f8[::1],
+@numba.njit(_i8(STEP_TYPE, _f8[::1], _i8[::1], _f8[::1], _f8[::1], _f8[:, ::1], _f8[::1],
                 types.int8[::1], _f8, _i8), cache=True)
 def pulse_kernel(step, w, n, wmin, wmax, P, c, stuck, std, seed):
     """Apply ``n[i]`` signed pulses to device i, one by one, through ``step`` (flat arrays;

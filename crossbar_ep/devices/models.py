@@ -68,9 +68,9 @@ class LinearStep(StepModel):
 
     @classmethod
     def draw_shape(cls, card, xi, n):
-        p = card.params
-        return {"gamma_up": p["gamma_up"] + p["gamma_up_dtod"] * xi(),
-                "gamma_dn": p["gamma_down"] + p["gamma_down_dtod"] * xi()}
+        p = card.params      # the step uses |gamma|: stored so, one value per device slope
+        return {"gamma_up": np.abs(p["gamma_up"] + p["gamma_up_dtod"] * xi()),
+                "gamma_dn": np.abs(p["gamma_down"] + p["gamma_down_dtod"] * xi())}
 
     @classmethod
     def constants(cls, card):
@@ -176,9 +176,9 @@ class ExpStep(StepModel):
               "a": Param(-0.5, "-", "z = 2 a w / (w_max - w_min) + b", "any", -10.0, 10.0),
               "b": Param(-0.5, "-", "offset of z", "any", -10.0, 10.0),
               "gamma_up": Param(5.0, "-", "exponent of the up step", "any", -20.0, 20.0,
-                                start=(2.0, 5.0)),
+                                start=3.0),
               "gamma_down": Param(5.0, "-", "exponent of the down step", "any", -20.0, 20.0,
-                                  start=(2.0, 5.0)),
+                                  start=3.0),
               "A_up": Param(REQUIRED, "-", "y = 1 - A_up exp(gamma_up z) for up pulses", "any",
                             -1000.0, 1000.0, start=(-0.5, 0.1)),
               "A_down": Param(REQUIRED, "-", "y = 1 - A_down exp(-gamma_down z) for down "

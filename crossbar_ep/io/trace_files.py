@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from crossbar_ep.crossbar.energy import ENERGY_METRICS
 from crossbar_ep.errors import CrossbarEPError
+from crossbar_ep.io.files import UnsafeFileError, check_readable
 
 try:
     import fcntl
@@ -49,6 +50,8 @@ METRIC_UNITS = {
     "fast_pulses_total": ("pulses", "Tiki-Taka: pulses into the fast arrays in the epoch"),
     "transfer_reads_total": ("columns", "Tiki-Taka: fast-array columns read out in the epoch"),
     "transfer_pulses_total": ("pulses", "Tiki-Taka: transfer pulses into the slow arrays"),
+    "calibration_reads_total": ("vectors", "drift compensation: calibration input vectors "
+                                           "read in the epoch, all arrays"),
 }
 
 
@@ -56,7 +59,7 @@ class TraceError(CrossbarEPError):
     """The trace file cannot be written or read."""
 
 
-def _busy(exc: Exception) -> bool:
+def busy(exc: Exception) -> bool:
     """True if HDF5 refused to open a file because another handle holds it."""
     text = str(exc)
     return (isinstance(exc, BlockingIOError) or getattr(exc, "errno", None) == errno.EAGAIN
@@ -65,7 +68,7 @@ def _busy(exc: Exception) -> bool:
 
 def io_hint(exc: Exception) -> str:
     """What to do about an OSError from a write in the run directory."""
-    if _busy(exc):
+    if busy(exc):
         return ("another process holds the file open (a reader such as HDFView, or an "
                 "h5py.File left open in a notebook): close it")
     code = getattr(exc, "errno", None)
@@ -77,7 +80,7 @@ def io_hint(exc: Exception) -> str:
         code, "check the path, free space and permissions")
 
 
-def _io_error(path: str, exc: Exception, action: str) -> TraceError:
+def io_error(path: str, exc: Exception, action: str) -> TraceError:
     hint = io_hint(exc)
     if action == "create":
         tail = "nothing was trained yet: fix this, or switch traces off (traces.enabled: false)"
@@ -91,16 +94,16 @@ def pending_paths(path: str) -> list:
     """Side files ``<stem>.pending-NNNN.h5`` of a trace file, by epoch."""
     stem = os.path.splitext(path)[0]
     found = glob.glob(glob.escape(stem) + ".pending-*.h5")
-    return sorted((p for p in found if _pending_epoch(p)), key=_pending_epoch)
+    return sorted((p for p in found if pending_epoch(p)), key=pending_epoch)
 
 
-def _pending_epoch(path: str) -> int:
+def pending_epoch(path: str) -> int:
     m = re.search(r"\.pending-(\d+)\.h5$", path)
     return int(m.group(1)) if m else 0
 
 
 @contextmanager
-def _reading(path: str, wait_s: float = 2 * LOCK_WAIT_S):
+def reading(path: str, wait_s: float = 2 * LOCK_WAIT_S):
     """An HDF5 file open for one read access, never blocking a writer between accesses.
 
     Holds a shared ``flock`` on the file while open, so an access waits for a running
@@ -109,7 +112,10 @@ def _reading(path: str, wait_s: float = 2 * LOCK_WAIT_S):
     """
     import h5py
     try:
+        check_readable(path, "trace file")
         fd = os.open(path, os.O_RDONLY)
+    except UnsafeFileError as exc:
+        raise TraceError(str(exc)) from None
     except OSError as exc:
         raise TraceError(f"{path}: cannot open the trace file ({exc})") from None
     try:

@@ -9,18 +9,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from crossbar_ep.io.trace_files import (
-    TraceError,
-    _pending_epoch,
-    _reading,
-    pending_paths,
-)
+from crossbar_ep.io.trace_files import TraceError, pending_epoch, pending_paths, reading
 
 
 class TraceRun:
     """Read access to a trace file without knowing its layout (NumPy arrays, metadata).
 
-    The file is opened only during each access (see :func:`_reading`), so holding a
+    The file is opened only during each access (see :func:`reading`), so holding a
     ``TraceRun`` never stops a run from writing; epochs still in side files
     (``<stem>.pending-NNNN.h5``) are read as well.
 
@@ -30,7 +25,7 @@ class TraceRun:
 
     def __init__(self, path: str):
         self.path = path
-        with _reading(path) as f:
+        with reading(path) as f:
             if "epochs" not in f:
                 raise TraceError(f"{path}: HDF5 file without an 'epochs' group: not a "
                                  f"crossbar-ep trace file")
@@ -45,7 +40,7 @@ class TraceRun:
         self.close()
 
     def _attr(self, name: str, default=None):
-        with _reading(self.path) as f:
+        with reading(self.path) as f:
             return f.attrs.get(name, default)
 
     # metadata
@@ -71,18 +66,18 @@ class TraceRun:
         """Epoch numbers with a group in the file (or a side file), ascending."""
         found = set()
         for path in self._sources():
-            with _reading(path) as f:
+            with reading(path) as f:
                 found.update(int(k) for k in f["epochs"])
         return sorted(found)
 
     @property
     def metrics(self) -> dict:
         """Per-epoch metrics: name -> float array (index e holds epoch e + 1)."""
-        with _reading(self.path) as f:
+        with reading(self.path) as f:
             out = {k: ds[()] for k, ds in f["metrics"].items()}
         for path in pending_paths(self.path):
-            e = _pending_epoch(path)
-            with _reading(path) as f:
+            e = pending_epoch(path)
+            with reading(path) as f:
                 for k, ds in f["metrics"].items():
                     a = out.get(k, np.zeros(0))
                     if a.shape[0] < e:
@@ -95,7 +90,7 @@ class TraceRun:
     def _epoch(self, epoch: int):
         key = f"epochs/{epoch:04d}"
         for path in self._sources():
-            with _reading(path) as f:
+            with reading(path) as f:
                 if key in f:
                     yield f[key]
                     return
@@ -180,7 +175,7 @@ def describe_tree(path: str) -> str:
     """Text tree of a trace file: groups, datasets with shape, dtype and units."""
     import h5py
     lines = []
-    with _reading(path) as f:
+    with reading(path) as f:
         lines.append(f"{path}")
         for k, v in f.attrs.items():
             text = str(v)

@@ -1,9 +1,11 @@
 """HDF5 traces of a run for circuit designers: what the network and the arrays did.
 
 One file per run (``traces.file`` in the run directory), schema in ``docs/hdf5_schema.md``.
-What an epoch records is gathered in memory while it runs and written when it ends, in one
-open-write-flush-close of the file: a run killed mid-epoch leaves the file closed and holding
-every completed epoch; ``--resume`` drops any epoch the checkpoint does not hold and appends.
+What an epoch records is gathered in memory while it runs and written when it ends: built as
+an HDF5 image in memory, saved as a side file, then copied into the trace file in one
+open-write-flush-close (:mod:`crossbar_ep.io.trace_store`): a run killed mid-epoch leaves the
+file closed and holding every completed epoch, a full disk fails with a clear error, and
+``--resume`` drops any epoch the checkpoint does not hold and appends.
 
 Read a file with :func:`open_run` (no knowledge of the layout needed) or ``crossbar-ep inspect``.
 Readers and the writer coexist: a reader opens the file only for each access, under a shared
@@ -15,31 +17,23 @@ lock that waits for an epoch's write to finish; the writer retries a busy file f
 
 from __future__ import annotations
 
-import datetime
-import errno
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossbar_ep import __version__
-from crossbar_ep.io.trace_files import (  # noqa: F401
+from crossbar_ep.io.trace_files import (  # noqa: F401  (the reader's names live here too)
     LOCK_WAIT_S,
     METRIC_UNITS,
     PHASES,
     SCHEMA_VERSION,
     TraceError,
-    _busy,
-    _io_error,
-    _pending_epoch,
-    _reading,
     io_hint,
     pending_paths,
 )
 from crossbar_ep.io.trace_reader import TraceRun, describe_tree, open_run  # noqa: F401
-from crossbar_ep.schema import parse_tile  # noqa: F401
+from crossbar_ep.io.trace_store import TraceStore, image_of, memory_file
+from crossbar_ep.schema import parse_tile
 
 # units and descriptions of the per-epoch metrics (others are stored with unit "-")
 
@@ -72,7 +66,8 @@ class Recorder:
     """
 
     def __init__(self, tcfg, run_dir: str, cfg_yaml: str, learner, resume_epochs: int | None,
-                 tau_s: float = 1e-7):
+                 tau_s: float = 1e-7, identity: dict | None = None, same_config=None,
+                 new_file: bool = False):
         self.t = tcfg
         self.tau_s = tau_s
         self.path = os.path.join(run_dir, tcfg.file)
@@ -82,114 +77,17 @@ class Recorder:
         self.crossbars = self.pulses.crossbars if self.pulses is not None else {}
         self._epoch = None
         self._batch = None
-        self._open_file(cfg_yaml, resume_epochs)
-
-    # -------------------------------------------------------------- file
-    def _h5(self, mode: str, action: str = "write"):
-        import h5py
-        try:
-            return h5py.File(self.path, mode)
-        except OSError as exc:
-            raise _io_error(self.path, exc, action) from None
-
-    def _open_append(self):
-        """The trace file open for appending, or None if another process still holds it
-        after ``LOCK_WAIT_S`` of retries."""
-        import h5py
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                return h5py.File(self.path, "a")
-            except OSError as exc:
-                if not _busy(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.02)
-
-    def _init_file(self, f, cfg_yaml: str | None) -> None:
-        f.attrs["crossbar_ep_version"] = __version__
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        if cfg_yaml is not None:
-            f.attrs["config_yaml"] = cfg_yaml
-        f.attrs["created_utc"] = datetime.datetime.now(
-            datetime.timezone.utc).isoformat(timespec="seconds")
-        f.create_group("epochs")
-        f.create_group("metrics")
-
-    def _open_file(self, cfg_yaml: str, resume_epochs: int | None) -> None:
-        if resume_epochs is None or not os.path.exists(self.path):
-            if resume_epochs:
-                raise TraceError(f"{self.path}: the trace file is missing but the run has "
-                                 f"{resume_epochs} epochs: restore it, or switch traces off "
-                                 f"(--set traces.enabled=false) to resume without traces")
-            try:
-                for side in pending_paths(self.path):   # left by an earlier, unfinished run
-                    os.remove(side)
-                with self._h5("w", "create") as f:
-                    self._init_file(f, cfg_yaml)
-            except OSError as exc:
-                raise _io_error(self.path, exc, "create") from None
-            return
-        try:
-            f = self._open_append()
-            if f is None:
-                raise BlockingIOError(errno.EAGAIN, "the file is locked")
-            with f:
-                f.attrs["config_yaml"] = cfg_yaml
-                for name in list(f["epochs"]):
-                    if int(name) > resume_epochs:   # written after the last checkpoint
-                        del f["epochs"][name]
-                for ds in f["metrics"].values():
-                    if ds.shape[0] > resume_epochs:
-                        ds.resize((resume_epochs,))
-                done = self._merge_pending(f, resume_epochs)
-            for side in done:
-                os.remove(side)
-        except (OSError, KeyError) as exc:
-            hint = f"{io_hint(exc)}; or " if _busy(exc) else ""
-            raise TraceError(f"{self.path}: cannot reopen the trace file to resume ({exc}); "
-                             f"{hint}move it aside to start a new one, or resume with "
-                             f"--set traces.enabled=false") from None
-
-    def _merge_pending(self, f, upto: int | None = None) -> list:
-        """Copy side files' epochs (up to ``upto``) into the open trace file ``f``; returns
-        the side files to delete once ``f`` is closed (merged, or beyond ``upto``)."""
-        import h5py
-        done = []
-        for side in pending_paths(self.path):
-            epoch = _pending_epoch(side)
-            if upto is None or epoch <= upto:
-                key = f"{epoch:04d}"
-                with h5py.File(side, "r") as src:
-                    if key in f["epochs"]:
-                        del f["epochs"][key]
-                    f.copy(src[f"epochs/{key}"], f["epochs"], name=key)
-                    row = {k: float(ds[epoch - 1]) for k, ds in src["metrics"].items()}
-                self._write_metrics(f, {**row, "epoch": epoch})
-            done.append(side)
-        return done
+        self.store = TraceStore(self.path, self._write_metrics, identity)
+        if new_file:
+            self.store.replace(cfg_yaml)
+        elif resume_epochs is None:
+            self.store.create(cfg_yaml)
+        else:
+            self.store.reopen(cfg_yaml, resume_epochs, same_config)
 
     def finish(self) -> None:
         """Merge side files left by a busy trace file (end of a run); says so if it can't."""
-        sides = pending_paths(self.path)
-        if not sides:
-            return
-        try:
-            f = self._open_append()
-            if f is not None:
-                with f:
-                    done = self._merge_pending(f)
-                for side in done:
-                    os.remove(side)
-                return
-        except OSError as exc:
-            raise _io_error(self.path, exc, "write") from None
-        print(f"warning: {self.path}: another process still holds the file; epochs "
-              f"{[_pending_epoch(p) for p in sides]} stay in {os.path.basename(sides[0])} "
-              f"and the like (open_run reads them too); close the other program and run "
-              f"crossbar-ep run --resume {os.path.dirname(self.path) or '.'} to merge them",
-              file=sys.stderr)
+        self.store.finish()
 
     # -------------------------------------------------------------- cadence
     def records_epoch(self, epoch: int) -> bool:
@@ -285,36 +183,20 @@ class Recorder:
         return n
 
     def end_epoch(self, row: dict) -> None:
-        """Append the epoch's records and metrics row to the file (one open-flush-close);
-        if another process holds the file, to a side file merged at the next open."""
-        import h5py
+        """Append the epoch's records and metrics row to the file: built in memory, written
+        to a side file, then copied in (:class:`~crossbar_ep.io.trace_store.TraceStore`)."""
         e = self._epoch
         epoch = e["epoch"]
         totals = {}
         if self.pulses is not None and self.t.pulses and self.records_epoch(epoch):
             totals = self.pulses.take_device_totals()
             self.pulses.track_devices(False)
-        path = self.path
-        try:
-            f = self._open_append()
-            if f is None:   # a reader without our lock (HDFView, h5py.File) holds it
-                path = f"{os.path.splitext(self.path)[0]}.pending-{epoch:04d}.h5"
-                with h5py.File(path, "w") as side:
-                    self._init_file(side, None)
-                    side.attrs["pending_for"] = os.path.basename(self.path)
-                    self._write_epoch(side, row, totals)
-                print(f"warning: {self.path}: another process holds the file open; epoch "
-                      f"{epoch} went to {os.path.basename(path)}, merged when the file is "
-                      f"free", file=sys.stderr)
-            else:
-                with f:
-                    done = self._merge_pending(f)
-                    self._write_epoch(f, row, totals)
-                    f.flush()
-                for side in done:
-                    os.remove(side)
-        except OSError as exc:
-            raise _io_error(path, exc, "write") from None
+        with memory_file(f"epoch-{epoch}") as side:
+            self.store.stamp(side, None)
+            side.attrs["pending_for"] = os.path.basename(self.path)
+            self._write_epoch(side, row, totals)
+            image = image_of(side)
+        self.store.append(epoch, image)
         self._epoch = None
 
     def _write_epoch(self, f, row: dict, totals: dict) -> None:
@@ -381,13 +263,13 @@ class Recorder:
     def _write_conductances(self, g) -> None:
         if self.crossbars:
             for name, cb in self.crossbars.items():
-                for side, dev in (("G_pos", cb.pos), ("G_neg", cb.neg)):
-                    if dev is None:
+                for side, G in zip(("G_pos", "G_neg"), cb.conductances()):
+                    if G is None:
                         continue
                     self._ds(g, f"conductance/{name}/{side}",
-                             dev.conductance().astype(np.float32), "S",
+                             G.astype(np.float32), "S",
                              f"conductance of the {'G+' if side == 'G_pos' else 'G-'} device "
-                             f"of each pair" if cb.neg is not None else
+                             f"of each pair" if cb.differential else
                              "conductance of each device (reference column at mid range)",
                              "(n_out, n_in): output (column) x input (row)")
                 a = g[f"conductance/{name}"].attrs
@@ -395,7 +277,7 @@ class Recorder:
                 a["g_min_S"], a["g_max_S"] = cb.card.g_min_S, cb.card.g_max_S
                 a["mapping"] = cb.signed
                 a["weights"] = ("W = weight_scale * (G_pos - G_neg) / (g_max_S - g_min_S)"
-                                if cb.neg is not None else
+                                if cb.differential else
                                 "W = weight_scale * (2 (G_pos - g_min_S) / (g_max_S - g_min_S) "
                                 "- 1)")
         net = self.learner.net

@@ -123,3 +123,34 @@ def pool(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.empty(m.shape, np.uint8)
     pool_nb(np.ascontiguousarray(s), m, idx)
     return m, idx
+
+
+@numba.njit(**_JIT)
+def clip_pool_nb(h, m, idx):
+    """h <- clip(h, 0, 1) in place (the hard-sigmoid), and m, idx <- its 2x2 max-pool with
+    switches, image by image while it is in cache; h (B, H, W, C)."""
+    B, H, W, C = h.shape
+    H2, W2 = H // 2, W // 2
+    for b in prange(B):
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    v = h[b, i, j, c]
+                    h[b, i, j, c] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    best = h[b, 2 * i, 2 * j, c]
+                    code = 0
+                    v = h[b, 2 * i, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 1
+                    v = h[b, 2 * i + 1, 2 * j, c]
+                    if v > best:
+                        best, code = v, 2
+                    v = h[b, 2 * i + 1, 2 * j + 1, c]
+                    if v > best:
+                        best, code = v, 3
+                    m[b, i, j, c] = best
+                    idx[b, i, j, c] = code
+    return m

@@ -22,7 +22,7 @@ import numpy as np
 
 from crossbar_ep.model.activations import activate
 from crossbar_ep.model.conv import col2im, im2col, pool2, to_maps, unpool2
-from crossbar_ep.model.conv_kernels import pool, unpool_add_nb
+from crossbar_ep.model.conv_kernels import clip_pool_nb, pool, unpool_add_nb, unpool_add_to_nb
 from crossbar_ep.model.layer_map import Buffers, LayerMap
 
 
@@ -33,6 +33,7 @@ class ConvBuffers(Buffers):
         super().__init__(lm.layers, lm.size, B, lm.net.dtype, predictor)
         self.D: dict = {}
         self.err = {e: np.zeros((B, lm.size[e]), lm.net.dtype) for e in lm.nudging}
+        self.pools = None     # pools of the next state, made while activating (discrete map)
 
 
 class ConvLayers(LayerMap):
@@ -115,9 +116,13 @@ class ConvLayers(LayerMap):
         return [np.repeat(s.reshape(1, -1), B, axis=0) for s in out]
 
     def load_state(self, buf: ConvBuffers, s: list | None) -> None:
+        buf.pools = None
         start = self.start(buf.B) if s is None else s[1:]
         for k, a in zip(self.layers, start):
             np.copyto(buf.S[k], a)
+
+    def mirror(self, buf: ConvBuffers, k: int) -> None:
+        buf.pools = None          # the engine wrote a state: pools made earlier are stale
 
     def set_error(self, buf: ConvBuffers, y, probs: dict, factor: float = 1.0) -> None:
         for e, p in probs.items():
@@ -130,11 +135,18 @@ class ConvLayers(LayerMap):
         net, L = self.net, self.L
         B = buf.B
         S = {k: self.maps(k, buf.S[k]) for k in self.layers}
-        pools = {k: pool(S[k]) for k in self.layers}
+        cached = buf.pools
+        if cached is not None and all(cached[k][2] is buf.S[k] for k in self.layers):
+            pools = {k: cached[k][:2] for k in self.layers}
+        else:
+            pools = {k: pool(S[k]) for k in self.layers}
+        buf.pools = None
         for k in self.layers:
             H = self.maps(k, buf.H[k])
-            if k in buf.D:
-                np.copyto(H, buf.D[k])
+            base = buf.D.get(k)       # the drive: copied in with the first feedback below
+            if base is not None and self.fwd[k]:
+                np.copyto(H, base)
+                base = None
             for i, b in enumerate(self.fwd[k]):
                 op = self.conv_of[b.op]
                 if i == 0 and k not in buf.D:
@@ -144,17 +156,36 @@ class ConvLayers(LayerMap):
             if k not in buf.D and k in net.b:
                 H += net.b[k]
             m, idx = pools[k]
+            if base is not None and not any(b.src <= L for b in self.back[k]):
+                np.copyto(H, base)
+                base = None
             for b in self.back[k]:
                 if b.src <= L:        # feedback: convT of the state above, unpooled
                     fb = self.conv_of[b.op].conv_t(S[b.src])
-                    unpool_add_nb(H, fb, idx, b.gain)
+                    if base is not None:
+                        unpool_add_to_nb(H, base, fb, idx, b.gain)
+                        base = None
+                    else:
+                        unpool_add_nb(H, fb, idx, b.gain)
                 elif nudged:          # a head's error through its readout, transposed
                     op = net.ops[b.op]
                     g = np.empty((B, op.n_in), H.dtype)
                     op.read_transposed_into(buf.err[b.src], g, b.gain)
                     unpool_add_nb(H, g.reshape(m.shape), idx, 1.0)
+        fuse = mirror and net.activation == "hard_sigmoid" and net.dtype == np.float32
+        nxt = {}
         for k in self.layers:
-            activate(buf.H[k], net.activation)
+            if fuse:      # the discrete map: H is the next state; pool it while in cache
+                Hm = self.maps(k, buf.H[k])
+                geo = self.geo[k]
+                m = np.empty((B, geo.h_out // 2, geo.w_out // 2, geo.c_out), Hm.dtype)
+                idx = np.empty(m.shape, np.uint8)
+                clip_pool_nb(Hm, m, idx)
+                nxt[k] = (m, idx, buf.H[k])
+            else:
+                activate(buf.H[k], net.activation)
+        if fuse:
+            buf.pools = nxt
 
     # ------------------------------------------------------------------ learning signals
     def local_pre(self, p, emitted: list, phase) -> np.ndarray:

@@ -77,18 +77,21 @@ class EPLearner:
     readout learns from y - p of the free phase or of the nudged end.
     ``training.grad_clip_norm``: the batch's digital updates are scaled down to that global
     L2 norm when above it.  With phase averaging in the settler the update uses the averaged
-    states.  ``targets`` (optional) maps (x, y1h) to a target per head (distillation).
+    states.  ``targets`` (optional) maps (x, y1h) to a target per head (distillation);
+    ``weight_noise`` (optional, :mod:`crossbar_ep.model.weight_noise`) perturbs the digital
+    matrices for each batch's phases (hardware-aware training).
     """
 
     def __init__(self, net: Network, settler: Settler, optimizer: Optimizer | None, *,
                  training: TrainingConfig = TrainingConfig(), norm: dict | None = None,
-                 pulses=None, targets=None):
+                 pulses=None, targets=None, weight_noise=None):
         self.net, self.settler, self.opt = net, settler, optimizer
         self.training = training
         self.centered = training.nudging == "centered"
         self.readout_error = training.readout_error
         self.clip_norm = training.grad_clip_norm
         self.targets = targets
+        self.weight_noise = weight_noise   # hardware-aware training (model/weight_noise.py)
         self.layer_stats = None  # optional observer of (delta, updates) per batch
         self.pulses = pulses            # backend.PulseStats over the crossbar operators
         if norm is None:
@@ -176,7 +179,14 @@ class EPLearner:
         y1h = one_hot(y, net.sizes[-1], net.dtype)
         if self.targets is not None:
             y1h = self.targets(x, y1h)
-        local, free = self.local_signals(x, y1h)
+        noisy = self.weight_noise is not None and self.weight_noise.active
+        if noisy:
+            self.weight_noise.perturb(net, self.opt.t)
+        try:
+            local, free = self.local_signals(x, y1h)
+        finally:
+            if noisy:
+                self.weight_noise.restore(net)
         if self.layer_stats is not None:
             self.layer_stats.observe(self.last_delta, local)
         self.opt.begin()

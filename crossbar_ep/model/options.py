@@ -22,6 +22,7 @@ from crossbar_ep.schema import (
     p_int,
     p_optional,
     p_scalar_or_list,
+    p_str,
 )
 
 
@@ -97,10 +98,31 @@ class TrainingConfig:
     schedule_epochs: int | None = key(None, "Cosine schedule: its period in epochs (null: "
                                       "training.epochs).", p_optional(p_int(lo=1, hi=MAX_STEPS)),
                                       "epochs")
+    weight_noise_add: float = key(0.0, "Hardware-aware training: std of additive weight "
+                                  "noise in each batch's phases, as a fraction of each "
+                                  "matrix's max |W| (updates go to the clean weights).",
+                                  p_float(lo=0.0, hi=10.0))
+    weight_noise_mul: float = key(0.0, "Hardware-aware training: std of multiplicative "
+                                  "weight noise in each batch's phases, relative to |W|.",
+                                  p_float(lo=0.0, hi=10.0))
+    weight_noise_card: str | None = key(None, "Hardware-aware training: a device card "
+                                        "(name or file) whose programming noise is injected "
+                                        "into each batch's phases, mapped to weights through "
+                                        "differential pairs at crossbar.weight_range_factor; "
+                                        "null: none.", p_optional(p_str()))
+    weight_noise_scale: float = key(1.0, "Multiple of the card's programming noise injected "
+                                    "(weight_noise_card).", p_float(lo=0.0, hi=100.0))
     grad_clip_norm: float | None = key(None, "Scale each batch's digital updates "
                                        "down to this global L2 norm when above it (PyTorch "
                                        "clip_grad_norm_); null: no clipping.",
                                        p_optional(p_float(lo=0.0, hi=1.0e9, lo_open=True)))
+    memory_limit_gib: float | None = key(
+        None, "Memory a run may use at its peak; the run is refused before anything is "
+        "allocated when its estimated peak (data, network state, update temporaries, batch "
+        "states: docs/limits.md) is larger.  null: the memory available on the machine that "
+        "trains when the run starts (MemAvailable, or a cgroup's limit); a number: that many "
+        "GiB instead (a cluster node that has the memory); 0: no check.  Changes no result.",
+        p_optional(p_float(lo=0.0, hi=1.0e6)), "GiB")
 
 
 @dataclass(frozen=True)
@@ -146,5 +168,17 @@ class SettlingConfig:
                              "of the readout's update and of the first nudged step, carry "
                              "1/N of one read's noise variance; N - 1 extra reads of the "
                              "readout per phase.", p_int(lo=1, hi=1000), "reads")
+    solver: str = key("plain", "Fixed-point solver of the discrete map: plain (iterate s <- "
+                      "f(s)) or anderson (Anderson acceleration over the last anderson_depth "
+                      "iterates, per sample; same cost per step: one read of every array). "
+                      "With early_stop it reaches the tolerance in fewer steps; discrete mode, "
+                      "recomputed or frozen nudge errors, no phase averaging.",
+                      p_choice("plain", "anderson"))
+    anderson_depth: int = key(5, "Anderson: iterates mixed per step.", p_int(lo=1, hi=50),
+                              "steps")
+    anderson_beta: float = key(1.0, "Anderson: mixing of the residual into each step (1: the "
+                               "undamped step, fewest steps on weakly coupled nets; 0.5 is "
+                               "steadier on strongly coupled ones).",
+                               p_float(lo=0.0, hi=1.0, lo_open=True))
     max_steps: int | None = key(None, "Cap on integration steps per phase (null: no cap "
                                 "beyond T, K).", p_optional(p_int(lo=1, hi=MAX_STEPS)), "steps")

@@ -92,7 +92,7 @@ class Settler:
         self.observers: list = []   # trajectory observers (traces.Recorder while recording)
         self.meter = meter
         self.map = layer_map(net, self.method != "euler")
-        self._op_ids = {n: id(op) for n, op in net.ops.items()}
+        self._ops = dict(net.ops)      # the operators the engine was built for
         self.L = net.L
         self.layers = self.map.layers
         self.r = 1.0 if mode == "discrete" else float(s.dt_over_tau)
@@ -112,16 +112,16 @@ class Settler:
         """Rebuild the layer map from the network's operators as they are now (after writing
         into ``net.W`` by hand, or after replacing an operator on purpose)."""
         self.map = layer_map(self.net, self.method != "euler")
-        self._op_ids = {n: id(op) for n, op in self.net.ops.items()}
+        self._ops = dict(self.net.ops)
 
     def sync(self) -> None:
         """Before a phase: re-stack what changed; refuse operators replaced since the engine
         was built (their observers and read paths would be missing)."""
         ops = self.net.ops
-        if len(ops) != len(self._op_ids) or any(id(ops.get(n)) != i
-                                                for n, i in self._op_ids.items()):
+        if len(ops) != len(self._ops) or any(ops.get(n) is not op
+                                             for n, op in self._ops.items()):
             from crossbar_ep.errors import CrossbarEPError
-            changed = [n for n, i in self._op_ids.items() if id(ops.get(n)) != i]
+            changed = [n for n, op in self._ops.items() if ops.get(n) is not op]
             raise CrossbarEPError(
                 f"operator(s) {', '.join(changed) or '(added)'} of the network changed after "
                 f"its settle engine and learner were built (e.g. attach_crossbar after "
@@ -156,6 +156,8 @@ class Settler:
             obs.on_phase(nudged, buf.S)
         if self.method == "adaptive":
             return self._run_adaptive(buf, length, nudged, recompute, y)
+        if self.settling.solver == "anderson":
+            return self._run_anderson(buf, length, nudged, recompute, y)
         n_steps = self._n_steps(length)
         r, heun = self.r, self.method == "heun"
         discrete = r == 1.0 and not heun
@@ -208,6 +210,39 @@ class Settler:
             if self.early_stop and stop.settled(resid, used):
                 break
         return resid, used, used * r
+
+    def _run_anderson(self, buf, length: float, nudged: bool, recompute: bool,
+                      y) -> tuple[float, int, float]:
+        """The discrete map's fixed point by Anderson acceleration
+        (:mod:`crossbar_ep.model.anderson`): each step evaluates f once, as a plain step."""
+        from crossbar_ep.model.anderson import Anderson
+        lm, stop, trace = self.map, self.stop, self.observers
+        mixer = Anderson(self.settling.anderson_depth, self.settling.anderson_beta)
+        sizes = [buf.S[k].shape[1] for k in self.layers]
+        cuts = np.cumsum(sizes)[:-1]
+        resid, used = float("inf"), 0
+        for t in range(self._n_steps(length)):
+            lm.eval(buf, nudged)
+            resid = 0.0
+            for k in self.layers:
+                rk = kernels.max_abs_diff(buf.H[k], buf.S[k])
+                resid = max(resid, rk)
+                if self.early_stop:
+                    stop.layer(k, rk)
+            s = np.concatenate([buf.S[k] for k in self.layers], axis=1)
+            fs = np.concatenate([buf.H[k] for k in self.layers], axis=1)
+            nxt = mixer.step(s, fs)
+            for k, part in zip(self.layers, np.split(nxt, cuts, axis=1)):
+                np.copyto(buf.S[k], part)
+                lm.mirror(buf, k)
+            used = t + 1
+            for obs in trace:
+                obs.on_step(buf.S)
+            if recompute:
+                lm.set_error(buf, y, lm.probs(buf.S), self._sign)
+            if self.early_stop and stop.settled(resid, used):
+                break
+        return resid, used, float(used)
 
     def _run_adaptive(self, buf, length: float, nudged: bool, recompute: bool,
                       y) -> tuple[float, int, float]:

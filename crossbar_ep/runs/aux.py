@@ -15,16 +15,17 @@ def load_teacher(path: str, data, source: str = "model.aux.teacher"):
     input and output sizes must match ``data``."""
     from crossbar_ep.config.build import build_network
     from crossbar_ep.model.learners import BPLearner
-    from crossbar_ep.runs.checkpoint import _read_checkpoint, load_network_state
-    from crossbar_ep.runs.rundir import _run_config
+    from crossbar_ep.runs.checkpoint import load_network_state
+    from crossbar_ep.runs.rundir import RunDir
 
-    cfg = _run_config(path)
+    rd = RunDir(path)
+    cfg = rd.config()
     if cfg.training.algorithm != "bp":
         raise CheckpointError(f"{source}: {path} holds an EP run; the teacher is a BP twin "
                               f"(training.algorithm: bp): train one first, e.g. crossbar-ep "
                               f"run experiments/mnist_10hl_bp.yaml --out {path}")
     net = build_network(cfg, data.n_features, data.n_classes, np.random.default_rng(0))
-    _, arrays = _read_checkpoint(path)
+    _, arrays = rd.read_checkpoint()
     load_network_state(net, arrays, os.path.join(path, "checkpoint.npz"))
     return BPLearner(net, None)
 

@@ -10,12 +10,7 @@ import numpy as np
 
 from crossbar_ep.errors import CheckpointError
 from crossbar_ep.model.network import Network
-from crossbar_ep.runs.rundir import (
-    CHECKPOINT,
-    _atomic_write,
-    config_hash,
-    hashed_config,
-)
+from crossbar_ep.runs.rundir import CHECKPOINT, RunDir, config_hash, hashed_config
 
 
 def save_checkpoint(run) -> None:
@@ -27,11 +22,13 @@ def save_checkpoint(run) -> None:
             "rng_state": run.rng.bit_generator.state, "history": run.history,
             "format": 2, "config": hashed_config(run.cfg)}
     meta["config_sha256"] = config_hash(meta["config"])
+    if getattr(run, "run_id", None):
+        meta["run_id"] = run.run_id
     pulses = run.learner.pulses
     if pulses is not None:
         meta["xb_rng_state"] = pulses.rng.bit_generator.state
     arrays["meta"] = np.array(json.dumps(meta))
-    _atomic_write(os.path.join(run.out_dir, CHECKPOINT), lambda fh: np.savez(fh, **arrays))
+    RunDir(run.out_dir).write(CHECKPOINT, lambda fh: np.savez(fh, **arrays))
 
 
 def network_state(net: Network) -> dict:
@@ -80,25 +77,34 @@ def load_network_state(net: Network, arrays: dict, path: str) -> None:
         np.copyto(b, arrays[key])
 
 
-def _read_checkpoint(out_dir: str, arrays: bool = True) -> tuple[dict, dict]:
+def read_checkpoint(out_dir: str, arrays: bool = True) -> tuple[dict, dict]:
     """(meta, arrays) of a run's checkpoint; ``arrays=False`` reads the meta only."""
-    path = os.path.join(out_dir, CHECKPOINT)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            data = {k: z[k] for k in z.files if k != "meta"} if arrays else {}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint; the run stopped before its first "
-                              f"epoch ended: start it again without --resume") from None
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
-    return meta, data
+    return RunDir(out_dir).read_checkpoint(arrays)
 
 
-def load_checkpoint(run) -> None:
-    """Restore ``run`` (a :class:`~crossbar_ep.runs.train.Run`) from its checkpoint."""
+def check_finite(arrays: dict, path: str) -> None:
+    """Refuse a checkpoint whose arrays hold NaN or inf: no healthy run saves one (a diverged
+    state is never checkpointed), so the file is damaged or was written by other means, and
+    resuming would repeat the failure on every attempt."""
+    for key, a in arrays.items():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise CheckpointError(
+                f"{path}: {key} holds {bad} NaN or inf value{'s' if bad > 1 else ''}; the "
+                f"checkpoint is damaged (a run never saves a diverged state), so resuming it "
+                f"would fail the same way every time.  Restore the file from a backup, or "
+                f"start the run again from its config: crossbar-ep run "
+                f"{os.path.join(os.path.dirname(path), 'config.yaml')} --out "
+                f"{os.path.dirname(path)} --overwrite")
+
+
+def load_checkpoint(run, meta: dict | None = None, arrays: dict | None = None) -> None:
+    """Restore ``run`` (a :class:`~crossbar_ep.runs.train.Run`) from its checkpoint
+    (``meta`` and ``arrays`` as :func:`read_checkpoint` gives them, read here if None)."""
     path = os.path.join(run.out_dir, CHECKPOINT)
-    meta, arrays = _read_checkpoint(run.out_dir)
+    if meta is None or arrays is None:
+        meta, arrays = read_checkpoint(run.out_dir)
+    check_finite(arrays, path)
     net, opt = run.net, run.learner.opt
     pulses = run.learner.pulses
     if pulses is not None and "xb_rng_state" not in meta:

@@ -13,6 +13,7 @@ import os
 from dataclasses import replace
 
 from crossbar_ep.config.experiment import Config
+from crossbar_ep.io.files import atomic_text, atomic_write
 from crossbar_ep.runs import train
 
 
@@ -131,7 +132,7 @@ def write_report(cfg: Config, results: dict, out_dir: str) -> None:
             f"DAC {c.periphery.dac_bits or 'ideal'} bits, ADC {c.periphery.adc_bits or 'ideal'} "
             f"bits, read noise {c.periphery.read_noise} ({c.periphery.read_noise_mode}); "
             f"update: {c.update.scheme}\n\n")
-    train._atomic_text(os.path.join(out_dir, "compare.md"), head + table(results) + "\n")
+    atomic_text(os.path.join(out_dir, "compare.md"), head + table(results) + "\n")
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["backend", "device", "best_test_acc", "best_epoch", "final_test_acc", "epochs",
@@ -139,7 +140,7 @@ def write_report(cfg: Config, results: dict, out_dir: str) -> None:
     for label, s in results.items():
         w.writerow([label, s.get("device", ""), s["best_test_acc"], s["best_epoch"], s["final_test_acc"],
                     s["epochs"], s["time_s"]])
-    train._atomic_text(os.path.join(out_dir, "compare.csv"), buf.getvalue())
-    train._atomic_write(os.path.join(out_dir, "compare.png"),
+    atomic_text(os.path.join(out_dir, "compare.csv"), buf.getvalue())
+    atomic_write(os.path.join(out_dir, "compare.png"),
                         lambda fh: plot_comparison({k: v["history"] for k, v in results.items()},
                                                    fh, f"{cfg.name}: digital vs crossbar"))

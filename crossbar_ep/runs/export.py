@@ -51,7 +51,7 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
     if cb is None:
         raise CrossbarEPError(f"{run_dir}: no crossbar matrix {name!r} (has "
                               f"{', '.join(pulses.crossbars)})")
-    if cb.neg is None:
+    if not cb.differential:
         raise CrossbarEPError(f"{name}: export needs the differential mapping "
                               f"(crossbar.signed: differential)")
     if not (0 <= tile_i < len(cb.row_tiles) and 0 <= tile_j < len(cb.col_tiles)):
@@ -85,7 +85,7 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
     if levels is not None:
         step = per.input_range / levels
         sig = np.rint(sig / step) * step
-    gp, gn = cb.pos.conductance(), cb.neg.conductance()
+    gp, gn = cb.conductances()
     G = np.empty((rt.stop - rt.start, 2 * (ct.stop - ct.start)))   # rows x physical columns
     G[:, 0::2] = gp[ct, rt].T
     G[:, 1::2] = gn[ct, rt].T
@@ -101,9 +101,8 @@ def export_tile(run_dir: str, layer: str, tile_i: int, tile_j: int, sample: int,
         V = sig[rt] * scale_v
         part = drive[rt] @ W[ct, rt].T
     expected = part * cb.current_factor()
-    key = (rt.start, ct.start)
-    if cb._ir and wires == cb.wires.wires:   # the read operands training used (exact solve)
-        op = cb._bwd_tiles[key] if transposed else cb._fwd_tiles[key]
+    if cb.has_wires and wires == cb.wires.wires:   # the operands training used (exact solve)
+        op = cb.read_operand((tile_i, tile_j), transposed)
         expected = (drive[ct] if transposed else drive[rt]) @ np.asarray(op, float) \
             * cb.current_factor()
     elif not wires.ideal:

@@ -56,7 +56,15 @@ def _read_json(p: str) -> list[dict]:
 def read_metrics(path: str) -> list[dict]:
     """Rows of a run's metrics (a run directory, its metrics.csv or metrics.json) with float
     values.  For a run directory the CSV's rows also get the per-epoch values only
-    metrics.json holds (the heads' accuracies, per-layer signals)."""
+    metrics.json holds (the heads' accuracies, per-layer signals).  A run directory whose
+    files a kill left behind its checkpoint is brought up to date first (or, when it cannot
+    be written now, read from the checkpoint's history)."""
+    if os.path.isdir(path):
+        from crossbar_ep.runs.derived import fresh_history
+        history = fresh_history(path)
+        if history is not None:
+            return [{k: _float(v) for k, v in r.items() if not isinstance(v, dict)}
+                    for r in history]
     p = _metrics_path(path)
     if p.endswith(".json"):
         rows = _read_json(p)

@@ -24,7 +24,6 @@ import datetime
 import io
 import json
 import os
-import queue
 import signal
 import socket
 import threading
@@ -34,11 +33,15 @@ import traceback
 import numpy as np
 
 from crossbar_ep import __version__
-from crossbar_ep.errors import ConfigError
-from crossbar_ep.runs.sweep_file import Point, Sweep, _diff, load_sweep
+from crossbar_ep.errors import CheckpointError, ConfigError
+from crossbar_ep.io.files import atomic_copy, atomic_text, remove_stale_temps, temp_path
+from crossbar_ep.io.lock import FolderLock
+from crossbar_ep.runs.sweep_file import Point, Sweep, config_diff, load_sweep
 
 RESULT_FILE = "results.csv"
 RECORD_FILE = "sweep_record.json"   # what the points were planned from (checked on --resume)
+LOCK = "sweep.lock"                 # held by the process running the sweep
+EXIT_FAILED_POINTS = 3              # the CLI's exit status when points failed
 METRIC_COLUMNS = ("best_test_acc", "best_epoch", "final_test_acc", "final_train_acc",
                   "epochs", "train_time_s", "pulses_total", "at_bound_mean")
 META_COLUMNS = ("point_id", "kind", "status", "error", "seed", "config_hash", "version",
@@ -88,8 +91,32 @@ def read_results(sweep_dir: str) -> list:
     path = os.path.join(sweep_dir, RESULT_FILE)
     if not os.path.exists(path):
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CheckpointError(f"{path}: cannot read the results table ({exc})") from None
+    if rows and not all(r.get("point_id") and r.get("status") for r in rows):
+        raise CheckpointError(f"{path}: not a results table (rows without point_id or status)")
+    return rows
+
+
+def _readable_results(sweep_dir: str, log) -> list:
+    """:func:`read_results`; a damaged table is set aside (``results.damaged-N.csv``) and
+    the sweep rebuilds it: finished points read their results back from their run
+    directories in a moment (their checkpoints hold every epoch)."""
+    try:
+        return read_results(sweep_dir)
+    except CheckpointError as exc:
+        path = os.path.join(sweep_dir, RESULT_FILE)
+        n = 1
+        while os.path.lexists(os.path.join(sweep_dir, f"results.damaged-{n}.csv")):
+            n += 1
+        kept = os.path.join(sweep_dir, f"results.damaged-{n}.csv")
+        os.replace(path, kept)
+        log(f"warning: {exc}; kept it as {kept} and rebuilding the table: finished points "
+            f"report from their run directories without training again")
+        return []
 
 
 def _columns(sweep: Sweep, rows: list) -> list:
@@ -101,7 +128,6 @@ def _columns(sweep: Sweep, rows: list) -> list:
 
 def write_results(sweep: Sweep, sweep_dir: str, rows: list) -> None:
     """results.csv and results.h5 (same columns), sorted by point, written atomically."""
-    from crossbar_ep.runs.train import _atomic_text
     rows = sorted(rows, key=lambda r: r["point_id"])
     cols = _columns(sweep, rows)
     buf = io.StringIO()
@@ -109,11 +135,11 @@ def write_results(sweep: Sweep, sweep_dir: str, rows: list) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({c: ("" if r.get(c) is None else r[c]) for c in cols})
-    _atomic_text(os.path.join(sweep_dir, RESULT_FILE), buf.getvalue())
+    atomic_text(os.path.join(sweep_dir, RESULT_FILE), buf.getvalue())
 
     import h5py
     final = os.path.join(sweep_dir, "results.h5")
-    tmp = os.path.join(sweep_dir, ".tmp-results.h5")
+    tmp = temp_path(sweep_dir, "results.h5")
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["sweep"] = sweep.name
@@ -149,121 +175,7 @@ def _num(v):
         return None
 
 
-# ---------------------------------------------------------------------- executors
-def _init_worker() -> None:
-    """Ctrl-C belongs to the main process (it stops the workers); SIGTERM from it unwinds the
-    point, so files close, and ends the worker (see :func:`_run_point_in_worker`).  A worker
-    whose main process is gone without stopping it (killed by SIGKILL, or crashed) sends
-    itself that SIGTERM within a second: no orphan keeps computing and holding its point's
-    run directory."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    parent = os.getppid()
-    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True,
-                     name="crossbar-ep-orphan-guard").start()
-
-
-def _end_with_parent(parent: int, every_s: float = 0.5) -> None:
-    while os.getppid() == parent:
-        time.sleep(every_s)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-def _run_point_in_worker(*args) -> dict:
-    try:
-        return run_point(*args)
-    except SystemExit:              # stopped by the sweep: leave, do not take another point
-        os._exit(143)
-
-
-class _Local:
-    """A process pool on this machine; BLAS threads split between the workers."""
-
-    def __init__(self, workers: int):
-        import concurrent.futures as cf
-        import multiprocessing as mp
-        cores = os.cpu_count() or 1
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, cores // workers)))
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                           mp_context=mp.get_context("spawn"))
-        self.unspawned = workers
-
-    def submit(self, *args):
-        if not self.unspawned or threading.current_thread() is not threading.main_thread():
-            return self.pool.submit(_run_point_in_worker, *args)
-        # this submit starts a worker process: it inherits an ignored Ctrl-C, so a Ctrl-C
-        # while it starts up does not kill it with a traceback
-        self.unspawned -= 1
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            return self.pool.submit(_run_point_in_worker, *args)
-        finally:
-            signal.signal(signal.SIGINT, old)
-
-    def stop(self, futures, grace: float = 3.0) -> None:
-        """Cancel what has not started and end the running points now: SIGTERM, then after
-        ``grace`` seconds SIGKILL.  A killed point resumes from its last checkpoint."""
-        for f in futures:
-            f.cancel()
-        procs = list((getattr(self.pool, "_processes", None) or {}).values())  # no public API
-        for proc in procs:
-            proc.terminate()
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(2.0)
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def close(self):
-        self.pool.shutdown(wait=True)
-
-
-class _Dask:
-    """An existing Dask scheduler (``tcp://host:8786``) or a LocalCluster of N workers."""
-
-    def __init__(self, address: str | None, n_local: int | None):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ConfigError("Dask scheduling needs dask.distributed: pip install "
-                              "'dask[distributed]'") from None
-        self.cluster = None
-        if address:
-            try:
-                self.client = Client(address, timeout="20s")
-            except OSError as exc:
-                raise ConfigError(f"--scheduler {address}: cannot reach the Dask scheduler "
-                                  f"({exc})") from None
-        else:
-            self.cluster = LocalCluster(n_workers=n_local, threads_per_worker=1,
-                                        processes=True, dashboard_address=None)
-            self.client = Client(self.cluster)
-
-    def submit(self, *args):
-        return self.client.submit(run_point, *args, pure=False)
-
-    def stop(self, futures) -> None:
-        """Cancel every point; a LocalCluster's worker processes end with it.  A point
-        already running on a remote cluster finishes there (Dask cannot interrupt it)."""
-        try:
-            self.client.cancel(list(futures), force=True)
-        finally:
-            self.close()
-
-    def close(self):
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
+# ---------------------------------------------------------------------- stopping
 @contextlib.contextmanager
 def _stop_signals_set(event: threading.Event):
     """While inside, Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch system ending the job)
@@ -281,23 +193,23 @@ def _stop_signals_set(event: threading.Event):
             signal.signal(sig, handler)
 
 
-def _row_of(fut, p: Point, sweep: Sweep, out_dir: str) -> dict:
-    """The result row of a finished future (a worker that died is a failed point)."""
-    from crossbar_ep.runs.train import _atomic_text
-    exc = fut.exception()
-    if exc is not None:
+def _row_of(p: Point, row: dict | None, failure: dict | None, sweep: Sweep,
+            out_dir: str) -> dict:
+    """The table row of a point that ended (a worker that died is a failed point)."""
+    if row is None:
         row = {"point_id": p.point_id, "kind": p.kind, "status": "failed",
-               "error": f"{type(exc).__name__}: {exc}".replace("\n", " "),
+               "error": failure["error"].replace("\n", " "),
                "run_dir": os.path.join(out_dir, "points", p.point_id)}
-    else:
-        row = fut.result()
+        for k in ("signal", "peak_memory_MiB"):
+            if failure.get(k) is not None:
+                row[f"worker_{k}"] = failure[k]
     row.update({k: p.params.get(k) for k in sweep.axes})
     row["seed"] = p.seed
     row["config_hash"] = p.config_hash
-    tb = row.pop("traceback", "")
+    tb = row.pop("traceback", "") or (failure or {}).get("error", "")
     if tb:
         os.makedirs(row["run_dir"], exist_ok=True)
-        _atomic_text(os.path.join(row["run_dir"], "error.txt"), tb)
+        atomic_text(os.path.join(row["run_dir"], "error.txt"), tb + "\n")
     return row
 
 
@@ -331,24 +243,40 @@ def _hash_then(record: dict | None, planned: dict | None, sweep: Sweep) -> str |
         return None
 
 
-def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
+def _load_json(out_dir: str, name: str):
+    """A JSON file of the sweep folder; None if missing or unreadable."""
+    try:
+        with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _changed_points(sweep: Sweep, out_dir: str, accept: bool, rows: list, again: str,
+                    log=print) -> set:
     """Before a resume: the ids of started or finished points whose config changed since.
 
-    Refuses (ConfigError listing what changed) unless ``accept``.  Nothing in the folder is
-    touched here."""
-    def load(name, default):
-        try:
-            with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
-            return default
-    old = load(RECORD_FILE, None)
-    planned = {p.get("point_id"): p for p in load("points.json", []) if isinstance(p, dict)}
-    old_hash = {k: p.get("config_hash") for k, p in planned.items()}
-    started = {r["point_id"] for r in read_results(out_dir)}
+    Refuses (ConfigError listing what changed and the command that accepts it) unless
+    ``accept``.  A damaged ``points.json`` is rebuilt (the finished points are checked by
+    the config hashes in the results table; a started point checks its own run directory
+    when it resumes).  Nothing in the folder is touched here."""
+    old = _load_json(out_dir, RECORD_FILE)
+    listed = _load_json(out_dir, "points.json")
+    if isinstance(listed, list) and all(isinstance(p, dict) for p in listed):
+        planned = {p.get("point_id"): p for p in listed}
+        old_hash = {k: p.get("config_hash") for k, p in planned.items()}
+    else:
+        if os.path.exists(os.path.join(out_dir, "points.json")):
+            log(f"warning: {out_dir}/points.json is damaged; it is written again from the "
+                f"sweep file, and finished points are checked against the config hashes in "
+                f"{RESULT_FILE}")
+        planned = {}
+        old_hash = {r["point_id"]: r.get("config_hash") for r in rows}
+    started = {r["point_id"] for r in rows}
     if os.path.isdir(os.path.join(out_dir, "points")):
         started |= set(os.listdir(os.path.join(out_dir, "points")))
     stale = {p.point_id for p in sweep.points if p.point_id in started
+             and (p.point_id in planned or old_hash.get(p.point_id))
              and old_hash.get(p.point_id) != p.config_hash
              and _hash_then(old, planned.get(p.point_id), sweep) != p.config_hash}
     if old is None:
@@ -358,9 +286,9 @@ def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
                  f"is not a sweep folder), so its points cannot be checked"]
     else:
         new = _record(sweep)
-        lines = _diff(old.get("sweep", {}), new["sweep"])
+        lines = config_diff(old.get("sweep", {}), new["sweep"])
         if stale:
-            lines += _diff(old.get("base_config", {}), new["base_config"], "base: ")
+            lines += config_diff(old.get("base_config", {}), new["base_config"], "base: ")
             cards = old.get("cards", {})
             lines += [f"device card {c}: contents changed" for c in sorted(new["cards"])
                       if c in cards and cards[c] != new["cards"][c]]
@@ -368,113 +296,143 @@ def _changed_points(sweep: Sweep, out_dir: str, accept: bool) -> set:
     if not lines or accept:
         return stale
     shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    fresh = f"{again.split(' --out ')[0]} --out {out_dir.rstrip(os.sep)}-new"
     if stale:
         what = (f"{len(stale)} started or finished point{'' if len(stale) == 1 else 's'} "
                 f"would be reused with another config")
-        fix = ("Add --accept-config-changes to rerun the changed points from scratch "
-               "(unchanged points keep their results), or choose another --out.")
+        fix = (f"Add --accept-config-changes to rerun the changed points from scratch "
+               f"(unchanged points keep their results): {again} --accept-config-changes; or "
+               f"start the sweep in a new folder: {fresh}")
     else:
         what = "its finished points' configs are unchanged"
-        fix = ("Add --accept-config-changes to accept the edit (no finished point reruns), or "
-               "choose another --out.")
+        fix = (f"Add --accept-config-changes to accept the edit (no finished point reruns): "
+               f"{again} --accept-config-changes; or start the sweep in a new folder: {fresh}")
     raise ConfigError(f"{out_dir}: {sweep.source} no longer matches the sweep in this folder "
                       f"({what}):\n  " + "\n  ".join(shown) + "\n" + fix)
 
 
 # ---------------------------------------------------------------------- run
+def resume_command(path: str, out_dir: str, workers: int = 1, scheduler: str | None = None,
+                   dask_local: int | None = None, *extra: str) -> str:
+    """The shell command that continues this sweep (``extra``: more flags)."""
+    import shlex
+    again = ["crossbar-ep", "sweep", path, "--out", out_dir, "--resume"]
+    if scheduler:
+        again += ["--scheduler", scheduler]
+    elif dask_local:
+        again += ["--dask-local", str(dask_local)]
+    elif workers > 1:
+        again += ["--workers", str(workers)]
+    return " ".join(shlex.quote(a) for a in [*again, *extra])
+
+
+def _open_folder(out_dir: str) -> FolderLock:
+    """Create the sweep folder and take its lock (one sweep per folder)."""
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out {out_dir}: is a file, not a folder; choose a new folder for "
+                          f"the sweep")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out_dir}: cannot create the sweep folder "
+                          f"({exc.strerror or exc}); choose a writable place") from None
+    return FolderLock(out_dir, LOCK, "sweep folder",
+                      fix="wait for that sweep to finish or stop it, or choose another --out",
+                      unwritable="choose a writable --out")
+
+
 def run_sweep(path: str, out_dir: str, workers: int = 1, scheduler: str | None = None,
               dask_local: int | None = None, resume: bool = False, retry_failed: bool = False,
               progress: bool = True, log=print, accept_changes: bool = False,
               sweep: Sweep | None = None) -> list:
     """Run (or resume) every point of a sweep file; returns the result rows.
 
-    Ctrl-C stops the workers at once and raises KeyboardInterrupt; every finished point is
-    in the table and ``resume=True`` runs the rest.  A resume refuses a sweep whose points
-    changed since unless ``accept_changes`` (then the changed points rerun from scratch)."""
+    The sweep folder is locked while the sweep runs.  A worker process that dies (the
+    out-of-memory killer) fails its point, recorded with the signal and its peak memory; a
+    new worker takes the next point.  Ctrl-C stops the workers at once and raises
+    KeyboardInterrupt; every finished point is in the table and ``resume=True`` runs the
+    rest.  A resume refuses a sweep whose points changed since unless ``accept_changes``
+    (then the changed points rerun from scratch).  A Dask scheduler is checked before
+    anything is written."""
     import shutil
 
-    from crossbar_ep.runs.train import _atomic_text
+    from crossbar_ep.runs.progress import progress_bar
+    from crossbar_ep.runs.sweep_pool import DaskPool, LocalPool
     sweep = sweep or load_sweep(path)
-    held = [f for f in (RESULT_FILE, "points.json") if os.path.exists(os.path.join(out_dir, f))]
-    if held and not resume:
-        raise ConfigError(f"{out_dir}: already holds a sweep; add --resume to continue it, or "
-                          f"choose another --out")
-    stale = _changed_points(sweep, out_dir, accept_changes) if held else set()
-    ids = {p.point_id for p in sweep.points}
-    done = {r["point_id"]: r for r in read_results(out_dir)}
-    gone = [i for i in done if i not in ids]
-    if gone:
-        log(f"{len(gone)} rows of points no longer in the sweep leave the table (their run "
-            f"directories stay in {out_dir}/points)")
-    for pid in stale:
-        log(f"point {pid}: its config changed; it runs again from scratch")
-        shutil.rmtree(os.path.join(out_dir, "points", pid), ignore_errors=True)
-    done = {i: r for i, r in done.items() if i in ids and i not in stale}
-    os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
-    shutil.copyfile(sweep.source, os.path.join(out_dir, "sweep.yaml"))
-    _atomic_text(os.path.join(out_dir, "points.json"), json.dumps(
-        [{"point_id": p.point_id, "kind": p.kind, "params": p.params, "seed": p.seed,
-          "overrides": p.overrides, "config_hash": p.config_hash} for p in sweep.points],
-        indent=1, default=str))
-    _atomic_text(os.path.join(out_dir, RECORD_FILE), json.dumps(_record(sweep), indent=1))
-    todo = [p for p in sweep.points
-            if p.point_id not in done or (retry_failed and done[p.point_id]["status"] != "ok")]
-    rows = [dict(r) for i, r in done.items() if i not in {p.point_id for p in todo}]
-    log(f"sweep {sweep.name}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} "
-        f"already done, {len(todo)} to run -> {out_dir}")
-    write_results(sweep, out_dir, rows)
-    if not todo:
+    again = resume_command(path, out_dir, workers, scheduler, dask_local)
+    if os.path.isfile(out_dir) and os.path.samefile(out_dir, sweep.source):
+        raise ConfigError(f"--out {out_dir}: is the sweep file itself; give a folder")
+    lock = _open_folder(out_dir)
+    try:
+        remove_stale_temps(out_dir, everything=True)    # left by a killed sweep: ours now
+        held = [f for f in (RESULT_FILE, "points.json")
+                if os.path.exists(os.path.join(out_dir, f))]
+        if held and not resume:
+            raise ConfigError(f"{out_dir}: already holds a sweep; add --resume to continue "
+                              f"it: {again}; or choose another --out")
+        before = _readable_results(out_dir, log) if held else []
+        stale = _changed_points(sweep, out_dir, accept_changes, before, again, log) \
+            if held else set()
+        pool = DaskPool(scheduler, dask_local) if (scheduler or dask_local) else \
+            LocalPool(workers)
+        ids = {p.point_id for p in sweep.points}
+        done = {r["point_id"]: r for r in before}
+        gone = [i for i in done if i not in ids]
+        if gone:
+            log(f"{len(gone)} rows of points no longer in the sweep leave the table (their "
+                f"run directories stay in {out_dir}/points)")
+        for pid in stale:
+            log(f"point {pid}: its config changed; it runs again from scratch")
+            shutil.rmtree(os.path.join(out_dir, "points", pid), ignore_errors=True)
+        done = {i: r for i, r in done.items() if i in ids and i not in stale}
+        os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
+        atomic_copy(sweep.source, os.path.join(out_dir, "sweep.yaml"))
+        atomic_text(os.path.join(out_dir, "points.json"), json.dumps(
+            [{"point_id": p.point_id, "kind": p.kind, "params": p.params, "seed": p.seed,
+              "overrides": p.overrides, "config_hash": p.config_hash} for p in sweep.points],
+            indent=1, default=str))
+        atomic_text(os.path.join(out_dir, RECORD_FILE), json.dumps(_record(sweep), indent=1))
+        todo = [p for p in sweep.points if p.point_id not in done or
+                (retry_failed and done[p.point_id]["status"] != "ok")]
+        rows = [dict(r) for i, r in done.items() if i not in {p.point_id for p in todo}]
+        log(f"sweep {sweep.name}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} "
+            f"already done, {len(todo)} to run -> {out_dir}")
+        write_results(sweep, out_dir, rows)
+        if not todo:
+            pool.close()
+            return rows
+        _run_points(pool, sweep, out_dir, todo, rows, log,
+                    progress_bar(len(todo), f"sweep {sweep.name}", "point") if progress
+                    else None)
         return rows
-    ex = _Dask(scheduler, dask_local) if (scheduler or dask_local) else _Local(workers)
-    bar = None
-    if progress:
-        import sys
+    finally:
+        lock.release()
 
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="point", file=sys.stderr)
-    finished, stop, futures = queue.Queue(), threading.Event(), {}
-    clean = False
 
-    def record(fut):
-        rows.append(_row_of(fut, futures[fut], sweep, out_dir))
+def _run_points(pool, sweep: Sweep, out_dir: str, todo: list, rows: list, log, bar) -> None:
+    by_id = {p.point_id: p for p in todo}
+    stop = threading.Event()
+
+    def record(key, row, failure):
+        rows.append(_row_of(by_id[key], row, failure, sweep, out_dir))
         if rows[-1]["status"] != "ok":
-            log(f"point {rows[-1]['point_id']} failed: {rows[-1]['error']}")
+            log(f"point {key} failed: {rows[-1]['error']}")
         write_results(sweep, out_dir, rows)
         if bar is not None:
             bar.update(1)
+
+    tasks = [(p.point_id, (sweep.base, p.overrides, os.path.join(out_dir, "points",
+                                                                 p.point_id), p.point_id,
+                           p.kind)) for p in todo]
+    clean = False
     try:
         with _stop_signals_set(stop):
-            for p in todo:
-                if stop.is_set():
-                    break
-                fut = ex.submit(sweep.base, p.overrides,
-                                os.path.join(out_dir, "points", p.point_id), p.point_id, p.kind)
-                futures[fut] = p
-                fut.add_done_callback(finished.put)
-            left = len(futures)
-            while left and not stop.is_set():
-                try:
-                    fut = finished.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if stop.is_set():           # a worker that died of the same Ctrl-C
-                    finished.put(fut)
-                    break
-                left -= 1
-                record(fut)
-            if stop.is_set():
-                ex.stop(futures)
-                while not finished.empty():     # points that finished as the sweep stopped
-                    fut = finished.get()
-                    if not fut.cancelled() and fut.exception() is None:
-                        record(fut)
-                raise KeyboardInterrupt
+            pool.run(tasks, record, stop)
         clean = True
     finally:
         if bar is not None:
             bar.close()
-        if clean:
-            ex.close()
-        elif not stop.is_set():
-            ex.stop(futures)    # an error in the main process: stop the workers too
-    return rows
+        if not stop.is_set():
+            pool.close() if clean else pool.stop()
+    if stop.is_set():
+        raise KeyboardInterrupt

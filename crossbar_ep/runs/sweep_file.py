@@ -330,7 +330,7 @@ def _show(v) -> str:
 _ABSENT = object()
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list:
+def config_diff(old: dict, new: dict, prefix: str = "") -> list:
     """``key: old -> new`` for every key whose value differs."""
     a, b = _flat(json.loads(json.dumps(old, default=str))), \
         _flat(json.loads(json.dumps(new, default=str)))

@@ -1,20 +1,19 @@
 """The training loop: run directory, per-epoch metrics, atomic checkpoints, resume.
 
-A run directory holds ``config.yaml`` (fully resolved), ``metrics.csv`` and
-``metrics.json`` (one row per epoch), ``checkpoint.npz`` (written atomically after every
-epoch: weights, optimiser state, random-generator state, history, the config it was trained
-with) and ``summary.txt``.  A process that starts or resumes a run holds an exclusive lock on
-``run.lock`` in the directory until the run object is released (docs/runs.md).
+A run directory holds ``config.yaml`` (fully resolved), ``run.json`` (the run's id and config
+hash), ``metrics.csv`` and ``metrics.json`` (one row per epoch), ``checkpoint.npz`` (written
+atomically after every epoch: weights, optimiser state, random-generator state, history, the
+config it was trained with) and ``summary.txt``.  A process that starts or resumes a run holds
+an exclusive lock on ``run.lock`` in the directory until the run object is released
+(docs/runs.md).  What an epoch's row holds beyond loss and accuracy comes from the observers
+of :mod:`crossbar_ep.runs.metrics`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field, replace
 
@@ -26,42 +25,29 @@ from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError
 from crossbar_ep.io.data import Dataset, load_dataset
 from crossbar_ep.model.learners import cross_entropy_sum
 from crossbar_ep.model.network import Network
-from crossbar_ep.runs import aux
-from crossbar_ep.runs.checkpoint import (
-    CHECKPOINT,
-    _read_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from crossbar_ep.runs.rundir import (
+from crossbar_ep.runs import aux, derived
+from crossbar_ep.runs.checkpoint import CHECKPOINT, check_finite, load_checkpoint, save_checkpoint
+from crossbar_ep.runs.health import MAX_ABS_WEIGHT, DivergenceError, check_finite as \
+    check_weights
+from crossbar_ep.runs.metrics import EpochMetrics, observers_for
+from crossbar_ep.runs.progress import progress_bar
+from crossbar_ep.runs.rundir import (  # noqa: F401  (load_experiment: the CLI's entry)
     LOCK,
-    _atomic_text,
-    _atomic_write,
-    _changes_text,
-    _check_out_dir,
-    _config_yaml,
-    _DirLock,
-    _makedirs,
-    _remove_run_files,
-    _run_config,
+    RunDir,
+    changes_text,
     config_changes,
     config_hash,
+    config_yaml,
     default_run_dir,
     hashed_config,
-    load_experiment,  # noqa: F401  (the CLI's entry)
+    load_experiment,
+    new_run_id,
 )
 
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc",
-               "epoch_time_s", "samples_per_s", "settle_residual", "settle_steps",
-               "settle_time_free_s", "settle_time_nudged_s", "pulses_total", "at_bound_mean",
-               "energy_array_J", "energy_dac_J", "energy_adc_J", "energy_program_J",
-               "energy_total_J", "ir_drop_rel")
-MAX_ABS_WEIGHT = 1e6          # |w| or |b| above this (or NaN/inf) stops a run as diverged
+METRIC_KEYS = derived.METRIC_KEYS
 FREE_MARGIN_BYTES = 64 << 20  # free space kept beyond an epoch's estimated writes
-
-
-class DivergenceError(CrossbarEPError):
-    """Training produced non-finite or exploding values; the last checkpoint is kept."""
+__all__ = ["MAX_ABS_WEIGHT", "DivergenceError", "RunWriteError", "Run", "setup", "start",
+           "resume", "fit", "train_epoch", "evaluate", "summary"]
 
 
 class RunWriteError(CrossbarEPError):
@@ -80,11 +66,17 @@ class Run:
     out_dir: str
     history: list = field(default_factory=list)
     recorder: object = None   # traces.Recorder when traces.enabled
-    lock: object = None       # _DirLock held while this run may write its directory
+    lock: object = None       # the run directory's lock, held while this run may write it
+    run_id: str = ""          # the run's identity (run.json, checkpoint, trace file)
+    metrics: object = None    # the EpochMetrics observers, made at the first epoch
 
     @property
     def epochs_done(self) -> int:
         return len(self.history)
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.out_dir)
 
 
 def setup(cfg: Config, out_dir: str, data: Dataset | None = None) -> Run:
@@ -101,36 +93,21 @@ def setup(cfg: Config, out_dir: str, data: Dataset | None = None) -> Run:
     return run
 
 
-# ---------------------------------------------------------------------- run directory
-
-
-# ---------------------------------------------------------------------- files
-
-
 def write_curves(run: Run) -> None:
     """``curves.png``: loss and accuracy versus epoch (rewritten after every epoch)."""
-    from crossbar_ep.plots.curves import plot_curves
-
-    title = f"{run.cfg.name} ({run.cfg.training.algorithm})"
-    _atomic_write(os.path.join(run.out_dir, "curves.png"),
-                  lambda fh: plot_curves(run.history, fh, title))
+    derived.write_curves(run.dir, run.history, f"{run.cfg.name} ({run.cfg.training.algorithm})")
 
 
 def write_metrics(run: Run) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_KEYS, extrasaction="ignore")
-    w.writeheader()
-    for row in run.history:
-        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_KEYS})
-    _atomic_text(os.path.join(run.out_dir, "metrics.csv"), buf.getvalue())
-    _atomic_text(os.path.join(run.out_dir, "metrics.json"), json.dumps(run.history, indent=1))
+    derived.write_metrics(run.dir, run.history)
 
 
 # ---------------------------------------------------------------------- loop
 def evaluate(learner, x: np.ndarray, y: np.ndarray, batch: int,
-             heads: dict | None = None) -> tuple[float, float]:
+             heads: dict | None = None, watch=None) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of the free-phase prediction; ``heads`` (head index ->
-    0) is filled with the auxiliary heads' correct counts from the same free phases."""
+    0) is filled with the auxiliary heads' correct counts from the same free phases;
+    ``watch(p, y)`` sees every batch's prediction."""
     loss, correct = 0.0, 0
     for i in range(0, x.shape[0], batch):
         if heads:
@@ -140,33 +117,43 @@ def evaluate(learner, x: np.ndarray, y: np.ndarray, batch: int,
                 heads[e] += int((res.heads[e].argmax(1) == y[i:i + batch]).sum())
         else:
             p = learner.predict(x[i:i + batch])
+        if watch is not None:
+            watch(p, y[i:i + batch])
         loss += cross_entropy_sum(p, y[i:i + batch])
         correct += int((p.argmax(1) == y[i:i + batch]).sum())
     n = max(1, x.shape[0])
     return loss / n, correct / n
 
 
+def _set_learning_rates(run: Run, epoch: int) -> None:
+    cfg, opt = run.cfg, run.learner.opt
+    if cfg.training.lr_schedule == "constant":
+        return
+    if opt is not None:
+        for name, base in run.net.lr.items():   # set per epoch from the base rates
+            opt.lrs[name] = lr_factor(cfg.training, epoch, base)
+    for op in run.net.ops.values():     # crossbar arrays: the pulse gain follows it
+        if getattr(op, "lr_base", None) is not None:
+            op.lr = lr_factor(cfg.training, epoch, op.lr_base)
+
+
 def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
+    """Train one epoch, evaluate, and return its metrics row."""
     cfg, data = run.cfg, run.data
     n, bs = data.x_train.shape[0], cfg.training.batch_size
     perm = run.rng.permutation(n)
-    opt = run.learner.opt
-    if cfg.training.lr_schedule != "constant":
-        if opt is not None:
-            for name, base in run.net.lr.items():   # set per epoch from the base rates
-                opt.lrs[name] = lr_factor(cfg.training, epoch, base)
-        for op in run.net.ops.values():     # crossbar arrays: the pulse gain follows it
-            if getattr(op, "lr_base", None) is not None:
-                op.lr = lr_factor(cfg.training, epoch, op.lr_base)
+    _set_learning_rates(run, epoch)
     n_batches = (n + bs - 1) // bs
-    bar = _bar(n_batches, f"epoch {epoch}/{cfg.training.epochs}", progress)
+    bar = progress_bar(n_batches, f"epoch {epoch}/{cfg.training.epochs}", "batch") \
+        if progress else None
     rec = run.recorder
     if rec is not None:
         rec.begin_epoch(epoch, n_batches)
+    if run.metrics is None:
+        run.metrics = EpochMetrics(observers_for(run))
+    metrics = run.metrics
+    metrics.begin_epoch(run)
     loss = correct = seen = 0
-    if run.learner.settler is not None and run.learner.settler.meter is not None:
-        run.learner.settler.meter.reset()
-    resid, steps, t_free, t_nudged = [], [], [], []
     t0 = time.perf_counter()
     for i in range(n_batches):
         idx = perm[i * bs:(i + 1) * bs]
@@ -175,34 +162,24 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
         try:
             st = run.learner.train_batch(data.x_train[idx], data.y_train[idx])
         except (FloatingPointError, ZeroDivisionError):   # NaN in a fastmath kernel
-            _check_finite(run, epoch, i, float("nan"), data.x_train[idx])   # always raises
+            check_weights(run, epoch, i, float("nan"), data.x_train[idx], _kept(run, epoch))
+            raise
         if rec is not None:
             rec.end_batch(st)
-        _check_finite(run, epoch, i, st.loss_sum, data.x_train[idx])
+        check_weights(run, epoch, i, st.loss_sum, data.x_train[idx], _kept(run, epoch))
         loss += st.loss_sum
         correct += st.correct
         seen += idx.size
-        resid.append(st.residual)
-        steps.append(st.steps)
-        t_free.append(st.free_time_tau)
-        t_nudged.append(st.nudged_time_tau)
+        metrics.on_batch(st)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
                             refresh=False)
     train_time = time.perf_counter() - t0
-    settler = run.learner.settler
-    meter = settler.meter if settler is not None else None
-    energy = {}
-    pulses = run.learner.pulses
-    if meter is not None:
-        per = cfg.crossbar.periphery
-        program = sum(s.get("program_J", 0.0) for s in pulses.stats.values()) if pulses else 0.0
-        energy = meter.take(seen, per.e_dac_J, per.e_adc_J, program)
-    names = aux.head_names(run) if cfg.training.algorithm == "ep" else {}
-    head_ok = dict.fromkeys(names, 0)
+    metrics.after_training(run, seen)
     test_loss, test_acc = evaluate(run.learner, data.x_test, data.y_test,
-                                   cfg.training.eval_batch_size, head_ok)
+                                   cfg.training.eval_batch_size, metrics.test_heads(),
+                                   metrics.watch_test)
     if not np.isfinite(test_loss):
         bad = "holds NaN or inf values" if not np.isfinite(data.x_test).all() else \
             "gives non-finite states (settling diverged: lower the beta values)"
@@ -211,36 +188,10 @@ def train_epoch(run: Run, epoch: int, progress: bool = True) -> dict:
     val_acc = None
     if data.x_val is not None:
         val_acc = evaluate(run.learner, data.x_val, data.y_val, cfg.training.eval_batch_size)[1]
-    if meter is not None:
-        meter.reset()          # evaluation reads are not training energy
-    xb = {}
-    if pulses is not None:
-        xb = pulses.take_stats()
     row = {"epoch": epoch, "train_loss": loss / seen, "train_acc": correct / seen,
            "test_loss": test_loss, "test_acc": test_acc, "val_acc": val_acc,
-           "epoch_time_s": time.perf_counter() - t0, "samples_per_s": seen / train_time,
-           "settle_residual": float(np.mean(resid)), "settle_steps": float(np.mean(steps))}
-    if cfg.training.algorithm == "ep":   # settling time in seconds: tau_s x integrated tau
-        tau = cfg.settling.tau_s
-        row["settle_time_free_s"] = tau * float(np.mean(t_free))
-        row["settle_time_nudged_s"] = tau * float(np.mean(t_nudged))
-    row.update(energy)
-    row.update(aux.epoch_metrics(run))
-    row.update({f"head_acc_{names[e]}": c / max(1, data.x_test.shape[0])
-                for e, c in head_ok.items()})
-    if pulses is not None and not cfg.crossbar.wires.r_wire_row_ohm == \
-            cfg.crossbar.wires.r_wire_col_ohm == cfg.crossbar.wires.r_driver_ohm == \
-            cfg.crossbar.wires.r_sense_ohm == 0.0:
-        dev = [cb.ir_drop_deviation() for cb in pulses.crossbars.values()]
-        row["ir_drop_rel"] = float(np.sqrt(sum(d for d, _ in dev) / max(sum(w for _, w in dev),
-                                                                        1e-300)))
-    if xb:
-        row["pulses_total"] = int(sum(v["pulses"] for v in xb.values()))
-        row["at_bound_mean"] = float(np.mean([v["at_bound"] for v in xb.values()]))
-        for k in ("fast_pulses", "transfer_reads", "transfer_pulses"):   # Tiki-Taka rules
-            if any(k in v for v in xb.values()):
-                row[f"{k}_total"] = int(sum(v.get(k, 0) for v in xb.values()))
-        row["crossbar"] = xb
+           "epoch_time_s": time.perf_counter() - t0, "samples_per_s": seen / train_time}
+    metrics.after_evaluation(run, row)
     if bar is not None:
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{100 * row['train_acc']:.2f}%",
                         test=f"{100 * test_acc:.2f}%")
@@ -255,36 +206,6 @@ def _kept(run: Run, epoch: int) -> str:
             f"state is not saved): fix the cause (training settings live in "
             f"{run.out_dir}/config.yaml) and continue with crossbar-ep run --resume "
             f"{run.out_dir}, or start again")
-
-
-def _check_finite(run: Run, epoch: int, batch: int, loss: float, x: np.ndarray) -> None:
-    """Stop with :class:`DivergenceError` on a non-finite loss or a weight or bias that is
-    NaN/inf or above ``MAX_ABS_WEIGHT`` in magnitude (two reductions per matrix per batch)."""
-    where = f"training diverged at epoch {epoch}, batch {batch}"
-    cause = ("likely cause: the learning rate (training.lr) or the nudge strengths "
-             "(model.beta_f, model.beta_i) are too large")
-    for name, w in run.net.trainable():
-        big = max(float(w.max()), -float(w.min())) if w.size else 0.0
-        if not big <= MAX_ABS_WEIGHT:      # also catches NaN
-            lr = (run.learner.opt.lrs if run.learner.opt is not None else run.net.lr).get(name)
-            lr = f" (learning rate {lr:g})" if lr is not None else ""
-            raise DivergenceError(f"{where}: {name}{lr} reached "
-                                  f"max |w| = {big:.3g} (limit {MAX_ABS_WEIGHT:g}); {cause}; "
-                                  f"{_kept(run, epoch)}")
-    if not np.isfinite(loss):
-        if not np.isfinite(x).all():
-            raise DivergenceError(f"{where}: the input batch holds NaN or inf values: the "
-                                  f"data set is corrupt; {_kept(run, epoch)}")
-        raise DivergenceError(f"{where}: the loss is {loss} (non-finite states after "
-                              f"settling); {cause}; {_kept(run, epoch)}")
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=True, file=sys.stderr,
-                dynamic_ncols=True)
 
 
 def _check_space(run: Run, epoch: int, traces_bytes: int) -> None:
@@ -312,6 +233,14 @@ def _check_space(run: Run, epoch: int, traces_bytes: int) -> None:
                             f"of epoch {epoch} was written and {kept}")
 
 
+def _first_epoch_traces_bytes(run: Run) -> int:
+    """Before any epoch has run: the trace bytes of one recorded epoch, roughly (weights or
+    conductances in float32 and pulse totals per device, plus per-batch statistics)."""
+    if run.recorder is None:
+        return 0
+    return 64 * 1024 + 12 * sum(W.size for W in run.net.W.values())
+
+
 def _write(path: str, write, kept: str) -> None:
     """Run ``write``; an OSError becomes a :class:`RunWriteError` naming ``path``."""
     from crossbar_ep.io.traces import io_hint
@@ -327,8 +256,11 @@ def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
 
     Stops with :class:`DivergenceError` on non-finite or exploding values and with
     :class:`RunWriteError` when the disk is (nearly) full or a file cannot be written; the
-    checkpoint of the last completed epoch stays in both cases."""
-    d = run.out_dir
+    checkpoint of the last completed epoch stays in both cases.  The free space is checked
+    before the first epoch too, so a nearly full disk costs no training."""
+    d, rd = run.out_dir, run.dir
+    if run.epochs_done < run.cfg.training.epochs:
+        _check_space(run, run.epochs_done + 1, _first_epoch_traces_bytes(run))
     for epoch in range(run.epochs_done + 1, run.cfg.training.epochs + 1):
         row = train_epoch(run, epoch, progress)
         rec = run.recorder
@@ -337,9 +269,13 @@ def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
         old = (f"the checkpoint of epoch {epoch - 1} is kept: fix this and continue with "
                f"crossbar-ep run --resume {d}" if epoch > 1 else
                "no epoch was saved: fix this and start again")
-        if rec is not None:   # traces first: if they fail, the last checkpoint stays
-            rec.end_epoch(row)
-        _write(os.path.join(d, CHECKPOINT), lambda: save_checkpoint(run), old)
+        try:
+            if rec is not None:   # traces first: if they fail, the last checkpoint stays
+                rec.end_epoch(row)
+            _write(os.path.join(d, CHECKPOINT), lambda: save_checkpoint(run), old)
+        except BaseException:
+            run.history.pop()     # the epoch is not saved: the run stays at the checkpoint
+            raise
         new = (f"the checkpoint holds epoch {epoch}: fix this and continue with "
                f"crossbar-ep run --resume {d}")
         _write(os.path.join(d, "metrics.csv"), lambda: write_metrics(run), new)
@@ -349,24 +285,14 @@ def fit(run: Run, progress: bool = True, on_epoch=None) -> dict:
     if run.recorder is not None:
         run.recorder.finish()
     s = summary(run)
-    _write(os.path.join(d, "summary.txt"),
-           lambda: _atomic_text(os.path.join(d, "summary.txt"), s["line"] + "\n"),
+    _write(os.path.join(d, "summary.txt"), lambda: derived.write_summary(rd, s),
            "training finished and the checkpoint holds every epoch")
     return s
 
 
 def summary(run: Run) -> dict:
-    h = run.history
-    if not h:
-        return {"line": f"{run.cfg.name}: no epoch completed"}
-    best = max(h, key=lambda r: r["test_acc"])
-    total = sum(r["epoch_time_s"] for r in h)
-    line = (f"{run.cfg.name} [{run.cfg.training.algorithm}]: best test {100 * best['test_acc']:.2f}% "
-            f"(epoch {best['epoch']}), final test {100 * h[-1]['test_acc']:.2f}%, final train "
-            f"{100 * h[-1]['train_acc']:.2f}%, {len(h)} epochs in {total / 60:.1f} min; "
-            f"run dir {run.out_dir}")
-    return {"line": line, "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
-            "final_test_acc": h[-1]["test_acc"], "epochs": len(h), "time_s": total}
+    return derived.summary_of(run.cfg.name, run.cfg.training.algorithm, run.history,
+                              run.out_dir)
 
 
 def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None,
@@ -374,22 +300,49 @@ def start(cfg: Config, out_dir: str | None = None, data: Dataset | None = None,
     """A fresh, locked run directory with the resolved config written into it.
 
     Refuses a folder that is not empty unless it holds this same experiment stopped before
-    its first checkpoint; ``overwrite`` deletes an earlier run's files there instead."""
+    its first checkpoint; ``overwrite`` deletes an earlier run's files there instead.  A
+    config whose estimated peak memory exceeds what the machine has is refused before
+    anything is created (:mod:`crossbar_ep.config.memory`); a run that fails to set up
+    leaves no folder behind that it created."""
+    from crossbar_ep.config.memory import check_memory
     out_dir = out_dir or default_run_dir(cfg)
-    busy = os.path.isfile(os.path.join(out_dir, LOCK))
-    lock = _DirLock(out_dir) if busy else None   # in use by another process: say so first
-    _check_out_dir(cfg, out_dir, overwrite)
-    _makedirs(out_dir)
-    lock = lock or _DirLock(out_dir)
-    _check_out_dir(cfg, out_dir, overwrite)   # again: another process may have written here
-    if overwrite:
-        _remove_run_files(out_dir)
-    run = setup(cfg, out_dir, data)
+    check_memory(cfg)
+    rd = RunDir(out_dir)
+    busy = os.path.isfile(rd.file(LOCK))
+    lock = rd.lock() if busy else None   # in use by another process: say so first
+    rd.check_out(cfg, overwrite)
+    created = rd.make()
+    try:
+        lock = lock or rd.lock()
+        rd.check_out(cfg, overwrite)   # again: another process may have written here
+        if overwrite:
+            rd.remove_run_files()
+        rd.clean_temps()
+        run = setup(cfg, out_dir, data)
+    except BaseException:
+        if created:
+            _remove_new_folder(rd, lock)
+        raise
     run.lock = lock
-    _atomic_text(os.path.join(out_dir, "config.yaml"), _config_yaml(cfg))
-    _atomic_text(os.path.join(out_dir, "graph.json"), json.dumps(network_graph(run.net), indent=1))
+    run.run_id = new_run_id()
+    rd.write_text("config.yaml", config_yaml(cfg))
+    rd.write_identity(run.run_id, config_hash(hashed_config(cfg)))
+    rd.write_text("graph.json", json.dumps(network_graph(run.net), indent=1))
     attach_recorder(run, None)
     return run
+
+
+def _remove_new_folder(rd: RunDir, lock) -> None:
+    """Undo :meth:`RunDir.make` after a failed start: the lock file goes, and the folder if
+    nothing else is in it."""
+    if lock is not None:
+        lock.release()
+    try:
+        os.unlink(rd.file(LOCK))
+        rd.clean_temps()
+        os.rmdir(rd.path)
+    except OSError:
+        pass
 
 
 def network_graph(net) -> dict:
@@ -404,16 +357,27 @@ def network_graph(net) -> dict:
                         "transposed": b.transposed} for b in net.blocks]}
 
 
-def attach_recorder(run: Run, resume_epochs: int | None) -> None:
-    """Open the run's trace file when ``traces.enabled`` (new, or trimmed to the checkpoint)."""
+def attach_recorder(run: Run, resume_epochs: int | None, new_traces: bool = False) -> None:
+    """Open the run's trace file when ``traces.enabled`` (new, or trimmed to the checkpoint
+    after checking that it is this run's; ``new_traces`` starts a new one on resume)."""
     if not run.cfg.traces.enabled:
         return
-    import yaml
-
     from crossbar_ep.io.traces import Recorder
-    run.recorder = Recorder(run.cfg.traces, run.out_dir,
-                            yaml.safe_dump(run.cfg.to_dict(), sort_keys=False), run.learner,
-                            resume_epochs, run.cfg.settling.tau_s)
+    identity = {"run_id": run.run_id, "config_sha256": config_hash(hashed_config(run.cfg))}
+    run.recorder = Recorder(run.cfg.traces, run.out_dir, config_yaml(run.cfg), run.learner,
+                            resume_epochs, run.cfg.settling.tau_s, identity=identity,
+                            same_config=lambda text: _same_config(text, run.cfg),
+                            new_file=new_traces)
+
+
+def _same_config(text: str, cfg: Config) -> bool:
+    """Does a trace file's ``config_yaml`` (a file written before run ids) describe ``cfg``?"""
+    import yaml
+    try:
+        old = _with_defaults(yaml.safe_load(text))
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return False
+    return not config_changes(old, hashed_config(cfg))
 
 
 def _with_defaults(stored: dict) -> dict:
@@ -423,43 +387,73 @@ def _with_defaults(stored: dict) -> dict:
     try:
         return hashed_config(config_from_dict(stored, source="<checkpoint>"))
     except CrossbarEPError:
-        return stored
+        return stored if isinstance(stored, dict) else {}
+
+
+def _check_identity(rd: RunDir, cfg: Config, meta: dict, ident: dict | None,
+                    accept_changes: bool) -> bool:
+    """Is the checkpoint this run's, trained with this config.yaml?  Returns True when the
+    config was edited since and ``accept_changes`` accepts it; raises otherwise."""
+    ck, d = rd.file(CHECKPOINT), rd.path
+    again = f"crossbar-ep run {cfg.source} --out {d} --overwrite"
+    new = hashed_config(cfg)
+    new_sha = config_hash(new)
+    changes = []
+    if "config_sha256" in meta and meta["config_sha256"] != new_sha:
+        changes = config_changes(_with_defaults(meta.get("config", {})), new)
+    ck_id = meta.get("run_id")
+    if ident and isinstance(ck_id, str) and ck_id != ident["run_id"]:
+        other = f", trained with another config ({changes_text(changes)})" if changes else ""
+        raise CheckpointError(f"{ck}: belongs to another run (its run id {ck_id[:12]}, this "
+                              f"folder's run.json: {ident['run_id'][:12]}{other}); it was "
+                              f"copied in from another run folder.  Put this run's own "
+                              f"checkpoint back, or start this run again from its config: "
+                              f"{again}")
+    if not changes:
+        return False
+    if ident and ident.get("config_sha256") == new_sha:
+        raise CheckpointError(f"{ck}: was trained with another config than this run's "
+                              f"config.yaml ({changes_text(changes)}); config.yaml is the one "
+                              f"this run started with, so the checkpoint came from another "
+                              f"run.  Put this run's own checkpoint back, or start this run "
+                              f"again from its config: {again}")
+    if not accept_changes:
+        raise CheckpointError(f"{cfg.source}: edited since the checkpoint was written ("
+                              f"{changes_text(changes)}); the checkpoint was trained with the "
+                              f"old values.  Restore them, or continue with the new ones: "
+                              f"crossbar-ep run --resume {d} --accept-config-changes")
+    return True
 
 
 def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,
            record: bool = True, accept_changes: bool = False,
-           expect: Config | None = None) -> Run:
+           expect: Config | None = None, new_traces: bool = False) -> Run:
     """Reopen a run directory at its last checkpoint.
 
     ``epochs`` sets ``training.epochs`` (validated; at least the epochs done; written to
     config.yaml only when it extends the run).  A config.yaml edited since the checkpoint was
-    written is refused unless ``accept_changes``; ``expect`` (a config the caller is about to
-    train) must match the run's config.  ``record=False`` is for read-only use of the trained
-    state: no lock, and the trace file is left alone."""
-    cfg = _run_config(out_dir)
-    lock = _DirLock(out_dir) if record or epochs is not None or accept_changes else None
+    written is refused unless ``accept_changes``, and a checkpoint or trace file of another
+    run always; ``expect`` (a config the caller is about to train) must match the run's
+    config.  The whole checkpoint is read and checked before anything is written.  A resume
+    removes leftover temporary files and rebuilds metrics, curves and summary when a kill
+    left them behind the checkpoint.  ``new_traces`` starts a new trace file (the old one is
+    kept, renamed).  ``record=False`` is for read-only use of the trained state: no lock, and
+    nothing in the folder is touched."""
+    rd = RunDir(out_dir)
+    cfg = rd.config()
+    writes = record or epochs is not None or accept_changes
+    lock = rd.lock(resuming=True) if writes else None
     cfg_path = cfg.source
-    meta, _ = _read_checkpoint(out_dir, arrays=False)
+    meta, arrays = rd.read_checkpoint()
+    check_finite(arrays, rd.file(CHECKPOINT))
     done = int(meta.get("epochs_done", 0))
     if expect is not None:
         changes = config_changes(hashed_config(cfg), hashed_config(expect))
         if changes:
             raise CheckpointError(f"{out_dir}: holds a run of another config ("
-                                  f"{_changes_text(changes)}); choose another output folder")
-    new = hashed_config(cfg)
-    accepted = False
-    if "config_sha256" in meta and meta["config_sha256"] != config_hash(new):
-        changes = config_changes(_with_defaults(meta.get("config", {})), new)
-    else:
-        changes = []
-    if changes:
-        if not accept_changes:
-            raise CheckpointError(f"{cfg_path}: edited since the checkpoint was written ("
-                                  f"{_changes_text(changes)}); the checkpoint was trained "
-                                  f"with the old values.  Restore them, or continue with the "
-                                  f"new ones: crossbar-ep run --resume {out_dir} "
-                                  f"--accept-config-changes")
-        accepted = True
+                                  f"{changes_text(changes)}); choose another output folder")
+    ident = rd.identity()
+    accepted = _check_identity(rd, cfg, meta, ident, accept_changes)
     if epochs is not None:
         from crossbar_ep.config.experiment import apply_overrides
         raw = apply_overrides(cfg.to_dict(), [f"training.epochs={epochs}"])
@@ -469,15 +463,24 @@ def resume(out_dir: str, epochs: int | None = None, data: Dataset | None = None,
                               f"already trained {done} epochs; give --epochs {done + 1} or "
                               f"more to extend it")
         if epochs > done and epochs != cfg.training.epochs:
-            _atomic_text(cfg_path, _config_yaml(extended))
-        cfg = replace(extended, source=cfg_path)   # epochs == done: nothing left to train; config.yaml stays as it is
+            rd.write_text("config.yaml", config_yaml(extended))
+        cfg = replace(extended, source=cfg_path)   # epochs == done: nothing left to train
     run = setup(cfg, out_dir, data)
     run.lock = lock
-    load_checkpoint(run)
-    if accepted:
-        save_checkpoint(run)   # the checkpoint now records the accepted config
-    if record and (run.epochs_done < cfg.training.epochs or _has_pending_traces(run)):
-        attach_recorder(run, run.epochs_done)   # also merges epochs left in side files
+    load_checkpoint(run, meta, arrays)
+    run.run_id = (ident or {}).get("run_id") or meta.get("run_id") or new_run_id()
+    if writes:
+        sha = config_hash(hashed_config(cfg))
+        if ident is None or ident.get("config_sha256") != sha:
+            rd.write_identity(run.run_id, sha)
+        if accepted or meta.get("run_id") != run.run_id:
+            save_checkpoint(run)   # the checkpoint now records the accepted config, the id
+        rd.clean_temps()
+        derived.rebuild(rd, run.history, run.epochs_done >= cfg.training.epochs, cfg.name,
+                        cfg.training.algorithm)
+    if record and (run.epochs_done < cfg.training.epochs or _has_pending_traces(run)
+                   or new_traces):
+        attach_recorder(run, run.epochs_done, new_traces)   # also merges side files
     return run
 
 

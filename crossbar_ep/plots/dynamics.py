@@ -85,15 +85,30 @@ def _save(plt, fig, out: str, title: str) -> str:
     return out
 
 
+def _steps_line(ax, xs, ys, fracs, colour, label):
+    """Convergence steps: filled where every sample converged within the cap, a cross where
+    only some did (their mean), nothing where none did."""
+    ax.plot(xs, [y if f > 0 else math.nan for y, f in zip(ys, fracs)], "-", color=colour,
+            label=label)
+    for x, y, f in zip(xs, ys, fracs):
+        if f > 0:
+            ax.plot([x], [y], "o" if f >= 1 else "x", ms=4 if f >= 1 else 6, color=colour)
+
+
 def fig5(rows: list, out: str) -> str:
     """Accuracy, SR, FTMLE, convergence steps and EP-BP cosine against beta_i."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     betas = sorted({num(r, "beta_i") for r in rows})
     quantities = (("test_acc_best", "best test accuracy (%)", "test_acc"),
                   ("spectral_radius", "spectral radius of M", "spectral_radius"),
                   ("ftmle", "FTMLE (over T steps)", "ftmle"),
                   ("conv_steps", "steps to converge", "conv_steps"),
-                  ("cos", "cos(EP, BP), hidden matrices", None))
-    plt, fig, axes = _axes(len(quantities))
+                  ("cos", "cos(EP update, BP gradient),\nmean over hidden matrices", None))
+    fig, grid = plt.subplots(2, 3, figsize=(12, 7.2))
+    axes = list(grid.ravel())
+    xs = list(range(len(betas)))
     for ax, (q, label, pkey) in zip(axes, quantities):
         for fb in FEEDBACK:
             for ph in PHASES:
@@ -105,37 +120,47 @@ def fig5(rows: list, out: str) -> str:
                     continue
                 c = COLOURS[(fb, ph)]
                 ys = [_value(sel[b], q) if b in sel else math.nan for b in betas]
-                if q == "conv_steps":       # gaps where some samples never converged
-                    ys = [y if b in sel and num(sel[b], "conv_fraction") == 1 else math.nan
-                          for y, b in zip(ys, betas)]
-                ax.plot(range(len(betas)), ys, "o-", ms=4, color=c, label=f"{fb}, {ph}")
+                if q == "conv_steps":
+                    fr = [num(sel[b], "conv_fraction") if b in sel else 0.0 for b in betas]
+                    _steps_line(ax, xs, ys, fr, c, f"{fb}, {ph}")
+                else:
+                    ax.plot(xs, ys, "o-", ms=4, color=c, label=f"{fb}, {ph}")
                 ref = paper.FIG5.get(pkey or "", {}).get((fb, ph))
                 if ref:
                     pb = dict(zip(paper.BETAS, ref))
-                    ax.plot(range(len(betas)), [pb.get(b) if pb.get(b) is not None
-                                                else math.nan for b in betas],
-                            "s--", ms=5, mfc="none", lw=0.8, color=c)
+                    ax.plot(xs, [pb.get(b) if pb.get(b) is not None else math.nan
+                                 for b in betas], "s--", ms=5, mfc="none", lw=0.8, color=c)
         _categorical(ax, betas, "beta_i")
         ax.set_ylabel(label)
         if q == "conv_steps":
             ax.set_yscale("log")
-    axes[0].plot([], [], "s--", mfc="none", color="gray", label="paper")
-    axes[-1].legend(fontsize=7, loc="lower left")
-    axes[0].legend(fontsize=7, loc="lower left")
-    return _save(plt, fig, out, "3 hidden layers x 64, T/K 30/15: ours (filled) and the "
-                                "paper (open, dashed)")
+    leg = axes[-1]
+    leg.axis("off")
+    for fb in FEEDBACK:
+        for ph in PHASES:
+            leg.plot([], [], "o-", color=COLOURS[(fb, ph)], label=f"ours: {fb} feedback, {ph}")
+    leg.plot([], [], "s--", mfc="none", color="gray", label="the paper (same colour)")
+    leg.plot([], [], "x", color="gray", label="steps: some samples never converged")
+    leg.legend(loc="center", fontsize=9, frameon=False)
+    return _save(plt, fig, out, "3 hidden layers x 64, T/K 30/15 (ours: 10 epochs; the paper: "
+                                "50)")
 
 
 def fig6(rows: list, out: str) -> str:
     """Accuracy, SR, FTMLE and convergence steps against beta_i, one line per depth."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     depths = sorted({len(r["hidden"].split("x")) for r in rows})
     betas = sorted({num(r, "beta_i") for r in rows})
     quantities = (("test_acc_best", "best test accuracy (%)", "trained"),
-                  ("spectral_radius", "spectral radius (init)", "init"),
-                  ("ftmle", "FTMLE (init)", "init"),
+                  ("spectral_radius", "spectral radius of M (init)", "init"),
+                  ("ftmle", "FTMLE over T steps (init)", "init"),
                   ("conv_steps", "steps to converge (init)", "init"),
                   ("conv_steps", "steps to converge (trained)", "trained"))
-    plt, fig, axes = _axes(len(quantities))
+    fig, grid = plt.subplots(2, 3, figsize=(12, 7.2))
+    axes = list(grid.ravel())
+    xs = list(range(len(betas)))
     for i, L in enumerate(depths):
         c = f"C{i}"
         for ax, (q, label, ph) in zip(axes, quantities):
@@ -143,21 +168,27 @@ def fig6(rows: list, out: str) -> str:
                    if len(r["hidden"].split("x")) == L and r["phase"] == ph}
             ys = [_value(sel[b], q) if b in sel else math.nan for b in betas]
             if q == "conv_steps":
-                ys = [y if b in sel and num(sel[b], "conv_fraction") == 1 else math.nan
-                      for y, b in zip(ys, betas)]
-            ax.plot(range(len(betas)), ys, "o-", ms=4, color=c, label=f"{L} HL")
+                fr = [num(sel[b], "conv_fraction") if b in sel else 0.0 for b in betas]
+                _steps_line(ax, xs, ys, fr, c, f"{L} HL")
+            else:
+                ax.plot(xs, ys, "o-", ms=4, color=c, label=f"{L} HL")
             if q == "test_acc_best" and L in paper.FIG6:
                 pb = dict(zip(paper.BETAS, paper.FIG6[L]))
-                ax.plot(range(len(betas)), [pb.get(b, math.nan) for b in betas], "s--",
-                        ms=5, mfc="none", lw=0.8, color=c)
+                ax.plot(xs, [pb.get(b, math.nan) for b in betas], "s--", ms=5, mfc="none",
+                        lw=0.8, color=c)
             _categorical(ax, betas, "beta_i")
             ax.set_ylabel(label)
             if q == "conv_steps":
                 ax.set_yscale("log")
-    axes[0].plot([], [], "s--", mfc="none", color="gray", label="paper (50 epochs)")
-    axes[0].legend(fontsize=7, loc="lower left")
-    return _save(plt, fig, out, "Depth x beta_i, 64 units, T = 10 L, K = 5 L: ours (filled) "
-                                "and the paper (open, dashed)")
+    leg = axes[-1]
+    leg.axis("off")
+    for i, L in enumerate(depths):
+        leg.plot([], [], "o-", color=f"C{i}", label=f"ours: {L} hidden layers")
+    leg.plot([], [], "s--", mfc="none", color="gray", label="the paper, 50 epochs (same colour)")
+    leg.plot([], [], "x", color="gray", label="steps: some samples never converged")
+    leg.legend(loc="center", fontsize=9, frameon=False)
+    return _save(plt, fig, out, "Depth x beta_i, 64 units, T = 10 L, K = 5 L, symmetric feedback "
+                                "(ours: 5 epochs)")
 
 
 def fig4(rows: list, out: str) -> str:
@@ -232,7 +263,8 @@ def fig2(rows: list, out: str) -> str:
     """Settling trajectories: units of the first sample against step, per beta_i and
     feedback (columns), before and after training (rows); the last row ||s_t - s_{t-1}||."""
     key = sorted({(r["feedback"] if "feedback" in r else r["model.feedback"],
-                   num(r, "model.beta_i")) for r in rows})
+                   num(r, "model.beta_i")) for r in rows},
+                 key=lambda k: (k[0] != "symmetric", k[1]))
     units = [k for k in rows[0] if k.startswith("u") and k[1:].isdigit()]
     plt, fig, _ = _axes(1)
     plt.close(fig)

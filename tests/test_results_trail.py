@@ -72,7 +72,7 @@ def test_every_result_file_is_listed_with_its_command():
     index = os.path.join(ROOT, "docs", "results", "README.md")
     with open(index, encoding="utf-8") as f:
         text = f.read()
-    listed = set(re.findall(r"`([\w./-]+\.(?:csv|json|npz|png|md|txt))`", text))
+    listed = set(re.findall(r"`([\w./-]+\.(?:csv|json|npz|png|md|txt|log|yaml))`", text))
     unlisted = []
     for p in sorted(glob.glob(os.path.join(ROOT, "docs", "results", "**", "*"),
                               recursive=True)):

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossbar_ep.crossbar.array_energy import abs_count_dot
 from crossbar_ep.devices import DeviceArray
+from crossbar_ep.devices.kernel import pulse_counts_flat
 
 
 class SignedMapping:
@@ -56,9 +58,12 @@ class SignedMapping:
         return tuple(dev.conductance(drifted) for _, dev in self.arrays) + (None,) * (
             2 - len(self.arrays))
 
-    def programming_sum(self, counts_abs: np.ndarray) -> float:
-        """sum over devices of |pulses| x G (S) at the conductances before they fire."""
-        return float(sum(np.sum(counts_abs * dev.conductance()) for _, dev in self.arrays))
+    def programming_sum(self, counts: np.ndarray) -> float:
+        """sum over devices of |pulses| x G (S) at the conductances before they fire, for the
+        signed counts (n_out, n_in) of the pulses (a differential pair's G- takes -counts)."""
+        n = np.ascontiguousarray(counts, dtype=np.int64).reshape(-1)
+        return float(sum(abs_count_dot(n, np.ascontiguousarray(dev.conductance()).reshape(-1))
+                         for _, dev in self.arrays))
 
     def at_bound_fraction(self) -> float:
         return float(np.mean([dev.at_bound_fraction() for _, dev in self.arrays]))
@@ -102,7 +107,10 @@ class DifferentialPair(SignedMapping):
         self.neg.update_exact(-dw_dev)
 
     def pulse(self, n: np.ndarray) -> int:
-        return self.pos.pulse(n) + self.neg.pulse(-n)
+        """Fire the signed counts n (n_out, n_in): +n on G+, -n on G- (one list of the
+        nonzero counts serves both)."""
+        n, nonzero = pulse_counts_flat(n)
+        return self.pos.pulse(n, 1, nonzero) + self.neg.pulse(n, -1, nonzero)
 
     def device_noise(self, rel_std: float, rng: np.random.Generator) -> np.ndarray:
         """Weight change (n_out, n_in) of one read's conductance noise, std ``rel_std * G``."""

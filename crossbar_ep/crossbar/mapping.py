@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from crossbar_ep.crossbar.array_energy import abs_count_dot
+from crossbar_ep.crossbar.operand_kernels import pair_weights, reference_weights
 from crossbar_ep.devices import DeviceArray
 from crossbar_ep.devices.kernel import pulse_counts_flat
 
@@ -100,7 +101,10 @@ class DifferentialPair(SignedMapping):
         self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)), rng)
 
     def weights(self, gp: np.ndarray, gn: np.ndarray) -> np.ndarray:
-        return self.scale * (self._g_to_u(gp) - self._g_to_u(gn))
+        """``S (u+ - u-)`` (n_out, n_in) from the pair's conductances (S), in one pass."""
+        return pair_weights(np.ascontiguousarray(gp, dtype=float),
+                            np.ascontiguousarray(gn, dtype=float), float(self.card.g_min_S),
+                            float(self.span_S), float(self.scale))
 
     def change_exact(self, dw_dev: np.ndarray) -> None:
         self.pos.update_exact(dw_dev)
@@ -163,7 +167,10 @@ class ReferenceColumn(SignedMapping):
         self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
 
     def weights(self, gp: np.ndarray, gn=None) -> np.ndarray:
-        return self.scale * (2.0 * self._g_to_u(gp) - 1.0)
+        """``S (2 u - 1)`` (n_out, n_in) from the devices' conductances (S), in one pass."""
+        return reference_weights(np.ascontiguousarray(gp, dtype=float),
+                                 float(self.card.g_min_S), float(self.span_S),
+                                 float(self.scale))
 
     def change_exact(self, dw_dev: np.ndarray) -> None:
         self.pos.update_exact(dw_dev)

@@ -222,8 +222,15 @@ class DeviceArray:
         state and clock (see :meth:`touch`)."""
         if drifted and self._g is not None:
             return self._g
-        g = self.card.w_to_g(self.states().reshape(-1))
-        g = np.maximum(g, 0.0) if self.pulsed else g
+        if self.pulsed:     # states, w_to_g and the clip at 0 S in one pass
+            from crossbar_ep.devices.kernel import state_conductance
+            c = self.card
+            noise = self.write_noise if c.params.get("write_noise_std") else self.w[:0]
+            g = state_conductance(self.w, noise, self.stuck, self.wmin, self.wmax,
+                                  float(c.w_min), float(c.w_max - c.w_min), float(c.g_min_S),
+                                  float(c.g_max_S - c.g_min_S))
+        else:
+            g = self.card.w_to_g(self.states().reshape(-1))
         if drifted and self.drifts:
             if self.card.drift:
                 g = g * self._drift_factor(g)

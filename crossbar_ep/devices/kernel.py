@@ -216,6 +216,26 @@ def pulse_counts_flat(n_pulses) -> tuple:
     return n, idx[:nonzero_index(n, idx)]
 
 
+@numba.njit(cache=True, error_model="numpy")
+def state_conductance(w, noise, stuck, lo, hi, w0, w_span, g0, g_span):
+    """Conductances (S, flat) of pulsed devices in one pass: readable state ``s = w + noise``
+    (``noise`` of size 0: none), stuck devices at their bound (1: ``lo``, 2: ``hi``), then
+    ``g = g0 + (s - w0) / w_span * g_span`` clipped at 0 S (NumPy's maximum: NaN kept) -- the
+    bits of the card's ``w_to_g`` and ``np.maximum(g, 0)``."""
+    out = np.empty(w.size)
+    if noise.size > 0:
+        for i in range(w.size):
+            out[i] = w[i] + noise[i]
+    else:
+        out[:] = w
+    for i in range(w.size):     # branch-free selects and no zero-division check: vectorises
+        st, a, b, s = stuck[i], lo[i], hi[i], out[i]
+        s = a if st == 1 else (b if st == 2 else s)
+        g = g0 + (s - w0) / w_span * g_span
+        out[i] = g if (g >= 0.0 or np.isnan(g)) else 0.0
+    return out
+
+
 @numba.njit(cache=True)
 def count_at_bound(w, wmin, wmax, stuck, tol):
     """Devices stuck or within ``tol`` of their range from a bound."""

@@ -15,10 +15,12 @@ def test_weights_bitwise():
     gp, gn = rng.uniform(1e-7, 25e-6, (2, 37, 53))
     g_min, span, scale = 1e-7, 25e-6 - 1e-7, 0.37
     u = lambda g: (g - g_min) / span  # noqa: E731
-    np.testing.assert_array_equal(pair_weights(gp, gn, g_min, span, scale),
-                                  scale * (u(gp) - u(gn)))
-    np.testing.assert_array_equal(reference_weights(gp, g_min, span, scale),
-                                  scale * (2.0 * u(gp) - 1.0))
+    for dtype in (np.float64, np.float32):
+        out = np.empty(gp.shape, dtype)
+        np.testing.assert_array_equal(pair_weights(gp, gn, g_min, span, scale, out),
+                                      (scale * (u(gp) - u(gn))).astype(dtype))
+        np.testing.assert_array_equal(reference_weights(gp, g_min, span, scale, out),
+                                      (scale * (2.0 * u(gp) - 1.0)).astype(dtype))
 
 
 def test_transpose_and_forward_rows():

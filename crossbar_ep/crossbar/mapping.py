@@ -100,11 +100,12 @@ class DifferentialPair(SignedMapping):
         self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
         self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)), rng)
 
-    def weights(self, gp: np.ndarray, gn: np.ndarray) -> np.ndarray:
-        """``S (u+ - u-)`` (n_out, n_in) from the pair's conductances (S), in one pass."""
+    def weights(self, gp: np.ndarray, gn: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """``S (u+ - u-)`` (n_out, n_in) from the pair's conductances (S), in one pass
+        (computed in float64, returned in ``dtype``)."""
         return pair_weights(np.ascontiguousarray(gp, dtype=float),
                             np.ascontiguousarray(gn, dtype=float), float(self.card.g_min_S),
-                            float(self.span_S), float(self.scale))
+                            float(self.span_S), float(self.scale), np.empty(gp.shape, dtype))
 
     def change_exact(self, dw_dev: np.ndarray) -> None:
         self.pos.update_exact(dw_dev)
@@ -166,11 +167,12 @@ class ReferenceColumn(SignedMapping):
     def program(self, W: np.ndarray, rng: np.random.Generator | None = None) -> None:
         self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
 
-    def weights(self, gp: np.ndarray, gn=None) -> np.ndarray:
-        """``S (2 u - 1)`` (n_out, n_in) from the devices' conductances (S), in one pass."""
+    def weights(self, gp: np.ndarray, gn=None, dtype=np.float64) -> np.ndarray:
+        """``S (2 u - 1)`` (n_out, n_in) from the devices' conductances (S), in one pass
+        (computed in float64, returned in ``dtype``)."""
         return reference_weights(np.ascontiguousarray(gp, dtype=float),
                                  float(self.card.g_min_S), float(self.span_S),
-                                 float(self.scale))
+                                 float(self.scale), np.empty(gp.shape, dtype))
 
     def change_exact(self, dw_dev: np.ndarray) -> None:
         self.pos.update_exact(dw_dev)

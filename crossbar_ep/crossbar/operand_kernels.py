@@ -13,10 +13,10 @@ _BLOCK = 16     # transpose block (fastest here of 8, 16, 32, 64)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def pair_weights(gp, gn, g_min, span, scale):
-    """``scale * ((gp - g_min) / span - (gn - g_min) / span)`` (n_out, n_in) float64 from the
-    conductances (S) of a differential pair: the weights they encode."""
-    out = np.empty(gp.shape)
+def pair_weights(gp, gn, g_min, span, scale, out):
+    """``out = scale * ((gp - g_min) / span - (gn - g_min) / span)`` (n_out, n_in; computed in
+    float64, rounded once to out's dtype) from the conductances (S) of a differential pair:
+    the weights they encode."""
     a, b, o = gp.reshape(-1), gn.reshape(-1), out.reshape(-1)
     for i in range(o.size):
         o[i] = scale * ((a[i] - g_min) / span - (b[i] - g_min) / span)
@@ -24,10 +24,10 @@ def pair_weights(gp, gn, g_min, span, scale):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def reference_weights(g, g_min, span, scale):
-    """``scale * (2 (g - g_min) / span - 1)`` (n_out, n_in) float64: the weights one device
-    per weight encodes against the mid-conductance reference column."""
-    out = np.empty(g.shape)
+def reference_weights(g, g_min, span, scale, out):
+    """``out = scale * (2 (g - g_min) / span - 1)`` (n_out, n_in; float64, rounded once to
+    out's dtype): the weights one device per weight encodes against the mid-conductance
+    reference column."""
     a, o = g.reshape(-1), out.reshape(-1)
     for i in range(o.size):
         o[i] = scale * (2.0 * ((a[i] - g_min) / span) - 1.0)

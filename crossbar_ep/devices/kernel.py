@@ -221,18 +221,18 @@ def state_conductance(w, noise, stuck, lo, hi, w0, w_span, g0, g_span):
     """Conductances (S, flat) of pulsed devices in one pass: readable state ``s = w + noise``
     (``noise`` of size 0: none), stuck devices at their bound (1: ``lo``, 2: ``hi``), then
     ``g = g0 + (s - w0) / w_span * g_span`` clipped at 0 S (NumPy's maximum: NaN kept) -- the
-    bits of the card's ``w_to_g`` and ``np.maximum(g, 0)``."""
+    bits of the card's ``w_to_g`` and ``np.maximum(g, 0)``.  The stuck devices (rare) are
+    redone in a second pass, so the first vectorises and reads no bounds."""
     out = np.empty(w.size)
-    if noise.size > 0:
-        for i in range(w.size):
-            out[i] = w[i] + noise[i]
-    else:
-        out[:] = w
-    for i in range(w.size):     # branch-free selects and no zero-division check: vectorises
-        st, a, b, s = stuck[i], lo[i], hi[i], out[i]
-        s = a if st == 1 else (b if st == 2 else s)
+    has_noise = noise.size > 0
+    for i in range(w.size):
+        s = w[i] + noise[i] if has_noise else w[i]
         g = g0 + (s - w0) / w_span * g_span
         out[i] = g if (g >= 0.0 or np.isnan(g)) else 0.0
+    for i in range(w.size):
+        if stuck[i] != 0:
+            g = g0 + ((lo[i] if stuck[i] == 1 else hi[i]) - w0) / w_span * g_span
+            out[i] = g if (g >= 0.0 or np.isnan(g)) else 0.0
     return out
 
 

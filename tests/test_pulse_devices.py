@@ -9,8 +9,7 @@ from crossbar_ep.crossbar.array import CrossbarMatrix
 from crossbar_ep.crossbar.array_energy import abs_count_dot
 from crossbar_ep.devices import DeviceArray
 from crossbar_ep.devices.card import card_from_dict, load_card
-from crossbar_ep.devices.kernel import INLINED_STEPS, jit_step, nonzero_index, pulse_kernel, \
-    step_id
+from crossbar_ep.devices.kernel import INLINED_STEPS, nonzero_index, reference_pulse, step_id
 from crossbar_ep.devices.models import LinearStep
 
 STEP = dict(dw_min=0.02, w_min=-1.0, w_max=1.0, up_down=0.1, dw_min_dtod=0.2,
@@ -43,16 +42,6 @@ class HalfLinear(LinearStep):
     @staticmethod
     def step(w, d, wmin, wmax, p, c):
         return (0.5 * p[0] if d > 0 else -0.5 * p[1]), 0.0
-
-
-def reference_pulse(dev, n):
-    """DeviceArray.pulse as it was: the loop over every device, then the write noise."""
-    n = np.ascontiguousarray(n, dtype=np.int64).reshape(-1)
-    total = pulse_kernel(jit_step(dev.model.step), dev.w, n, dev.wmin, dev.wmax, dev._P,
-                         dev._c, dev.stuck, float(dev.std), int(dev.rng.integers(0, 2**62)))
-    dev._redraw_write_noise()
-    dev.touch()
-    return int(total)
 
 
 def twins(c, model=None):

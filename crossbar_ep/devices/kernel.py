@@ -208,6 +208,18 @@ def pulse_kernel(step, w, n, wmin, wmax, P, c, stuck, std, seed):
     return total
 
 
+def reference_pulse(dev, n_pulses) -> int:
+    """:meth:`DeviceArray.pulse <crossbar_ep.devices.DeviceArray.pulse>` of ``dev`` by the
+    reference loop over every device (:func:`pulse_kernel`; same generator draws, the write
+    noise after): for tests and ``benchmarks/bench_stochastic_update.py --reference``."""
+    n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
+    total = pulse_kernel(jit_step(dev.model.step), dev.w, n, dev.wmin, dev.wmax, dev._P,
+                         dev._c, dev.stuck, float(dev.std), int(dev.rng.integers(0, 2**62)))
+    dev._redraw_write_noise()
+    dev.touch()
+    return int(total)
+
+
 def pulse_counts_flat(n_pulses) -> tuple:
     """(counts as flat contiguous int64 (no copy when they are already), flat indices of the
     nonzero counts): the operands :func:`pulse_devices` takes."""

@@ -86,9 +86,10 @@ def test_every_shipped_pulsed_model_is_inlined():
 
 def test_nonzero_index_matches_numpy():
     n = np.random.default_rng(7).integers(-2, 3, 1000) * (np.arange(1000) % 3 == 0)
-    idx = np.empty(n.size, np.int64)
-    m = nonzero_index(n, idx)
+    idx, counts = np.empty(n.size, np.int64), np.empty(n.size, np.int64)
+    m = nonzero_index(n, idx, counts)
     np.testing.assert_array_equal(idx[:m], np.flatnonzero(n))
+    np.testing.assert_array_equal(counts[:m], n[n != 0])
 
 
 @pytest.mark.parametrize("signed", ["differential", "reference"])

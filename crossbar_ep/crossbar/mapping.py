@@ -114,7 +114,7 @@ class DifferentialPair(SignedMapping):
     def pulse(self, n: np.ndarray) -> int:
         """Fire the signed counts n (n_out, n_in): +n on G+, -n on G- (one list of the
         nonzero counts serves both)."""
-        n, nonzero = pulse_counts_flat(n)
+        nonzero = pulse_counts_flat(n)
         return self.pos.pulse(n, 1, nonzero) + self.neg.pulse(n, -1, nonzero)
 
     def device_noise(self, rel_std: float, rng: np.random.Generator) -> np.ndarray:

@@ -111,30 +111,30 @@ class DeviceArray:
         return bool(self.card.drift) or self.read_xi is not None
 
     # ------------------------------------------------------------------ updates
-    def pulse(self, n_pulses: np.ndarray, sign: int = 1, nonzero: np.ndarray | None = None) -> int:
+    def pulse(self, n_pulses: np.ndarray, sign: int = 1, nonzero: tuple | None = None) -> int:
         """Apply signed pulse counts ``sign * n_pulses`` (shape of the array; + SET/
         potentiation, - RESET); returns the number of pulses applied (stuck devices receive
-        none).  ``nonzero``: the flat indices of the nonzero counts when the caller has them
-        (:func:`~crossbar_ep.devices.kernel.pulse_counts_flat`; the two sides of a pair share
-        them)."""
+        none).  ``nonzero``: (flat indices, counts) of the nonzero counts of ``n_pulses`` when
+        the caller has them (:func:`~crossbar_ep.devices.kernel.pulse_counts_flat`; the two
+        sides of a pair share them)."""
         if not self.pulsed:
             raise TypeError(f"the {self.card.model} device takes exact updates "
                             f"(update_exact), not pulses")
         from crossbar_ep.devices.kernel import jit_step, pulse_counts_flat, pulse_devices, \
             step_id
-        if nonzero is None:
-            n, nonzero = pulse_counts_flat(n_pulses)
-        else:
-            n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
+        if np.size(n_pulses) != self.w.size:
+            raise ValueError(f"pulse counts of shape {np.shape(n_pulses)} for an array of "
+                             f"shape {self.shape}")
+        idx, counts = pulse_counts_flat(n_pulses) if nonzero is None else nonzero
         step = self.model.step
-        total = pulse_devices(step_id(step, self._P.shape[1]), jit_step(step), self.w, n, int(sign), nonzero,
-                              self.wmin, self.wmax, self._P, self._c, self.stuck,
-                              float(self.std), int(self.rng.integers(0, 2**62)))
+        total = pulse_devices(step_id(step, self._P.shape[1]), jit_step(step), self.w, counts,
+                              int(sign), idx, self.wmin, self.wmax, self._P, self._c,
+                              self.stuck, float(self.std), int(self.rng.integers(0, 2**62)))
         if self.drifts or self.uses_target:
             if self.drifts:
-                self.t_written[nonzero] = self.t_now
+                self.t_written[idx] = self.t_now
             if self.uses_target:      # the pulses' target: the conductance they reached
-                self.g_target[nonzero] = self.card.w_to_g(self.w[nonzero])
+                self.g_target[idx] = self.card.w_to_g(self.w[idx])
         self._redraw_write_noise()
         self.touch()
         return int(total)

@@ -7,8 +7,8 @@ pays no compilation (a kernel specialised per model by a closure inlines the ste
 cached: about 2 s of compilation per model per process).
 
 :func:`pulse_devices` (what :class:`~crossbar_ep.devices.DeviceArray` runs) visits only the
-devices with a nonzero count (:func:`nonzero_index`, shared by the two sides of a differential
-pair, each taking the counts with its own sign) and inlines the steps of the shipped models
+devices with a nonzero count (:func:`nonzero_index`: their indices and counts, shared by the
+two sides of a differential pair, each taking the counts with its own sign) and inlines the steps of the shipped models
 (:data:`INLINED_STEPS`; :func:`step_id` picks one by a loop-invariant branch, so the one cached
 kernel holds them all); any other model's step is called through the first-class argument.
 It applies the same pulses with the same noise as :func:`pulse_kernel`, the plain loop over
@@ -56,13 +56,15 @@ def step_id(py_step, n_params: int) -> int:
     return -1
 
 
-@numba.njit(_i8(_i8[::1], _i8[::1]), cache=True)
-def nonzero_index(n, idx):
-    """Write the flat indices i with ``n[i] != 0`` to the start of ``idx`` (same size as n),
-    in increasing order; returns how many (branch-free: about 1 ns per device)."""
+@numba.njit(_i8(_i8[::1], _i8[::1], _i8[::1]), cache=True)
+def nonzero_index(n, idx, counts):
+    """Write the flat indices i with ``n[i] != 0`` to the start of ``idx`` and their counts
+    to the start of ``counts`` (both the size of n), in increasing order of i; returns how
+    many (branch-free: about 1 ns per device)."""
     m = 0
     for i in range(n.size):
         idx[m] = i
+        counts[m] = n[i]
         m += n[i] != 0
     return m
 
@@ -84,7 +86,7 @@ def _row_params(P, i):
 
 
 @numba.njit(inline="always")
-def _pulse_loop(step, params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+def _pulse_loop(step, params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
     """The loop of :func:`pulse_devices`, inlined into one kernel per step (``step`` and
     ``params`` resolve at compile time)."""
     total = 0
@@ -92,7 +94,7 @@ def _pulse_loop(step, params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, see
         i = idx[j]
         if stuck[i] != 0:
             continue
-        k = sign * n[i]
+        k = sign * counts[j]
         d = 1 if k > 0 else -1
         m = abs(k)
         total += m
@@ -120,55 +122,55 @@ def _pulse_loop(step, params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, see
 # one cached kernel per inlined step (lazily compiled on first use; a closure over the step
 # would not be cacheable) and the generic one taking the step as a first-class function
 @numba.njit(cache=True)
-def _pulse_0(w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s0, _tuple_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_0(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(_s0, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(cache=True)
-def _pulse_1(w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s1, _tuple_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_1(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(_s1, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(cache=True)
-def _pulse_2(w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s2, _tuple_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_2(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(_s2, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(cache=True)
-def _pulse_3(w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s3, _tuple_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_3(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(_s3, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(cache=True)
-def _pulse_4(w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s4, _tuple_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_4(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(_s4, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(cache=True)
-def _pulse_5(w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s5, _tuple_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_5(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(_s5, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(_i8(STEP_TYPE, _f8[::1], _i8[::1], _i8, _i8[::1], _f8[::1], _f8[::1], _f8[:, ::1],
                 _f8[::1], types.int8[::1], _f8, _i8), cache=True)
-def _pulse_any(step, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(step, _row_params, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+def _pulse_any(step, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
+    return _pulse_loop(step, _row_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 _INLINED_KERNELS = (_pulse_0, _pulse_1, _pulse_2, _pulse_3, _pulse_4, _pulse_5)
 
 
-def pulse_devices(model: int, step, w, n, sign: int, idx, wmin, wmax, P, c, stuck,
+def pulse_devices(model: int, step, w, counts, sign: int, idx, wmin, wmax, P, c, stuck,
                   std: float, seed: int) -> int:
-    """Apply ``sign * n[i]`` signed pulses to each device i of ``idx`` (flat int64 indices,
-    the devices with a nonzero count in increasing order), one by one; returns the number of
-    pulses applied.  ``model``: the :func:`step_id` of the model's step (its own kernel with
+    """Apply ``sign * counts[j]`` signed pulses to device ``idx[j]``, one by one, for each j
+    (:func:`pulse_counts_flat`: the devices with a nonzero count in increasing order and
+    their counts, int64); returns the number of pulses applied.  ``model``: the :func:`step_id` of the model's step (its own kernel with
     the step inlined), -1 to call ``step`` (from :func:`jit_step`, first-class).  Arrays as
     :func:`pulse_kernel` (flat, C-contiguous, float64 but ``n``, ``idx`` int64 and
     ``stuck`` int8), which this matches bit for bit."""
     if model >= 0:
-        return _INLINED_KERNELS[model](w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
-    return _pulse_any(step, w, n, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+        return _INLINED_KERNELS[model](w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_any(step, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
 
 
 @numba.njit(_i8(STEP_TYPE, _f8[::1], _i8[::1], _f8[::1], _f8[::1], _f8[:, ::1], _f8[::1],
@@ -221,11 +223,13 @@ def reference_pulse(dev, n_pulses) -> int:
 
 
 def pulse_counts_flat(n_pulses) -> tuple:
-    """(counts as flat contiguous int64 (no copy when they are already), flat indices of the
-    nonzero counts): the operands :func:`pulse_devices` takes."""
+    """(flat indices of the nonzero counts of ``n_pulses``, those counts), both int64 in
+    increasing order of the index: the operands :func:`pulse_devices` takes."""
     n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
     idx = np.empty(n.size, np.int64)
-    return n, idx[:nonzero_index(n, idx)]
+    counts = np.empty(n.size, np.int64)
+    m = nonzero_index(n, idx, counts)
+    return idx[:m], counts[:m]
 
 
 @numba.njit(cache=True, error_model="numpy")

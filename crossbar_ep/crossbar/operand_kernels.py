@@ -1,8 +1,8 @@
 """Numba passes that rebuild an array's read operands after a write, one pass each where
 NumPy takes several: the weights a mapping's conductances encode and the transposed matrix
-whose row blocks the forward reads multiply by.  Each gives the same bits as the NumPy expression it replaces
-(same operations in the same order, no fast-math; NumPy's error model: no zero-division
-check, so the loops vectorise)."""
+whose row blocks the forward reads multiply by.  Each gives the same bits as the NumPy
+expression it replaces (same operations in the same order, no fast-math; NumPy's error model:
+no zero-division check, so the loops vectorise)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,23 @@
 """The Numba pulse kernels, generic over the device model.
 
 Each model's plain-Python ``step`` is compiled once with :func:`jit_step` to a function of the
-fixed signature :data:`STEP_SIG`, which the kernels take as a first-class function argument:
-one kernel serves every model and both are cached on disk (``cache=True``), so a new process
-pays no compilation (a kernel specialised per model by a closure inlines the step but cannot be
-cached: about 2 s of compilation per model per process).
+fixed signature :data:`STEP_SIG`, which the generic kernels take as a first-class function
+argument: one kernel serves every model and both are cached on disk (``cache=True``), so a new
+process pays no compilation (a kernel specialised per model by a closure inlines the step but
+cannot be cached: about 2 s of compilation per model per process).
 
 :func:`pulse_devices` (what :class:`~crossbar_ep.devices.DeviceArray` runs) visits only the
-devices with a nonzero count (:func:`nonzero_index`: their indices and counts, shared by the
-two sides of a differential pair, each taking the counts with its own sign) and inlines the steps of the shipped models
-(:data:`INLINED_STEPS`; :func:`step_id` picks one by a loop-invariant branch, so the one cached
-kernel holds them all); any other model's step is called through the first-class argument.
-It applies the same pulses with the same noise as :func:`pulse_kernel`, the plain loop over
-every device kept as the reference: the states are bit-identical.
+devices with a nonzero count (:func:`pulse_counts_flat`: their indices and counts, in one pass,
+shared by the two sides of a differential pair, each taking the counts with its own sign).
+The steps of the shipped models (:data:`INLINED_STEPS`) each have their own cached kernel with
+the step inlined, built from one loop (an ``inline="always"`` function whose step argument
+resolves at compile time; compiled on first use); any other model's step is called through
+the first-class argument of one more kernel.  Both apply the same pulses with the same noise
+as :func:`pulse_kernel`, the plain loop over every device kept as the reference: the states
+are bit-identical (``tests/test_pulse_devices.py``).  Numba keys a kernel's disk cache on
+its own source file: after editing a shipped step in ``models.py``, delete the cached kernels
+of this file (``__pycache__/kernel.*``); until then that test fails, as the reference loop
+compiles the edited step.
 """
 
 from __future__ import annotations
@@ -123,38 +128,45 @@ def _pulse_loop(step, params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std
 # would not be cacheable) and the generic one taking the step as a first-class function
 @numba.njit(cache=True)
 def _pulse_0(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s0, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(_s0, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 @numba.njit(cache=True)
 def _pulse_1(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s1, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(_s1, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 @numba.njit(cache=True)
 def _pulse_2(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s2, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(_s2, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 @numba.njit(cache=True)
 def _pulse_3(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s3, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(_s3, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 @numba.njit(cache=True)
 def _pulse_4(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s4, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(_s4, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 @numba.njit(cache=True)
 def _pulse_5(w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(_s5, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(_s5, _tuple_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 @numba.njit(_i8(STEP_TYPE, _f8[::1], _i8[::1], _i8, _i8[::1], _f8[::1], _f8[::1], _f8[:, ::1],
                 _f8[::1], types.int8[::1], _f8, _i8), cache=True)
 def _pulse_any(step, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed):
-    return _pulse_loop(step, _row_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
+    return _pulse_loop(step, _row_params, w, counts, sign, idx, wmin, wmax, P, c, stuck, std,
+                       seed)
 
 
 _INLINED_KERNELS = (_pulse_0, _pulse_1, _pulse_2, _pulse_3, _pulse_4, _pulse_5)
@@ -164,10 +176,10 @@ def pulse_devices(model: int, step, w, counts, sign: int, idx, wmin, wmax, P, c,
                   std: float, seed: int) -> int:
     """Apply ``sign * counts[j]`` signed pulses to device ``idx[j]``, one by one, for each j
     (:func:`pulse_counts_flat`: the devices with a nonzero count in increasing order and
-    their counts, int64); returns the number of pulses applied.  ``model``: the :func:`step_id` of the model's step (its own kernel with
-    the step inlined), -1 to call ``step`` (from :func:`jit_step`, first-class).  Arrays as
-    :func:`pulse_kernel` (flat, C-contiguous, float64 but ``n``, ``idx`` int64 and
-    ``stuck`` int8), which this matches bit for bit."""
+    their counts, int64); returns the number of pulses applied.  ``model``: the
+    :func:`step_id` of the model's step (its own kernel with the step inlined), -1 to call
+    ``step`` (from :func:`jit_step`, first-class).  Other arrays as :func:`pulse_kernel`
+    (flat, C-contiguous, float64 but ``stuck`` int8), which this matches bit for bit."""
     if model >= 0:
         return _INLINED_KERNELS[model](w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)
     return _pulse_any(step, w, counts, sign, idx, wmin, wmax, P, c, stuck, std, seed)

@@ -15,9 +15,9 @@ resolves at compile time; compiled on first use); any other model's step is call
 the first-class argument of one more kernel.  Both apply the same pulses with the same noise
 as :func:`pulse_kernel`, the plain loop over every device kept as the reference: the states
 are bit-identical (``tests/test_pulse_devices.py``).  Numba keys a kernel's disk cache on
-its own source file: after editing a shipped step in ``models.py``, delete the cached kernels
-of this file (``__pycache__/kernel.*``); until then that test fails, as the reference loop
-compiles the edited step.
+its own source file; an edit of a shipped step in ``models.py`` still reaches these kernels
+because importing the package drops every cached kernel when a Numba source changed
+(:mod:`crossbar_ep.numba_cache`).
 """
 
 from __future__ import annotations

@@ -181,10 +181,14 @@ class ConvOperator(WeightOperator):
         n = max(1, min(B, CHUNK_BYTES // (g.positions * g.patch * self.dtype.itemsize)))
         return n, [(b0, min(B, b0 + n)) for b0 in range(0, B, n)]
 
-    def patches(self, x: np.ndarray) -> np.ndarray:
-        """Patch matrix of maps x (a new array)."""
+    def patches(self, x: np.ndarray, reuse: bool = False) -> np.ndarray:
+        """Patch matrix of maps x: a new array, or with ``reuse`` the operator's own update
+        buffer (valid until the next ``reuse`` call; saves the page faults of ~26 MB per
+        batch on the MNIST net)."""
         g = self.g
-        return im2col(x.reshape(-1, g.h_in, g.w_in, g.c_in), g.k, g.pad)
+        X = x.reshape(-1, g.h_in, g.w_in, g.c_in)
+        out = self._buffer("update", (X.shape[0] * g.positions, g.patch)) if reuse else None
+        return im2col(X, g.k, g.pad, out)
 
     def conv_cols(self, cols: np.ndarray, B: int, gain: float = 1.0) -> np.ndarray:
         """Maps (B, Ho, Wo, C_out) from a patch matrix (one read per row)."""

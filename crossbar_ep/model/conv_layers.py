@@ -115,7 +115,8 @@ class ConvLayers(LayerMap):
         buf.D = dict(batch["drive"])
 
     def start(self, B: int) -> list:
-        """Feed-forward response to a blank image (h_1 = b_1), states rho(h), flat (B, n_k)."""
+        """Feed-forward response to a blank image (h_1 = b_1), states rho(h), flat (B, n_k)
+        (read-only views of one image's states)."""
         net = self.net
         g1 = self.geo[1]
         h = np.broadcast_to(net.b[1], (1, g1.h_out, g1.w_out, g1.c_out)).copy()
@@ -127,7 +128,7 @@ class ConvLayers(LayerMap):
             flat = np.ascontiguousarray(h).reshape(1, -1)
             activate(flat, net.activation)
             out.append(flat.reshape(h.shape))
-        return [np.repeat(s.reshape(1, -1), B, axis=0) for s in out]
+        return [np.broadcast_to(s.reshape(1, -1), (B, s.size)) for s in out]
 
     def load_state(self, buf: ConvBuffers, s: list | None) -> None:
         buf.pools = None
@@ -213,7 +214,7 @@ class ConvLayers(LayerMap):
             return emitted[p.src]
         if p.src == 0:
             return phase.batch["patches"][p.name]
-        return op.patches(emitted[p.src])
+        return op.patches(emitted[p.src], reuse=True)
 
     def local_delta(self, p, delta: np.ndarray) -> np.ndarray:
         op = self.conv_of.get(p.name)

@@ -220,7 +220,7 @@ class ConvOperator(WeightOperator):
         Y = np.ascontiguousarray(y).reshape(-1, g.c_out)
         out = np.empty((B, g.h_in, g.w_in, g.c_in), self.dtype)
         n, chunks = self._chunks(B)
-        buf = self._buffer("cols", (n * g.positions, g.patch))
+        buf = self._buffer("patches", (n * g.positions, g.patch))   # conv's: half the cache
         for b0, b1 in chunks:
             cols = buf[:(b1 - b0) * g.positions]
             self.matrix.read_transposed_into(Y[b0 * g.positions:b1 * g.positions], cols, gain)

@@ -17,7 +17,7 @@ overhead are what the ratio charges us for.  It also prints
                   square dense product n x n x n)
 
 with n the cube root of the step's largest product (m * k * n), rounded up to 64, measured
-interleaved too: the skinny patch GEMMs (k = 25 for conv1's patches, n = 32 or 64 output
+interleaved too (after every batch, for about a quarter of the step's GEMM time): the skinny patch GEMMs (k = 25 for conv1's patches, n = 32 or 64 output
 channels) are memory-bound and run well under the square rate, which this ratio charges us
 for as well.
 
@@ -75,7 +75,7 @@ def step_gemms(net, T: int, K: int, B: int) -> Counter:
 class SquareGemm:
     """NumPy's GEMM rate on one square product n x n x n of the step's size class."""
 
-    def __init__(self, shapes: Counter, dtype, reps: int = 3):
+    def __init__(self, shapes: Counter, dtype, reps: int = 10):
         n = round(max(m * k * n for m, k, n in shapes) ** (1 / 3))
         self.n = max(256, -(-n // 64) * 64)
         rng = np.random.default_rng(1)
@@ -143,8 +143,9 @@ def main() -> int:
     ref = GemmReference(step_gemms(net, t.T, t.K, B), np.dtype(t.dtype))
     square = SquareGemm(step_gemms(net, t.T, t.K, B), np.dtype(t.dtype))
     learner.train_batch(x, y)                 # compile and warm up
-    ref.seconds_per_step()
-    square.measure()
+    g = ref.seconds_per_step()
+    f, s = square.measure()                   # a quarter of the step's GEMM time each
+    square.reps = max(square.reps, round(square.reps * 0.25 * g / s))
     ours = gemm = sq_flops = sq_time = 0.0
     for _ in range(args.batches):
         t0 = time.perf_counter()

@@ -186,3 +186,21 @@ def test_group_series_is_mean_and_range(tmp_path):
     assert ep == [1, 2] and n == [3, 2]
     assert mean == pytest.approx([60.0, 75.0]) and lo == pytest.approx([50.0, 70.0])
     assert hi == pytest.approx([70.0, 80.0])
+
+
+def test_group_by_seed_reads_a_missing_key_as_its_default(tmp_path):
+    """A config written before a key existed groups with one that states the key's default;
+    one that sets another value stays apart, labelled by that key alone."""
+    from crossbar_ep.config.experiment import TrainingConfig
+    default_mul = TrainingConfig().weight_noise_mul
+    old = _write_run(tmp_path / "old", [0.90])
+    _with_config(tmp_path / "old", seed=0)                       # no weight_noise_mul key
+    new = _write_run(tmp_path / "new", [0.92])
+    _with_config(tmp_path / "new", seed=1, weight_noise_mul=default_mul)
+    other = _write_run(tmp_path / "other", [0.80])
+    _with_config(tmp_path / "other", seed=0, weight_noise_mul=default_mul + 0.5)
+    md = summary_table([old, new, other], epochs=(1,), group_by="seed").splitlines()
+    rows = {r.split(" | ")[0][2:]: r.split(" | ") for r in md[2:]}
+    assert set(rows) == {f"exp training.weight_noise_mul={default_mul}",
+                         f"exp training.weight_noise_mul={default_mul + 0.5}"}
+    assert rows[f"exp training.weight_noise_mul={default_mul}"][1:3] == ["2", "0,1"]

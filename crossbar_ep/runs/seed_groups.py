@@ -4,7 +4,9 @@ Two runs belong to one group when their resolved configs are equal once ``traini
 the keys that cannot change a number are dropped (:data:`IGNORED`: the description, where the
 data is looked up, the trace recording).  A run's config is its run directory's
 ``config.yaml``; a bare metrics file ``NAME.csv`` / ``NAME.json`` (as committed under
-``docs/results/``) takes ``NAME.config.yaml`` beside it.  A metrics file without a config is
+``docs/results/``) takes ``NAME.config.yaml`` beside it.  A key that a config lacks (written
+before the key existed) reads as the key's default, so that a run made by an older version
+groups with a newer one of the same settings.  A metrics file without a config is
 grouped by its name instead: ``NAME_s<N>`` (seed N) joins ``NAME`` (read as seed 0, the
 default), the convention of the committed files.
 
@@ -68,8 +70,16 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
+def _defaults() -> dict:
+    """Every key's default, flattened (dotted path -> plain value)."""
+    from crossbar_ep.config.experiment import Config
+    from crossbar_ep.schema import to_plain
+    return _flatten(to_plain(Config()))
+
+
 def read_config(path: str) -> dict | None:
-    """Flattened config (dotted path -> value) of a run, or None when it has none."""
+    """Flattened config (dotted path -> value) of a run, keys it lacks at their defaults, or
+    None when it has none."""
     from crossbar_ep.yamlio import load_file
     p = config_path(path)
     if p is None:
@@ -77,7 +87,11 @@ def read_config(path: str) -> dict | None:
     raw = load_file(p, "run config")
     if not isinstance(raw, dict):
         raise CrossbarEPError(f"{p}: not a run config (needs a mapping of sections)")
-    return _flatten(raw)
+    flat = _flatten(raw)
+    for k, v in _defaults().items():
+        if k not in flat and not any(k.startswith(f + ".") for f in flat):
+            flat[k] = v
+    return flat
 
 
 def _kept(key: str) -> bool:

@@ -15,6 +15,9 @@ Names are imported on first use, so ``crossbar-ep --help`` stays fast.
 from importlib import import_module
 
 from crossbar_ep.errors import CheckpointError, ConfigError, CrossbarEPError, DataError
+from crossbar_ep.numba_cache import drop_stale_caches
+
+drop_stale_caches()          # before any cached kernel loads (crossbar_ep/numba_cache.py)
 
 __version__ = "0.1.0"
 

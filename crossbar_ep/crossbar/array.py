@@ -235,7 +235,8 @@ class CrossbarMatrix(WeightOperator):
         (:mod:`crossbar_ep.crossbar.drift`)."""
         m = self.mapping
         gp, gn = m.conductances()
-        W = m.weights(gp, gn)
+        # in the compute dtype directly unless the compensation gain still multiplies it
+        W = m.weights(gp, gn, float if self.compensating else self.dtype)
         self.reader.set_weights(W, gp, gn, exact)
         self.energy.invalidate()
         if self.compensating:

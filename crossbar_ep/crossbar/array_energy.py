@@ -57,6 +57,16 @@ def drive_power_sum(v, step, levels, k, law, v0, coeffs, Y):
     return total
 
 
+@numba.njit(cache=True, fastmath=True)
+def abs_count_dot(n, g):
+    """``sum_i |n_i| g_i`` over flat signed counts n (int64) and conductances g (S): the
+    programming sum of one device array in one pass (no temporary arrays)."""
+    total = 0.0
+    for i in range(n.size):
+        total += np.float64(abs(n[i])) * g[i]
+    return total
+
+
 class ArrayEnergy:
     """Energy of the reads and pulses of one crossbar array (units: J, S, V)."""
 
@@ -152,4 +162,4 @@ class ArrayEnergy:
         G- takes the opposite count) at the conductances before they fire:
         ``sum |n| V_write^2 G t_pulse``."""
         k = self.card.write_voltage_V ** 2 * self.card.pulse_width_s
-        return k * self.mapping.programming_sum(np.abs(counts))
+        return k * self.mapping.programming_sum(counts)

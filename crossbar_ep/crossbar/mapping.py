@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossbar_ep.crossbar.array_energy import abs_count_dot
+from crossbar_ep.crossbar.operand_kernels import pair_weights, reference_weights
 from crossbar_ep.devices import DeviceArray
+from crossbar_ep.devices.kernel import pulse_counts_flat
 
 
 class SignedMapping:
@@ -56,9 +59,12 @@ class SignedMapping:
         return tuple(dev.conductance(drifted) for _, dev in self.arrays) + (None,) * (
             2 - len(self.arrays))
 
-    def programming_sum(self, counts_abs: np.ndarray) -> float:
-        """sum over devices of |pulses| x G (S) at the conductances before they fire."""
-        return float(sum(np.sum(counts_abs * dev.conductance()) for _, dev in self.arrays))
+    def programming_sum(self, counts: np.ndarray) -> float:
+        """sum over devices of |pulses| x G (S) at the conductances before they fire, for the
+        signed counts (n_out, n_in) of the pulses (a differential pair's G- takes -counts)."""
+        n = np.ascontiguousarray(counts, dtype=np.int64).reshape(-1)
+        return float(sum(abs_count_dot(n, np.ascontiguousarray(dev.conductance()).reshape(-1))
+                         for _, dev in self.arrays))
 
     def at_bound_fraction(self) -> float:
         return float(np.mean([dev.at_bound_fraction() for _, dev in self.arrays]))
@@ -94,15 +100,22 @@ class DifferentialPair(SignedMapping):
         self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
         self.neg.program(self._u_to_w(0.5 - W / (2 * self.scale)), rng)
 
-    def weights(self, gp: np.ndarray, gn: np.ndarray) -> np.ndarray:
-        return self.scale * (self._g_to_u(gp) - self._g_to_u(gn))
+    def weights(self, gp: np.ndarray, gn: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """``S (u+ - u-)`` (n_out, n_in) from the pair's conductances (S), in one pass
+        (computed in float64, returned in ``dtype``)."""
+        return pair_weights(np.ascontiguousarray(gp, dtype=float),
+                            np.ascontiguousarray(gn, dtype=float), float(self.card.g_min_S),
+                            float(self.span_S), float(self.scale), np.empty(gp.shape, dtype))
 
     def change_exact(self, dw_dev: np.ndarray) -> None:
         self.pos.update_exact(dw_dev)
         self.neg.update_exact(-dw_dev)
 
     def pulse(self, n: np.ndarray) -> int:
-        return self.pos.pulse(n) + self.neg.pulse(-n)
+        """Fire the signed counts n (n_out, n_in): +n on G+, -n on G- (one list of the
+        nonzero counts serves both)."""
+        nonzero = pulse_counts_flat(n)
+        return self.pos.pulse(n, 1, nonzero) + self.neg.pulse(n, -1, nonzero)
 
     def device_noise(self, rel_std: float, rng: np.random.Generator) -> np.ndarray:
         """Weight change (n_out, n_in) of one read's conductance noise, std ``rel_std * G``."""
@@ -154,8 +167,12 @@ class ReferenceColumn(SignedMapping):
     def program(self, W: np.ndarray, rng: np.random.Generator | None = None) -> None:
         self.pos.program(self._u_to_w(0.5 + W / (2 * self.scale)), rng)
 
-    def weights(self, gp: np.ndarray, gn=None) -> np.ndarray:
-        return self.scale * (2.0 * self._g_to_u(gp) - 1.0)
+    def weights(self, gp: np.ndarray, gn=None, dtype=np.float64) -> np.ndarray:
+        """``S (2 u - 1)`` (n_out, n_in) from the devices' conductances (S), in one pass
+        (computed in float64, returned in ``dtype``)."""
+        return reference_weights(np.ascontiguousarray(gp, dtype=float),
+                                 float(self.card.g_min_S), float(self.span_S),
+                                 float(self.scale), np.empty(gp.shape, dtype))
 
     def change_exact(self, dw_dev: np.ndarray) -> None:
         self.pos.update_exact(dw_dev)

@@ -111,23 +111,30 @@ class DeviceArray:
         return bool(self.card.drift) or self.read_xi is not None
 
     # ------------------------------------------------------------------ updates
-    def pulse(self, n_pulses: np.ndarray) -> int:
-        """Apply signed pulse counts (shape of the array; + SET/potentiation, - RESET);
-        returns the number of pulses applied (stuck devices receive none)."""
+    def pulse(self, n_pulses: np.ndarray, sign: int = 1, nonzero: tuple | None = None) -> int:
+        """Apply signed pulse counts ``sign * n_pulses`` (shape of the array; + SET/
+        potentiation, - RESET); returns the number of pulses applied (stuck devices receive
+        none).  ``nonzero``: (flat indices, counts) of the nonzero counts of ``n_pulses`` when
+        the caller has them (:func:`~crossbar_ep.devices.kernel.pulse_counts_flat`; the two
+        sides of a pair share them)."""
         if not self.pulsed:
             raise TypeError(f"the {self.card.model} device takes exact updates "
                             f"(update_exact), not pulses")
-        from crossbar_ep.devices.kernel import jit_step, pulse_kernel
-        n = np.ascontiguousarray(n_pulses, dtype=np.int64).reshape(-1)
-        total = pulse_kernel(jit_step(self.model.step), self.w, n, self.wmin, self.wmax,
-                             self._P, self._c, self.stuck, float(self.std),
-                             int(self.rng.integers(0, 2**62)))
+        from crossbar_ep.devices.kernel import jit_step, pulse_counts_flat, pulse_devices, \
+            step_id
+        if np.size(n_pulses) != self.w.size:
+            raise ValueError(f"pulse counts of shape {np.shape(n_pulses)} for an array of "
+                             f"shape {self.shape}")
+        idx, counts = pulse_counts_flat(n_pulses) if nonzero is None else nonzero
+        step = self.model.step
+        total = pulse_devices(step_id(step, self._P.shape[1]), jit_step(step), self.w, counts,
+                              int(sign), idx, self.wmin, self.wmax, self._P, self._c,
+                              self.stuck, float(self.std), int(self.rng.integers(0, 2**62)))
         if self.drifts or self.uses_target:
-            fired = n != 0
             if self.drifts:
-                self.t_written[fired] = self.t_now
+                self.t_written[idx] = self.t_now
             if self.uses_target:      # the pulses' target: the conductance they reached
-                self.g_target[fired] = self.card.w_to_g(self.w[fired])
+                self.g_target[idx] = self.card.w_to_g(self.w[idx])
         self._redraw_write_noise()
         self.touch()
         return int(total)
@@ -215,8 +222,15 @@ class DeviceArray:
         state and clock (see :meth:`touch`)."""
         if drifted and self._g is not None:
             return self._g
-        g = self.card.w_to_g(self.states().reshape(-1))
-        g = np.maximum(g, 0.0) if self.pulsed else g
+        if self.pulsed:     # states, w_to_g and the clip at 0 S in one pass
+            from crossbar_ep.devices.kernel import state_conductance
+            c = self.card
+            noise = self.write_noise if c.params.get("write_noise_std") else self.w[:0]
+            g = state_conductance(self.w, noise, self.stuck, self.wmin, self.wmax,
+                                  float(c.w_min), float(c.w_max - c.w_min), float(c.g_min_S),
+                                  float(c.g_max_S - c.g_min_S))
+        else:
+            g = self.card.w_to_g(self.states().reshape(-1))
         if drifted and self.drifts:
             if self.card.drift:
                 g = g * self._drift_factor(g)

@@ -11,7 +11,15 @@ shapes (and counts) one training step multiplies: per settle step the forward re
 conv layer after the first (conv1 of the input is read once per batch), the transposed read
 of every conv layer feeding back, the readout (and the nudge's transposed readout in the
 nudged phase); then the local updates.  The im2col/col2im copies, pooling and Python
-overhead are what the ratio charges us for.
+overhead are what the ratio charges us for.  It also prints
+
+    dense ratio = (useful FLOPs of one step / our time) / (NumPy's float32 GEMM rate on a
+                  square dense product n x n x n)
+
+with n the cube root of the step's largest product (m * k * n), rounded up to 64, measured
+interleaved too (after every batch, for about a quarter of the step's GEMM time): the skinny patch GEMMs (k = 25 for conv1's patches, n = 32 or 64 output
+channels) are memory-bound and run well under the square rate, which this ratio charges us
+for as well.
 
     python benchmarks/bench_conv.py [--batches 5] [--config experiments/mnist_conv.yaml]
     python benchmarks/bench_conv.py --crossbar [--config experiments/mnist_conv_crossbar.yaml]
@@ -64,6 +72,26 @@ def step_gemms(net, T: int, K: int, B: int) -> Counter:
     return g
 
 
+class SquareGemm:
+    """NumPy's GEMM rate on one square product n x n x n of the step's size class."""
+
+    def __init__(self, shapes: Counter, dtype, reps: int = 10):
+        n = round(max(m * k * n for m, k, n in shapes) ** (1 / 3))
+        self.n = max(256, -(-n // 64) * 64)
+        rng = np.random.default_rng(1)
+        self.a, self.b = (rng.standard_normal((self.n, self.n)).astype(dtype)
+                          for _ in range(2))
+        self.out = np.empty((self.n, self.n), dtype)
+        self.reps = reps
+
+    def measure(self) -> tuple[float, float]:
+        """(FLOPs, seconds) of ``reps`` products."""
+        t = time.perf_counter()
+        for _ in range(self.reps):
+            np.matmul(self.a, self.b, out=self.out)
+        return 2.0 * self.n ** 3 * self.reps, time.perf_counter() - t
+
+
 def time_batches(cfg, batches: int) -> float:
     """Seconds per training batch of ``cfg`` (random images, after one warm-up batch)."""
     t, B = cfg.training, cfg.training.batch_size
@@ -113,14 +141,19 @@ def main() -> int:
     x = rng.random((B, net.sizes[0])).astype(t.dtype)
     y = rng.integers(0, 10, B)
     ref = GemmReference(step_gemms(net, t.T, t.K, B), np.dtype(t.dtype))
+    square = SquareGemm(step_gemms(net, t.T, t.K, B), np.dtype(t.dtype))
     learner.train_batch(x, y)                 # compile and warm up
-    ref.seconds_per_step()
-    ours = gemm = 0.0
+    g = ref.seconds_per_step()
+    f, s = square.measure()                   # a quarter of the step's GEMM time each
+    square.reps = max(square.reps, round(square.reps * 0.25 * g / s))
+    ours = gemm = sq_flops = sq_time = 0.0
     for _ in range(args.batches):
         t0 = time.perf_counter()
         learner.train_batch(x, y)
         ours += time.perf_counter() - t0
         gemm += ref.seconds_per_step()
+        f, s = square.measure()
+        sq_flops, sq_time = sq_flops + f, sq_time + s
     flops = sum(2 * m * k * n * c for (m, k, n), c in step_gemms(net, t.T, t.K, B).items())
     per = ours / args.batches
     print(f"{cfg.name}: batch {B}, T/K {t.T}/{t.K}, {args.batches} batches")
@@ -129,7 +162,10 @@ def main() -> int:
     print(f"  numpy GEMM on the same shapes: {1e3 * gemm / args.batches:.0f} ms/batch "
           f"({flops * args.batches / gemm / 1e9:.1f} GFLOP/s)")
     print(f"  projected MNIST epoch (60000 samples): {60000 / B * per / 60:.1f} min")
+    print(f"  numpy GEMM, square {square.n}^3: {sq_flops / sq_time / 1e9:.1f} GFLOP/s")
     print(f"  ratio (GEMM time / our time): {gemm / ours:.3f}")
+    print(f"  dense ratio (our useful FLOP rate / square GEMM rate): "
+          f"{flops / per / (sq_flops / sq_time):.3f}")
     return 0
 
 

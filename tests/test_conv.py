@@ -183,6 +183,36 @@ def test_numba_kernels_match_numpy_references():
     np.testing.assert_allclose(unpool_add_nb(h.copy(), g, idx, 0.3), want, atol=1e-12)
 
 
+def test_fused_unpool_clip_pool_kernel_matches_numpy():
+    """One pass of clip(base + gain * unpool(g)) and its 2 x 2 pooling against the same
+    written with NumPy loops, out of place and in place."""
+    from crossbar_ep.model.conv_kernels import unpool_add_clip_pool_nb
+    rng = np.random.default_rng(4)
+    B, H, W, C = 3, 6, 8, 5
+    base = (np.round(rng.standard_normal((B, H, W, C)) * 2) / 4).astype(np.float32)
+    g = rng.standard_normal((B, H // 2, W // 2, C)).astype(np.float32)
+    idx = rng.integers(0, 4, g.shape).astype(np.uint8)
+    want = base.copy()
+    for b, i, j, c in np.ndindex(*g.shape):
+        dy, dx = divmod(int(idx[b, i, j, c]), 2)
+        y, x = 2 * i + dy, 2 * j + dx         # the sum in double, rounded once
+        want[b, y, x, c] = np.float32(float(want[b, y, x, c]) + 0.3 * float(g[b, i, j, c]))
+    want = np.clip(want, 0, 1)
+    m_want = np.empty(g.shape, np.float32)
+    i_want = np.empty(g.shape, np.uint8)
+    for b, i, j, c in np.ndindex(*g.shape):
+        win = [want[b, 2 * i + dy, 2 * j + dx, c] for dy in (0, 1) for dx in (0, 1)]
+        i_want[b, i, j, c] = int(np.argmax(win))         # first maximum
+        m_want[b, i, j, c] = max(win)
+    for in_place in (False, True):
+        out = base.copy() if in_place else np.full_like(base, np.nan)
+        m, i2 = np.empty_like(g), np.empty(g.shape, np.uint8)
+        unpool_add_clip_pool_nb(out, out if in_place else base, g, idx, 0.3, m, i2)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(m, m_want)
+        np.testing.assert_array_equal(i2, i_want)
+
+
 def conv_cfg(**training):
     from tests.conftest import small_config
     return small_config(

@@ -162,6 +162,7 @@ class ConvOperator(WeightOperator):
         self.n_out = geom.positions * geom.c_out
         self.dtype = matrix.dtype
         self._scratch: dict = {}
+        self._plan = None         # ((B, CHUNK_BYTES, dtype), _chunks' answer)
 
     def _buffer(self, role: str, shape: tuple) -> np.ndarray:
         """A patch-matrix buffer reused across calls (a fresh one each settle step costs its
@@ -177,14 +178,22 @@ class ConvOperator(WeightOperator):
         read and folded back chunk by chunk, each about ``CHUNK_BYTES``, so they stay in the
         cache between im2col, the read and col2im instead of streaming tens of MB through
         memory.  Fixed sizes: results do not depend on the machine."""
-        g = self.g
-        n = max(1, min(B, CHUNK_BYTES // (g.positions * g.patch * self.dtype.itemsize)))
-        return n, [(b0, min(B, b0 + n)) for b0 in range(0, B, n)]
+        key = (B, CHUNK_BYTES, self.dtype)
+        hit = self._plan
+        if hit is None or hit[0] != key:
+            g = self.g
+            n = max(1, min(B, CHUNK_BYTES // (g.positions * g.patch * self.dtype.itemsize)))
+            hit = self._plan = (key, (n, [(b0, min(B, b0 + n)) for b0 in range(0, B, n)]))
+        return hit[1]
 
-    def patches(self, x: np.ndarray) -> np.ndarray:
-        """Patch matrix of maps x (a new array)."""
+    def patches(self, x: np.ndarray, reuse: bool = False) -> np.ndarray:
+        """Patch matrix of maps x: a new array, or with ``reuse`` the operator's own update
+        buffer (valid until the next ``reuse`` call; saves the page faults of ~26 MB per
+        batch on the MNIST net)."""
         g = self.g
-        return im2col(x.reshape(-1, g.h_in, g.w_in, g.c_in), g.k, g.pad)
+        X = x.reshape(-1, g.h_in, g.w_in, g.c_in)
+        out = self._buffer("update", (X.shape[0] * g.positions, g.patch)) if reuse else None
+        return im2col(X, g.k, g.pad, out)
 
     def conv_cols(self, cols: np.ndarray, B: int, gain: float = 1.0) -> np.ndarray:
         """Maps (B, Ho, Wo, C_out) from a patch matrix (one read per row)."""
@@ -202,10 +211,11 @@ class ConvOperator(WeightOperator):
         out = (np.empty((B * g.positions, g.c_out), self.dtype) if out is None
                else out.reshape(B * g.positions, g.c_out))
         n, chunks = self._chunks(B)
-        buf = self._buffer("patches", (n * g.positions, g.patch))
+        P = g.positions
+        buf = self._buffer("patches", (n * P, g.patch))
         for b0, b1 in chunks:
-            cols = im2col(X[b0:b1], g.k, g.pad, buf[:(b1 - b0) * g.positions])
-            self.matrix.read_into(cols, out[b0 * g.positions:b1 * g.positions], gain)
+            cols = im2col_nb(X[b0:b1], g.k, g.pad, buf[:(b1 - b0) * P])
+            self.matrix.read_into(cols, out[b0 * P:b1 * P], gain)
         return out.reshape(B, g.h_out, g.w_out, g.c_out)
 
     def conv_t(self, y: np.ndarray, gain: float = 1.0) -> np.ndarray:
@@ -216,10 +226,11 @@ class ConvOperator(WeightOperator):
         Y = np.ascontiguousarray(y).reshape(-1, g.c_out)
         out = np.empty((B, g.h_in, g.w_in, g.c_in), self.dtype)
         n, chunks = self._chunks(B)
-        buf = self._buffer("cols", (n * g.positions, g.patch))
+        P = g.positions
+        buf = self._buffer("patches", (n * P, g.patch))   # conv's: half the cache footprint
         for b0, b1 in chunks:
-            cols = buf[:(b1 - b0) * g.positions]
-            self.matrix.read_transposed_into(Y[b0 * g.positions:b1 * g.positions], cols, gain)
+            cols = buf[:(b1 - b0) * P]
+            self.matrix.read_transposed_into(Y[b0 * P:b1 * P], cols, gain)
             col2im_nb(cols, out[b0:b1], g.k, g.pad)
         return out
 

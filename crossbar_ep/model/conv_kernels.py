@@ -90,6 +90,49 @@ def unpool_add_to_nb(out, base, g, idx, gain):
 
 
 @numba.njit(**_JIT)
+def _clip_pool_image(h, m, idx):
+    """One image: h (H, W, C) <- clip(h, 0, 1) in place; m, idx (H//2, W//2, C) <- its 2 x 2
+    max-pool with switches (as :func:`pool_nb`)."""
+    H, W, C = h.shape
+    for i in range(H):
+        for j in range(W):
+            for c in range(C):
+                v = h[i, j, c]
+                h[i, j, c] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    for i in range(H // 2):
+        for j in range(W // 2):
+            for c in range(C):
+                best = h[2 * i, 2 * j, c]
+                code = 0
+                v = h[2 * i, 2 * j + 1, c]
+                if v > best:
+                    best, code = v, 1
+                v = h[2 * i + 1, 2 * j, c]
+                if v > best:
+                    best, code = v, 2
+                v = h[2 * i + 1, 2 * j + 1, c]
+                if v > best:
+                    best, code = v, 3
+                m[i, j, c] = best
+                idx[i, j, c] = code
+
+
+@numba.njit(**_JIT)
+def unpool_add_clip_pool_nb(out, base, g, idx, gain, m, idx_out):
+    """The discrete hard-sigmoid step of one layer in one pass per image while it is in
+    cache: out = clip(base + gain * unpool(g, idx), 0, 1) (out may be base: then the copy
+    is skipped), and m, idx_out <- its 2 x 2 max-pool with switches.  out, base (B, H, W, C);
+    g, idx, m, idx_out (B, H//2, W//2, C)."""
+    same = out.ctypes.data == base.ctypes.data
+    for b in prange(g.shape[0]):
+        if not same:
+            out[b] = base[b]
+        _unpool_add_image(out[b], g[b], idx[b], gain)
+        _clip_pool_image(out[b], m[b], idx_out[b])
+    return out
+
+
+@numba.njit(**_JIT)
 def pool_nb(s, m, idx):
     """m, idx <- 2x2 max-pool of maps s (B, H, W, C) with switches (first maximum in row-major
     window order: codes 0..3 for (0,0), (0,1), (1,0), (1,1))."""
@@ -129,28 +172,6 @@ def pool(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def clip_pool_nb(h, m, idx):
     """h <- clip(h, 0, 1) in place (the hard-sigmoid), and m, idx <- its 2x2 max-pool with
     switches, image by image while it is in cache; h (B, H, W, C)."""
-    B, H, W, C = h.shape
-    H2, W2 = H // 2, W // 2
-    for b in prange(B):
-        for i in range(H):
-            for j in range(W):
-                for c in range(C):
-                    v = h[b, i, j, c]
-                    h[b, i, j, c] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
-        for i in range(H2):
-            for j in range(W2):
-                for c in range(C):
-                    best = h[b, 2 * i, 2 * j, c]
-                    code = 0
-                    v = h[b, 2 * i, 2 * j + 1, c]
-                    if v > best:
-                        best, code = v, 1
-                    v = h[b, 2 * i + 1, 2 * j, c]
-                    if v > best:
-                        best, code = v, 2
-                    v = h[b, 2 * i + 1, 2 * j + 1, c]
-                    if v > best:
-                        best, code = v, 3
-                    m[b, i, j, c] = best
-                    idx[b, i, j, c] = code
+    for b in prange(h.shape[0]):
+        _clip_pool_image(h[b], m[b], idx[b])
     return m

@@ -22,7 +22,8 @@ import numpy as np
 
 from crossbar_ep.model.activations import activate
 from crossbar_ep.model.conv import col2im, im2col, pool2, to_maps, unpool2
-from crossbar_ep.model.conv_kernels import clip_pool_nb, pool, unpool_add_nb, unpool_add_to_nb
+from crossbar_ep.model.conv_kernels import (clip_pool_nb, pool, unpool_add_clip_pool_nb,
+                                           unpool_add_nb, unpool_add_to_nb)
 from crossbar_ep.model.layer_map import Buffers, LayerMap
 
 
@@ -34,6 +35,19 @@ class ConvBuffers(Buffers):
         self.D: dict = {}
         self.err = {e: np.zeros((B, lm.size[e]), lm.net.dtype) for e in lm.nudging}
         self.pools = None     # pools of the next state, made while activating (discrete map)
+        self._pool_bufs: dict = {}
+        self._flip: dict = {}
+
+    def next_pools(self, k: int, geo) -> tuple:
+        """(pooled map, switches) arrays for layer k's next state: two pairs used in turn, so
+        the pools the step reads are never the ones it writes."""
+        pair = self._pool_bufs.get(k)
+        if pair is None:
+            shape = (self.B, geo.h_out // 2, geo.w_out // 2, geo.c_out)
+            pair = self._pool_bufs[k] = [(np.empty(shape, self.S[k].dtype),
+                                          np.empty(shape, np.uint8)) for _ in range(2)]
+        self._flip[k] = f = 1 - self._flip.get(k, 0)
+        return pair[f]
 
 
 class ConvLayers(LayerMap):
@@ -101,7 +115,8 @@ class ConvLayers(LayerMap):
         buf.D = dict(batch["drive"])
 
     def start(self, B: int) -> list:
-        """Feed-forward response to a blank image (h_1 = b_1), states rho(h), flat (B, n_k)."""
+        """Feed-forward response to a blank image (h_1 = b_1), states rho(h), flat (B, n_k)
+        (read-only views of one image's states)."""
         net = self.net
         g1 = self.geo[1]
         h = np.broadcast_to(net.b[1], (1, g1.h_out, g1.w_out, g1.c_out)).copy()
@@ -113,7 +128,7 @@ class ConvLayers(LayerMap):
             flat = np.ascontiguousarray(h).reshape(1, -1)
             activate(flat, net.activation)
             out.append(flat.reshape(h.shape))
-        return [np.repeat(s.reshape(1, -1), B, axis=0) for s in out]
+        return [np.broadcast_to(s.reshape(1, -1), (B, s.size)) for s in out]
 
     def load_state(self, buf: ConvBuffers, s: list | None) -> None:
         buf.pools = None
@@ -141,6 +156,8 @@ class ConvLayers(LayerMap):
         else:
             pools = {k: pool(S[k]) for k in self.layers}
         buf.pools = None
+        fuse = mirror and net.activation == "hard_sigmoid" and net.dtype == np.float32
+        nxt = {}
         for k in self.layers:
             H = self.maps(k, buf.H[k])
             base = buf.D.get(k)       # the drive: copied in with the first feedback below
@@ -159,29 +176,32 @@ class ConvLayers(LayerMap):
             if base is not None and not any(b.src <= L for b in self.back[k]):
                 np.copyto(H, base)
                 base = None
-            for b in self.back[k]:
+            back = [b for b in self.back[k] if b.src <= L or nudged]
+            for j, b in enumerate(back):
                 if b.src <= L:        # feedback: convT of the state above, unpooled
                     fb = self.conv_of[b.op].conv_t(S[b.src])
-                    if base is not None:
+                    if fuse and j == len(back) - 1:   # the last term: add, clip and pool
+                        pm, pidx = buf.next_pools(k, self.geo[k])
+                        unpool_add_clip_pool_nb(H, H if base is None else base, fb, idx,
+                                                b.gain, pm, pidx)
+                        nxt[k] = (pm, pidx, buf.H[k])
+                    elif base is not None:
                         unpool_add_to_nb(H, base, fb, idx, b.gain)
-                        base = None
                     else:
                         unpool_add_nb(H, fb, idx, b.gain)
-                elif nudged:          # a head's error through its readout, transposed
+                    base = None
+                else:                 # a head's error through its readout, transposed
                     op = net.ops[b.op]
                     g = np.empty((B, op.n_in), H.dtype)
                     op.read_transposed_into(buf.err[b.src], g, b.gain)
                     unpool_add_nb(H, g.reshape(m.shape), idx, 1.0)
-        fuse = mirror and net.activation == "hard_sigmoid" and net.dtype == np.float32
-        nxt = {}
         for k in self.layers:
+            if k in nxt:
+                continue
             if fuse:      # the discrete map: H is the next state; pool it while in cache
-                Hm = self.maps(k, buf.H[k])
-                geo = self.geo[k]
-                m = np.empty((B, geo.h_out // 2, geo.w_out // 2, geo.c_out), Hm.dtype)
-                idx = np.empty(m.shape, np.uint8)
-                clip_pool_nb(Hm, m, idx)
-                nxt[k] = (m, idx, buf.H[k])
+                pm, pidx = buf.next_pools(k, self.geo[k])
+                clip_pool_nb(self.maps(k, buf.H[k]), pm, pidx)
+                nxt[k] = (pm, pidx, buf.H[k])
             else:
                 activate(buf.H[k], net.activation)
         if fuse:
@@ -194,7 +214,7 @@ class ConvLayers(LayerMap):
             return emitted[p.src]
         if p.src == 0:
             return phase.batch["patches"][p.name]
-        return op.patches(emitted[p.src])
+        return op.patches(emitted[p.src], reuse=True)
 
     def local_delta(self, p, delta: np.ndarray) -> np.ndarray:
         op = self.conv_of.get(p.name)

@@ -218,9 +218,9 @@ def fig4(rows: list, out: str) -> str:
                        vmax=lim[1] if lim else None, origin="lower", aspect="auto")
         for i in range(g.shape[0]):
             for j in range(g.shape[1]):
-                if not np.isnan(g[i, j]):
+                if not np.isnan(g[i, j]):       # light text on the dark half of the map
                     ax.text(j, i, f"{g[i, j]:.3g}", ha="center", va="center", fontsize=7,
-                            color="w" if (lim and g[i, j] < 60) else "k")
+                            color="w" if im.norm(g[i, j]) < 0.5 else "k")
         ax.set_xticks(range(len(alphas)))
         ax.set_xticklabels([f"{a:g}" for a in alphas])
         ax.set_yticks(range(len(betas)))

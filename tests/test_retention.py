@@ -133,6 +133,19 @@ def test_a_digital_run_needs_a_card(digital_run, capsys):
     assert "--card" in capsys.readouterr().err
 
 
+def test_a_refused_evaluation_writes_nothing_so_the_corrected_one_runs(digital_run, tmp_path,
+                                                                       capsys):
+    run_dir, _ = digital_run
+    out = tmp_path / "refused"
+    base = ["evaluate", run_dir, "--card", "pcm_joshi2020_inference", "--times", "1s",
+            "--out", str(out), "--quiet"]
+    assert cli.main(base + ["--set", "crossbar.tile_rows=0"]) == 2
+    assert "tile_rows" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())          # no plan left behind
+    assert cli.main(base) == 0                                 # the corrected command runs
+    assert (out / "retention.csv").exists()
+
+
 def test_the_python_api_evaluates_a_run_directory(digital_run, tmp_path):
     import crossbar_ep as cx
     run_dir, acc = digital_run

@@ -59,6 +59,8 @@ def evaluate_run(run_dir: str, plan: RetentionPlan, out_dir: str | None = None,
     "out_dir"}.  Resumes an interrupted evaluation in ``out_dir`` (default
     ``RUN_DIR/retention``) when its plan is the same."""
     from crossbar_ep.runs import train
+    run = train.resume(run_dir, record=False)
+    ev = Evaluator(run, plan)            # checks the card and settings before anything is written
     out_dir = out_dir or os.path.join(run_dir, "retention")
     os.makedirs(out_dir, exist_ok=True)
     plan_path = os.path.join(out_dir, "plan.json")
@@ -81,8 +83,6 @@ def evaluate_run(run_dir: str, plan: RetentionPlan, out_dir: str | None = None,
         _write_atomic(plan_path, json.dumps(want, indent=1))
     rows, recovery = _read_csv(rows_path), _read_csv(rec_path)
     done = {(r["mode"], r["repeat"]) for r in rows}
-    run = train.resume(run_dir, record=False)
-    ev = Evaluator(run, plan)
     units = [(m, r) for m in plan.compensation for r in range(plan.repeats)
              if (m, r) not in done]
     bar = _bar(len(units) * len(plan.times), progress)

@@ -18,6 +18,7 @@ from conftest import REPO
 from crossbar_ep.cli import main
 from crossbar_ep.errors import CheckpointError
 from crossbar_ep.runs.sweep import load_sweep, read_results, run_sweep
+from crossbar_ep.runs.sweep_worker import ORPHAN_GRACE_S
 
 BASE = {"name": "tiny",
         "data": {"dataset": "synthetic", "synthetic_features": 12, "synthetic_classes": 3,
@@ -122,6 +123,17 @@ def test_sigkilled_worker_fails_its_point_only_and_retry_completes_it(tmp_path):
 
 
 # ---------------------------------------------------------------- (b) one sweep per folder
+def lock_held(path) -> bool:
+    import fcntl
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
+
+
 def test_second_sweep_on_a_folder_is_locked_out(tmp_path):
     path = write(tmp_path, {"grid": {"training.lr": [0.1]}, "set": {"training.epochs": 200},
                             "seeds": [0]})
@@ -141,12 +153,17 @@ def test_second_sweep_on_a_folder_is_locked_out(tmp_path):
     finally:
         first.kill()
         first.wait()
-    # the lock died with its process: the killed sweep resumes (its point from scratch,
-    # 2 epochs now that the set is restored)
+    # its orphaned worker ends by itself (told by the kernel, or within its grace) and the
+    # point's run.lock dies with it
+    deadline = time.monotonic() + ORPHAN_GRACE_S + 20
+    while any(lock_held(p) for p in out.rglob("run.lock")):
+        assert time.monotonic() < deadline, "the killed sweep's worker still holds run.lock"
+        time.sleep(0.1)
+    # the killed sweep resumes (its point from scratch, 2 epochs now that the set is restored)
     path.write_text(path.read_text().replace("200", "2"))
     (row,) = run_sweep(str(path), str(out), resume=True, accept_changes=True, progress=False,
                        log=quiet)
-    assert row["status"] == "ok"
+    assert row["status"] == "ok", row
 
 
 def test_results_h5_uses_a_unique_temporary_name(tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ class _Worker:
         r, w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "crossbar_ep.runs.sweep_worker", str(w)],
+                [sys.executable, "-m", "crossbar_ep.runs.sweep_worker", str(w), str(os.getpid())],
                 stdin=subprocess.PIPE, pass_fds=(w,), env=env, start_new_session=True)
         finally:
             os.close(w)

@@ -10,6 +10,12 @@ exactly the matrix shapes (and counts) one training step multiplies.  1.0 would 
 FLOPs; the element-wise work, copies and Python overhead are what the ratio charges us for.
 
     python benchmarks/bench_settle.py [--batches 200] [--config experiments/mnist_3hl.yaml]
+    python benchmarks/bench_settle.py --batches 50 --variant training.T=14 --variant training.K=7
+
+``--variant KEY=VALUE`` (repeatable) also trains the config with those overrides, its batches
+alternating with the recipe's in the same rounds, and prints its samples/s and its speed-up
+over the recipe (a shorter T/K, early stopping, another solver: the speed side of a change
+whose accuracy the per-epoch files show).
 """
 
 from __future__ import annotations
@@ -68,20 +74,42 @@ class GemmReference:
         return time.perf_counter() - t
 
 
+def build(cfg):
+    """(net, learner) of ``cfg`` from the same seed."""
+    net = build_network(cfg, 784, 10, np.random.default_rng(0))
+    return net, make_learner(cfg, net, make_optimizer(cfg.training, net.trainable(), net.lr))
+
+
+def train(learner, x, y, B: int, done: int, n: int) -> float:
+    """Seconds for n training batches from batch ``done`` of the 8 cycled."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        j = ((done + i) % 8) * B
+        learner.train_batch(x[j:j + B], y[j:j + B])
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(os.path.dirname(HERE), "experiments",
                                                      "mnist_3hl.yaml"))
     ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                    help="also time the config with this override, alternating")
     args = ap.parse_args()
 
     cfg = load_config(args.config)
     B, dtype = cfg.training.batch_size, np.dtype(cfg.training.dtype)
+    net, learner = build(cfg)
     rng = np.random.default_rng(0)
-    net = build_network(cfg, 784, 10, rng)
-    learner = make_learner(cfg, net, make_optimizer(cfg.training, net.trainable(), net.lr))
     x = rng.random((B * 8, 784)).astype(dtype)   # MNIST-shaped inputs in [0, 1]
     y = rng.integers(0, 10, B * 8)
+    variant = None
+    if args.variant:
+        vcfg = load_config(args.config, args.variant)
+        if vcfg.training.batch_size != B:
+            raise SystemExit("--variant: keep training.batch_size (the ratio is per sample)")
+        variant = build(vcfg)[1]
 
     shapes = step_gemms(net, learner.settler, B)
     flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
@@ -89,17 +117,17 @@ def main() -> int:
     for i in range(3):                             # warm-up: JIT compile, buffers, BLAS
         learner.train_batch(x[:B], y[:B])
         ref.seconds_per_step()
+        if variant is not None:
+            variant.train_batch(x[:B], y[:B])
     # Interleave training and reference GEMMs so both see the same machine conditions.
     rounds = max(1, min(args.batches, 10))
-    took = ideal = 0.0
+    took = ideal = took_v = 0.0
     done = 0
     for r in range(rounds):
         n = args.batches // rounds + (1 if r < args.batches % rounds else 0)
-        t0 = time.perf_counter()
-        for i in range(n):
-            j = ((done + i) % 8) * B
-            learner.train_batch(x[j:j + B], y[j:j + B])
-        took += time.perf_counter() - t0
+        took += train(learner, x, y, B, done, n)
+        if variant is not None:
+            took_v += train(variant, x, y, B, done, n)
         done += n
         ideal += ref.seconds_per_step() * n
 
@@ -110,6 +138,9 @@ def main() -> int:
           f"{flops * args.batches / took / 1e9:.1f} GFLOP/s achieved")
     print(f"NumPy GEMM on the same shapes: {flops * args.batches / ideal / 1e9:.1f} GFLOP/s")
     print(f"fraction of GEMM peak: {ideal / took:.3f}")
+    if variant is not None:
+        print(f"variant {' '.join(args.variant)}: {args.batches * B / took_v:.0f} samples/s, "
+              f"{took / took_v:.2f}x the recipe's rate (alternating)")
     return 0
 
 

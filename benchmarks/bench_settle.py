@@ -6,8 +6,9 @@ hundred training batches and prints samples/s and
     ratio = (time NumPy's float32 GEMM needs for the same products) / (time we took)
 
 where the GEMM time is measured in this same run, interleaved with the training batches, on
-exactly the matrix shapes (and counts) one training step multiplies.  1.0 would mean every cycle went into useful GEMM
-FLOPs; the element-wise work, copies and Python overhead are what the ratio charges us for.
+exactly the matrix shapes (and counts) one training step multiplies.  1.0 would mean every
+cycle went into useful GEMM FLOPs; the element-wise work, copies and Python overhead are what
+the ratio charges us for.
 
     python benchmarks/bench_settle.py [--batches 200] [--config experiments/mnist_3hl.yaml]
     python benchmarks/bench_settle.py --batches 50 --variant training.T=14 --variant training.K=7

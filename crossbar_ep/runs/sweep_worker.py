@@ -9,9 +9,9 @@ unwinds the point (files close) and ends the worker.  A worker whose sweep is go
 stopping it (SIGKILL, a crash) is told at once on Linux (``PR_SET_PDEATHSIG``) and otherwise
 notices within a quarter of a second; it unwinds as on SIGTERM, and leaves without unwinding
 if the point has not returned to Python within :data:`ORPHAN_GRACE_S` (a long compiled
-kernel), so the point's ``run.lock`` is free for a resumed sweep soon after.  Before each point the worker
-resets its peak-memory mark, so a worker killed during a point (the out-of-memory killer)
-reports that point's peak to the sweep.
+kernel), so the point's ``run.lock`` is free for a resumed sweep soon after.  Before each
+point the worker resets its peak-memory mark, so a worker killed during a point (the
+out-of-memory killer) reports that point's peak to the sweep.
 """
 
 from __future__ import annotations
